@@ -1,0 +1,83 @@
+"""Shared building blocks of the domain models: the frozen camelCase base model, durations, and the
+translation of pydantic's validation errors into one clear Warren ValidationError. Pure."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+import pydantic
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic.alias_generators import to_camel
+
+from .durations import format_duration, parse_duration
+from .errors import ValidationError
+
+__all__ = ["Duration", "Model", "parse_model", "validation_error"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Model(BaseModel):
+    """Frozen, strict about unknown fields, camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        ser_json_inf_nan="null",
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready camelCase form used by the API, the store and YAML."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _to_seconds(value: Any) -> Any:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        try:
+            return parse_duration(value)
+        except ValidationError as exc:
+            raise ValueError(exc.reason) from None  # pydantic adds the field's location
+    return value
+
+
+def _to_text(seconds: float) -> str | float:
+    # Show "500ms" / "10s" where that is exact; keep odd values as numbers so nothing is lost.
+    text = format_duration(seconds)
+    return text if parse_duration(text) == seconds else seconds
+
+
+Duration = Annotated[float, BeforeValidator(_to_seconds), PlainSerializer(_to_text)]
+"""A duration in seconds; accepts ``500ms``, ``10s``, ``5m`` or a number of seconds."""
+
+_MESSAGES = {
+    "extra_forbidden": "unknown field",
+    "missing": "required field is missing",
+}
+
+
+def validation_error(exc: pydantic.ValidationError, prefix: str = "") -> ValidationError:
+    """The first problem of a pydantic error as one line that names the field."""
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union"))]
+    field = ".".join(([prefix] if prefix else []) + loc) or None
+    message = _MESSAGES.get(err["type"], err["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    extra = len(exc.errors()) - 1
+    if extra:
+        message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+    return ValidationError(message, field)
+
+
+def parse_model(cls: type[M], data: Any, prefix: str = "") -> M:
+    """Validate ``data`` into ``cls`` or raise one Warren ValidationError."""
+    try:
+        return cls.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc, prefix) from None
+    except ValidationError as exc:
+        raise ValidationError(
+            exc.reason, ".".join(p for p in (prefix, exc.field or "") if p)
+        ) from None

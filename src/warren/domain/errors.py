@@ -1,0 +1,84 @@
+"""The one exception tree of Warren. Pure: imports nothing but the standard library.
+
+    WarrenError                      every error Warren raises on purpose
+    ├── ValidationError              bad input: spec, YAML, flag, API body (names the field)
+    ├── NotFoundError                no such service, task, revision, node
+    ├── ConflictError                already exists, or a compare-and-swap lost a race
+    │   └── CompactedError           a watch asked for a revision the store no longer keeps
+    ├── InvalidTransitionError       a task state change the state machine forbids
+    ├── AuthError                    missing or wrong token
+    ├── UnavailableError             a dependency is down (server, store, engine); retry later
+    ├── DriverError                  a driver could not start, stop or inspect a task
+    └── StoreError                   the store failed for a reason other than a conflict
+
+Adapters translate foreign exceptions into this tree at the boundary (``raise … from exc``);
+cancellation is never swallowed.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "CompactedError",
+    "ConflictError",
+    "DriverError",
+    "InvalidTransitionError",
+    "NotFoundError",
+    "StoreError",
+    "UnavailableError",
+    "ValidationError",
+    "WarrenError",
+]
+
+
+class WarrenError(Exception):
+    """Base of every error Warren raises on purpose. ``code`` is stable for API clients."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationError(WarrenError):
+    """Bad input. ``field`` is the dotted path of the offending field, when there is one."""
+
+    code = "invalid"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.reason = message
+
+
+class NotFoundError(WarrenError):
+    code = "not_found"
+
+
+class ConflictError(WarrenError):
+    code = "conflict"
+
+
+class CompactedError(ConflictError):
+    code = "compacted"
+
+
+class InvalidTransitionError(WarrenError):
+    code = "invalid_transition"
+
+
+class AuthError(WarrenError):
+    code = "unauthorized"
+
+
+class UnavailableError(WarrenError):
+    code = "unavailable"
+
+
+class DriverError(WarrenError):
+    code = "driver_error"
+
+
+class StoreError(WarrenError):
+    code = "store_error"

@@ -1,0 +1,398 @@
+"""Service specs: everything a user declares about a service (the YAML's ``spec``). Pure, frozen.
+
+A spec is immutable once stored as a revision. ``template`` is the part whose change needs new
+tasks (image, command, env, health check …); ``replicas`` alone is not part of it, so scaling never
+creates a revision or a deployment.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import Duration, Model, parse_model
+from .errors import ValidationError
+
+__all__ = [
+    "API_VERSION",
+    "Analysis",
+    "BlueGreenConfig",
+    "CanaryConfig",
+    "CanaryStep",
+    "DeployConfig",
+    "ExecCheck",
+    "FailureAction",
+    "HealthCheck",
+    "HttpCheck",
+    "PortSpec",
+    "Resources",
+    "RestartCondition",
+    "RestartPolicy",
+    "RollbackConfig",
+    "ServiceSpec",
+    "Strategy",
+    "TcpCheck",
+    "UpdateConfig",
+    "UpdateOrder",
+    "parse_memory",
+    "service_from_document",
+    "service_to_document",
+]
+
+API_VERSION = "warren.io/v1"
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+HOST_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Set by the agent for every task; a user must not override them.
+RESERVED_ENV = frozenset({"PORT", "WARREN_TASK_ID", "WARREN_SERVICE", "WARREN_REVISION"})
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strategy(StrEnum):
+    ROLLING = "rolling"
+    BLUE_GREEN = "blue-green"
+    CANARY = "canary"
+
+
+class FailureAction(StrEnum):
+    ROLLBACK = "rollback"
+    PAUSE = "pause"
+    CONTINUE = "continue"
+
+
+class UpdateOrder(StrEnum):
+    START_FIRST = "start-first"
+    STOP_FIRST = "stop-first"
+
+
+class RestartCondition(StrEnum):
+    ANY = "any"
+    ON_FAILURE = "on-failure"
+    NONE = "none"
+
+
+_MEMORY_UNITS = {
+    "": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mi": 1024**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3,
+}  # fmt: skip
+
+
+def parse_memory(value: str | int) -> int:
+    """``"256Mi"`` → 268435456 bytes; a bare number is bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("memory must be >= 0")
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _MEMORY_UNITS:
+        raise ValueError(f"expected a size like 256Mi or 1G, got {value!r}")
+    return int(float(match.group(1)) * _MEMORY_UNITS[unit])
+
+
+class PortSpec(Model):
+    """``published`` is the ingress port; ``target`` the container port (docker driver only —
+    a process gets its port in ``$PORT``)."""
+
+    published: Port
+    target: Port | None = None
+
+
+class HttpCheck(Model):
+    path: str = "/"
+    port: Port | None = None
+    status_min: int = Field(200, ge=100, le=599)
+    status_max: int = Field(399, ge=100, le=599)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must start with '/'")
+        return v
+
+
+class TcpCheck(Model):
+    port: Port | None = None
+
+
+class ExecCheck(Model):
+    command: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return shlex.split(v) if isinstance(v, str) else v
+
+
+class HealthCheck(Model):
+    """Exactly one of http, tcp, exec. Healthy after one success; unhealthy after ``retries``
+    consecutive failures; failures during ``start_period`` do not count."""
+
+    http: HttpCheck | None = None
+    tcp: TcpCheck | None = None
+    exec: ExecCheck | None = None
+    interval: Duration = 1.0
+    timeout: Duration = 1.0
+    retries: int = Field(3, ge=1)
+    start_period: Duration = 0.0
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HealthCheck:
+        kinds = [k for k in ("http", "tcp", "exec") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("set exactly one of http, tcp, exec")
+        if self.interval <= 0:
+            raise ValueError("interval must be > 0")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "http" if self.http else "tcp" if self.tcp else "exec"
+
+
+class Resources(Model):
+    """Reservations used by placement. 0 means "reserve nothing"."""
+
+    cpus: float = Field(0.0, ge=0)
+    memory: int = 0
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> int:
+        return parse_memory(v)
+
+
+class RestartPolicy(Model):
+    """When a task ends on its own, replace it after ``delay`` doubling per consecutive failure
+    up to ``max_delay`` (1s, 2s, 4s … 30s). ``max_attempts`` 0 means no limit."""
+
+    condition: RestartCondition = RestartCondition.ANY
+    delay: Duration = 1.0
+    max_delay: Duration = 30.0
+    max_attempts: int = Field(0, ge=0)
+
+
+class UpdateConfig(Model):
+    parallelism: int = Field(1, ge=0)
+    delay: Duration = 0.0
+    failure_action: FailureAction = FailureAction.ROLLBACK
+    order: UpdateOrder = UpdateOrder.START_FIRST
+    monitor: Duration = 5.0
+    max_failure_ratio: float = Field(0.0, ge=0, le=1)
+    healthy_deadline: Duration = 60.0
+    progress_deadline: Duration = 600.0
+
+
+class RollbackConfig(Model):
+    parallelism: int = Field(0, ge=0)
+    delay: Duration = 0.0
+    failure_action: Literal["pause", "continue"] = "pause"
+    order: UpdateOrder = UpdateOrder.START_FIRST
+    monitor: Duration = 0.0
+    max_failure_ratio: float = Field(0.0, ge=0, le=1)
+
+
+class CanaryStep(Model):
+    """One of ``setWeight: N`` or ``pause: DURATION`` / ``pause: {}`` (until promoted)."""
+
+    set_weight: int | None = Field(None, ge=0, le=100)
+    pause: Duration | dict[str, Any] | None = None
+
+    @field_validator("pause", mode="before")
+    @classmethod
+    def _pause(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            if v:
+                raise ValueError("a pause is a duration or {} (until promoted)")
+            return {}
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> CanaryStep:
+        if (self.set_weight is None) == (self.pause is None):
+            raise ValueError("a step is either setWeight or pause")
+        return self
+
+
+class Analysis(Model):
+    interval: Duration = 10.0
+    success_rate: float | None = Field(None, ge=0, le=1)
+    max_latency_p95: Duration | None = None
+    max_latency_p99: Duration | None = None
+    min_requests: int = Field(20, ge=0)
+    failure_limit: int = Field(1, ge=1)
+
+
+class CanaryConfig(Model):
+    steps: tuple[CanaryStep, ...] = ()
+    canary_replicas: int | None = Field(None, ge=1)
+    analysis: Analysis | None = None
+
+
+class BlueGreenConfig(Model):
+    auto_promote: bool = True
+    auto_promote_after: Duration = 0.0
+    scale_down_delay: Duration = 30.0
+    preview_header: str = "X-Warren-Preview"
+    soak: Duration = 0.0
+    analysis: Analysis | None = None
+
+
+class DeployConfig(Model):
+    strategy: Strategy = Strategy.ROLLING
+    update_config: UpdateConfig = UpdateConfig()
+    rollback_config: RollbackConfig = RollbackConfig()
+    canary: CanaryConfig | None = None
+    blue_green: BlueGreenConfig | None = None
+    revision_history_limit: int = Field(10, ge=1)
+
+
+class ServiceSpec(Model):
+    name: str
+    labels: dict[str, str] = {}
+    image: str | None = None
+    command: tuple[str, ...] | None = None
+    driver: Literal["process", "docker", "fake"] | None = None
+    replicas: int = Field(1, ge=0, le=10_000)
+    env: dict[str, str] = {}
+    ports: tuple[PortSpec, ...] = ()
+    host: str | None = None
+    health_check: HealthCheck | None = None
+    resources: Resources = Resources()
+    restart_policy: RestartPolicy = RestartPolicy()
+    deploy: DeployConfig = DeployConfig()
+    stop_grace: Duration = 10.0
+    drain_timeout: Duration = 5.0
+    min_ready: Duration = 0.0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(
+                "must be 1-63 lowercase letters, digits or '-', starting and ending "
+                f"with a letter or digit (got {v!r})"
+            )
+        return v
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = shlex.split(v)
+        if v is not None and len(v) == 0:
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for key, value in v.items():
+                if not isinstance(key, str) or not ENV_KEY_RE.match(key):
+                    raise ValueError(f"{key!r} is not a valid variable name")
+                if key in RESERVED_ENV:
+                    raise ValueError(f"{key} is set by Warren and cannot be overridden")
+                if isinstance(value, bool):
+                    raise ValueError(f'{key}: quote booleans, e.g. "true"')
+            return {k: str(val) if isinstance(val, int | float) else val for k, val in v.items()}
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is not None and not HOST_RE.match(v.lower()):
+            raise ValueError(f"{v!r} is not a valid host name")
+        return v.lower() if v else v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSpec:
+        if (self.image is None) == (self.command is None):
+            raise ValueError("set exactly one of image and command")
+        if self.driver == "docker" and self.image is None:
+            raise ValueError("the docker driver needs an image")
+        if self.driver == "process" and self.command is None:
+            raise ValueError("the process driver needs a command")
+        published = [p.published for p in self.ports]
+        if len(set(published)) != len(published):
+            raise ValueError("a published port appears twice")
+        return self
+
+    @property
+    def effective_driver(self) -> str:
+        """image ⇒ docker, command ⇒ process, unless ``driver`` says otherwise."""
+        if self.driver:
+            return self.driver
+        return "docker" if self.image is not None else "process"
+
+    @property
+    def template(self) -> dict[str, Any]:
+        """Everything that needs new tasks when it changes: the spec minus ``replicas``."""
+        return self.model_dump(mode="json", exclude={"replicas"})
+
+    def same_template(self, other: ServiceSpec) -> bool:
+        return self.template == other.template
+
+    @property
+    def version_label(self) -> str:
+        """A short human label for a revision: the image, else VERSION from env, else command."""
+        if self.image:
+            return self.image
+        if "VERSION" in self.env:
+            return f"VERSION={self.env['VERSION']}"
+        return " ".join(self.command or ())[:40]
+
+
+def service_from_document(doc: Any) -> ServiceSpec:
+    """A YAML/JSON document ``{apiVersion, kind: Service, metadata: {name, labels}, spec}`` →
+    ServiceSpec, with errors that name the field (``spec.replicas: …``)."""
+    if not isinstance(doc, dict):
+        raise ValidationError("expected a mapping with apiVersion, kind, metadata and spec")
+    unknown = set(doc) - {"apiVersion", "kind", "metadata", "spec"}
+    if unknown:
+        raise ValidationError(f"unknown field {sorted(unknown)[0]!r}")
+    if doc.get("apiVersion") != API_VERSION:
+        raise ValidationError(
+            f"must be {API_VERSION!r}, got {doc.get('apiVersion')!r}", "apiVersion"
+        )
+    if doc.get("kind") != "Service":
+        raise ValidationError(f"must be 'Service', got {doc.get('kind')!r}", "kind")
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict) or "name" not in meta:
+        raise ValidationError("required field is missing", "metadata.name")
+    unknown = set(meta) - {"name", "labels"}
+    if unknown:
+        raise ValidationError(f"unknown field {sorted(unknown)[0]!r}", "metadata")
+    spec = doc.get("spec")
+    if not isinstance(spec, dict):
+        raise ValidationError("required mapping is missing", "spec")
+    for key in ("name", "labels"):
+        if key in spec:
+            raise ValidationError(f"unknown field {key!r} (it belongs in metadata)", "spec")
+    try:
+        data = {**spec, "name": meta["name"], "labels": meta.get("labels") or {}}
+        return parse_model(ServiceSpec, data)
+    except ValidationError as exc:
+        field = exc.field or ""
+        if field in ("name", "labels") or field.startswith("labels."):
+            raise ValidationError(exc.reason, f"metadata.{field}") from None
+        raise ValidationError(exc.reason, f"spec.{field}" if field else "spec") from None
+
+
+def service_to_document(spec: ServiceSpec) -> dict[str, Any]:
+    """The inverse of service_from_document, for ``warren service inspect -o yaml``."""
+    body = spec.to_wire()
+    meta: dict[str, Any] = {"name": body.pop("name")}
+    labels = body.pop("labels", {})
+    if labels:
+        meta["labels"] = labels
+    return {"apiVersion": API_VERSION, "kind": "Service", "metadata": meta, "spec": body}

@@ -1,0 +1,106 @@
+"""Tasks: one running instance of one revision of a service, and their state machine. Pure.
+
+Desired state (``desired_state``, ``node``) is written by the control plane; observed state
+(``state``, ``endpoint``, ``healthy``, ``ready``, ``exit_code`` …) only by the agent of the
+task's node. ::
+
+    pending ──▶ starting ──▶ running ──▶ stopping ──▶ stopped
+       │           │            │           │
+       │           ├────────────┴───────────┴──▶ failed | complete   (ended on its own)
+       └──▶ stopped | failed                                         (never started)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from .base import Model
+from .errors import InvalidTransitionError
+
+__all__ = ["DesiredState", "Task", "TaskState", "task_id"]
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    COMPLETE = "complete"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @property
+    def active(self) -> bool:
+        """Holds (or may soon hold) a process or container."""
+        return self not in _TERMINAL
+
+
+class DesiredState(StrEnum):
+    RUNNING = "running"
+    SHUTDOWN = "shutdown"
+
+
+_TERMINAL = frozenset({TaskState.STOPPED, TaskState.FAILED, TaskState.COMPLETE})
+_ALLOWED: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.PENDING: frozenset({TaskState.STARTING, TaskState.STOPPED, TaskState.FAILED}),
+    TaskState.STARTING: frozenset(
+        {TaskState.RUNNING, TaskState.STOPPING, TaskState.FAILED, TaskState.COMPLETE}
+    ),
+    TaskState.RUNNING: frozenset({TaskState.STOPPING, TaskState.FAILED, TaskState.COMPLETE}),
+    TaskState.STOPPING: frozenset({TaskState.STOPPED, TaskState.FAILED, TaskState.COMPLETE}),
+    TaskState.STOPPED: frozenset(),
+    TaskState.FAILED: frozenset(),
+    TaskState.COMPLETE: frozenset(),
+}
+
+
+def task_id(service: str, slot: int, suffix: str) -> str:
+    """``web.3.k2x9q1`` — service, slot, and a random suffix that tells replacements apart."""
+    return f"{service}.{slot}.{suffix}"
+
+
+class Task(Model):
+    id: str
+    service: str
+    revision: int
+    slot: int
+    node: str | None = None
+    desired_state: DesiredState = DesiredState.RUNNING
+    state: TaskState = TaskState.PENDING
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    endpoint: str | None = None
+    """``host:port`` where the ingress and the http/tcp probes reach the task."""
+    runtime_id: str | None = None
+    """The driver's handle: a pid for processes, a container id for containers."""
+    healthy: bool | None = None
+    ready: bool = False
+    ready_at: float | None = None
+    exit_code: int | None = None
+    message: str = ""
+    attempt: int = 0
+    """Consecutive failures of this slot before this task: the restart back-off exponent."""
+
+    def transition(self, to: TaskState, now: float, **changes: Any) -> Task:
+        """The task in state ``to``; InvalidTransitionError if the state machine forbids it."""
+        if to != self.state and to not in _ALLOWED[self.state]:
+            raise InvalidTransitionError(f"task {self.id}: cannot go from {self.state} to {to}")
+        if to.terminal or to == TaskState.STOPPING:
+            changes.setdefault("ready", False)
+        if to.terminal:
+            changes.setdefault("finished_at", now)
+        return self.model_copy(update={"state": to, "updated_at": now, **changes})
+
+    def changed(self, now: float, **changes: Any) -> Task:
+        return self.model_copy(update={"updated_at": now, **changes})
+
+    @property
+    def wants_running(self) -> bool:
+        return self.desired_state == DesiredState.RUNNING

@@ -1,0 +1,268 @@
+"""The ports: every I/O dependency of the control plane, agent and ingress, as typing.Protocol,
+plus the plain value types they speak in. Adapters live in store/, agent/drivers/, ingress/; the
+fakes used by tests pass the same contract suites as the real ones.
+
+Must not import anything of Warren's but ``domain``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal, Protocol, runtime_checkable
+
+from .domain.specs import HealthCheck, ServiceSpec
+from .domain.tasks import Task
+
+__all__ = [
+    "Clock",
+    "Compare",
+    "DataPlane",
+    "Delete",
+    "Driver",
+    "Endpoint",
+    "EventType",
+    "ExitStatus",
+    "KeyValue",
+    "Op",
+    "ProbeResult",
+    "Prober",
+    "Put",
+    "RecoveredTask",
+    "Route",
+    "RouteStats",
+    "StateStore",
+    "TaskHandle",
+    "TxnResult",
+    "WatchEvent",
+]
+
+
+# ── time ─────────────────────────────────────────────────────────────────────────────────────────
+
+
+class Clock(Protocol):
+    """Time as a port. ``now`` is wall-clock epoch seconds: everything stored uses it, so that
+    deadlines survive a restart. Tests use ``warren.control.clocks.FakeClock``."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+# ── the store: an etcd-shaped key-value API (maps 1:1 onto etcd v3) ──────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int = 0
+
+
+CompareTarget = Literal["version", "create_revision", "mod_revision", "value"]
+CompareOp = Literal["==", "!=", "<", ">"]
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """A txn guard, as in etcd: ``Compare(key, "mod_revision", "==", 42)``. An absent key has
+    version, create_revision and mod_revision 0 — so ``Compare.absent(key)`` is ``version == 0``."""
+
+    key: str
+    target: CompareTarget
+    op: CompareOp
+    value: int | bytes
+
+    @staticmethod
+    def absent(key: str) -> Compare:
+        return Compare(key, "version", "==", 0)
+
+    @staticmethod
+    def unchanged(kv: KeyValue) -> Compare:
+        return Compare(kv.key, "mod_revision", "==", kv.mod_revision)
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: str
+    value: bytes
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Deletes ``key``, or every key starting with it when ``prefix`` is true."""
+
+    key: str
+    prefix: bool = False
+
+
+Op = Put | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    """The store's revision after the txn (unchanged when nothing was written)."""
+
+
+class EventType(StrEnum):
+    PUT = "put"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: EventType
+    kv: KeyValue
+    """For a delete: the key, empty value, and ``mod_revision`` = the deletion's revision."""
+    prev: KeyValue | None = None
+
+
+class StateStore(Protocol):
+    """Every read and write of cluster state goes through this API. Revisions are global,
+    monotonic, and shared by all keys, as in etcd."""
+
+    async def get(self, key: str) -> KeyValue | None: ...
+
+    async def range(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Every key starting with ``prefix`` in key order, and the store revision they were read
+        at (start a watch at revision + 1 to miss nothing)."""
+        ...
+
+    async def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult: ...
+
+    async def put(self, key: str, value: bytes, lease: int = 0) -> int: ...
+
+    async def delete(self, key: str, prefix: bool = False) -> int: ...
+
+    def watch(self, prefix: str, from_revision: int) -> AsyncIterator[list[WatchEvent]]:
+        """Every change under ``prefix`` from ``from_revision`` on, in order, no gaps, batched by
+        revision. Raises CompactedError when ``from_revision`` is older than the kept history."""
+        ...
+
+    async def grant(self, ttl: float) -> int: ...
+
+    async def keepalive(self, lease: int) -> None:
+        """Renew ``lease`` for another ttl; NotFoundError if it has expired."""
+        ...
+
+    async def revoke(self, lease: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# ── runtime ──────────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class TaskHandle:
+    runtime_id: str
+    endpoint: str | None
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    exit_code: int | None
+    """None when it cannot be known (a process adopted after a restart, reaped by init)."""
+    reason: str = ""
+    oom_killed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredTask:
+    task_id: str
+    handle: TaskHandle
+    alive: bool
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """Runs tasks. One driver instance per agent; it remembers what it started on disk (or in the
+    engine) so that a restarted agent can ``recover`` instead of starting twice."""
+
+    name: str
+
+    async def start(self, task: Task, spec: ServiceSpec) -> TaskHandle: ...
+
+    async def wait(self, task_id: str) -> ExitStatus:
+        """Return when the task's process or container ends."""
+        ...
+
+    async def stop(self, task_id: str, grace: float) -> ExitStatus:
+        """SIGTERM, up to ``grace`` seconds, then SIGKILL. Idempotent."""
+        ...
+
+    async def recover(self) -> list[RecoveredTask]:
+        """What this driver started before a restart: still alive or not."""
+        ...
+
+    async def forget(self, task_id: str) -> None:
+        """Drop every record of an ended task (its logs stay)."""
+        ...
+
+    async def logs(self, task_id: str, tail: int | None = None) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    ok: bool
+    detail: str = ""
+
+
+class Prober(Protocol):
+    async def probe(self, check: HealthCheck, task: Task, spec: ServiceSpec) -> ProbeResult: ...
+
+
+# ── traffic ──────────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    address: str
+    """``host:port``."""
+    task_id: str
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How one service is reached: on its published ports, and on the shared port by host."""
+
+    service: str
+    ports: tuple[int, ...] = ()
+    host: str | None = None
+    endpoints: tuple[Endpoint, ...] = ()
+
+
+@dataclass(slots=True)
+class RouteStats:
+    requests: int = 0
+    errors_5xx: int = 0
+    in_flight: int = 0
+    latency_buckets: dict[float, int] = field(default_factory=dict)
+    latency_sum: float = 0.0
+
+
+class DataPlane(Protocol):
+    """The traffic layer: the built-in ingress, or later an HAProxy driven by its runtime API."""
+
+    async def apply(self, routes: Mapping[str, Route]) -> None:
+        """Make ``routes`` the whole routing table; takes effect for the next request."""
+        ...
+
+    async def drain(self, address: str, timeout: float) -> int:
+        """Send no new request to ``address``; wait up to ``timeout`` for its in-flight requests.
+        Returns how many were still in flight at the end (0 when drained)."""
+        ...
+
+    def stats(self) -> Mapping[str, RouteStats]: ...

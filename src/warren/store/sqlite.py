@@ -1,0 +1,100 @@
+"""The embedded default store: the in-memory engine, made durable in one SQLite file (WAL).
+
+Every change is written to SQLite in one transaction *before* it becomes visible to readers or
+watchers, so an acknowledged write survives ``kill -9`` of the server. Reads are served from
+memory. Watch history does not survive a restart (it counts as compacted, as in etcd): watchers
+re-list and watch from the listed revision.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ..domain.errors import StoreError
+from ..ports import Clock, KeyValue
+from .memory import MemoryStore
+
+__all__ = ["SqliteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    create_revision INTEGER NOT NULL,
+    mod_revision INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    lease INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class SqliteStore(MemoryStore):
+    def __init__(self, path: str | Path, clock: Clock, history: int = 50_000) -> None:
+        super().__init__(clock, history)
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: we issue BEGIN/COMMIT ourselves, one transaction per revision.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit is in the OS before we return, so it survives the
+            # death of this process; only a power cut can lose the last commits.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._load()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+
+    def _load(self) -> None:
+        meta = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
+        kvs = [
+            KeyValue(k, bytes(v), c, m, ver, lease)
+            for k, v, c, m, ver, lease in self._db.execute(
+                "SELECT key, value, create_revision, mod_revision, version, lease FROM kv"
+            )
+        ]
+        leases = dict(self._db.execute("SELECT id, ttl FROM leases").fetchall())
+        self._restore(meta.get("revision", 0), kvs, leases, meta.get("next_lease", 1))
+
+    def _persist(self, revision: int, changes: dict[str, KeyValue | None]) -> None:
+        db = self._db
+        try:
+            db.execute("BEGIN")
+            for key, kv in changes.items():
+                if kv is None:
+                    db.execute("DELETE FROM kv WHERE key = ?", (key,))
+                else:
+                    db.execute(
+                        "INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?, ?, ?)",
+                        (key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease),
+                    )
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (revision,))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"write to {self.path} failed: {exc}") from exc
+
+    def _persist_lease(self, lease_id: int, ttl: float | None, next_lease: int) -> None:
+        db = self._db
+        try:
+            db.execute("BEGIN")
+            if ttl is None:
+                db.execute("DELETE FROM leases WHERE id = ?", (lease_id,))
+            else:
+                db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?)", (lease_id, ttl))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('next_lease', ?)", (next_lease,))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"write to {self.path} failed: {exc}") from exc
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    async def close(self) -> None:
+        await super().close()
+        self._db.close()
