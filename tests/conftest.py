@@ -20,3 +20,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for nodeid in _skipped:
             print(f"  {nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# Real-server fixtures, shared by integration and end-to-end tests.
+from tests.servers import server, server_factory  # noqa: E402, F401

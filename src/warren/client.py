@@ -1,1 +1,202 @@
-"""client (being built)."""
+"""The HTTP client of Warren's API (httpx), used by the CLI, the demo and ``warren.deploy``.
+
+Configuration: ``WARREN_ADDR`` (default ``http://127.0.0.1:7070``); the token from
+``WARREN_TOKEN``, else the ``admin.token`` file of ``WARREN_DATA_DIR`` / the default data dir.
+Every failure is a ``WarrenError`` with one clear message: the server's own error, or
+"cannot reach the Warren server at …".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .domain.errors import AuthError, UnavailableError, WarrenError, error_for_code
+from .domain.events import Event
+from .domain.nodes import Node
+from .domain.services import Revision, Service
+from .domain.specs import ServiceSpec
+from .domain.tasks import Task
+from .paths import default_data_dir, token_path
+
+__all__ = ["DEFAULT_ADDR", "Client"]
+
+DEFAULT_ADDR = "http://127.0.0.1:7070"
+
+
+def _find_token(data_dir: Path | None) -> str | None:
+    if os.environ.get("WARREN_TOKEN"):
+        return os.environ["WARREN_TOKEN"].strip()
+    path = token_path(data_dir or default_data_dir())
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+class Client:
+    def __init__(
+        self,
+        addr: str | None = None,
+        token: str | None = None,
+        *,
+        data_dir: Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.addr = (addr or os.environ.get("WARREN_ADDR") or DEFAULT_ADDR).rstrip("/")
+        if "://" not in self.addr:
+            self.addr = f"http://{self.addr}"
+        self._data_dir = data_dir
+        self.token = token or _find_token(data_dir)
+        self._http = httpx.Client(
+            base_url=self.addr, headers={"User-Agent": "warren-client"}, timeout=timeout
+        )
+        self._authorize()
+
+    def _authorize(self) -> None:
+        # A server started a moment ago may not have written its token yet: look again.
+        if not self.token:
+            self.token = _find_token(self._data_dir)
+        if self.token:
+            self._http.headers["Authorization"] = f"Bearer {self.token}"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ── transport ────────────────────────────────────────────────────────────────────────────
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        try:
+            err = response.json()["error"]
+            raise error_for_code(err.get("code", ""), err["message"], err.get("field"))
+        except (ValueError, KeyError, TypeError):
+            pass
+        if response.status_code == 401 and not self.token:
+            raise AuthError(
+                "no token: set WARREN_TOKEN, or WARREN_DATA_DIR to the server's data directory"
+            )
+        raise WarrenError(f"server answered {response.status_code}: {response.text[:200]}")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        self._authorize()
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise UnavailableError(
+                f"cannot reach the Warren server at {self.addr} (is `warren server` running?)"
+            ) from None
+        except httpx.TimeoutException:
+            raise UnavailableError(
+                f"the Warren server at {self.addr} did not answer in time"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"talking to {self.addr} failed: {exc}") from None
+        if response.status_code == 401 and not self.token:
+            raise AuthError(
+                "no token: set WARREN_TOKEN, or WARREN_DATA_DIR to the server's data directory"
+            )
+        self._raise_for(response)
+        return response.json()
+
+    # ── services ─────────────────────────────────────────────────────────────────────────────
+
+    def health(self) -> bool:
+        try:
+            return bool(self._http.get("/healthz", timeout=2).status_code == 200)
+        except httpx.HTTPError:
+            return False
+
+    def info(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/info"))
+
+    def create_service(self, spec: ServiceSpec) -> Service:
+        return Service.model_validate(self.request("POST", "/v1/services", json=spec.to_wire()))
+
+    def apply_service(self, spec: ServiceSpec) -> tuple[Service, str]:
+        """Create or replace; returns the service and ``created|updated|unchanged``."""
+        body = self.request("PUT", f"/v1/services/{spec.name}", json=spec.to_wire())
+        result = body.pop("result")
+        return Service.model_validate(body), str(result)
+
+    def get_service(self, name: str) -> Service:
+        return Service.model_validate(self.request("GET", f"/v1/services/{name}"))
+
+    def list_services(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/v1/services"))
+
+    def update_service(
+        self, name: str, changes: dict[str, Any], env_rm: list[str] | None = None, cause: str = ""
+    ) -> tuple[Service, bool]:
+        """Partial update: camelCase ``changes`` merged into the spec. Returns (service,
+        whether a new revision was made or anything changed)."""
+        body = self.request(
+            "PATCH",
+            f"/v1/services/{name}",
+            json={"spec": changes, "envRm": env_rm or [], "cause": cause},
+        )
+        result = body.pop("result")
+        return Service.model_validate(body), result == "updated"
+
+    def scale_service(self, name: str, replicas: int) -> Service:
+        body = self.request("POST", f"/v1/services/{name}/scale", json={"replicas": replicas})
+        return Service.model_validate(body)
+
+    def delete_service(self, name: str) -> None:
+        self.request("DELETE", f"/v1/services/{name}")
+
+    def list_tasks(self, service: str | None = None) -> list[Task]:
+        path = f"/v1/services/{service}/tasks" if service else "/v1/tasks"
+        return [Task.model_validate(t) for t in self.request("GET", path)]
+
+    def get_task(self, task_id: str) -> Task:
+        return Task.model_validate(self.request("GET", f"/v1/tasks/{task_id}"))
+
+    def list_revisions(self, service: str) -> list[Revision]:
+        return [
+            Revision.model_validate(r)
+            for r in self.request("GET", f"/v1/services/{service}/revisions")
+        ]
+
+    def logs(self, service: str, tail: int = 100, task: str | None = None) -> list[dict[str, str]]:
+        params: dict[str, Any] = {"tail": tail}
+        if task:
+            params["task"] = task
+        return list(self.request("GET", f"/v1/services/{service}/logs", params=params)["lines"])
+
+    def list_nodes(self) -> list[tuple[Node, int]]:
+        return [
+            (Node.model_validate(n["node"]), n["tasks"]) for n in self.request("GET", "/v1/nodes")
+        ]
+
+    def list_events(self, service: str | None = None, limit: int = 100) -> list[Event]:
+        params: dict[str, Any] = {"limit": limit}
+        if service:
+            params["service"] = service
+        return [Event.model_validate(e) for e in self.request("GET", "/v1/events", params=params)]
+
+    def stream_events(self, service: str | None = None) -> Iterator[Event]:
+        """Follow the server-sent event stream until the connection ends."""
+        params = {"service": service} if service else {}
+        try:
+            with self._http.stream(
+                "GET", "/v1/events/stream", params=params, timeout=httpx.Timeout(30, read=None)
+            ) as response:
+                self._raise_for(response)
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        yield Event.model_validate(json.loads(line[6:]))
+        except httpx.ConnectError:
+            raise UnavailableError(f"cannot reach the Warren server at {self.addr}") from None

@@ -16,6 +16,7 @@ from .domain.specs import HealthCheck, ServiceSpec
 from .domain.tasks import Task
 
 __all__ = [
+    "LATENCY_BUCKETS",
     "Clock",
     "Compare",
     "DataPlane",
@@ -44,7 +45,7 @@ __all__ = [
 
 class Clock(Protocol):
     """Time as a port. ``now`` is wall-clock epoch seconds: everything stored uses it, so that
-    deadlines survive a restart. Tests use ``warren.control.clocks.FakeClock``."""
+    deadlines survive a restart. Tests use ``warren.clocks.FakeClock``."""
 
     def now(self) -> float: ...
 
@@ -123,6 +124,7 @@ class WatchEvent:
     kv: KeyValue
     """For a delete: the key, empty value, and ``mod_revision`` = the deletion's revision."""
     prev: KeyValue | None = None
+    """For a delete: what was deleted. (Puts carry none, to keep watch history small.)"""
 
 
 class StateStore(Protocol):
@@ -244,20 +246,31 @@ class Route:
     endpoints: tuple[Endpoint, ...] = ()
 
 
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the ingress's latency histogram, as in Prometheus."""
+
+
 @dataclass(slots=True)
 class RouteStats:
+    """Counters of one service's traffic through the ingress since it started."""
+
     requests: int = 0
     errors_5xx: int = 0
+    """Responses with status >= 500, including the ingress's own 502/503/504."""
     in_flight: int = 0
-    latency_buckets: dict[float, int] = field(default_factory=dict)
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    """Non-cumulative counts per bucket of LATENCY_BUCKETS; the last one is +Inf."""
     latency_sum: float = 0.0
 
 
 class DataPlane(Protocol):
     """The traffic layer: the built-in ingress, or later an HAProxy driven by its runtime API."""
 
-    async def apply(self, routes: Mapping[str, Route]) -> None:
-        """Make ``routes`` the whole routing table; takes effect for the next request."""
+    async def update(self, routes: Mapping[str, Route | None]) -> None:
+        """Set (or with None remove) the routes of the given services; the others stay as they
+        are. Takes effect for the next request, with no reload and no dropped connection."""
         ...
 
     async def drain(self, address: str, timeout: float) -> int:

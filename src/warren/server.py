@@ -1,1 +1,326 @@
-"""server (being built)."""
+"""The composition root: builds the store, the control plane, the embedded agent, the ingress and
+the API of one ``warren server``, and starts and stops them in order.
+
+Start-up fails early with one clear message (data dir in use by another server, a port taken)
+before anything is half-started; shutdown leaves the tasks running — a restarted server
+re-adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import functools
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from . import __version__
+from .agent import Agent, FakeDriver, NetworkProber, ProcessDriver
+from .api import ApiContext, create_app
+from .api.metrics import build_metrics
+from .clocks import SystemClock
+from .control.plane import ControlPlane
+from .domain.errors import UnavailableError, ValidationError, WarrenError
+from .domain.nodes import Node
+from .domain.services import Service
+from .domain.tasks import Task
+from .ingress import Ingress
+from .paths import token_path
+from .ports import Clock, Driver, Prober, StateStore
+from .store import open_store
+from .store.cluster import ClusterStore
+
+__all__ = ["Server", "ServerConfig", "parse_address"]
+
+log = logging.getLogger("warren.server")
+
+
+def parse_address(value: str, field_name: str = "--api") -> tuple[str, int]:
+    """``127.0.0.1:7070`` → ("127.0.0.1", 7070); ``:7070`` → ("127.0.0.1", 7070)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValidationError(f"expected HOST:PORT, got {value!r}", field_name)
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _memory_bytes() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path
+    api: str = "127.0.0.1:7070"
+    ingress_host: str = "127.0.0.1"
+    http_port: int | None = 8000
+    """The shared ingress port (services routed by host); 0 picks a free one, None disables."""
+    store: str = "sqlite"
+    node_name: str = field(default_factory=socket.gethostname)
+    worker: bool = True
+    simulate_nodes: int = 0
+    """Extra fake-driver nodes, for benchmarks and tests."""
+    heartbeat_ttl: float = 10.0
+
+
+class _PlaneView:
+    """The API's read-only view of the control plane's caches."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self._plane = plane
+
+    def services(self) -> list[Service]:
+        return self._plane.services.values()
+
+    def tasks_by_service(self) -> Mapping[str, Iterable[Task]]:
+        return {name: tasks.values() for name, tasks in self._plane.index.by_service.items()}
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside our own loop: the server, not uvicorn, owns the signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class Server:
+    def __init__(self, config: ServerConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.token = ""
+        self.store: StateStore | None = None
+        self.cluster: ClusterStore | None = None
+        self.plane: ControlPlane | None = None
+        self.ingress: Ingress | None = None
+        self.agents: dict[str, Agent] = {}
+        self._api: _EmbeddedUvicorn | None = None
+        self._api_task: asyncio.Task[None] | None = None
+        self._api_socket: socket.socket | None = None
+        self._lock_fd: int | None = None
+        self.api_address: tuple[str, int] = ("", 0)
+        self._stopped = asyncio.Event()
+
+    # ── start ────────────────────────────────────────────────────────────────────────────────
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self._prepare_data_dir()
+        self._api_socket = self._bind_api()
+        self.store = open_store(cfg.store, cfg.data_dir, self.clock)
+        self.cluster = ClusterStore(self.store, self.clock)
+        self.ingress = Ingress(host=cfg.ingress_host, shared_port=cfg.http_port)
+        try:
+            await self.ingress.start()
+        except OSError as exc:
+            raise UnavailableError(
+                f"cannot listen on {cfg.ingress_host}:{cfg.http_port} (--http-port): "
+                f"{exc.strerror or exc}"
+            ) from None
+        self.plane = ControlPlane(self.cluster, self.clock, self.ingress)
+        self.plane.tasks.on_change(self._dispatch)
+        await self.plane.start()
+        for agent in self._build_agents():
+            self.agents[agent.name] = agent
+            await agent.start(functools.partial(self._assigned, agent.name))
+        app = create_app(
+            ApiContext(
+                cluster=self.cluster,
+                token=self.token,
+                view=_PlaneView(self.plane),
+                logs=self._logs,
+                metrics=build_metrics(self.plane, self.ingress.stats),
+                info=self._info,
+            )
+        )
+        host, port = self.api_address
+        self._api = _EmbeddedUvicorn(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        )
+        self._api_task = asyncio.get_running_loop().create_task(
+            self._api.serve(sockets=[self._api_socket])
+        )
+        for _ in range(500):
+            if self._api.started or self._api_task.done():
+                break
+            await asyncio.sleep(0.01)
+        if not self._api.started:
+            raise UnavailableError("the API did not start")
+        log.info(
+            "warren %s: API on http://%s:%d, data in %s", __version__, host, port, cfg.data_dir
+        )
+
+    def _prepare_data_dir(self) -> None:
+        data = self.config.data_dir
+        try:
+            data.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._lock_fd = os.open(data / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise UnavailableError(f"cannot use data dir {data}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise UnavailableError(
+                f"another warren server is using {data}; stop it or pick another --data-dir"
+            ) from None
+        path = token_path(data)
+        if path.exists():
+            self.token = path.read_text().strip()
+        if not self.token:
+            self.token = secrets.token_urlsafe(32)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.token + "\n")
+        os.chmod(path, 0o600)
+
+    def _bind_api(self) -> socket.socket:
+        host, port = parse_address(self.config.api)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            raise UnavailableError(
+                f"cannot listen on {host}:{port} (--api): {exc.strerror or exc}"
+            ) from None
+        sock.setblocking(False)
+        self.api_address = (host, int(sock.getsockname()[1]))
+        return sock
+
+    def _build_agents(self) -> list[Agent]:
+        assert self.cluster is not None
+        cfg = self.config
+        agents = []
+        if cfg.worker:
+            drivers: dict[str, tuple[Driver, Prober]] = {}
+            process = ProcessDriver(
+                cfg.data_dir / "agent" / "tasks", cfg.data_dir / "logs", self.clock
+            )
+            drivers["process"] = (process, NetworkProber())
+            fake = FakeDriver(self.clock)
+            drivers["fake"] = (fake, fake)
+            node = self._node(cfg.node_name, tuple(drivers), os.cpu_count() or 1, _memory_bytes())
+            agents.append(
+                Agent(node, self.cluster, drivers, self.clock, self.ingress, cfg.heartbeat_ttl)
+            )
+        for i in range(1, cfg.simulate_nodes + 1):
+            fake = FakeDriver(self.clock)
+            node = self._node(f"sim-{i}", ("fake",), 64, 256 * 1024**3)
+            agents.append(
+                Agent(
+                    node, self.cluster, {"fake": (fake, fake)}, self.clock, None, cfg.heartbeat_ttl
+                )
+            )
+        return agents
+
+    def _node(self, name: str, drivers: tuple[str, ...], cpus: float, memory: int) -> Node:
+        now = self.clock.now()
+        return Node(
+            name=name,
+            address="127.0.0.1",
+            cpus=cpus,
+            memory=memory,
+            drivers=drivers,
+            registered_at=now,
+            updated_at=now,
+        )
+
+    # ── wiring ───────────────────────────────────────────────────────────────────────────────
+
+    def _assigned(self, node: str) -> list[Task]:
+        assert self.plane is not None
+        return [t for t in self.plane.tasks.values() if t.node == node]
+
+    def _dispatch(self, key: str, old: Task | None, new: Task | None) -> None:
+        for node in {t.node for t in (old, new) if t is not None and t.node}:
+            agent = self.agents.get(node)
+            if agent is not None:
+                agent.task_changed(old, new)
+
+    async def _logs(self, task: Task, tail: int | None) -> list[str]:
+        agent = self.agents.get(task.node or "")
+        if agent is None:
+            raise UnavailableError(f"task {task.id} runs on node {task.node}, not on this server")
+        return await agent.logs(task, tail)
+
+    def _info(self) -> dict[str, Any]:
+        ingress = self.ingress
+        return {
+            "node": self.config.node_name,
+            "dataDir": str(self.config.data_dir),
+            "store": self.config.store,
+            "httpPort": ingress.shared_port if ingress else None,
+            "ingressHost": self.config.ingress_host,
+            "ingressProblems": {
+                str(k): v for k, v in (ingress.problems if ingress else {}).items()
+            },
+        }
+
+    # ── run and stop ─────────────────────────────────────────────────────────────────────────
+
+    @property
+    def api_url(self) -> str:
+        host, port = self.api_address
+        return f"http://{host}:{port}"
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        assert self._api_task is not None
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        await asyncio.wait({stopped, self._api_task}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+
+    async def stop(self) -> None:
+        """Stop serving; running tasks are left running for the next server to adopt."""
+        if self._api is not None:
+            self._api.should_exit = True
+        if self._api_task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._api_task, 5)
+        elif self._api_socket is not None:
+            self._api_socket.close()
+        for agent in self.agents.values():
+            with contextlib.suppress(WarrenError):
+                await agent.stop()
+        for agent in self.agents.values():
+            for driver, _ in agent.drivers.values():
+                if isinstance(driver, ProcessDriver):
+                    driver.close()
+        self.agents.clear()
+        if self.plane is not None:
+            await self.plane.stop()
+        if self.ingress is not None:
+            await self.ingress.close()
+        if self.store is not None:
+            await self.store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -1,1 +1,8 @@
-"""agent layer."""
+"""The worker side: the agent that runs a node's tasks through a driver, probes their health, and
+reports their observed state. Must not import control, api, ingress or the CLI."""
+
+from .drivers import FakeDriver, ProcessDriver
+from .probing import NetworkProber
+from .supervising import Agent
+
+__all__ = ["Agent", "FakeDriver", "NetworkProber", "ProcessDriver"]

@@ -12,7 +12,7 @@ from pydantic.alias_generators import to_camel
 from .durations import format_duration, parse_duration
 from .errors import ValidationError
 
-__all__ = ["Duration", "Model", "parse_model", "validation_error"]
+__all__ = ["Duration", "Model", "error_from_details", "parse_model", "validation_error"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -57,18 +57,30 @@ _MESSAGES = {
 }
 
 
-def validation_error(exc: pydantic.ValidationError, prefix: str = "") -> ValidationError:
-    """The first problem of a pydantic error as one line that names the field."""
-    err = exc.errors(include_url=False)[0]
+def error_from_details(
+    errors: list[Any], prefix: str = "", skip: tuple[str, ...] = ()
+) -> ValidationError:
+    """The first of pydantic's error details as one line that names the field. ``skip`` drops
+    leading location parts (FastAPI's ``body``)."""
+    err = errors[0]
     loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union"))]
+    while loc and loc[0] in skip:
+        loc = loc[1:]
     field = ".".join(([prefix] if prefix else []) + loc) or None
-    message = _MESSAGES.get(err["type"], err["msg"])
+    message = _MESSAGES.get(err["type"], str(err["msg"]))
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
-    extra = len(exc.errors()) - 1
+    if err["type"] == "json_invalid":
+        message = "the request body is not valid JSON"
+    extra = len(errors) - 1
     if extra:
         message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
     return ValidationError(message, field)
+
+
+def validation_error(exc: pydantic.ValidationError, prefix: str = "") -> ValidationError:
+    """The first problem of a pydantic error as one line that names the field."""
+    return error_from_details(exc.errors(include_url=False), prefix)
 
 
 def parse_model(cls: type[M], data: Any, prefix: str = "") -> M:

@@ -28,6 +28,7 @@ __all__ = [
     "UnavailableError",
     "ValidationError",
     "WarrenError",
+    "error_for_code",
 ]
 
 
@@ -82,3 +83,20 @@ class DriverError(WarrenError):
 
 class StoreError(WarrenError):
     code = "store_error"
+
+
+def error_for_code(code: str, message: str, field: str | None = None) -> WarrenError:
+    """Rebuild an error from its API form ``{"code", "message", "field"}`` (used by the client)."""
+    classes: list[type[WarrenError]] = [
+        ValidationError, NotFoundError, ConflictError, CompactedError, InvalidTransitionError,
+        AuthError, UnavailableError, DriverError, StoreError,
+    ]  # fmt: skip
+    for cls in classes:
+        if cls.code == code:
+            if cls is ValidationError:
+                # The message already names the field ("spec.replicas: …"): keep it as is.
+                err = ValidationError(message)
+                err.field = field
+                return err
+            return cls(message)
+    return WarrenError(message)

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from .base import Model
 
-__all__ = ["Node", "NodeAvailability", "NodeStatus"]
+__all__ = ["Heartbeat", "Node", "NodeAvailability", "NodeStatus"]
 
 
 class NodeStatus(StrEnum):
@@ -40,3 +40,9 @@ class Node(Model):
     @property
     def schedulable(self) -> bool:
         return self.status == NodeStatus.READY and self.availability == NodeAvailability.ACTIVE
+
+
+class Heartbeat(Model):
+    """Stored under the node's lease: it exists exactly while the node's agent is alive."""
+
+    node: str

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -39,6 +40,7 @@ __all__ = [
     "UpdateConfig",
     "UpdateOrder",
     "parse_memory",
+    "patch_spec",
     "service_from_document",
     "service_to_document",
 ]
@@ -262,7 +264,7 @@ class ServiceSpec(Model):
     image: str | None = None
     command: tuple[str, ...] | None = None
     driver: Literal["process", "docker", "fake"] | None = None
-    replicas: int = Field(1, ge=0, le=10_000)
+    replicas: int = Field(1, ge=0, le=10_000, strict=True)
     env: dict[str, str] = {}
     ports: tuple[PortSpec, ...] = ()
     host: str | None = None
@@ -396,3 +398,39 @@ def service_to_document(spec: ServiceSpec) -> dict[str, Any]:
     if labels:
         meta["labels"] = labels
     return {"apiVersion": API_VERSION, "kind": "Service", "metadata": meta, "spec": body}
+
+
+def _merge(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge for partial updates: mappings merge key by key, anything else replaces, and
+    None removes the key (``{"image": "x", "command": None}`` switches a service to an image)."""
+    out = dict(base)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def patch_spec(
+    spec: ServiceSpec, changes: Mapping[str, Any], env_rm: Iterable[str] = ()
+) -> ServiceSpec:
+    """``spec`` with a partial camelCase ``changes`` merged in (``--env K=V`` adds to the env)
+    and the ``env_rm`` keys removed. Errors name the field as ``spec.FIELD``."""
+    if "name" in changes and changes["name"] != spec.name:
+        raise ValidationError("a service cannot be renamed", "spec.name")
+    if "image" in changes and changes["image"] is not None and spec.command is not None:
+        changes = {"command": None, **changes}
+    if "command" in changes and changes["command"] is not None and spec.image is not None:
+        changes = {"image": None, **changes}
+    merged = _merge(spec.to_wire(), changes)
+    for key in env_rm:
+        if key not in merged.get("env", {}):
+            raise ValidationError(f"{key} is not set", "envRm")
+        del merged["env"][key]
+    try:
+        return parse_model(ServiceSpec, merged)
+    except ValidationError as exc:
+        raise ValidationError(exc.reason, f"spec.{exc.field}" if exc.field else "spec") from None

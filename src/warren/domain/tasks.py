@@ -90,6 +90,8 @@ class Task(Model):
 
     def transition(self, to: TaskState, now: float, **changes: Any) -> Task:
         """The task in state ``to``; InvalidTransitionError if the state machine forbids it."""
+        if to == self.state and to.terminal:
+            return self  # reported twice: the first report's times stand
         if to != self.state and to not in _ALLOWED[self.state]:
             raise InvalidTransitionError(f"task {self.id}: cannot go from {self.state} to {to}")
         if to.terminal or to == TaskState.STOPPING:

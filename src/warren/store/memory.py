@@ -50,7 +50,7 @@ class MemoryStore:
     """``history`` is how many revisions of change events are kept for watches that start in the
     past; older ones are compacted away (a watch from there raises CompactedError)."""
 
-    def __init__(self, clock: Clock, history: int = 50_000, reap_interval: float = 0.1) -> None:
+    def __init__(self, clock: Clock, history: int = 10_000, reap_interval: float = 0.1) -> None:
         self._clock = clock
         self._data: dict[str, KeyValue] = {}
         self._keys: list[str] = []  # sorted, for prefix ranges
@@ -60,6 +60,7 @@ class MemoryStore:
         self._compacted = 0  # every revision <= this is gone from the log
         self._watchers: list[_Watcher] = []
         self._leases: dict[int, _Lease] = {}
+        self._next_expiry = float("inf")  # no lease ends before this: most calls skip the scan
         self._next_lease = 1
         self._reap_interval = reap_interval
         self._reaper: asyncio.Task[None] | None = None
@@ -150,7 +151,7 @@ class MemoryStore:
                     lease=op.lease,
                 )
                 staged[op.key] = kv
-                events.append(WatchEvent(EventType.PUT, kv, prev))
+                events.append(WatchEvent(EventType.PUT, kv))  # no prev: history stays small
             else:
                 if op.prefix:
                     keys = [k for k in self._prefix_keys(op.key) if current(k) is not None]
@@ -238,6 +239,7 @@ class MemoryStore:
         if ttl <= 0:
             raise ValidationError("must be > 0", "ttl")
         lease = _Lease(self._next_lease, ttl, self._clock.now() + ttl)
+        self._next_expiry = min(self._next_expiry, lease.deadline)
         self._next_lease += 1
         self._persist_lease(lease.id, ttl, self._next_lease)
         self._leases[lease.id] = lease
@@ -268,11 +270,15 @@ class MemoryStore:
         """Hook for durable stores: record a granted (ttl) or ended (None) lease."""
 
     def _expire_leases(self) -> None:
-        if not self._leases:
-            return
         now = self._clock.now()
+        if now < self._next_expiry:
+            return
         for lease in [lease for lease in self._leases.values() if lease.deadline <= now]:
             self._drop_lease(lease.id)
+        # Keepalives only push deadlines later, so this stays a lower bound until the next scan.
+        self._next_expiry = min((lease.deadline for lease in self._leases.values()), default=now)
+        if not self._leases:
+            self._next_expiry = float("inf")
 
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():
@@ -301,6 +307,7 @@ class MemoryStore:
         self._revision = self._compacted = revision
         self._next_lease = next_lease
         self._leases = {i: _Lease(i, ttl, now + ttl) for i, ttl in leases.items()}
+        self._next_expiry = min((lease.deadline for lease in self._leases.values()), default=now)
         for kv in kvs:
             if kv.lease and kv.lease not in self._leases:
                 kv = replace(kv, lease=0)

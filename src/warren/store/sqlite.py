@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 
 
 class SqliteStore(MemoryStore):
-    def __init__(self, path: str | Path, clock: Clock, history: int = 50_000) -> None:
+    def __init__(self, path: str | Path, clock: Clock, history: int = 10_000) -> None:
         super().__init__(clock, history)
         self.path = Path(path)
         try:

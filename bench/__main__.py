@@ -1,0 +1,21 @@
+"""Run every benchmark and print its figures: ``python -m bench [NAME ...]``."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import scale
+
+BENCHMARKS = {"scale": scale.main}
+
+
+def main() -> None:
+    names = [a for a in sys.argv[1:] if not a.startswith("-")][:1] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        sys.exit(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    for name in names:
+        BENCHMARKS[name]()
+
+
+main()

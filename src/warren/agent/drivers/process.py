@@ -1,0 +1,274 @@
+"""The process driver: each task is a child process in its own process group.
+
+- env: the service's env plus ``PORT`` (a free port allocated here), ``WARREN_TASK_ID``,
+  ``WARREN_SERVICE``, ``WARREN_REVISION``; the server's interpreter directory first on ``PATH``,
+  so ``python -m …`` runs with the same Python as Warren;
+- stdout and stderr go to ``LOG_DIR/TASK_ID.log``;
+- stop: SIGTERM to the process group, up to the grace period, then SIGKILL to the group;
+- a record per task (pid, its start time in /proc, port) under ``STATE_DIR``: after a restart of
+  the server, ``recover`` re-adopts the processes that still run (same pid *and* same start time,
+  so a recycled pid is never mistaken for our task) instead of starting them twice.
+
+Exits are noticed through a pidfd (``os.pidfd_open``) registered with the event loop: no polling,
+and it works for adopted processes that are not our children.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...domain.errors import DriverError
+from ...domain.specs import ServiceSpec
+from ...domain.tasks import Task
+from ...ports import Clock, ExitStatus, RecoveredTask, TaskHandle
+from ..environment import task_environment
+
+__all__ = ["ProcessDriver"]
+
+log = logging.getLogger("warren.agent")
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces or parentheses: split after the last ')'.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        state, ticks = fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return None
+    return None if state in (b"Z", b"X") else ticks
+
+
+@dataclass
+class _Proc:
+    task_id: str
+    pid: int
+    handle: TaskHandle
+    port: int
+    exited: asyncio.Future[ExitStatus]
+    popen: subprocess.Popen[bytes] | None = None
+    pidfd: int | None = None
+
+
+class ProcessDriver:
+    name = "process"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        log_dir: Path,
+        clock: Clock,
+        address: str = "127.0.0.1",
+        workdir: Path | None = None,
+    ) -> None:
+        self._clock = clock
+        self.state_dir = state_dir
+        self.log_dir = log_dir
+        self.address = address
+        self.workdir = workdir
+        self._procs: dict[str, _Proc] = {}
+        self._ports: set[int] = set()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    # ── start ────────────────────────────────────────────────────────────────────────────────
+
+    def _allocate_port(self) -> int:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((self.address, 0))
+                port = int(sock.getsockname()[1])
+            if port not in self._ports:
+                self._ports.add(port)
+                return port
+        raise DriverError("no free port to give the task")
+
+    async def start(self, task: Task, spec: ServiceSpec) -> TaskHandle:
+        if not spec.command:
+            raise DriverError("the process driver needs a command")
+        port = self._allocate_port()
+        log_path = self.log_dir / f"{task.id}.log"
+        try:
+            # Blocking on purpose: open and fork take well under a millisecond.
+            with open(log_path, "ab") as out:  # noqa: ASYNC230
+                popen = subprocess.Popen(  # noqa: ASYNC220
+                    list(spec.command),
+                    env=task_environment(task, spec, port),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: stop reaches children too
+                    cwd=self.workdir,
+                    close_fds=True,
+                )
+        except FileNotFoundError:
+            self._ports.discard(port)
+            raise DriverError(f"command not found: {spec.command[0]}") from None
+        except PermissionError:
+            self._ports.discard(port)
+            raise DriverError(f"permission denied running {spec.command[0]}") from None
+        except OSError as exc:
+            self._ports.discard(port)
+            raise DriverError(f"cannot start {spec.command[0]}: {exc}") from exc
+        ticks = _start_ticks(popen.pid)
+        loop = asyncio.get_running_loop()
+        handle = TaskHandle(
+            runtime_id=str(popen.pid),
+            endpoint=f"{self.address}:{port}",
+            started_at=self._clock.now(),
+        )
+        self._write_record(task.id, popen.pid, ticks, port, handle)
+        proc = _Proc(task.id, popen.pid, handle, port, loop.create_future(), popen=popen)
+        self._procs[task.id] = proc
+        self._watch_exit(proc)
+        return handle
+
+    def _record_path(self, task_id: str) -> Path:
+        return self.state_dir / f"{task_id}.json"
+
+    def _write_record(
+        self, task_id: str, pid: int, ticks: int | None, port: int, handle: TaskHandle
+    ) -> None:
+        record = {
+            "task_id": task_id,
+            "pid": pid,
+            "start_ticks": ticks,
+            "port": port,
+            "endpoint": handle.endpoint,
+            "started_at": handle.started_at,
+        }
+        path = self._record_path(task_id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+
+    # ── exit ─────────────────────────────────────────────────────────────────────────────────
+
+    def _watch_exit(self, proc: _Proc) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            proc.pidfd = os.pidfd_open(proc.pid)
+        except ProcessLookupError:
+            self._exited(proc)
+            return
+        loop.add_reader(proc.pidfd, self._exited, proc)
+
+    def _exited(self, proc: _Proc) -> None:
+        if proc.pidfd is not None:
+            asyncio.get_running_loop().remove_reader(proc.pidfd)
+            os.close(proc.pidfd)
+            proc.pidfd = None
+        status: ExitStatus
+        if proc.popen is not None:
+            code = proc.popen.wait()
+            if code < 0:
+                status = ExitStatus(128 - code, f"killed by signal {signal.Signals(-code).name}")
+            else:
+                status = ExitStatus(code, f"exited with code {code}")
+        else:
+            status = ExitStatus(None, "exited (adopted after a restart: exit code unknown)")
+        if not proc.exited.done():
+            proc.exited.set_result(status)
+
+    async def wait(self, task_id: str) -> ExitStatus:
+        proc = self._procs.get(task_id)
+        if proc is None:
+            raise DriverError(f"task {task_id} is not running here")
+        return await asyncio.shield(proc.exited)
+
+    async def stop(self, task_id: str, grace: float) -> ExitStatus:
+        proc = self._procs.get(task_id)
+        if proc is None:
+            return ExitStatus(None, "not running")
+        if not proc.exited.done():
+            _killpg(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.exited), grace)
+            except TimeoutError:
+                log.info("task %s ignored SIGTERM for %.1fs; killing it", task_id, grace)
+                _killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(proc.exited), 5.0)
+        # Whatever the main process left behind in its group goes too.
+        _killpg(proc.pid, signal.SIGKILL)
+        if not proc.exited.done():
+            raise DriverError(f"task {task_id} (pid {proc.pid}) did not die after SIGKILL")
+        return proc.exited.result()
+
+    # ── restart ──────────────────────────────────────────────────────────────────────────────
+
+    async def recover(self) -> list[RecoveredTask]:
+        found: list[RecoveredTask] = []
+        loop = asyncio.get_running_loop()
+        for path in sorted(self.state_dir.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+                task_id, pid, port = record["task_id"], int(record["pid"]), int(record["port"])
+                handle = TaskHandle(str(pid), record["endpoint"], float(record["started_at"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                log.warning("ignoring unreadable task record %s", path)
+                continue
+            if task_id in self._procs:
+                proc = self._procs[task_id]
+                found.append(RecoveredTask(task_id, proc.handle, not proc.exited.done()))
+                continue
+            alive = record.get("start_ticks") is not None and _start_ticks(pid) == record.get(
+                "start_ticks"
+            )
+            if alive:
+                self._ports.add(port)
+                proc = _Proc(task_id, pid, handle, port, loop.create_future())
+                self._procs[task_id] = proc
+                self._watch_exit(proc)
+            found.append(RecoveredTask(task_id, handle, alive))
+        return found
+
+    async def forget(self, task_id: str) -> None:
+        proc = self._procs.pop(task_id, None)
+        if proc is not None:
+            self._ports.discard(proc.port)
+            if proc.pidfd is not None:
+                asyncio.get_running_loop().remove_reader(proc.pidfd)
+                os.close(proc.pidfd)
+        with contextlib.suppress(FileNotFoundError):
+            self._record_path(task_id).unlink()
+
+    async def logs(self, task_id: str, tail: int | None = None) -> list[str]:
+        path = self.log_dir / f"{task_id}.log"
+        try:
+            with open(path, "rb") as f:  # noqa: ASYNC230 (a bounded read of a local file)
+                size = f.seek(0, os.SEEK_END)
+                # The last lines are in the last (tail x 1 KiB) bytes unless lines are huge.
+                f.seek(max(0, size - (tail or 1000) * 1024))
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        lines = data.decode("utf-8", "replace").splitlines()
+        return lines[-tail:] if tail else lines
+
+    def close(self) -> None:
+        """Stop watching (the processes keep running: a restarted server adopts them)."""
+        for proc in self._procs.values():
+            if proc.pidfd is not None:
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().remove_reader(proc.pidfd)
+                os.close(proc.pidfd)
+                proc.pidfd = None
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

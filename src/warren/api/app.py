@@ -1,0 +1,337 @@
+"""The FastAPI application: auth, error translation, and the routes.
+
+Every route but ``/healthz`` and ``/metrics`` needs ``Authorization: Bearer <admin token>``
+(compared in constant time). Every error — bad body, unknown service, lost race — is a 4xx with
+``{"error": {"code", "message", "field"}}``; a 500 only for a bug, and it never leaks a
+traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..domain.base import error_from_details
+from ..domain.errors import (
+    AuthError,
+    ConflictError,
+    DriverError,
+    InvalidTransitionError,
+    NotFoundError,
+    StoreError,
+    UnavailableError,
+    ValidationError,
+    WarrenError,
+)
+from ..domain.events import Event
+from ..domain.nodes import Node
+from ..domain.services import Revision, Service
+from ..domain.specs import ServiceSpec, patch_spec
+from ..domain.tasks import Task
+from ..store.cluster import EVENTS, ClusterStore, decode
+from .schemas import NodeSummary, ScaleRequest, ServicePatch, ServiceSummary
+
+__all__ = ["ApiContext", "ClusterView", "create_app"]
+
+log = logging.getLogger("warren.api")
+
+_STATUS: list[tuple[type[WarrenError], int]] = [
+    (ValidationError, 400),
+    (AuthError, 401),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (InvalidTransitionError, 409),
+    (DriverError, 502),
+    (UnavailableError, 503),
+    (StoreError, 503),
+]
+
+
+def _status_of(exc: WarrenError) -> int:
+    return next((code for cls, code in _STATUS if isinstance(exc, cls)), 400)
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+async def authorized(request: Request) -> None:
+    """The admin bearer token, compared in constant time."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise AuthError("missing token: send 'Authorization: Bearer <token>'")
+    if not hmac.compare_digest(token.strip().encode(), request.app.state.token):
+        raise AuthError("invalid token")
+
+
+Auth = Annotated[None, Depends(authorized)]
+
+
+class ClusterView(Protocol):
+    """Read-only, in-memory view of the cluster (the control plane's caches) for list
+    endpoints; single objects are always read from the store."""
+
+    def services(self) -> list[Service]: ...
+
+    def tasks_by_service(self) -> Mapping[str, Iterable[Task]]: ...
+
+
+@dataclass
+class ApiContext:
+    cluster: ClusterStore
+    token: str
+    view: ClusterView | None = None
+    logs: Callable[[Task, int | None], Awaitable[list[str]]] | None = None
+    metrics: Callable[[], bytes] | None = None
+    info: Callable[[], dict[str, Any]] | None = None
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="Warren",
+        version=__version__,
+        description="A small container orchestrator for safe releases.",
+    )
+    cluster = ctx.cluster
+    app.state.token = ctx.token.encode()
+
+    # ── errors ───────────────────────────────────────────────────────────────────────────────
+
+    @app.exception_handler(WarrenError)
+    async def _warren_error(request: Request, exc: WarrenError) -> JSONResponse:
+        field = exc.field if isinstance(exc, ValidationError) else None
+        return _error(_status_of(exc), exc.code, exc.message, field)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = error_from_details(list(exc.errors()), skip=("body", "query", "path"))
+        return _error(400, err.code, err.message, err.field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error in %s %s", request.method, request.url.path)
+        return _error(500, "internal", "internal error; the server log has the details")
+
+    # ── open routes ──────────────────────────────────────────────────────────────────────────
+
+    @app.get("/healthz", tags=["system"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["system"], response_class=Response)
+    async def metrics() -> Response:
+        body = ctx.metrics() if ctx.metrics else b""
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # ── services ─────────────────────────────────────────────────────────────────────────────
+
+    @app.get("/v1/info", tags=["system"])
+    async def info(_: Auth) -> dict[str, Any]:
+        return {"version": __version__, **(ctx.info() if ctx.info else {})}
+
+    @app.get("/v1/services", tags=["services"])
+    async def list_services(_: Auth) -> list[dict[str, Any]]:
+        by_service: Mapping[str, Iterable[Task]]
+        if ctx.view is not None:
+            services = ctx.view.services()
+            by_service = ctx.view.tasks_by_service()
+        else:
+            services = await cluster.list_services()
+            grouped: dict[str, list[Task]] = defaultdict(list)
+            for t in await cluster.list_tasks():
+                grouped[t.service].append(t)
+            by_service = grouped
+        return [
+            ServiceSummary.of(s, by_service.get(s.name, ())).to_wire()
+            for s in sorted(services, key=lambda s: s.name)
+        ]
+
+    @app.post("/v1/services", tags=["services"], status_code=201)
+    async def create_service(spec: ServiceSpec, _: Auth) -> dict[str, Any]:
+        service = await cluster.create_service(spec)
+        await cluster.record("service.created", f"service {spec.name} created", service=spec.name)
+        return service.to_wire()
+
+    @app.get("/v1/services/{name}", tags=["services"])
+    async def get_service(name: str, _: Auth) -> dict[str, Any]:
+        service, _kv = await cluster.get_service(name)
+        return service.to_wire()
+
+    @app.put("/v1/services/{name}", tags=["services"])
+    async def apply_service(name: str, spec: ServiceSpec, _: Auth) -> JSONResponse:
+        """Create the service, or replace its spec (a new revision when the template changed)."""
+        if spec.name != name:
+            raise ValidationError(f"does not match the URL ({name!r})", "name")
+        try:
+            service, changed = await cluster.update_service(name, lambda _old: spec, "apply")
+        except NotFoundError:
+            service = await cluster.create_service(spec)
+            await cluster.record("service.created", f"service {name} created", service=name)
+            return JSONResponse({**service.to_wire(), "result": "created"}, status_code=201)
+        result = "updated" if changed else "unchanged"
+        if changed:
+            await _record_update(service)
+        return JSONResponse({**service.to_wire(), "result": result})
+
+    async def _record_update(service: Service) -> None:
+        await cluster.record(
+            "service.updated",
+            f"service {service.name} updated to revision {service.revision}",
+            service=service.name,
+        )
+
+    @app.patch("/v1/services/{name}", tags=["services"])
+    async def patch_service(name: str, patch: ServicePatch, _: Auth) -> dict[str, Any]:
+        """Change some fields; ``spec.env`` merges into the current env, ``envRm`` removes."""
+        cause = patch.cause or "update"
+        service, changed = await cluster.update_service(
+            name, lambda spec: patch_spec(spec, patch.spec, patch.env_rm), cause
+        )
+        if changed:
+            await _record_update(service)
+        return {**service.to_wire(), "result": "updated" if changed else "unchanged"}
+
+    @app.post("/v1/services/{name}/scale", tags=["services"])
+    async def scale_service(name: str, body: ScaleRequest, _: Auth) -> dict[str, Any]:
+        service, _changed = await cluster.update_service(
+            name, lambda spec: spec.model_copy(update={"replicas": body.replicas}), "scale"
+        )
+        await cluster.record(
+            "service.scaled", f"service {name} scaled to {body.replicas}", service=name
+        )
+        return service.to_wire()
+
+    @app.delete("/v1/services/{name}", tags=["services"])
+    async def delete_service(name: str, _: Auth) -> dict[str, Any]:
+        await cluster.delete_service(name)
+        await cluster.record("service.removed", f"service {name} removed", service=name)
+        return {"name": name, "result": "removed"}
+
+    @app.get("/v1/services/{name}/tasks", tags=["tasks"])
+    async def service_tasks(name: str, _: Auth) -> list[dict[str, Any]]:
+        await cluster.get_service(name)
+        return [t.to_wire() for t in await cluster.list_tasks(name)]
+
+    @app.get("/v1/services/{name}/revisions", tags=["services"])
+    async def revisions(name: str, _: Auth) -> list[dict[str, Any]]:
+        await cluster.get_service(name)
+        return [r.to_wire() for r in await cluster.list_revisions(name)]
+
+    @app.get("/v1/services/{name}/revisions/{number}", tags=["services"])
+    async def revision(name: str, number: int, _: Auth) -> dict[str, Any]:
+        rev: Revision = await cluster.get_revision(name, number)
+        return rev.to_wire()
+
+    @app.get("/v1/services/{name}/logs", tags=["tasks"])
+    async def logs(
+        name: str,
+        _: Auth,
+        tail: Annotated[int, Query(ge=1, le=100_000)] = 100,
+        task: str | None = None,
+    ) -> dict[str, Any]:
+        await cluster.get_service(name)
+        tasks = await cluster.list_tasks(name)
+        if task is not None:
+            tasks = [t for t in tasks if t.id == task]
+            if not tasks:
+                raise NotFoundError(f"task {task!r} of service {name!r} not found")
+        lines: list[dict[str, str]] = []
+        if ctx.logs is None:
+            raise UnavailableError("this server runs no worker: no logs to read")
+        for t in sorted(tasks, key=lambda t: (t.slot, t.created_at)):
+            if t.state == "pending":
+                continue
+            for line in await ctx.logs(t, tail):
+                lines.append({"task": t.id, "line": line})
+        return {"service": name, "lines": lines}
+
+    # ── tasks, nodes, events ─────────────────────────────────────────────────────────────────
+
+    @app.get("/v1/tasks", tags=["tasks"])
+    async def list_tasks(_: Auth, service: str | None = None) -> list[dict[str, Any]]:
+        return [t.to_wire() for t in await cluster.list_tasks(service)]
+
+    @app.get("/v1/tasks/{task_id}", tags=["tasks"])
+    async def get_task(task_id: str, _: Auth) -> dict[str, Any]:
+        task, _kv = await cluster.get_task(task_id)
+        return task.to_wire()
+
+    @app.get("/v1/nodes", tags=["nodes"])
+    async def list_nodes(_: Auth) -> list[dict[str, Any]]:
+        nodes = await cluster.list_nodes()
+        tasks = [t for t in await cluster.list_tasks() if t.state.active]
+        return [_node_summary(n, tasks) for n in nodes]
+
+    @app.get("/v1/nodes/{name}", tags=["nodes"])
+    async def get_node(name: str, _: Auth) -> dict[str, Any]:
+        node = await cluster.get_node(name)
+        tasks = [t for t in await cluster.list_tasks() if t.state.active]
+        return _node_summary(node, tasks)
+
+    @app.get("/v1/events", tags=["events"])
+    async def list_events(
+        _: Auth,
+        service: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        return [e.to_wire() for e in await cluster.list_events(service, limit)]
+
+    @app.get("/v1/events/stream", tags=["events"])
+    async def stream_events(_: Auth, service: str | None = None) -> StreamingResponse:
+        """Server-sent events: one ``event: KIND`` / ``data: JSON`` per event, from now on."""
+        _kvs, revision = await cluster.raw.range(EVENTS)
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield b": connected\n\n"
+            watch = cluster.raw.watch(EVENTS, revision + 1)
+            try:
+                while True:
+                    try:
+                        batch = await asyncio.wait_for(anext(watch), 15)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    except StopAsyncIteration:
+                        return
+                    for ev in batch:
+                        if ev.type != "put":
+                            continue
+                        event = decode(Event, ev.kv)
+                        if service and event.service != service:
+                            continue
+                        data = json.dumps(event.to_wire())
+                        yield f"event: {event.kind}\ndata: {data}\n\n".encode()
+            finally:
+                await watch.aclose()  # type: ignore[attr-defined]
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    return app
+
+
+def _node_summary(node: Node, active: list[Task]) -> dict[str, Any]:
+    return {
+        **NodeSummary(node=node, tasks=sum(1 for t in active if t.node == node.name)).to_wire(),
+    }

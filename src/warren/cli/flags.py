@@ -1,0 +1,125 @@
+"""Turning command-line flags into (partial) camelCase specs, and the parameter types that make a
+bad flag fail with a message naming the flag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from ..domain.durations import parse_duration
+from ..domain.errors import ValidationError
+
+__all__ = ["DURATION", "DeployFlags", "HealthFlags", "parse_env", "parse_publish"]
+
+
+def DURATION(value: str | float) -> float:
+    """Typer parser for duration flags: ``500ms``, ``10s``, ``5m``."""
+    if isinstance(value, float):
+        return value
+    try:
+        return parse_duration(value)
+    except ValidationError as exc:
+        raise typer.BadParameter(exc.reason) from None
+
+
+def parse_env(values: list[str]) -> dict[str, str]:
+    env = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValidationError(f"expected K=V, got {item!r}", "--env")
+        env[key] = value
+    return env
+
+
+def parse_publish(values: list[str]) -> list[dict[str, int]]:
+    ports = []
+    for item in values:
+        published, _, target = item.partition(":")
+        try:
+            port = {"published": int(published)}
+            if target:
+                port["target"] = int(target)
+        except ValueError:
+            raise ValidationError(
+                f"expected PORT or PORT:TARGET, got {item!r}", "--publish"
+            ) from None
+        ports.append(port)
+    return ports
+
+
+class HealthFlags:
+    """--health-http/--health-tcp/--health-cmd and their timings → ``healthCheck``."""
+
+    def __init__(
+        self,
+        http: str | None,
+        tcp: bool,
+        cmd: str | None,
+        interval: float | None,
+        timeout: float | None,
+        retries: int | None,
+    ) -> None:
+        self.http, self.tcp, self.cmd = http, tcp, cmd
+        self.timings = {"interval": interval, "timeout": timeout, "retries": retries}
+
+    def to_spec(self) -> dict[str, Any] | None:
+        kinds = [k for k, on in (("http", self.http), ("tcp", self.tcp), ("exec", self.cmd)) if on]
+        if len(kinds) > 1:
+            raise ValidationError("use only one of --health-http, --health-tcp, --health-cmd")
+        timings = {k: v for k, v in self.timings.items() if v is not None}
+        if not kinds:
+            if timings:
+                raise ValidationError(
+                    "needs --health-http, --health-tcp or --health-cmd", "--health-interval"
+                )
+            return None
+        check: dict[str, Any] = dict(timings)
+        if self.http:
+            check["http"] = {"path": self.http}
+        elif self.tcp:
+            check["tcp"] = {}
+        else:
+            check["exec"] = {"command": self.cmd}
+        return check
+
+
+class DeployFlags:
+    """The rolling-update flags → ``deploy`` (only the ones given)."""
+
+    def __init__(self, **flags: Any) -> None:
+        self.flags = {k: v for k, v in flags.items() if v is not None}
+
+    def to_spec(self) -> dict[str, Any]:
+        f = self.flags
+        update = {
+            camel: f[name]
+            for name, camel in (
+                ("parallelism", "parallelism"),
+                ("delay", "delay"),
+                ("failure_action", "failureAction"),
+                ("order", "order"),
+                ("monitor", "monitor"),
+                ("max_failure_ratio", "maxFailureRatio"),
+                ("healthy_deadline", "healthyDeadline"),
+                ("progress_deadline", "progressDeadline"),
+            )
+            if name in f
+        }
+        rollback = {
+            camel: f[name]
+            for name, camel in (
+                ("rollback_parallelism", "parallelism"),
+                ("rollback_order", "order"),
+            )
+            if name in f
+        }
+        deploy: dict[str, Any] = {}
+        if "strategy" in f:
+            deploy["strategy"] = f["strategy"]
+        if update:
+            deploy["updateConfig"] = update
+        if rollback:
+            deploy["rollbackConfig"] = rollback
+        return deploy

@@ -1,0 +1,156 @@
+"""The ``warren`` command: ``server``, ``service …``, ``apply``, ``demo``.
+
+``main`` is the console script: it turns every WarrenError (and any unexpected error) into one
+line on stderr and exit status 1 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from ..client import Client
+from ..domain.errors import WarrenError
+from ..paths import default_data_dir, token_path
+from . import service
+from .documents import load_services
+from .output import console, fail
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="warren",
+    help="Warren: a small container orchestrator for safe releases.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(service.app, name="service")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"warren {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    pass
+
+
+@app.command()
+def server(
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="State, logs and the admin token.")
+    ] = None,
+    api: Annotated[str, typer.Option("--api", help="API address.")] = "127.0.0.1:7070",
+    ingress_host: Annotated[
+        str, typer.Option("--ingress-host", help="Address the ingress listens on.")
+    ] = "127.0.0.1",
+    http_port: Annotated[
+        int, typer.Option("--http-port", min=0, max=65535, help="Shared port, routed by host.")
+    ] = 8000,
+    store: Annotated[str, typer.Option("--store", help="sqlite | memory")] = "sqlite",
+    node_name: Annotated[str | None, typer.Option("--node-name")] = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Run no tasks here.")] = False,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    simulate_nodes: Annotated[int, typer.Option("--simulate-nodes", hidden=True, min=0)] = 0,
+) -> None:
+    """Run a Warren server: store, control plane, ingress, API and (unless --no-worker) a
+    worker, in one process."""
+    import socket
+
+    import uvloop
+
+    from ..server import Server, ServerConfig
+
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise WarrenError(f"--log-level: expected debug, info, warning or error, got {log_level!r}")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    config = ServerConfig(
+        data_dir=data_dir or default_data_dir(),
+        api=api,
+        ingress_host=ingress_host,
+        http_port=http_port,
+        store=store,
+        node_name=node_name or socket.gethostname(),
+        worker=not no_worker,
+        simulate_nodes=simulate_nodes,
+    )
+
+    async def run() -> None:
+        srv = Server(config)
+        await srv.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, srv.request_stop)
+        shared = srv.ingress.shared_port if srv.ingress else None
+        console.print(
+            f"Warren {__version__} ready\n"
+            f"  API      {srv.api_url}   (docs: {srv.api_url}/docs)\n"
+            f"  token    {token_path(config.data_dir)}\n"
+            f"  ingress  {config.ingress_host}:{shared} (by host), and each published port\n"
+            f"  data     {config.data_dir}",
+            highlight=False,
+        )
+        try:
+            await srv.wait()
+        finally:
+            console.print("stopping (tasks keep running; a restarted server adopts them)")
+            await srv.stop()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
+
+
+@app.command()
+def apply(
+    file: Annotated[Path, typer.Option("--file", "-f", help="Service YAML ('-' for stdin).")],
+) -> None:
+    """Create or update every service described in a YAML file."""
+    specs = load_services(file)
+    with Client() as client:
+        for spec in specs:
+            svc, result = client.apply_service(spec)
+            console.print(f"service {svc.name} {result} (revision {svc.revision})")
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the server running.")] = False,
+) -> None:
+    """Start an embedded server in a temporary directory and show Warren at work."""
+    from ..demo.scenario import run_demo
+
+    run_demo(keep=keep)
+
+
+def main() -> None:
+    try:
+        app()  # standalone: usage errors print themselves and exit 2
+    except WarrenError as exc:
+        fail(exc.message)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        fail("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: still one line, with a pointer
+        if os.environ.get("WARREN_DEBUG"):
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (run with WARREN_DEBUG=1 for details)")
+        sys.exit(1)

@@ -1,0 +1,30 @@
+"""How the CLI shows things: rich tables, relative times, one-line errors."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+
+__all__ = ["ago", "console", "err_console", "fail"]
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def ago(when: float | None, now: float | None = None) -> str:
+    """12.3 seconds ago → ``12s``; 4000 → ``1h6m``."""
+    if not when:
+        return "-"
+    seconds = max(0, int((now or time.time()) - when))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d"
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)

@@ -1,0 +1,373 @@
+"""``warren service …``: create, ls, inspect, ps, scale, update, rm, logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.table import Table
+
+from ..client import Client
+from ..domain.base import parse_model
+from ..domain.errors import ValidationError, WarrenError
+from ..domain.services import Service
+from ..domain.specs import ServiceSpec, patch_spec, service_to_document
+from ..domain.tasks import Task, TaskState
+from .documents import load_services
+from .flags import DURATION, DeployFlags, HealthFlags, parse_env, parse_publish
+from .output import ago, console
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Create and manage services.", no_args_is_help=True)
+
+# Options shared by create and update.
+Image = Annotated[str | None, typer.Option("--image", help="Container image (docker driver).")]
+Command = Annotated[
+    str | None, typer.Option("--command", help="Command line to run (process driver).")
+]
+Env = Annotated[list[str], typer.Option("--env", "-e", help="K=V; repeatable.")]
+Publish = Annotated[
+    list[str], typer.Option("--publish", "-p", help="Ingress port: PORT or PORT:TARGET.")
+]
+Host = Annotated[str | None, typer.Option("--host", help="Route this host on the shared port.")]
+HealthHttp = Annotated[str | None, typer.Option("--health-http", help="HTTP probe path.")]
+HealthTcp = Annotated[bool, typer.Option("--health-tcp", help="TCP connect probe.")]
+HealthCmd = Annotated[str | None, typer.Option("--health-cmd", help="Exec probe command.")]
+Interval = Annotated[float | None, typer.Option("--health-interval", parser=DURATION)]
+Timeout = Annotated[float | None, typer.Option("--health-timeout", parser=DURATION)]
+Retries = Annotated[int | None, typer.Option("--health-retries", min=1)]
+Strategy = Annotated[str | None, typer.Option("--strategy", help="rolling | blue-green | canary")]
+Parallelism = Annotated[int | None, typer.Option("--parallelism", min=0)]
+Delay = Annotated[float | None, typer.Option("--delay", parser=DURATION)]
+FailureAction = Annotated[
+    str | None, typer.Option("--failure-action", help="rollback | pause | continue")
+]
+Order = Annotated[str | None, typer.Option("--order", help="start-first | stop-first")]
+Monitor = Annotated[float | None, typer.Option("--monitor", parser=DURATION)]
+MaxFailureRatio = Annotated[float | None, typer.Option("--max-failure-ratio", min=0, max=1)]
+HealthyDeadline = Annotated[float | None, typer.Option("--healthy-deadline", parser=DURATION)]
+ProgressDeadline = Annotated[float | None, typer.Option("--progress-deadline", parser=DURATION)]
+RollbackParallelism = Annotated[int | None, typer.Option("--rollback-parallelism", min=0)]
+RollbackOrder = Annotated[str | None, typer.Option("--rollback-order")]
+StopGrace = Annotated[float | None, typer.Option("--stop-grace", parser=DURATION)]
+DrainTimeout = Annotated[float | None, typer.Option("--drain-timeout", parser=DURATION)]
+
+
+def _changes(
+    *,
+    image: str | None,
+    command: str | None,
+    env: dict[str, str],
+    publish: list[str],
+    host: str | None,
+    health: HealthFlags,
+    deploy: DeployFlags,
+    stop_grace: float | None,
+    drain_timeout: float | None,
+) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if image is not None and command is not None:
+        raise ValidationError("use either --image or --command, not both")
+    if image is not None:
+        changes["image"] = image
+    if command is not None:
+        changes["command"] = command
+    if env:
+        changes["env"] = env
+    if publish:
+        changes["ports"] = parse_publish(publish)
+    if host is not None:
+        changes["host"] = host
+    check = health.to_spec()
+    if check is not None:
+        changes["healthCheck"] = check
+    deploy_spec = deploy.to_spec()
+    if deploy_spec:
+        changes["deploy"] = deploy_spec
+    if stop_grace is not None:
+        changes["stopGrace"] = stop_grace
+    if drain_timeout is not None:
+        changes["drainTimeout"] = drain_timeout
+    return changes
+
+
+@app.command()
+def create(
+    name: Annotated[str | None, typer.Argument(help="Service name.")] = None,
+    image: Image = None,
+    command: Command = None,
+    replicas: Annotated[int | None, typer.Option("--replicas", "-r", min=0)] = None,
+    env: Env = [],  # noqa: B006 (typer reads the default; it is never mutated)
+    publish: Publish = [],  # noqa: B006
+    host: Host = None,
+    health_http: HealthHttp = None,
+    health_tcp: HealthTcp = False,
+    health_cmd: HealthCmd = None,
+    health_interval: Interval = None,
+    health_timeout: Timeout = None,
+    health_retries: Retries = None,
+    strategy: Strategy = None,
+    parallelism: Parallelism = None,
+    delay: Delay = None,
+    failure_action: FailureAction = None,
+    order: Order = None,
+    monitor: Monitor = None,
+    max_failure_ratio: MaxFailureRatio = None,
+    healthy_deadline: HealthyDeadline = None,
+    progress_deadline: ProgressDeadline = None,
+    rollback_parallelism: RollbackParallelism = None,
+    rollback_order: RollbackOrder = None,
+    stop_grace: StopGrace = None,
+    drain_timeout: DrainTimeout = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="A service YAML.")] = None,
+) -> None:
+    """Create a service from flags (or from -f FILE.yaml)."""
+    changes = _changes(
+        image=image,
+        command=command,
+        env=parse_env(env),
+        publish=publish,
+        host=host,
+        health=HealthFlags(
+            health_http, health_tcp, health_cmd, health_interval, health_timeout, health_retries
+        ),
+        deploy=DeployFlags(
+            strategy=strategy,
+            parallelism=parallelism,
+            delay=delay,
+            failure_action=failure_action,
+            order=order,
+            monitor=monitor,
+            max_failure_ratio=max_failure_ratio,
+            healthy_deadline=healthy_deadline,
+            progress_deadline=progress_deadline,
+            rollback_parallelism=rollback_parallelism,
+            rollback_order=rollback_order,
+        ),
+        stop_grace=stop_grace,
+        drain_timeout=drain_timeout,
+    )
+    if replicas is not None:
+        changes["replicas"] = replicas
+    if file is not None:
+        specs = load_services(file)
+        if len(specs) != 1:
+            raise ValidationError(f"{file} holds {len(specs)} services; use `warren apply -f`")
+        base = specs[0].to_wire()
+        if name and name != specs[0].name:
+            raise ValidationError(f"the file names the service {specs[0].name!r}, not {name!r}")
+        spec = patch_spec(specs[0], changes) if changes else ServiceSpec.model_validate(base)
+    else:
+        if not name:
+            raise ValidationError("give a service NAME (or -f FILE.yaml)")
+        if "image" not in changes and "command" not in changes:
+            raise ValidationError("give --image IMAGE or --command CMD")
+        spec = parse_model(ServiceSpec, {"name": name, **changes})
+    with Client() as client:
+        service = client.create_service(spec)
+    console.print(f"service {service.name} created (revision {service.revision})")
+
+
+@app.command("ls")
+def list_services() -> None:
+    """List services."""
+    with Client() as client:
+        services = client.list_services()
+    table = Table(box=None, header_style="bold")
+    for col in ("NAME", "REPLICAS", "VERSION", "PORTS", "STRATEGY", "REVISION", "UPDATED"):
+        table.add_column(col)
+    for s in services:
+        table.add_row(
+            s["name"],
+            f"{s['ready']}/{s['replicas']}",
+            s["version"],
+            ",".join(str(p) for p in s.get("ports", [])) or (s.get("host") or "-"),
+            s["strategy"],
+            str(s["revision"]),
+            ago(s["updatedAt"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def inspect(
+    name: str,
+    output: Annotated[str, typer.Option("--output", "-o", help="yaml | json")] = "yaml",
+) -> None:
+    """Show a service's current spec (as the YAML `warren apply -f` takes)."""
+    with Client() as client:
+        service = client.get_service(name)
+    doc = service_to_document(service.spec)
+    doc["status"] = {"revision": service.revision}
+    if output == "json":
+        console.print_json(json.dumps(doc))
+    elif output == "yaml":
+        console.print(yaml.safe_dump(doc, sort_keys=False).rstrip(), markup=False)
+    else:
+        raise ValidationError(f"expected yaml or json, got {output!r}", "--output")
+
+
+def tasks_table(tasks: list[Task]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for col in ("TASK", "REV", "NODE", "DESIRED", "STATE", "READY", "ENDPOINT", "SINCE", "MESSAGE"):
+        table.add_column(col, overflow="fold" if col == "MESSAGE" else "ellipsis")
+    order = {s: i for i, s in enumerate(TaskState)}
+    for t in sorted(tasks, key=lambda t: (t.slot, t.state.terminal, order[t.state], -t.created_at)):
+        state = str(t.state)
+        if t.state == TaskState.FAILED:
+            state = f"[red]{state}[/red]"
+        elif t.state == TaskState.RUNNING:
+            state = f"[green]{state}[/green]"
+        table.add_row(
+            t.id,
+            str(t.revision),
+            t.node or "-",
+            str(t.desired_state),
+            state,
+            "yes" if t.ready else "no",
+            t.endpoint or "-",
+            ago(t.updated_at),
+            t.message or (f"exit {t.exit_code}" if t.exit_code is not None else ""),
+        )
+    return table
+
+
+@app.command()
+def ps(name: str) -> None:
+    """List a service's tasks: running ones and recent history."""
+    with Client() as client:
+        tasks = client.list_tasks(name)
+    console.print(tasks_table(tasks))
+
+
+@app.command()
+def scale(name: str, replicas: Annotated[int, typer.Argument(min=0)]) -> None:
+    """Set the number of replicas (no new revision, no rollout)."""
+    with Client() as client:
+        service = client.scale_service(name, replicas)
+    console.print(f"service {name} scaled to {service.spec.replicas}")
+
+
+@app.command()
+def update(
+    name: str,
+    image: Image = None,
+    command: Command = None,
+    env: Env = [],  # noqa: B006
+    env_rm: Annotated[list[str], typer.Option("--env-rm", help="Remove K; repeatable.")] = [],  # noqa: B006
+    replicas: Annotated[int | None, typer.Option("--replicas", "-r", min=0)] = None,
+    publish: Publish = [],  # noqa: B006
+    host: Host = None,
+    health_http: HealthHttp = None,
+    health_tcp: HealthTcp = False,
+    health_cmd: HealthCmd = None,
+    health_interval: Interval = None,
+    health_timeout: Timeout = None,
+    health_retries: Retries = None,
+    strategy: Strategy = None,
+    parallelism: Parallelism = None,
+    delay: Delay = None,
+    failure_action: FailureAction = None,
+    order: Order = None,
+    monitor: Monitor = None,
+    max_failure_ratio: MaxFailureRatio = None,
+    healthy_deadline: HealthyDeadline = None,
+    progress_deadline: ProgressDeadline = None,
+    rollback_parallelism: RollbackParallelism = None,
+    rollback_order: RollbackOrder = None,
+    stop_grace: StopGrace = None,
+    drain_timeout: DrainTimeout = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return at once.")] = False,
+) -> None:
+    """Change a service; a change of image, command, env … makes a new revision and replaces
+    the tasks. Without --detach, follows until every task runs the new revision."""
+    changes = _changes(
+        image=image,
+        command=command,
+        env=parse_env(env),
+        publish=publish,
+        host=host,
+        health=HealthFlags(
+            health_http, health_tcp, health_cmd, health_interval, health_timeout, health_retries
+        ),
+        deploy=DeployFlags(
+            strategy=strategy,
+            parallelism=parallelism,
+            delay=delay,
+            failure_action=failure_action,
+            order=order,
+            monitor=monitor,
+            max_failure_ratio=max_failure_ratio,
+            healthy_deadline=healthy_deadline,
+            progress_deadline=progress_deadline,
+            rollback_parallelism=rollback_parallelism,
+            rollback_order=rollback_order,
+        ),
+        stop_grace=stop_grace,
+        drain_timeout=drain_timeout,
+    )
+    if replicas is not None:
+        changes["replicas"] = replicas
+    if not changes and not env_rm:
+        raise ValidationError("nothing to change: give at least one flag")
+    with Client() as client:
+        before = client.get_service(name)
+        service, changed = client.update_service(name, changes, env_rm)
+        if not changed:
+            console.print(f"service {name}: nothing changed (revision {service.revision})")
+            return
+        if service.revision == before.revision:
+            console.print(f"service {name} updated (revision {service.revision}, no new tasks)")
+            return
+        console.print(f"service {name} updated to revision {service.revision}")
+        if not detach:
+            _follow(client, service)
+
+
+def _follow(client: Client, service: Service) -> None:
+    """Wait until every replica runs the new revision and is ready, showing progress."""
+    deadline = time.monotonic() + service.spec.deploy.update_config.progress_deadline
+    want = service.spec.replicas
+    last = ""
+    while time.monotonic() < deadline:
+        tasks = client.list_tasks(service.name)
+        new = [t for t in tasks if t.revision == service.revision and t.wants_running]
+        ready = sum(1 for t in new if t.ready)
+        old = [t for t in tasks if t.revision != service.revision and t.state.active]
+        line = f"  {ready}/{want} ready on revision {service.revision}, {len(old)} old still up"
+        if line != last:
+            console.print(line)
+            last = line
+        if ready >= want and not old:
+            console.print(f"service {service.name}: every task runs revision {service.revision}")
+            return
+        time.sleep(0.3)
+    raise WarrenError(f"service {service.name} did not converge before its progress deadline")
+
+
+@app.command("rm")
+def remove(names: Annotated[list[str], typer.Argument(help="Services to remove.")]) -> None:
+    """Remove services; their tasks are drained and stopped."""
+    with Client() as client:
+        for name in names:
+            client.delete_service(name)
+            console.print(f"service {name} removed")
+
+
+@app.command()
+def logs(
+    name: str,
+    tail: Annotated[int, typer.Option("--tail", "-n", min=1)] = 100,
+    task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
+) -> None:
+    """Print the recent output of a service's tasks."""
+    with Client() as client:
+        lines = client.logs(name, tail, task)
+    width = max((len(entry["task"]) for entry in lines), default=0)
+    for entry in lines:
+        console.print(f"[dim]{entry['task']:<{width}}[/dim] | {entry['line']}", soft_wrap=True)

@@ -1,0 +1,61 @@
+"""Indexes over the informers' caches that several controllers share: tasks by service, and
+what each node carries (for placement). Updated incrementally from informer events, so a sync
+costs O(tasks of one service), not O(all tasks)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from ..domain.nodes import Node
+from ..domain.services import Revision
+from ..domain.specs import Resources
+from ..domain.tasks import Task
+from ..planning.placement import NodeLoad
+from ..store.cluster import revision_key
+from ..store.informing import Informer
+
+__all__ = ["TaskIndex"]
+
+
+class TaskIndex:
+    def __init__(self, tasks: Informer[Task], revisions: Informer[Revision]) -> None:
+        self._revisions = revisions
+        self.by_service: dict[str, dict[str, Task]] = defaultdict(dict)
+        self.loads: dict[str, NodeLoad] = defaultdict(NodeLoad)
+        self._counted: dict[str, tuple[str, str, Resources]] = {}
+        tasks.on_change(self._changed)
+
+    def resources_of(self, task: Task) -> Resources:
+        rev = self._revisions.items.get(revision_key(task.service, task.revision))
+        return rev.spec.resources if rev else Resources()
+
+    def _changed(self, key: str, old: Task | None, new: Task | None) -> None:
+        if new is None:
+            if old is not None:
+                self.by_service[old.service].pop(old.id, None)
+                if not self.by_service[old.service]:
+                    del self.by_service[old.service]
+        else:
+            self.by_service[new.service][new.id] = new
+        # Reserved resources: an active task with a node counts against that node.
+        counted = self._counted.pop(key, None)
+        if counted is not None:
+            node, service, res = counted
+            load = self.loads[node]
+            load.cpus -= res.cpus
+            load.memory -= res.memory
+            load.tasks -= 1
+            load.per_service[service] -= 1
+            if not load.per_service[service]:
+                del load.per_service[service]
+        if new is not None and new.node and new.state.active:
+            res = self.resources_of(new)
+            self.loads[new.node].add(new.service, res)
+            self._counted[key] = (new.node, new.service, res)
+
+    def tasks(self, service: str) -> list[Task]:
+        return list(self.by_service.get(service, {}).values())
+
+    def on_node(self, node: Node | str) -> int:
+        name = node if isinstance(node, str) else node.name
+        return self.loads[name].tasks if name in self.loads else 0

@@ -1,0 +1,76 @@
+"""The control plane: the informers and controllers of one manager, started and stopped
+together. Everything it touches comes in through ports (store, clock, data plane)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from ..domain.nodes import Heartbeat, Node
+from ..domain.services import Revision, Service
+from ..domain.tasks import Task
+from ..ports import Clock, DataPlane
+from ..store.cluster import HEARTBEATS, NODES, REVISIONS, SERVICES, TASKS, ClusterStore
+from ..store.informing import Informer
+from .controlling import Controller
+from .indexing import TaskIndex
+from .nodes import NodeWatcher
+from .reconciling import Reconciler
+from .routing import RoutingController
+
+__all__ = ["ControlPlane"]
+
+
+class ControlPlane:
+    def __init__(self, cluster: ClusterStore, clock: Clock, dataplane: DataPlane | None) -> None:
+        store = cluster.raw
+        self.services = Informer(store, SERVICES, Service)
+        self.revisions = Informer(store, REVISIONS, Revision)
+        self.tasks = Informer(store, TASKS, Task)
+        self.nodes = Informer(store, NODES, Node)
+        self.heartbeats = Informer(store, HEARTBEATS, Heartbeat)
+        self.index = TaskIndex(self.tasks, self.revisions)
+        self.reconciler = Reconciler(
+            cluster, self.services, self.tasks, self.nodes, self.revisions, self.index, clock
+        )
+        self.node_watcher = NodeWatcher(cluster, self.nodes, set(), clock)
+        self.heartbeats.on_change(
+            lambda key, old, new: self.node_watcher.heartbeat_changed(
+                key[len(HEARTBEATS) :], new is not None
+            )
+        )
+        self.controllers: list[Controller] = [self.reconciler, self.node_watcher]
+        self.routing: RoutingController | None = None
+        if dataplane is not None:
+            self.routing = RoutingController(
+                self.services, self.tasks, self.nodes, self.index, dataplane, clock
+            )
+            self.controllers.append(self.routing)
+        self._informers: list[Informer[Any]] = [
+            self.revisions, self.services, self.nodes, self.heartbeats, self.tasks
+        ]  # fmt: skip
+
+    async def start(self) -> None:
+        for informer in self._informers:
+            await informer.start()
+        for name in (k[len(HEARTBEATS) :] for k in self.heartbeats.items):
+            self.node_watcher.heartbeats.add(name)
+        self.node_watcher.enqueue_all()
+        self.reconciler.enqueue_all()
+        if self.routing is not None:
+            self.routing.enqueue_all()
+        for controller in self.controllers:
+            controller.start()
+
+    async def settle(self) -> None:
+        """Run every queued sync now (tests drive the control plane this way)."""
+        for controller in self.controllers:
+            await controller.drain_queue()
+
+    async def stop(self) -> None:
+        for controller in self.controllers:
+            await controller.stop()
+        for informer in self._informers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await informer.close()

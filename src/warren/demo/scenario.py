@@ -1,0 +1,240 @@
+"""``warren demo``: start a server in a temporary directory, deploy the demo app with 3 replicas
+behind a published port, show requests spread over the tasks, kill a task and show it replaced,
+print a summary, and shut everything down.
+
+It drives Warren exactly as a user would: ``warren server`` as a separate process, the HTTP API
+through ``warren.client``, and plain HTTP requests to the published port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from ..client import Client
+from ..domain.errors import WarrenError
+from ..domain.specs import ServiceSpec
+
+__all__ = ["run_demo"]
+
+console = Console(highlight=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    requests: int = 0
+    failed: int = 0
+    note: str = ""
+
+
+@dataclass
+class Demo:
+    data_dir: Path
+    api_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    web_port: int = field(default_factory=free_port)
+    steps: list[Step] = field(default_factory=list)
+    server: subprocess.Popen[bytes] | None = None
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[Step]:
+        console.print(f"\n[bold cyan]▶ {name}[/bold cyan]")
+        step = Step(name, 0.0)
+        start = time.monotonic()
+        try:
+            yield step
+        finally:
+            step.seconds = time.monotonic() - start
+            self.steps.append(step)
+
+    def start_server(self) -> Client:
+        log = open(self.data_dir / "server.log", "wb")  # noqa: SIM115 (closed with the process)
+        self.server = subprocess.Popen(
+            [
+                sys.executable, "-m", "warren", "server",
+                "--data-dir", str(self.data_dir),
+                "--api", f"127.0.0.1:{self.api_port}",
+                "--http-port", str(self.http_port),
+                "--node-name", "demo-node",
+                "--log-level", "warning",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        client = Client(f"http://127.0.0.1:{self.api_port}", data_dir=self.data_dir)
+        wait_until(
+            lambda: client.health() and (self.data_dir / "admin.token").exists(),
+            15,
+            "the server did not start; see " + str(self.data_dir / "server.log"),
+            proc=self.server,
+        )
+        return Client(f"http://127.0.0.1:{self.api_port}", data_dir=self.data_dir)
+
+    def stop_server(self) -> None:
+        if self.server is None or self.server.poll() is not None:
+            return
+        self.server.send_signal(signal.SIGTERM)
+        try:
+            self.server.wait(10)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
+            self.server.wait(5)
+
+
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    message: str,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise WarrenError(message)
+
+
+def ready_tasks(client: Client, service: str) -> list[str]:
+    return [t.id for t in client.list_tasks(service) if t.ready and t.wants_running]
+
+
+def run_demo(keep: bool = False) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="warren-demo-"))
+    demo = Demo(data_dir)
+    ok = False
+    try:
+        _scenario(demo)
+        ok = True
+    finally:
+        if keep and ok:
+            console.print(f"\nserver left running: WARREN_ADDR=http://127.0.0.1:{demo.api_port} "
+                          f"WARREN_DATA_DIR={data_dir}")  # fmt: skip
+        else:
+            demo.stop_server()
+            _reap_leftovers(data_dir)
+            if ok:
+                shutil.rmtree(data_dir, ignore_errors=True)
+            else:
+                console.print(f"[red]demo failed[/red]; server log kept in {data_dir}/server.log")
+
+
+def _reap_leftovers(data_dir: Path) -> None:
+    """Stop any task process still recorded (only if the demo failed half-way)."""
+    for record in (data_dir / "agent" / "tasks").glob("*.json"):
+        with contextlib.suppress(Exception):
+            os.killpg(int(json.loads(record.read_text())["pid"]), signal.SIGKILL)
+
+
+def _scenario(demo: Demo) -> None:
+    url = f"http://127.0.0.1:{demo.web_port}/"
+    with demo.step("start an embedded Warren server") as step:
+        client = demo.start_server()
+        step.note = f"API on :{demo.api_port}, data in {demo.data_dir}"
+        console.print(f"  server up: API http://127.0.0.1:{demo.api_port}, data {demo.data_dir}")
+
+    with demo.step("deploy the demo app: 3 replicas, published port, HTTP health check") as step:
+        spec = ServiceSpec.model_validate(
+            {
+                "name": "web",
+                "command": [sys.executable, "-m", "warren.demo.app"],
+                "replicas": 3,
+                "env": {"VERSION": "v1"},
+                "ports": [{"published": demo.web_port}],
+                "healthCheck": {"http": {"path": "/healthz"}, "interval": "500ms"},
+            }
+        )
+        console.print(
+            f"  $ warren service create web --command 'python -m warren.demo.app' "
+            f"--env VERSION=v1 --replicas 3 --publish {demo.web_port} --health-http /healthz"
+        )
+        t0 = time.monotonic()
+        client.create_service(spec)
+        wait_until(lambda: len(ready_tasks(client, "web")) == 3, 30, "tasks did not become ready")
+        step.note = "3/3 ready"
+        console.print(f"  3/3 tasks ready in {time.monotonic() - t0:.1f}s")
+
+    with demo.step(f"send 30 requests to {url}") as step:
+        counts = Counter[str]()
+        with httpx.Client(timeout=5) as http:
+            for _ in range(30):
+                step.requests += 1
+                try:
+                    response = http.get(url)
+                    response.raise_for_status()
+                    counts[response.json()["task"]] += 1
+                except httpx.HTTPError:
+                    step.failed += 1
+        table = Table("task", "requests", box=None, header_style="bold")
+        for task, n in sorted(counts.items()):
+            table.add_row(task, str(n))
+        console.print(table)
+        step.note = f"spread over {len(counts)} tasks"
+
+    with demo.step("kill -9 one task's process; Warren replaces it") as step:
+        victim = next(t for t in client.list_tasks("web") if t.ready and t.runtime_id)
+        console.print(f"  $ kill -9 {victim.runtime_id}   # task {victim.id}")
+        os.kill(int(victim.runtime_id or 0), signal.SIGKILL)
+        failed_before = step.failed
+        with httpx.Client(timeout=5) as http:
+
+            def replaced() -> bool:
+                step.requests += 1
+                try:
+                    http.get(url).raise_for_status()
+                except httpx.HTTPError:
+                    step.failed += 1
+                ids = ready_tasks(client, "web")
+                return len(ids) == 3 and victim.id not in ids
+
+            wait_until(replaced, 30, "the killed task was not replaced")
+        new = next(t for t in client.list_tasks("web") if t.slot == victim.slot and t.ready)
+        console.print(f"  {victim.id} failed → replaced by {new.id}, ready again")
+        step.note = f"replaced by {new.id}; {step.failed - failed_before} failed while it died"
+
+    with demo.step("remove the service and stop the server") as step:
+        client.delete_service("web")
+        wait_until(
+            lambda: not [t for t in client.list_tasks() if t.service == "web"],
+            30,
+            "tasks did not stop",
+        )
+        client.close()
+        demo.stop_server()
+        step.note = "all tasks stopped"
+
+    table = Table(title="Summary", header_style="bold")
+    for col in ("step", "seconds", "requests", "failed", "note"):
+        table.add_column(col)
+    for s in demo.steps:
+        table.add_row(s.name, f"{s.seconds:.2f}", str(s.requests or "-"), str(s.failed), s.note)
+    console.print()
+    console.print(table)

@@ -1,0 +1,1358 @@
+"""The built-in data plane: an HTTP/1.1 reverse proxy on asyncio Protocols and httptools.
+
+One ``_Client`` per client connection parses requests, queues pipelined ones and serves them one
+at a time. Each request becomes an ``_Exchange``: it picks an endpoint from the routing table,
+takes a pooled ``_Upstream`` connection (or opens one), writes the request with its body fully
+buffered, and streams the response back as it arrives. The response parser only rewrites the head
+(hop-by-hop headers, ``Connection``) and finds the end of the message; body bytes are forwarded
+as received.
+
+The common path (pooled upstream, keep-alive client) creates no task and runs no regex: a request
+costs the parser callbacks, one header scan and one ``join`` for the upstream request. Response
+timeouts are checked by one sweep over the requests waiting on an upstream (``Ingress._sweep``),
+not by a timer per request.
+
+Must not import control, agent, api or store: only ``ports``, ``domain``, the standard library,
+httptools and uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Mapping
+from typing import cast
+
+import httptools
+
+from ..domain.errors import UnavailableError
+from ..ports import LATENCY_BUCKETS, Endpoint, Route, RouteStats
+from .routing import RoutingTable, ServiceEntry
+
+__all__ = ["Ingress"]
+
+log = logging.getLogger("warren.ingress")
+
+_POOL_MAX = 64
+"""Idle connections kept per upstream address. LIFO: the most recently used is the least likely
+to have been closed by the upstream's own idle timeout."""
+
+_MAX_PIPELINE = 32
+"""Queued pipelined requests per client before we stop reading from it (resumed below 8)."""
+
+_MAX_HEAD = 64 * 1024
+"""Largest request or response head (request line or status line plus headers)."""
+
+_LINGER = 2.0
+"""After refusing a request whose body may still be arriving (413, 400), keep reading and
+discarding for this long before closing, so that the client reads our answer instead of a reset."""
+
+_REASONS = {
+    400: b"Bad Request",
+    404: b"Not Found",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+# Request headers the ingress drops or replaces: hop-by-hop ones (RFC 9110 §7.6.1), the body
+# framing (the body is re-sent with a Content-Length), Expect (answered here) and X-Forwarded-*.
+_REQUEST_SPECIAL = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"expect",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"host",
+    }
+)
+
+# Response headers the ingress drops: the connection-level ones, found by these markers in the
+# lower-cased head. Transfer-Encoding and Trailer stay, because the body is forwarded as received
+# (chunk framing included).
+_RESPONSE_HOP_MARKERS = (
+    b"\r\nconnection:",
+    b"\r\nkeep-alive:",
+    b"\r\nproxy-connection:",
+    b"\r\nupgrade:",
+)
+
+# Connection tokens that name no header.
+_CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+_CLOSE = b"Connection: close\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing a connection we are refusing."""
+
+
+# ── one request, as parsed from the client ───────────────────────────────────────────────────────
+
+
+class _Request:
+    __slots__ = (
+        "body",
+        "body_size",
+        "content_length",
+        "expect_continue",
+        "forwarded_for",
+        "has_body",
+        "head_only",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "out",
+        "reject",
+        "url",
+        "version10",
+    )
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.method = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.out = b""
+        """The headers to forward, already serialized."""
+        self.host: bytes | None = None
+        self.forwarded_for: bytes | None = None
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.content_length = -1
+        self.has_body = False
+        self.expect_continue = False
+        self.head_only = False
+        self.keep_alive = True
+        self.version10 = False
+        self.reject: tuple[int, str] | None = None
+        """Answer this request with that status and text, then close the connection."""
+
+
+def _text_response(
+    status: int, text: str, *, close: bool, version10: bool, head_only: bool
+) -> bytes:
+    body = text.encode("utf-8", "replace") + b"\n"
+    if close:
+        connection = _CLOSE
+    elif version10:
+        connection = _KEEP_ALIVE
+    else:
+        connection = b""
+    head = (
+        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s\r\n"
+        % (
+            status,
+            _REASONS.get(status, b"Error"),
+            len(body),
+            connection,
+        )
+    )
+    return head if head_only else head + body
+
+
+# ── the client side ──────────────────────────────────────────────────────────────────────────────
+
+
+class _Client(asyncio.Protocol):
+    """One client connection: parses requests, queues them, serves them in order."""
+
+    def __init__(self, ingress: Ingress, port: int | None) -> None:
+        self._ingress = ingress
+        self._loop = ingress._loop
+        self.port = port
+        """The published port this connection came in on; None for the shared port."""
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._peer = b""
+        self._req = _Request()
+        self._parsing = False
+        self._in_head = False
+        self._head_bytes = 0
+        self._queue: deque[_Request] = deque()
+        self._queued_bytes = 0
+        self._exchange: _Exchange | None = None
+        self._in_next = False
+        self.closed = False
+        self.close_when_idle = False
+        self._refusing = False
+        """Parsing stopped (bad request, 413, upgrade): answer what is queued, then close."""
+        self._discarding = False
+        self._read_paused = False
+        self.write_paused = False
+        self._last = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # asyncio callbacks ─────────────────────────────────────────────────────────────────────────
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]).encode() if isinstance(peer, tuple) else b"unknown"
+        self._ingress._clients.add(self)
+        self._last = self._loop.time()
+        self._timer = self._loop.call_later(self._ingress._idle_timeout, self._on_idle_timer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self.closed = True
+            self._ingress._clients.discard(self)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._queue.clear()
+            ex = self._exchange
+            self._exchange = None
+            if ex is not None:
+                ex.abort()
+        except Exception:
+            log.exception("ingress: error while closing a client connection")
+
+    def data_received(self, data: bytes) -> None:
+        if self._discarding or self.closed:
+            return
+        self._last = self._loop.time()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(501, "upgrade is not supported")
+        except httptools.HttpParserError as exc:
+            if not self._refusing:
+                if isinstance(exc, httptools.HttpParserCallbackError):
+                    log.warning("ingress: error in a request callback", exc_info=exc.__context__)
+                self._refuse(400, f"bad request: {_parser_error(exc)}")
+        except Exception:
+            log.exception("ingress: error while reading a request")
+            self._refuse(400, "bad request")
+        else:
+            if self._parsing and self._req.reject is not None:
+                # Too large: answer now rather than after reading a body we will not forward.
+                self._refuse(*self._req.reject)
+            elif self._in_head:
+                self._head_bytes += len(data)
+                if self._head_bytes > _MAX_HEAD:
+                    self._refuse(431, f"request head larger than {_MAX_HEAD} bytes")
+        try:
+            if self._queue and self._exchange is None:
+                self._next()
+        except Exception:
+            log.exception("ingress: error while serving a request")
+            self._close()
+
+    def eof_received(self) -> bool:
+        # The client finished sending: answer what is queued, then close. Returning True keeps
+        # the transport open for those answers. A half-sent request is dropped.
+        if self.closed:
+            return False
+        self._parsing = False
+        self.close_when_idle = True
+        if self._exchange is None and not self._queue:
+            self._close()
+        return True
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self._exchange
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self._exchange
+        if ex is not None:
+            ex.last_progress = self._loop.time()
+            if ex.upstream is not None:
+                ex.upstream.resume()
+
+    # httptools callbacks ───────────────────────────────────────────────────────────────────────
+
+    def on_message_begin(self) -> None:
+        if self._refusing:
+            raise _Stop
+        self._req = _Request()
+        self._parsing = True
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._req.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._req.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        req = self._req
+        parser = self._parser
+        self._in_head = False
+        req.method = parser.get_method()
+        req.head_only = req.method == b"HEAD"
+        req.version10 = parser.get_http_version() == "1.0"
+        req.keep_alive = parser.should_keep_alive()
+        _scan_headers(req)
+        max_body = self._ingress._max_body
+        if parser.should_upgrade():
+            req.reject = (501, "upgrade is not supported")
+        elif req.host is None and not req.version10:
+            req.reject = (400, "bad request: missing Host header")
+        elif req.content_length > max_body:
+            req.reject = (413, f"request body larger than {max_body} bytes")
+        elif req.expect_continue and self._exchange is None and not self._queue:
+            # The body is buffered here, so the client may send it now. (With requests queued
+            # ahead, a 100 would interleave with their responses; the client sends anyway after
+            # its own short wait.)
+            assert self._transport is not None
+            self._transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        req = self._req
+        if req.reject is not None:
+            return
+        req.body_size += len(body)
+        if req.body_size > self._ingress._max_body:
+            req.reject = (413, f"request body larger than {self._ingress._max_body} bytes")
+            req.body = []
+            return
+        req.body.append(body)
+
+    def on_message_complete(self) -> None:
+        req = self._req
+        self._parsing = False
+        self._queue.append(req)
+        self._queued_bytes += req.body_size
+        if req.reject is not None:
+            # Stop at this request: what follows it cannot be trusted.
+            self._refusing = True
+            self._pause_reading()
+        elif len(self._queue) >= _MAX_PIPELINE or self._queued_bytes > self._ingress._max_body:
+            self._pause_reading()
+
+    # serving ───────────────────────────────────────────────────────────────────────────────────
+
+    def _refuse(self, status: int, text: str) -> None:
+        """Stop parsing; the request being parsed (or a placeholder) is answered ``status`` after
+        those queued before it, then the connection closes."""
+        self._refusing = True
+        self._in_head = False
+        if self._parsing:
+            self._parsing = False
+            req = self._req
+            if req.reject is None:
+                req.reject = (status, text)
+            self._queue.append(req)
+        elif not self._queue or self._queue[-1].reject is None:
+            req = _Request()
+            req.reject = (status, text)
+            self._queue.append(req)
+        self._pause_reading()
+
+    def _next(self) -> None:
+        """Serve queued requests until one is waiting for its upstream."""
+        if self._in_next:
+            return
+        self._in_next = True
+        try:
+            while self._queue and self._exchange is None and not self.closed:
+                req = self._queue.popleft()
+                self._queued_bytes -= req.body_size
+                self._dispatch(req)
+        finally:
+            self._in_next = False
+        if self.closed:
+            return
+        idle = self._exchange is None and not self._queue and not self._parsing
+        if idle and self.close_when_idle:
+            self._close()
+            return
+        if (
+            self._read_paused
+            and not self._refusing
+            and len(self._queue) < 8
+            and self._queued_bytes <= self._ingress._max_body
+        ):
+            self._resume_reading()
+
+    def _dispatch(self, req: _Request) -> None:
+        ingress = self._ingress
+        if req.reject is not None:
+            status, text = req.reject
+            self._write_local(req, status, text, close=True)
+            return
+        if self.port is not None:
+            entry = ingress._table.for_port(self.port)
+            if entry is None:
+                self._write_local(req, 404, f"no service for port {self.port}")
+                return
+        else:
+            entry = ingress._table.for_host(req.host) if req.host is not None else None
+            if entry is None:
+                host = req.host.decode("latin-1") if req.host is not None else "(none)"
+                self._write_local(req, 404, f"no service for host {host}")
+                return
+        ex = _Exchange(ingress, self, req, entry)
+        self._exchange = ex
+        endpoint = entry.pick()
+        if endpoint is None:
+            ex.fail(503, f"service {entry.service} has no ready task")
+        else:
+            ex.send(endpoint)
+
+    def exchange_done(self, close: bool) -> None:
+        self._exchange = None
+        self._last = self._loop.time()
+        if close or self.closed:
+            self._close()
+        elif not self._in_next and (self._queue or self._read_paused or self.close_when_idle):
+            self._next()
+
+    def _write_local(self, req: _Request, status: int, text: str, close: bool = False) -> None:
+        close = close or not req.keep_alive or self.close_when_idle
+        assert self._transport is not None
+        self._transport.write(
+            _text_response(
+                status, text, close=close, version10=req.version10, head_only=req.head_only
+            )
+        )
+        if close:
+            if req.reject is not None:
+                self._linger()
+            else:
+                self._close()
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            assert self._transport is not None
+            self._transport.close()
+
+    def _linger(self) -> None:
+        """Close without losing the answer: send FIN, read and drop what the client still sends
+        (the rest of a refused body), close for good when it closes or after ``_LINGER``."""
+        transport = self._transport
+        assert transport is not None
+        self.closed = True
+        self._discarding = True
+        if transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except (OSError, RuntimeError):
+                transport.close()
+                return
+            self._resume_reading()
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_later(_LINGER, transport.close)
+        else:
+            transport.close()
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self._transport is not None:
+            self._read_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and self._transport is not None:
+            self._read_paused = False
+            self._transport.resume_reading()
+
+    def _on_idle_timer(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        timeout = self._ingress._idle_timeout
+        if self._exchange is not None or self._queue:
+            # Busy: the response timeout is in charge.
+            self._timer = self._loop.call_later(timeout, self._on_idle_timer)
+            return
+        remaining = self._last + timeout - self._loop.time()
+        if remaining > 0:
+            self._timer = self._loop.call_later(remaining, self._on_idle_timer)
+        else:
+            self._close()
+
+    def close_if_idle(self) -> None:
+        """The listener closed or the ingress stops: close now if idle, else after the current
+        response."""
+        self.close_when_idle = True
+        if self._exchange is None and not self._queue and not self._parsing:
+            self._close()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self.closed:
+            assert self._transport is not None
+            self._transport.write(data)
+
+    def shutdown(self) -> None:
+        """The ingress stops: drop the request in progress and what is still to be written."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        ex = self._exchange
+        self._exchange = None
+        if ex is not None:
+            ex.abort()
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    def abort_response(self) -> None:
+        """A response is partly forwarded and cannot be finished: all we can do is close."""
+        self._exchange = None
+        if not self.closed:
+            self.closed = True
+            assert self._transport is not None
+            self._transport.close()
+
+    def forwarded(self, req: _Request) -> bytes:
+        """The X-Forwarded-* headers for ``req``."""
+        xff = self._peer if req.forwarded_for is None else req.forwarded_for + b", " + self._peer
+        host = b"" if req.host is None else b"X-Forwarded-Host: " + req.host + b"\r\n"
+        return b"X-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: http\r\n" + host
+
+
+def _scan_headers(req: _Request) -> None:
+    """Serialize the headers to forward, and note the ones the ingress acts on."""
+    out = bytearray()
+    connection: bytes | None = None
+    for name, value in req.headers:
+        lname = name.lower()
+        if lname not in _REQUEST_SPECIAL:
+            out += name
+            out += b": "
+            out += value
+            out += b"\r\n"
+        elif lname == b"host":
+            req.host = value
+            out += name
+            out += b": "
+            out += value
+            out += b"\r\n"
+        elif lname == b"content-length":
+            req.has_body = True
+            req.content_length = int(value)  # llhttp has checked it is a number
+        elif lname == b"transfer-encoding":
+            req.has_body = True
+        elif lname == b"x-forwarded-for":
+            req.forwarded_for = (
+                value if req.forwarded_for is None else req.forwarded_for + b", " + value
+            )
+        elif lname == b"expect":
+            req.expect_continue = value.lower() == b"100-continue"
+        elif lname == b"connection":
+            connection = value if connection is None else connection + b"," + value
+    if connection is not None:
+        # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+        named = {t.strip().lower() for t in connection.split(b",")} - _CONNECTION_OPTIONS
+        if named:
+            out = bytearray()
+            for name, value in req.headers:
+                lname = name.lower()
+                if lname not in named and (lname == b"host" or lname not in _REQUEST_SPECIAL):
+                    out += name + b": " + value + b"\r\n"
+    req.out = bytes(out)
+    req.headers = []
+
+
+def _value(lower: bytes, marker: bytes) -> bytes:
+    """The value of the header line that starts with ``marker`` (which ends with ``:``)."""
+    start = lower.find(marker) + len(marker)
+    return lower[start : lower.find(b"\r\n", start)].strip()
+
+
+def _drop_header(head: bytes, lower: bytes, marker: bytes) -> tuple[bytes, bytes]:
+    """Remove every header line that starts with ``marker`` from ``head`` (and from its
+    lower-cased copy). Both end with the CRLF of their last line, so each match has an end."""
+    i = lower.find(marker)
+    while i >= 0:
+        j = lower.find(b"\r\n", i + 2)
+        head = head[:i] + head[j:]
+        lower = lower[:i] + lower[j:]
+        i = lower.find(marker, i)
+    return head, lower
+
+
+def _parser_error(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+# ── one request on its way to an upstream ────────────────────────────────────────────────────────
+
+
+class _Exchange:
+    """A request being served: which endpoint it went to, on which connection, and what of the
+    response the client has already seen."""
+
+    __slots__ = (
+        "address",
+        "client",
+        "close_client",
+        "done",
+        "endpoint",
+        "entry",
+        "head_sent",
+        "ingress",
+        "last_progress",
+        "payload",
+        "req",
+        "retried",
+        "reused",
+        "rev_stats",
+        "started",
+        "stats",
+        "status",
+        "tried",
+        "upstream",
+    )
+
+    def __init__(self, ingress: Ingress, client: _Client, req: _Request, entry: ServiceEntry):
+        self.ingress = ingress
+        self.client = client
+        self.req = req
+        self.entry = entry
+        self.started = time.perf_counter()
+        self.stats = ingress._service_stats(entry.service)
+        self.stats.in_flight += 1
+        self.rev_stats: RouteStats | None = None
+        self.endpoint: Endpoint | None = None
+        self.address: str | None = None
+        """The address counted as in flight for this request."""
+        self.upstream: _Upstream | None = None
+        self.payload = b""
+        self.reused = False
+        self.retried = False
+        self.tried: list[str] = []
+        self.head_sent = False
+        self.close_client = False
+        self.done = False
+        self.status = 0
+        self.last_progress = 0.0
+
+    def send(self, endpoint: Endpoint, fresh: bool = False) -> None:
+        """Send the request to ``endpoint``: on a pooled connection, or a new one."""
+        ingress = self.ingress
+        if endpoint is not self.endpoint:
+            self._count(endpoint)
+        if not self.payload:
+            req = self.req
+            parts = [
+                req.method,
+                b" ",
+                req.url,
+                # An HTTP/1.0 client cannot read a chunked response: ask HTTP/1.0 upstream too.
+                b" HTTP/1.0\r\nConnection: keep-alive\r\n" if req.version10 else b" HTTP/1.1\r\n",
+                req.out,
+                self.client.forwarded(req),
+            ]
+            if req.has_body:
+                parts.append(b"Content-Length: %d\r\n" % req.body_size)
+            parts.append(b"\r\n")
+            parts.extend(req.body)
+            self.payload = b"".join(parts)
+            req.body = []
+        conn = None if fresh else ingress._pool_take(endpoint.address)
+        if conn is not None:
+            self.reused = True
+            self.attach(conn)
+        else:
+            self.reused = False
+            ingress._connect(self, endpoint.address)
+
+    def _count(self, endpoint: Endpoint) -> None:
+        ingress = self.ingress
+        if self.address is not None:
+            ingress._in_flight_add(self.address, -1)
+        if self.rev_stats is not None:
+            self.rev_stats.in_flight -= 1
+        self.endpoint = endpoint
+        self.address = endpoint.address
+        ingress._in_flight[endpoint.address] = ingress._in_flight.get(endpoint.address, 0) + 1
+        self.rev_stats = ingress._revision_stats(self.entry.service, endpoint.revision)
+        self.rev_stats.in_flight += 1
+
+    def attach(self, conn: _Upstream) -> None:
+        self.upstream = conn
+        self.last_progress = self.ingress._loop.time()
+        self.ingress._watch(self)
+        conn.start(self)
+
+    def connect_failed(self, address: str, exc: BaseException) -> None:
+        """Connecting failed before anything was sent: try the next endpoint of the route."""
+        if self.done:
+            return
+        timed_out = isinstance(exc, TimeoutError)
+        if timed_out:
+            reason = f"timed out connecting to {address}"
+        elif isinstance(exc, ConnectionRefusedError):
+            reason = f"connection refused by {address}"
+        else:
+            reason = f"cannot connect to {address}: {exc}"
+        log.debug("ingress: %s (service %s)", reason, self.entry.service)
+        self.tried.append(address)
+        endpoint = self.entry.pick_other(self.tried)
+        if endpoint is not None:
+            self.send(endpoint)
+        elif timed_out:
+            self.fail(504, f"gateway timeout: {reason}")
+        else:
+            self.fail(502, f"bad gateway: {reason}")
+
+    def upstream_failed(self, reason: str, nothing_received: bool) -> None:
+        """The upstream connection broke (closed, reset, bad response) during this request."""
+        self.upstream = None
+        if self.done:
+            return
+        if nothing_received and self.reused and not self.retried and self.endpoint is not None:
+            # A pooled connection the upstream had closed while idle: the request never reached
+            # it. Once, on a fresh connection.
+            self.retried = True
+            log.debug("ingress: retrying on a fresh connection after: %s", reason)
+            self.send(self.endpoint, fresh=True)
+        elif not self.head_sent:
+            log.debug("ingress: bad gateway: %s (service %s)", reason, self.entry.service)
+            self.fail(502, f"bad gateway: {reason}")
+        else:
+            log.debug("ingress: response cut short: %s (service %s)", reason, self.entry.service)
+            self.status = self.status or 502
+            self._finish()
+            self.client.abort_response()
+
+    def complete(self, conn: _Upstream, keep: bool) -> None:
+        """The whole response has been forwarded."""
+        self.upstream = None
+        self.ingress._release(conn, keep)
+        self._finish()
+        self.client.exchange_done(self.close_client)
+
+    def fail(self, status: int, text: str) -> None:
+        """Answer the client with an error of our own (nothing of a response was sent yet)."""
+        self.status = status
+        req = self.req
+        close = not req.keep_alive or self.client.close_when_idle
+        self._finish()
+        self.client.write(
+            _text_response(
+                status, text, close=close, version10=req.version10, head_only=req.head_only
+            )
+        )
+        self.client.exchange_done(close)
+
+    def abort(self) -> None:
+        """The client went away: drop the upstream connection (its response is unwanted)."""
+        if self.done:
+            return
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.discard()
+        self._finish()
+
+    def _finish(self) -> None:
+        self.done = True
+        self.ingress._waiting.discard(self)
+        elapsed = time.perf_counter() - self.started
+        bucket = bisect_left(LATENCY_BUCKETS, elapsed)
+        failed = self.status >= 500
+        stats = self.stats
+        stats.in_flight -= 1
+        stats.requests += 1
+        stats.latency_counts[bucket] += 1
+        stats.latency_sum += elapsed
+        if failed:
+            stats.errors_5xx += 1
+        rev = self.rev_stats
+        if rev is not None:
+            rev.in_flight -= 1
+            rev.requests += 1
+            rev.latency_counts[bucket] += 1
+            rev.latency_sum += elapsed
+            if failed:
+                rev.errors_5xx += 1
+        if self.address is not None:
+            self.ingress._in_flight_add(self.address, -1)
+            self.address = None
+
+    def time_out(self, timeout: float) -> None:
+        """Nothing moved for ``timeout`` seconds (see ``Ingress._sweep``)."""
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.discard()
+        if conn is not None and conn.paused:
+            reason = f"client read nothing for {timeout:g}s"
+        else:
+            reason = f"{self.address} sent nothing for {timeout:g}s"
+        log.debug("ingress: timeout: %s (service %s)", reason, self.entry.service)
+        if not self.head_sent:
+            self.fail(504, f"gateway timeout: {reason}")
+        else:
+            self.status = self.status or 504
+            self._finish()
+            self.client.abort_response()
+
+
+# ── the upstream side ────────────────────────────────────────────────────────────────────────────
+
+
+class _Upstream(asyncio.Protocol):
+    """One connection to an upstream address; serves one exchange at a time, then goes back to
+    the pool if both sides allow keep-alive."""
+
+    def __init__(self, ingress: Ingress, address: str) -> None:
+        self._ingress = ingress
+        self.address = address
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._ex: _Exchange | None = None
+        self.idle = False
+        self.paused = False
+        self.lost = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._got = False
+        self._status = 0
+        self._interim = 0
+        self._head_done = False
+        self._head_sent = False
+        self._msg_done = False
+        self._keep = False
+        self._violation = False
+        self._until_close = False
+        self._buf = bytearray()
+
+    # asyncio callbacks ─────────────────────────────────────────────────────────────────────────
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self._ingress._upstreams.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self.lost = True
+            self._ingress._upstreams.discard(self)
+            if self.idle:
+                self.idle = False
+                self._ingress._pool_remove(self)
+                return
+            ex = self._ex
+            if ex is None:
+                return
+            self._ex = None
+            if self._head_sent and self._until_close and not self._violation:
+                # The body was delimited by the close: this is its normal end.
+                ex.complete(self, keep=False)
+                return
+            if exc is None:
+                reason = f"{self.address} closed the connection"
+            else:
+                reason = f"connection to {self.address} lost: {exc}"
+            ex.upstream_failed(reason, nothing_received=not self._got)
+        except Exception:
+            log.exception("ingress: error while closing an upstream connection")
+
+    def data_received(self, data: bytes) -> None:
+        ex = self._ex
+        if ex is None:
+            # Nothing asked: an idle connection should be silent. Do not reuse it.
+            self.discard()
+            return
+        try:
+            self._got = True
+            ex.last_progress = self._ingress._loop.time()
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                self._broken(ex, f"bad response from {self.address}: {_parser_error(exc)}")
+                return
+            if self._head_sent:
+                ex.client.write(data)
+            else:
+                pending = self._buf
+                if pending:
+                    pending += data
+                if not self._head_done:
+                    if not pending:
+                        self._buf = bytearray(data)
+                    elif len(pending) > _MAX_HEAD:
+                        self._broken(ex, f"response head from {self.address} is too large")
+                    return
+                if not self._send_head(ex, bytes(pending) if pending else data):
+                    self._broken(ex, f"bad response head from {self.address}")
+                    return
+            if self._violation:
+                # More than one response for one request: the upstream is confused, and the
+                # client may have got bytes that are not ours to send. Close both.
+                self._broken(ex, f"{self.address} sent more than one response")
+                return
+            if ex.client.write_paused and not self.paused:
+                self.pause()
+            if self._msg_done:
+                self._ex = None
+                if ex.req.head_only:
+                    # llhttp cannot be told that a HEAD response has no body: start afresh.
+                    self._parser = httptools.HttpResponseParser(self)
+                ex.complete(self, self._keep)
+        except Exception:
+            log.exception("ingress: error while forwarding a response")
+            self._broken(ex, "internal error")
+
+    def _send_head(self, ex: _Exchange, buf: bytes) -> bool:
+        """Forward the response head, rewritten, and the body bytes that came with it.
+
+        The head is edited as bytes rather than rebuilt from parser callbacks: most heads carry
+        no hop-by-hop header but ``Connection``, and a few ``find`` calls cost less than a Python
+        call per header."""
+        # 1xx heads come first; they are dropped (Expect was answered by the ingress itself).
+        start = 0
+        for _ in range(self._interim):
+            start = buf.find(b"\r\n\r\n", start) + 4
+        end = buf.find(b"\r\n\r\n", start) + 2
+        if end < 2:
+            return False  # llhttp found a head we cannot: do not guess where it ends
+        head = buf[start:end]  # the status line and the header lines, each with its CRLF
+        lower = head.lower()
+        req = ex.req
+        status = self._status
+        if req.head_only or status == 204 or status == 304:
+            until_close = False
+        elif b"\r\ntransfer-encoding:" in lower:
+            until_close = not _value(lower, b"\r\ntransfer-encoding:").endswith(b"chunked")
+        else:
+            until_close = b"\r\ncontent-length:" not in lower
+        self._until_close = until_close
+        for marker in _RESPONSE_HOP_MARKERS:
+            if marker in lower:
+                head, lower = _drop_header(head, lower, marker)
+        if head[5:9] != b"1.1 ":
+            head = b"HTTP/1.1 " + head[9:]  # we speak HTTP/1.1 to the client, whatever behind
+        close = not req.keep_alive or until_close or ex.client.close_when_idle
+        ex.close_client = close
+        if close:
+            head += _CLOSE
+        elif req.version10:
+            head += _KEEP_ALIVE
+        self._head_sent = True
+        ex.head_sent = True
+        ex.status = status
+        self._buf = bytearray()
+        if end + 2 == len(buf) or (self._msg_done and req.head_only):
+            # (A HEAD response's Content-Length announces no body bytes.)
+            ex.client.write(head + b"\r\n")
+        else:
+            ex.client.write(b"".join((head, b"\r\n", memoryview(buf)[end + 2 :])))
+        return True
+
+    def _broken(self, ex: _Exchange, reason: str) -> None:
+        self._ex = None
+        self.discard()
+        ex.upstream_failed(reason, nothing_received=False)
+
+    def eof_received(self) -> bool:
+        self.lost = True  # the transport closes now: never take it from the pool again
+        return False  # connection_lost decides what the close means
+
+    # httptools callbacks ───────────────────────────────────────────────────────────────────────
+
+    def on_message_begin(self) -> None:
+        if self._msg_done:
+            self._violation = True
+        self._status = 0
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            self._interim += 1
+            return
+        self._status = status
+        self._head_done = True
+        self._keep = self._parser.should_keep_alive()
+        ex = self._ex
+        if ex is not None and ex.req.head_only:
+            self._msg_done = True
+
+    def on_message_complete(self) -> None:
+        if self._status:
+            self._msg_done = True
+
+    # used by the exchange and the pool ─────────────────────────────────────────────────────────
+
+    def start(self, ex: _Exchange) -> None:
+        self._ex = ex
+        self.idle = False
+        self._reset()
+        assert self.transport is not None
+        self.transport.write(ex.payload)
+
+    def pause(self) -> None:
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def discard(self) -> None:
+        """Close for good, telling no one (the caller has dealt with the exchange)."""
+        self._ex = None
+        self.idle = False
+        self.lost = True  # not usable from now on, even before connection_lost says so
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def _copy(stats: RouteStats) -> RouteStats:
+    return RouteStats(
+        requests=stats.requests,
+        errors_5xx=stats.errors_5xx,
+        in_flight=stats.in_flight,
+        latency_counts=list(stats.latency_counts),
+        latency_sum=stats.latency_sum,
+    )
+
+
+# ── the data plane ───────────────────────────────────────────────────────────────────────────────
+
+
+class Ingress:
+    """The built-in HTTP data plane (implements ``warren.ports.DataPlane``).
+
+    Listens on ``shared_port`` (routed by Host; 0 picks a free port) and on every port a route
+    publishes. Ports that cannot be bound are reported in ``problems`` and retried on the next
+    ``update``.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        shared_port: int | None = None,
+        *,
+        connect_timeout: float = 2.0,
+        response_timeout: float = 60.0,
+        idle_timeout: float = 75.0,
+        max_body: int = 10 * 1024 * 1024,
+    ) -> None:
+        self._host = host
+        self._shared_port_wanted = shared_port
+        self._shared_port: int | None = None
+        self._connect_timeout = connect_timeout
+        self._response_timeout = response_timeout
+        self._idle_timeout = idle_timeout
+        self._max_body = max_body
+        # Bound by the first start/update/drain: the ingress may be built outside the loop.
+        self._loop: asyncio.AbstractEventLoop = cast(asyncio.AbstractEventLoop, None)
+        self._table = RoutingTable()
+        self._shared: asyncio.Server | None = None
+        self._listeners: dict[int, asyncio.Server] = {}
+        self._problems: dict[int, str] = {}
+        self._lock = asyncio.Lock()
+        self._clients: set[_Client] = set()
+        self._upstreams: set[_Upstream] = set()
+        self._pools: dict[str, list[_Upstream]] = {}
+        self._connecting: set[asyncio.Task[_Upstream]] = set()
+        self._in_flight: dict[str, int] = {}
+        self._drained: dict[str, list[asyncio.Future[None]]] = {}
+        self._stats: dict[str, RouteStats] = {}
+        self._rev_stats: dict[tuple[str, int], RouteStats] = {}
+        self._waiting: set[_Exchange] = set()
+        """Exchanges sent to an upstream and not yet answered in full: what ``_sweep`` checks."""
+        self._sweeper: asyncio.TimerHandle | None = None
+        # Timeouts fire between ``response_timeout`` and an eighth more: 60 s → within 61 s.
+        self._sweep_every = min(max(response_timeout / 8, 0.01), 1.0)
+        self._closing = False
+
+    # ── lifecycle ───────────────────────────────────────────────────────────────────────────
+
+    async def start(self) -> None:
+        """Bind the shared port, if one was asked for. Raises UnavailableError if it cannot."""
+        self._bind_loop()
+        if self._shared_port_wanted is None or self._shared is not None:
+            return
+        try:
+            self._shared = await self._loop.create_server(
+                lambda: _Client(self, None), self._host, self._shared_port_wanted, backlog=1024
+            )
+        except OSError as exc:
+            raise UnavailableError(
+                f"cannot listen on {self._host}:{self._shared_port_wanted}: {exc.strerror or exc}"
+            ) from exc
+        self._shared_port = self._shared.sockets[0].getsockname()[1]
+        log.info("ingress: shared port %s:%s", self._host, self._shared_port)
+
+    async def close(self) -> None:
+        """Close the listeners, the client connections and the upstream connections."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        servers = list(self._listeners.values())
+        if self._shared is not None:
+            servers.append(self._shared)
+        self._listeners.clear()
+        self._shared = None
+        for server in servers:
+            server.close()
+        for task in list(self._connecting):
+            task.cancel()
+        for client in list(self._clients):
+            client.shutdown()
+        for conn in list(self._upstreams):
+            conn.discard()
+        self._pools.clear()
+        for waiters in self._drained.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        self._drained.clear()
+        if self._connecting:
+            await asyncio.gather(*self._connecting, return_exceptions=True)
+        for server in servers:
+            await server.wait_closed()
+        # Let the transports run their connection_lost callbacks.
+        await asyncio.sleep(0)
+
+    @property
+    def shared_port(self) -> int | None:
+        """The bound shared port (after ``start``), or None."""
+        return self._shared_port
+
+    @property
+    def problems(self) -> dict[int, str]:
+        """Published ports that are not served, with a one-line reason each."""
+        return dict(self._problems)
+
+    @property
+    def listening(self) -> frozenset[int]:
+        """The published ports being served (the shared port not included)."""
+        return frozenset(self._listeners)
+
+    @property
+    def routes(self) -> Mapping[str, Route]:
+        return self._table.routes
+
+    # ── DataPlane ───────────────────────────────────────────────────────────────────────────
+
+    async def update(self, routes: Mapping[str, Route | None]) -> None:
+        self._bind_loop()
+        self._table.apply(routes)  # in effect for the next request
+        for address in [a for a in self._pools if not self._table.knows(a)]:
+            self._close_pool(address)
+        async with self._lock:
+            await self._sync_listeners()
+
+    async def drain(self, address: str, timeout: float) -> int:
+        self._bind_loop()
+        self._table.drain(address)
+        self._close_pool(address)
+        if not self._in_flight.get(address):
+            return 0
+        fut: asyncio.Future[None] = self._loop.create_future()
+        waiters = self._drained.setdefault(address, [])
+        waiters.append(fut)
+        try:
+            await asyncio.wait([fut], timeout=timeout)
+        finally:
+            if fut in waiters:
+                waiters.remove(fut)
+            if not waiters and self._drained.get(address) is waiters:
+                del self._drained[address]
+            fut.cancel()
+        return self._in_flight.get(address, 0)
+
+    def stats(self) -> Mapping[str, RouteStats]:
+        """Per service, since the ingress started (a snapshot)."""
+        return {name: _copy(s) for name, s in self._stats.items()}
+
+    def revision_stats(self) -> Mapping[tuple[str, int], RouteStats]:
+        """Per (service, revision), since the ingress started (a snapshot): canary analysis
+        compares these between revisions."""
+        return {key: _copy(s) for key, s in self._rev_stats.items()}
+
+    def in_flight(self, address: str) -> int:
+        """Requests sent to ``address`` and not yet answered."""
+        return self._in_flight.get(address, 0)
+
+    # ── listeners ───────────────────────────────────────────────────────────────────────────
+
+    async def _sync_listeners(self) -> None:
+        if self._closing:
+            return
+        wanted = dict(self._table.ports)
+        problems = dict(self._table.port_conflicts)
+        if self._shared_port is not None and self._shared_port in wanted:
+            service = wanted.pop(self._shared_port)
+            problems[self._shared_port] = (
+                f"port {self._shared_port} is the shared port; {service} cannot publish it"
+            )
+        for port in [p for p in self._listeners if p not in wanted]:
+            server = self._listeners.pop(port)
+            server.close()
+            for client in list(self._clients):
+                if client.port == port:
+                    client.close_if_idle()
+            log.info("ingress: closed port %s", port)
+        for port, service in wanted.items():
+            if port in self._listeners:
+                continue
+            try:
+                self._listeners[port] = await self._loop.create_server(
+                    functools.partial(_Client, self, port),
+                    self._host,
+                    port,
+                    backlog=1024,
+                )
+            except OSError as exc:
+                problems[port] = f"cannot listen on {self._host}:{port}: {exc.strerror or exc}"
+                log.warning("ingress: %s (service %s)", problems[port], service)
+            else:
+                log.info("ingress: port %s → service %s", port, service)
+        self._problems = problems
+
+    # ── upstream connections ────────────────────────────────────────────────────────────────
+
+    def _pool_take(self, address: str) -> _Upstream | None:
+        pool = self._pools.get(address)
+        while pool:
+            conn = pool.pop()
+            conn.idle = False
+            if not conn.lost:
+                return conn
+        return None
+
+    def _pool_remove(self, conn: _Upstream) -> None:
+        pool = self._pools.get(conn.address)
+        if pool is not None and conn in pool:
+            pool.remove(conn)
+
+    def _release(self, conn: _Upstream, keep: bool) -> None:
+        address = conn.address
+        if (
+            keep
+            and not self._closing
+            and not conn.lost
+            and self._table.knows(address)
+            and not self._table.is_draining(address)
+        ):
+            pool = self._pools.get(address)
+            if pool is None:
+                pool = self._pools[address] = []
+            if len(pool) < _POOL_MAX:
+                conn.resume()
+                conn.idle = True
+                pool.append(conn)
+                return
+        conn.discard()
+
+    def _close_pool(self, address: str) -> None:
+        for conn in self._pools.pop(address, []):
+            conn.discard()
+
+    def _connect(self, ex: _Exchange, address: str) -> None:
+        task = self._loop.create_task(self._open(address))
+        self._connecting.add(task)
+        task.add_done_callback(lambda t: self._connected(t, ex, address))
+
+    async def _open(self, address: str) -> _Upstream:
+        host, port = _split_address(address)
+        async with asyncio.timeout(self._connect_timeout):
+            _, conn = await self._loop.create_connection(
+                lambda: _Upstream(self, address), host, port
+            )
+        return conn
+
+    def _connected(self, task: asyncio.Task[_Upstream], ex: _Exchange, address: str) -> None:
+        self._connecting.discard(task)
+        try:
+            if task.cancelled():
+                if not self._closing:
+                    ex.connect_failed(address, ConnectionAbortedError("cancelled"))
+                return
+            exc = task.exception()
+            if exc is not None:
+                if not self._closing:
+                    ex.connect_failed(address, exc)
+                return
+            conn = task.result()
+            if ex.done or self._closing:
+                self._release(conn, True)
+            else:
+                ex.attach(conn)
+        except Exception:
+            log.exception("ingress: error after connecting to %s", address)
+
+    # ── response timeouts ───────────────────────────────────────────────────────────────────
+
+    def _watch(self, ex: _Exchange) -> None:
+        self._waiting.add(ex)
+        if self._sweeper is None and not self._closing:
+            self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
+
+    def _sweep(self) -> None:
+        """Time out the exchanges whose upstream (or client, when it is the one not reading)
+        has not moved for ``response_timeout``. Runs only while some exchange is waiting."""
+        self._sweeper = None
+        try:
+            deadline = self._loop.time() - self._response_timeout
+            late = [ex for ex in self._waiting if ex.last_progress <= deadline]
+            for ex in late:
+                if not ex.done:
+                    ex.time_out(self._response_timeout)
+                self._waiting.discard(ex)
+        except Exception:
+            log.exception("ingress: error while checking response timeouts")
+        if self._waiting and not self._closing:
+            self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
+
+    # ── accounting ──────────────────────────────────────────────────────────────────────────
+
+    def _in_flight_add(self, address: str, n: int) -> None:
+        count = self._in_flight.get(address, 0) + n
+        if count > 0:
+            self._in_flight[address] = count
+            return
+        self._in_flight.pop(address, None)
+        for fut in self._drained.pop(address, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def _service_stats(self, service: str) -> RouteStats:
+        stats = self._stats.get(service)
+        if stats is None:
+            stats = self._stats[service] = RouteStats()
+        return stats
+
+    def _revision_stats(self, service: str, revision: int) -> RouteStats:
+        key = (service, revision)
+        stats = self._rev_stats.get(key)
+        if stats is None:
+            stats = self._rev_stats[key] = RouteStats()
+        return stats
+
+    def _bind_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()

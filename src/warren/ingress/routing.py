@@ -1,0 +1,248 @@
+"""The routing table of the ingress: which service answers a published port, or a host on the
+shared port, and which of its endpoints gets the next request.
+
+A plain data structure, rebuilt by ``apply`` and read on every request: every read is a dict
+lookup or an index (no scan of the routes, no regex). No I/O, no asyncio, no clock. Must not
+import anything of Warren's but ``ports`` and ``domain``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Mapping
+
+from ..domain.errors import ValidationError
+from ..ports import Endpoint, Route
+
+__all__ = ["RoutingTable", "ServiceEntry", "normalize_host"]
+
+_HOST_CACHE_SIZE = 4096
+"""How many distinct raw Host headers keep their resolution. Past that the cache is cleared rather
+than evicted one by one: a flood of random hosts then costs one clear per 4096 requests."""
+
+_MISS = object()
+
+
+def normalize_host(host: str) -> str:
+    """``"Web.Example.COM:8080"`` → ``"web.example.com"``; ``"[::1]:80"`` → ``"[::1]"``.
+
+    Lower case, no ``:port`` suffix, no trailing dot (``example.com.`` is ``example.com``)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        host = name
+    return host.rstrip(".")
+
+
+class ServiceEntry:
+    """One service as the ingress sees it. Entries are updated in place when the route changes,
+    so a request holding one (to retry another endpoint) always sees the current endpoints, and
+    the round-robin position survives updates."""
+
+    __slots__ = ("_next", "active", "endpoints", "route", "service")
+
+    def __init__(self, route: Route) -> None:
+        self.service = route.service
+        self.route = route
+        self.endpoints: tuple[Endpoint, ...] = route.endpoints
+        self.active: tuple[Endpoint, ...] = route.endpoints
+        """The endpoints that get new requests: ``endpoints`` minus the draining ones."""
+        self._next = 0
+
+    def pick(self) -> Endpoint | None:
+        """The next active endpoint, round-robin; None when there is none."""
+        active = self.active
+        if not active:
+            return None
+        i = self._next
+        if i >= len(active):
+            # The list shrank since the last pick: start over rather than skip ahead.
+            i = 0
+        self._next = i + 1
+        return active[i]
+
+    def pick_other(self, tried: Container[str]) -> Endpoint | None:
+        """The next active endpoint whose address is not in ``tried`` (each endpoint at most once
+        per request, when connecting to the previous ones failed)."""
+        for _ in range(len(self.active)):
+            endpoint = self.pick()
+            if endpoint is not None and endpoint.address not in tried:
+                return endpoint
+        return None
+
+    def _refresh(self, draining: Container[str]) -> None:
+        self.active = tuple(e for e in self.endpoints if e.address not in draining)
+
+    def __repr__(self) -> str:
+        return f"ServiceEntry({self.service!r}, active={len(self.active)}/{len(self.endpoints)})"
+
+
+class RoutingTable:
+    """Published port → service, host → service (for the shared port), service → endpoints.
+
+    Conflicts are settled the same way for ports and hosts: the service that holds a port (or
+    host) keeps it; among newcomers the first by name wins. Lost port claims are listed in
+    ``port_conflicts`` so that the ingress can report them.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, ServiceEntry] = {}
+        self._ports: dict[int, ServiceEntry] = {}
+        self._hosts: dict[str, ServiceEntry] = {}
+        self._wildcards: dict[str, ServiceEntry] = {}
+        """``*.example.com`` is stored as ``example.com``."""
+        self._host_cache: dict[bytes, ServiceEntry | None] = {}
+        self._addresses: frozenset[str] = frozenset()
+        self._draining: set[str] = set()
+        self._port_conflicts: dict[int, str] = {}
+
+    # ── reads, once per request ──────────────────────────────────────────────────────────────
+
+    def for_port(self, port: int) -> ServiceEntry | None:
+        return self._ports.get(port)
+
+    def for_host(self, raw: bytes) -> ServiceEntry | None:
+        """The service for a raw ``Host`` header value (any case, maybe with ``:port``).
+
+        The raw value is the cache key, so the common request costs one dict lookup: no decode,
+        no lower-casing."""
+        hit = self._host_cache.get(raw, _MISS)
+        if hit is not _MISS:
+            return hit  # type: ignore[return-value]
+        entry = self.resolve_host(raw.decode("latin-1"))
+        if len(self._host_cache) >= _HOST_CACHE_SIZE:
+            self._host_cache.clear()
+        self._host_cache[raw] = entry
+        return entry
+
+    def resolve_host(self, host: str) -> ServiceEntry | None:
+        """Exact host first, then the most specific wildcard: for ``a.b.example.com``,
+        ``*.b.example.com`` wins over ``*.example.com``. ``*.example.com`` does not match
+        ``example.com`` itself."""
+        name = normalize_host(host)
+        entry = self._hosts.get(name)
+        if entry is not None or not self._wildcards:
+            return entry
+        while True:
+            dot = name.find(".")
+            if dot < 0:
+                return None
+            name = name[dot + 1 :]
+            entry = self._wildcards.get(name)
+            if entry is not None:
+                return entry
+
+    def service(self, name: str) -> ServiceEntry | None:
+        return self._entries.get(name)
+
+    def knows(self, address: str) -> bool:
+        """Whether ``address`` is an endpoint of any route (draining or not)."""
+        return address in self._addresses
+
+    def is_draining(self, address: str) -> bool:
+        return address in self._draining
+
+    @property
+    def ports(self) -> Mapping[int, str]:
+        """Published port → the service that holds it."""
+        return {port: entry.service for port, entry in self._ports.items()}
+
+    @property
+    def port_conflicts(self) -> Mapping[int, str]:
+        """Port → why a service that publishes it does not get it."""
+        return dict(self._port_conflicts)
+
+    @property
+    def routes(self) -> Mapping[str, Route]:
+        return {name: entry.route for name, entry in self._entries.items()}
+
+    @property
+    def draining(self) -> frozenset[str]:
+        return frozenset(self._draining)
+
+    # ── writes, on control-plane events ──────────────────────────────────────────────────────
+
+    def apply(self, routes: Mapping[str, Route | None]) -> None:
+        """Set (or with None remove) the routes of the given services; the others stay."""
+        for name, route in routes.items():
+            if route is None:
+                removed = self._entries.pop(name, None)
+                if removed is not None:
+                    # A request still holding it (to try another endpoint) finds none.
+                    removed.endpoints = removed.active = ()
+                continue
+            if route.service != name:
+                raise ValidationError(f"the route of {name!r} names service {route.service!r}")
+            entry = self._entries.get(name)
+            if entry is None:
+                self._entries[name] = ServiceEntry(route)
+            else:
+                entry.route = route
+                entry.endpoints = route.endpoints
+        self._addresses = frozenset(
+            e.address for entry in self._entries.values() for e in entry.endpoints
+        )
+        # An address stays draining until it has left every route (a later update that still
+        # lists it must not send it traffic again).
+        self._draining &= self._addresses
+        for entry in self._entries.values():
+            entry._refresh(self._draining)
+        self._rebuild_ports()
+        self._rebuild_hosts()
+
+    def drain(self, address: str) -> None:
+        """Send no new request to ``address`` (effective for the next pick), until it has left
+        every route. An address in no route gets no traffic anyway, and is not remembered: a new
+        task may later be given the same address."""
+        if address in self._draining or address not in self._addresses:
+            return
+        self._draining.add(address)
+        for entry in self._entries.values():
+            if any(e.address == address for e in entry.endpoints):
+                entry._refresh(self._draining)
+
+    def _rebuild_ports(self) -> None:
+        claims: dict[int, list[ServiceEntry]] = {}
+        for name in sorted(self._entries):
+            entry = self._entries[name]
+            for port in dict.fromkeys(entry.route.ports):
+                claims.setdefault(port, []).append(entry)
+        ports: dict[int, ServiceEntry] = {}
+        conflicts: dict[int, str] = {}
+        for port, entries in claims.items():
+            winner = _keep_holder(self._ports.get(port), entries)
+            ports[port] = winner
+            losers = [e.service for e in entries if e is not winner]
+            if losers:
+                others = ", ".join(losers)
+                holder = winner.service
+                conflicts[port] = f"port {port} is published by {others} too; {holder} has it"
+        self._ports = ports
+        self._port_conflicts = conflicts
+
+    def _rebuild_hosts(self) -> None:
+        claims: dict[str, list[ServiceEntry]] = {}
+        for name in sorted(self._entries):
+            entry = self._entries[name]
+            if entry.route.host:
+                claims.setdefault(normalize_host(entry.route.host), []).append(entry)
+        hosts: dict[str, ServiceEntry] = {}
+        wildcards: dict[str, ServiceEntry] = {}
+        for host, entries in claims.items():
+            if host.startswith("*."):
+                wildcards[host[2:]] = _keep_holder(self._wildcards.get(host[2:]), entries)
+            else:
+                hosts[host] = _keep_holder(self._hosts.get(host), entries)
+        self._hosts = hosts
+        self._wildcards = wildcards
+        self._host_cache.clear()
+
+
+def _keep_holder(holder: ServiceEntry | None, claims: list[ServiceEntry]) -> ServiceEntry:
+    """The current holder if it still claims, else the first claimant (claims are sorted)."""
+    for entry in claims:
+        if entry is holder:
+            return entry
+    return claims[0]

@@ -1,0 +1,272 @@
+"""Typed access to the cluster's state in a StateStore: the key layout, the codecs, and the
+compare-and-swap writes every component shares. Knows nothing of controllers or HTTP.
+
+Key layout (one prefix per kind; values are the camelCase JSON of the domain models)::
+
+    /services/{name}                  Service      current spec + current revision number
+    /revisions/{service}/{n:08d}      Revision     immutable spec snapshots
+    /tasks/{service}/{task_id}        Task         desired state (control) + observed (agent)
+    /nodes/{name}                     Node
+    /heartbeats/{name}                b""          bound to the node's lease: gone ⇒ node down
+    /events/{time_ns:020d}-{rand}     Event
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from ..domain.errors import ConflictError, NotFoundError
+from ..domain.events import Event, Level
+from ..domain.nodes import Node
+from ..domain.services import Revision, Service
+from ..domain.specs import ServiceSpec
+from ..domain.tasks import Task
+from ..ports import Clock, Compare, Delete, KeyValue, Op, Put, StateStore
+
+__all__ = [
+    "EVENTS",
+    "HEARTBEATS",
+    "NODES",
+    "REVISIONS",
+    "SERVICES",
+    "TASKS",
+    "ClusterStore",
+    "decode",
+    "encode",
+    "revision_key",
+    "service_key",
+    "task_key",
+]
+
+SERVICES = "/services/"
+REVISIONS = "/revisions/"
+TASKS = "/tasks/"
+NODES = "/nodes/"
+HEARTBEATS = "/heartbeats/"
+EVENTS = "/events/"
+EVENTS_KEPT = 1000
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def encode(model: BaseModel) -> bytes:
+    return model.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def decode(cls: type[M], kv: KeyValue) -> M:
+    return cls.model_validate_json(kv.value)
+
+
+def service_key(name: str) -> str:
+    return f"{SERVICES}{name}"
+
+
+def revision_key(service: str, number: int) -> str:
+    return f"{REVISIONS}{service}/{number:08d}"
+
+
+def task_key(task: Task | tuple[str, str]) -> str:
+    service, tid = (task.service, task.id) if isinstance(task, Task) else task
+    return f"{TASKS}{service}/{tid}"
+
+
+def service_of_task_key(key: str) -> str:
+    return key[len(TASKS) :].split("/", 1)[0]
+
+
+class ClusterStore:
+    """The typed face of a StateStore. Reads return domain models with the ``KeyValue`` they came
+    from where a caller may want to compare-and-swap on it."""
+
+    def __init__(self, store: StateStore, clock: Clock) -> None:
+        self.raw = store
+        self.clock = clock
+        self._events_written = 0
+
+    # ── services and revisions ───────────────────────────────────────────────────────────────
+
+    async def get_service(self, name: str) -> tuple[Service, KeyValue]:
+        kv = await self.raw.get(service_key(name))
+        if kv is None:
+            raise NotFoundError(f"service {name!r} not found")
+        return decode(Service, kv), kv
+
+    async def list_services(self) -> list[Service]:
+        kvs, _ = await self.raw.range(SERVICES)
+        return [decode(Service, kv) for kv in kvs]
+
+    async def create_service(self, spec: ServiceSpec) -> Service:
+        now = self.clock.now()
+        service = Service(spec=spec, revision=1, created_at=now, updated_at=now)
+        revision = Revision(service=spec.name, number=1, spec=spec, created_at=now, change="create")
+        key = service_key(spec.name)
+        if await self.raw.get(key) is not None:
+            raise ConflictError(f"service {spec.name!r} already exists")
+        # A leftover revision 1 of a deleted service whose tasks are still stopping would clash:
+        # refuse until that clean-up is done.
+        leftovers, _ = await self.raw.range(f"{REVISIONS}{spec.name}/")
+        if leftovers:
+            raise ConflictError(
+                f"service {spec.name!r} was just removed and its tasks are still stopping; "
+                "try again in a few seconds"
+            )
+        res = await self.raw.txn(
+            [Compare.absent(key)],
+            [Put(key, encode(service)), Put(revision_key(spec.name, 1), encode(revision))],
+        )
+        if not res.succeeded:
+            raise ConflictError(f"service {spec.name!r} already exists")
+        return service
+
+    async def update_service(
+        self, name: str, change: Callable[[ServiceSpec], ServiceSpec], cause: str = "update"
+    ) -> tuple[Service, bool]:
+        """Apply ``change`` to the current spec with compare-and-swap (retried on a lost race).
+        A new revision is stored only when the template changed. Returns (service, new_revision).
+        """
+        for _ in range(10):
+            current, kv = await self.get_service(name)
+            spec = change(current.spec)
+            if spec.name != name:
+                raise ConflictError("a service cannot be renamed")
+            now = self.clock.now()
+            ops: list[Op] = []
+            number = current.revision
+            new_revision = not spec.same_template(current.spec)
+            if new_revision:
+                number = await self._next_revision(name)
+                rev = Revision(service=name, number=number, spec=spec, created_at=now, change=cause)
+                ops.append(Put(revision_key(name, number), encode(rev)))
+            elif spec == current.spec:
+                return current, False
+            service = current.model_copy(
+                update={"spec": spec, "revision": number, "updated_at": now}
+            )
+            ops.append(Put(kv.key, encode(service)))
+            ops.extend(await self._trim_revisions(name, spec, keep=number))
+            if (await self.raw.txn([Compare.unchanged(kv)], ops)).succeeded:
+                return service, new_revision
+        raise ConflictError(f"service {name!r} is being changed by someone else; try again")
+
+    async def _next_revision(self, name: str) -> int:
+        kvs, _ = await self.raw.range(f"{REVISIONS}{name}/")
+        return max((int(kv.key.rsplit("/", 1)[1]) for kv in kvs), default=0) + 1
+
+    async def _trim_revisions(self, name: str, spec: ServiceSpec, keep: int) -> list[Op]:
+        """Delete revisions beyond ``revisionHistoryLimit`` that no task runs any more."""
+        kvs, _ = await self.raw.range(f"{REVISIONS}{name}/")
+        numbers = sorted(int(kv.key.rsplit("/", 1)[1]) for kv in kvs)
+        limit = spec.deploy.revision_history_limit
+        in_use = {t.revision for t in await self.list_tasks(name) if t.state.active}
+        excess = [n for n in numbers if n != keep and n not in in_use][
+            : max(0, len(numbers) - limit)
+        ]
+        return [Delete(revision_key(name, n)) for n in excess]
+
+    async def delete_service(self, name: str) -> None:
+        """Remove the service; its tasks are stopped by the reconciler, which then removes the
+        revisions."""
+        _, kv = await self.get_service(name)
+        res = await self.raw.txn([Compare.unchanged(kv)], [Delete(kv.key)])
+        if not res.succeeded:
+            raise ConflictError(f"service {name!r} changed while being removed; try again")
+
+    async def get_revision(self, service: str, number: int) -> Revision:
+        kv = await self.raw.get(revision_key(service, number))
+        if kv is None:
+            raise NotFoundError(f"revision {number} of service {service!r} not found")
+        return decode(Revision, kv)
+
+    async def list_revisions(self, service: str) -> list[Revision]:
+        kvs, _ = await self.raw.range(f"{REVISIONS}{service}/")
+        return [decode(Revision, kv) for kv in kvs]
+
+    # ── tasks ────────────────────────────────────────────────────────────────────────────────
+
+    async def list_tasks(self, service: str | None = None) -> list[Task]:
+        kvs, _ = await self.raw.range(f"{TASKS}{service}/" if service else TASKS)
+        return [decode(Task, kv) for kv in kvs]
+
+    async def get_task(self, task_id: str) -> tuple[Task, KeyValue]:
+        service = task_id.rsplit(".", 2)[0]
+        kv = await self.raw.get(task_key((service, task_id)))
+        if kv is None:
+            raise NotFoundError(f"task {task_id!r} not found")
+        return decode(Task, kv), kv
+
+    async def update_task(
+        self, task_id: str, change: Callable[[Task], Task | None], attempts: int = 20
+    ) -> Task | None:
+        """Read-modify-write one task with compare-and-swap, retried on a lost race. ``change``
+        returns None to leave the task as it is. NotFoundError if the task is gone."""
+        for _ in range(attempts):
+            task, kv = await self.get_task(task_id)
+            new = change(task)
+            if new is None or new == task:
+                return task
+            if (await self.raw.txn([Compare.unchanged(kv)], [Put(kv.key, encode(new))])).succeeded:
+                return new
+        raise ConflictError(f"task {task_id} kept changing under us")
+
+    # ── nodes ────────────────────────────────────────────────────────────────────────────────
+
+    async def list_nodes(self) -> list[Node]:
+        kvs, _ = await self.raw.range(NODES)
+        return [decode(Node, kv) for kv in kvs]
+
+    async def get_node(self, name: str) -> Node:
+        kv = await self.raw.get(f"{NODES}{name}")
+        if kv is None:
+            raise NotFoundError(f"node {name!r} not found")
+        return decode(Node, kv)
+
+    async def put_node(self, node: Node) -> None:
+        await self.raw.put(f"{NODES}{node.name}", encode(node))
+
+    # ── events ───────────────────────────────────────────────────────────────────────────────
+
+    async def record(
+        self,
+        kind: str,
+        message: str,
+        level: Level = Level.INFO,
+        service: str | None = None,
+        task: str | None = None,
+        node: str | None = None,
+    ) -> Event:
+        now = self.clock.now()
+        event = Event(
+            id=f"{int(now * 1e9):020d}-{os.urandom(3).hex()}",
+            time=now,
+            kind=kind,
+            message=message,
+            level=level,
+            service=service,
+            task=task,
+            node=node,
+        )
+        await self.raw.put(f"{EVENTS}{event.id}", encode(event))
+        self._events_written += 1
+        if self._events_written % 100 == 0:
+            await self._trim_events()
+        return event
+
+    async def _trim_events(self) -> None:
+        kvs, _ = await self.raw.range(EVENTS)
+        if len(kvs) > EVENTS_KEPT:
+            await self.raw.txn([], [Delete(kv.key) for kv in kvs[: len(kvs) - EVENTS_KEPT]])
+
+    async def list_events(self, service: str | None = None, limit: int = 100) -> list[Event]:
+        kvs, _ = await self.raw.range(EVENTS)
+        events = [decode(Event, kv) for kv in kvs]
+        if service:
+            events = [e for e in events if e.service == service]
+        return events[-limit:]
+
+
+def ops_for_tasks(tasks: Sequence[Task]) -> list[Op]:
+    return [Put(task_key(t), encode(t)) for t in tasks]

@@ -1,0 +1,79 @@
+"""Bad input of every kind gives one clear line on stderr and a non-zero exit — never a
+traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.servers import ServerProcess, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def warren(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "warren", *args],
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    err = result.stderr.strip()
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_no_server_says_so() -> None:
+    env = {**os.environ, "WARREN_ADDR": f"http://127.0.0.1:{free_port()}", "WARREN_TOKEN": "x"}
+    result = warren("service", "ls", env=env)
+    one_line_error(result, "cannot reach the Warren server", "is `warren server` running?")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_flags_name_the_flag() -> None:
+    result = warren("service", "create", "web", "--command", "x", "--health-interval", "5x")
+    one_line_error(result, "--health-interval", "expected a duration")
+    result = warren("service", "create", "web", "--command", "x", "--replicas", "-1")
+    one_line_error(result, "--replicas")
+
+
+def test_errors_from_the_server(server: ServerProcess, tmp_path: Path) -> None:
+    env = server.env()
+    one_line_error(warren("service", "inspect", "nosuch", env=env), "service 'nosuch' not found")
+    one_line_error(warren("service", "create", "web", env=env), "--image IMAGE or --command CMD")
+    one_line_error(
+        warren("service", "create", "web", "--image", "a", "--command", "b", env=env),
+        "either --image or --command",
+    )
+    one_line_error(
+        warren("service", "create", "Web!", "--command", "x", env=env), "name:", "lowercase"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: warren.io/v1\nkind: Service\nmetadata: {name: web}\n"
+        "spec: {command: [x], replicas: -3}\n"
+    )
+    one_line_error(warren("apply", "-f", str(bad), env=env), "spec.replicas")
+    bad.write_text("apiVersion: warren.io/v1\nkind: Service\nmetadata: {name: web\n")
+    one_line_error(warren("apply", "-f", str(bad), env=env), "line")
+    one_line_error(warren("apply", "-f", str(tmp_path / "missing.yaml"), env=env), "cannot read")
+    assert warren("service", "create", "web", "--command", "sleep 60", env=env).returncode == 0
+    one_line_error(warren("service", "create", "web", "--command", "x", env=env), "already exists")
+    one_line_error(warren("service", "update", "web", env=env), "nothing to change")
+    one_line_error(
+        warren("service", "update", "web", "--env-rm", "NOPE", "--detach", env=env),
+        "NOPE is not set",
+    )
+    wrong = {**env, "WARREN_TOKEN": "wrong"}
+    one_line_error(warren("service", "ls", env=wrong), "invalid token")
+    assert warren("service", "rm", "web", env=env).returncode == 0

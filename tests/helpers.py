@@ -1,0 +1,83 @@
+"""Shared test fixtures: an in-process cluster on the memory store, the fake driver and a fake
+clock, driven step by step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from warren.agent import Agent, FakeDriver
+from warren.clocks import FakeClock
+from warren.control.plane import ControlPlane
+from warren.domain.nodes import Node
+from warren.domain.tasks import Task
+from warren.ports import DataPlane, Driver, Prober
+from warren.store import MemoryStore
+from warren.store.cluster import ClusterStore
+
+
+def node(name: str, cpus: float = 8, memory: int = 16 * 1024**3) -> Node:
+    return Node(
+        name=name, cpus=cpus, memory=memory, drivers=("fake",), registered_at=0, updated_at=0
+    )
+
+
+@dataclass
+class SimCluster:
+    """A control plane and ``nodes`` agents, each with its own fake driver (its "engine")."""
+
+    clock: FakeClock = field(default_factory=FakeClock)
+    nodes: int = 2
+    dataplane: DataPlane | None = None
+
+    async def start(self) -> SimCluster:
+        self.store = MemoryStore(self.clock, reap_interval=1.0)
+        self.cluster = ClusterStore(self.store, self.clock)
+        self.plane = ControlPlane(self.cluster, self.clock, self.dataplane)
+        self.drivers = {f"n{i}": FakeDriver(self.clock) for i in range(1, self.nodes + 1)}
+        self.agents: dict[str, Agent] = {}
+        self.plane.tasks.on_change(self._dispatch)
+        await self.plane.start()
+        for name in self.drivers:
+            await self.start_agent(name)
+        await self.quiesce()
+        return self
+
+    def _dispatch(self, key: str, old: Task | None, new: Task | None) -> None:
+        for name in {t.node for t in (old, new) if t is not None and t.node}:
+            if name in self.agents:
+                self.agents[name].task_changed(old, new)
+
+    async def start_agent(self, name: str) -> None:
+        fake = self.drivers[name]
+        drivers: dict[str, tuple[Driver, Prober]] = {"fake": (fake, fake)}
+        agent = Agent(node(name), self.cluster, drivers, self.clock, self.dataplane, 10.0)
+        self.agents[name] = agent
+        await agent.start(lambda: [t for t in self.plane.tasks.values() if t.node == name])
+
+    async def restart_agent(self, name: str) -> None:
+        await self.agents.pop(name).stop()
+        await self.start_agent(name)
+
+    async def quiesce(self, rounds: int = 20) -> None:
+        """Let every controller, agent and watch run until nothing changes any more."""
+        last = -1
+        quiet = 0
+        while quiet < 3:
+            await self.clock.settle(rounds)
+            if self.store.revision == last:
+                quiet += 1
+            else:
+                quiet, last = 0, self.store.revision
+
+    async def advance(self, seconds: float) -> None:
+        await self.clock.advance_settled(seconds)
+        await self.quiesce()
+
+    async def tasks(self, service: str | None = None) -> list[Task]:
+        return await self.cluster.list_tasks(service)
+
+    async def stop(self) -> None:
+        for agent in self.agents.values():
+            await agent.stop()
+        await self.plane.stop()
+        await self.store.close()

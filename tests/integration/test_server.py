@@ -1,0 +1,172 @@
+"""The real server with the process driver and the demo app, through the real ingress: requests
+spread over the tasks, a killed task is replaced, a restarted (even SIGKILLed) server re-adopts
+the running processes, and removing the service stops them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.servers import ServerProcess, free_port, pid_alive, wait_for
+from warren.client import Client
+from warren.domain.errors import AuthError, NotFoundError, ValidationError
+from warren.domain.specs import ServiceSpec
+
+pytestmark = pytest.mark.integration
+
+
+def demo_spec(port: int, replicas: int = 3, **env: str) -> ServiceSpec:
+    return ServiceSpec.model_validate(
+        {
+            "name": "web",
+            "command": ["python", "-m", "warren.demo.app"],
+            "replicas": replicas,
+            "env": {"VERSION": "v1", **env},
+            "ports": [{"published": port}],
+            "healthCheck": {"http": {"path": "/healthz"}, "interval": "200ms"},
+            "stopGrace": "2s",
+            "drainTimeout": "1s",
+        }
+    )
+
+
+def ready(client: Client, n: int) -> bool:
+    tasks = [t for t in client.list_tasks("web") if t.ready and t.wants_running]
+    return len(tasks) == n
+
+
+def answers(port: int, count: int) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    with httpx.Client(timeout=5) as http:
+        for _ in range(count):
+            response = http.get(f"http://127.0.0.1:{port}/")
+            assert response.status_code == 200, response.text
+            seen[response.json()["task"]] += 1
+    return seen
+
+
+def test_serves_replaces_readopts_and_removes(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory().start()
+    port = free_port()
+    client = server.client()
+    client.create_service(demo_spec(port))
+    wait_for(lambda: ready(client, 3), 20, "3 ready tasks")
+
+    seen = answers(port, 30)
+    assert len(seen) == 3 and set(seen.values()) == {10}, seen  # round robin
+
+    # kill -9 one task's process: it is replaced in its slot.
+    victim = client.list_tasks("web")[0]
+    os.kill(int(victim.runtime_id or 0), signal.SIGKILL)
+
+    def replaced() -> dict[str, int] | None:
+        now_ready = {t.id: int(t.runtime_id or 0) for t in client.list_tasks("web") if t.ready}
+        return now_ready if len(now_ready) == 3 and victim.id not in now_ready else None
+
+    running = wait_for(replaced, 20, "the killed task to be replaced")
+    failed = client.get_task(victim.id)
+    assert failed.state == "failed" and "SIGKILL" in failed.message
+
+    # Stop the server (SIGTERM), start it again: the same processes keep serving.
+    server.stop(signal.SIGTERM)
+    assert all(pid_alive(pid) for pid in running.values())
+    server.start()
+    client = server.client()
+    wait_for(lambda: ready(client, 3), 20, "re-adopted tasks to be ready")
+    after = {t.id: int(t.runtime_id or 0) for t in client.list_tasks("web") if t.ready}
+    assert after == running, "tasks were restarted instead of re-adopted"
+    assert set(answers(port, 9)) == set(running)
+
+    # The same after kill -9 of the server.
+    server.stop(signal.SIGKILL)
+    server.start()
+    client = server.client()
+    wait_for(lambda: ready(client, 3), 20, "re-adopted tasks after SIGKILL")
+    after = {t.id: int(t.runtime_id or 0) for t in client.list_tasks("web") if t.ready}
+    assert after == running
+
+    # Remove: every process stops, every record goes.
+    client.delete_service("web")
+    wait_for(lambda: not [t for t in client.list_tasks() if t.service == "web"], 20, "cleanup")
+    assert not any(pid_alive(pid) for pid in running.values())
+    with pytest.raises(NotFoundError):
+        client.get_service("web")
+
+
+def test_update_scale_and_logs(server: ServerProcess) -> None:
+    port = free_port()
+    client = server.client()
+    client.create_service(demo_spec(port, replicas=2))
+    wait_for(lambda: ready(client, 2), 20, "2 ready tasks")
+
+    service, changed = client.update_service("web", {"env": {"VERSION": "v2"}})
+    assert changed and service.revision == 2
+    assert service.spec.env == {"VERSION": "v2"}
+    wait_for(
+        lambda: (
+            {r["version"] for r in _bodies(port, 6)} == {"v2"}
+            and not [t for t in client.list_tasks("web") if t.revision == 1 and t.state.active]
+        ),
+        20,
+        "every task on revision 2",
+    )
+    client.scale_service("web", 4)
+    wait_for(lambda: ready(client, 4), 20, "4 ready tasks")
+    assert client.get_service("web").revision == 2  # scaling makes no revision
+
+    lines = client.logs("web", tail=5)
+    assert any("listening on" in entry["line"] for entry in lines)
+    events = client.list_events("web")
+    assert {"service.created", "service.updated", "service.scaled"} <= {e.kind for e in events}
+    metrics = httpx.get(f"{server.addr}/metrics").text
+    assert 'warren_tasks{service="web",state="running"} 4.0' in metrics
+    assert "warren_ingress_requests" in metrics
+
+
+def _bodies(port: int, n: int) -> list[dict[str, str]]:
+    with httpx.Client(timeout=5) as http:
+        return [http.get(f"http://127.0.0.1:{port}/").json() for _ in range(n)]
+
+
+def test_api_needs_the_token_and_names_bad_fields(server: ServerProcess) -> None:
+    assert httpx.get(f"{server.addr}/healthz").status_code == 200
+    assert httpx.get(f"{server.addr}/docs").status_code == 200
+    assert httpx.get(f"{server.addr}/v1/services").status_code == 401
+    with Client(server.addr, token="wrong") as bad, pytest.raises(AuthError, match="invalid"):
+        bad.list_services()
+    token = (server.data_dir / "admin.token").read_text().strip()
+    assert oct((server.data_dir / "admin.token").stat().st_mode & 0o777) == "0o600"
+    response = httpx.post(
+        f"{server.addr}/v1/services",
+        json={"name": "web", "command": ["x"], "replicas": -1},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("replicas:")
+    response = httpx.post(
+        f"{server.addr}/v1/services",
+        content=b"{not json",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    client = server.client()
+    with pytest.raises(NotFoundError, match="nosuch"):
+        client.update_service("nosuch", {"replicas": 1})
+    client.create_service(demo_spec(free_port(), replicas=0))
+    with pytest.raises(ValidationError, match=r"spec\.replicas"):
+        client.update_service("web", {"replicas": -1})
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(
+    server: ServerProcess, server_factory: Callable[..., ServerProcess]
+) -> None:
+    twin = server_factory(server.data_dir.name)
+    with pytest.raises(AssertionError, match="another warren server is using"):
+        twin.start()

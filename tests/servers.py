@@ -1,0 +1,141 @@
+"""Real servers for integration tests: ``python -m warren server`` as a child process on free
+loopback ports and a temporary data dir; every process it (or its tasks) started is killed
+afterwards, by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from warren.client import Client
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            last = check()
+            if last:
+                return last  # type: ignore[return-value]
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class ServerProcess:
+    data_dir: Path
+    api_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def addr(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "WARREN_ADDR": self.addr, "WARREN_DATA_DIR": str(self.data_dir)}
+
+    def start(self) -> ServerProcess:
+        log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "warren", "server",
+                "--data-dir", str(self.data_dir),
+                "--api", f"127.0.0.1:{self.api_port}",
+                "--http-port", str(self.http_port),
+                "--node-name", "test-node",
+                *self.extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        client = Client(self.addr, data_dir=self.data_dir)
+        try:
+            wait_for(lambda: client.health() and client.info(), 20, "the server to start")
+        except AssertionError:
+            raise AssertionError(f"server did not start:\n{self.log()}") from None
+        finally:
+            client.close()
+        return self
+
+    def client(self) -> Client:
+        return Client(self.addr, data_dir=self.data_dir)
+
+    def log(self) -> str:
+        path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def task_pids(self) -> list[int]:
+        pids = []
+        for record in (self.data_dir / "agent" / "tasks").glob("*.json"):
+            with contextlib.suppress(Exception):
+                pids.append(int(json.loads(record.read_text())["pid"]))
+        return pids
+
+    def kill_everything(self) -> None:
+        self.stop(signal.SIGKILL)
+        for pid in self.task_pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def make(name: str = "data", extra: list[str] | None = None) -> ServerProcess:
+        srv = ServerProcess(tmp_path / name, extra=extra or [])
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
+        srv.kill_everything()
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return server_factory().start()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(")")[-1].split()[0] not in ("Z", "X")
