@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -39,12 +40,16 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _p50_p99(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1e3:.1f}/{percentile(values, 0.99) * 1e3:.1f}"
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else 0.0
 
 
-async def run(services: int, replicas: int, nodes: int, concurrency: int) -> dict[str, float]:
+async def run(services: int, replicas: int, nodes: int, concurrency: int) -> dict[str, Any]:
     data = Path(tempfile.mkdtemp(prefix="warren-bench-"))
     port = free_port()
     server = subprocess.Popen(  # noqa: ASYNC220 (started once, before measuring)
@@ -69,12 +74,17 @@ async def run(services: int, replicas: int, nodes: int, concurrency: int) -> dic
         token = (data / "admin.token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
         latencies: list[float] = []
+        by_kind: dict[str, list[float]] = {}
         async with httpx.AsyncClient(base_url=addr, headers=headers, timeout=30) as http:
 
             async def call(method: str, path: str, **kw: object) -> httpx.Response:
                 t0 = time.perf_counter()
                 response = await http.request(method, path, **kw)  # type: ignore[arg-type]
-                latencies.append(time.perf_counter() - t0)
+                elapsed = time.perf_counter() - t0
+                latencies.append(elapsed)
+                route = path if path == "/v1/services" else path.rsplit("/", 1)[0] + "/NAME"
+                kind = f"{method} {route}"
+                by_kind.setdefault(kind, []).append(elapsed)
                 response.raise_for_status()
                 return response
 
@@ -117,6 +127,7 @@ async def run(services: int, replicas: int, nodes: int, concurrency: int) -> dic
             "api_p99_ms": percentile(latencies, 0.99) * 1000,
             "api_calls": len(latencies),
             "rss_peak_mb": peak_rss_mb(server.pid),
+            **{f"{kind} p50/p99 ms": _p50_p99(v) for kind, v in by_kind.items()},
         }
     finally:
         server.send_signal(signal.SIGTERM)
@@ -146,6 +157,9 @@ def main() -> None:
         f"over {result['api_calls']:.0f} calls (goal p99 < 50 ms)"
     )
     print(f"  server peak RSS {result['rss_peak_mb']:.0f} MB (goal < 200 MB; Warren: 184 MB)")
+    for key, value in result.items():
+        if "p50/p99" in key:
+            print(f"    {key}: {value}")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,6 @@ class Agent:
         self.dataplane = dataplane
         self.heartbeat_ttl = heartbeat_ttl
         self.supervisors: dict[str, Supervisor] = {}
-        self._specs: dict[tuple[str, int], ServiceSpec] = {}
         self._lease = 0
         self._keepalive: asyncio.Task[None] | None = None
         self._started = False
@@ -120,10 +119,7 @@ class Agent:
         sup.start()
 
     async def spec_for(self, task: Task) -> ServiceSpec:
-        key = (task.service, task.revision)
-        if key not in self._specs:
-            self._specs[key] = (await self.cluster.get_revision(task.service, task.revision)).spec
-        return self._specs[key]
+        return (await self.cluster.get_revision(task.service, task.revision)).spec
 
     def runtime(self, spec: ServiceSpec) -> tuple[Driver, Prober]:
         found = self.drivers.get(spec.effective_driver)

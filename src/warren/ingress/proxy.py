@@ -1159,11 +1159,13 @@ class Ingress:
 
     async def update(self, routes: Mapping[str, Route | None]) -> None:
         self._bind_loop()
-        self._table.apply(routes)  # in effect for the next request
+        claims_changed = self._table.apply(routes)  # in effect for the next request
         for address in [a for a in self._pools if not self._table.knows(a)]:
             self._close_pool(address)
-        async with self._lock:
-            await self._sync_listeners()
+        # Listeners change only with the claims, or to retry a port that could not be bound.
+        if claims_changed or self._problems:
+            async with self._lock:
+                await self._sync_listeners()
 
     async def drain(self, address: str, timeout: float) -> int:
         self._bind_loop()

@@ -1,7 +1,7 @@
 """The routing table of the ingress: which service answers a published port, or a host on the
 shared port, and which of its endpoints gets the next request.
 
-A plain data structure, rebuilt by ``apply`` and read on every request: every read is a dict
+A plain data structure, updated by ``apply`` and read on every request: every read is a dict
 lookup or an index (no scan of the routes, no regex). No I/O, no asyncio, no clock. Must not
 import anything of Warren's but ``ports`` and ``domain``.
 """
@@ -94,7 +94,7 @@ class RoutingTable:
         self._wildcards: dict[str, ServiceEntry] = {}
         """``*.example.com`` is stored as ``example.com``."""
         self._host_cache: dict[bytes, ServiceEntry | None] = {}
-        self._addresses: frozenset[str] = frozenset()
+        self._addresses: dict[str, int] = {}
         self._draining: set[str] = set()
         self._port_conflicts: dict[int, str] = {}
 
@@ -164,33 +164,52 @@ class RoutingTable:
 
     # ── writes, on control-plane events ──────────────────────────────────────────────────────
 
-    def apply(self, routes: Mapping[str, Route | None]) -> None:
-        """Set (or with None remove) the routes of the given services; the others stay."""
+    def apply(self, routes: Mapping[str, Route | None]) -> bool:
+        """Set (or with None remove) the routes of the given services; the others stay.
+        Returns whether any port or host claim changed.
+
+        Incremental: the cost is that of the changed routes, not of the whole table (a
+        rollout changes one service at a time among thousands)."""
+        claims_changed = False
         for name, route in routes.items():
+            entry = self._entries.get(name)
+            if entry is not None:
+                self._count(entry.endpoints, -1)
             if route is None:
-                removed = self._entries.pop(name, None)
-                if removed is not None:
+                if entry is not None:
+                    del self._entries[name]
                     # A request still holding it (to try another endpoint) finds none.
-                    removed.endpoints = removed.active = ()
+                    entry.endpoints = entry.active = ()
+                    claims_changed |= bool(entry.route.ports or entry.route.host)
                 continue
             if route.service != name:
                 raise ValidationError(f"the route of {name!r} names service {route.service!r}")
-            entry = self._entries.get(name)
             if entry is None:
-                self._entries[name] = ServiceEntry(route)
+                entry = self._entries[name] = ServiceEntry(route)
+                claims_changed |= bool(route.ports or route.host)
             else:
+                old = entry.route
+                claims_changed |= old.ports != route.ports or old.host != route.host
                 entry.route = route
                 entry.endpoints = route.endpoints
-        self._addresses = frozenset(
-            e.address for entry in self._entries.values() for e in entry.endpoints
-        )
+            self._count(entry.endpoints, +1)
+            entry._refresh(self._draining)
         # An address stays draining until it has left every route (a later update that still
         # lists it must not send it traffic again).
-        self._draining &= self._addresses
-        for entry in self._entries.values():
-            entry._refresh(self._draining)
-        self._rebuild_ports()
-        self._rebuild_hosts()
+        self._draining = {a for a in self._draining if a in self._addresses}
+        if claims_changed:
+            self._rebuild_ports()
+            self._rebuild_hosts()
+        return claims_changed
+
+    def _count(self, endpoints: tuple[Endpoint, ...], delta: int) -> None:
+        """Keep count of how many routes list each address."""
+        for e in endpoints:
+            n = self._addresses.get(e.address, 0) + delta
+            if n > 0:
+                self._addresses[e.address] = n
+            else:
+                self._addresses.pop(e.address, None)
 
     def drain(self, address: str) -> None:
         """Send no new request to ``address`` (effective for the next pick), until it has left

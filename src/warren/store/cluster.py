@@ -49,6 +49,7 @@ NODES = "/nodes/"
 HEARTBEATS = "/heartbeats/"
 EVENTS = "/events/"
 EVENTS_KEPT = 1000
+REVISIONS_CACHED = 10_000
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -86,6 +87,8 @@ class ClusterStore:
         self.raw = store
         self.clock = clock
         self._events_written = 0
+        # Revisions never change once stored: every agent and request shares one decoded copy.
+        self._revisions: dict[tuple[str, int], Revision] = {}
 
     # ── services and revisions ───────────────────────────────────────────────────────────────
 
@@ -176,10 +179,17 @@ class ClusterStore:
             raise ConflictError(f"service {name!r} changed while being removed; try again")
 
     async def get_revision(self, service: str, number: int) -> Revision:
+        cached = self._revisions.get((service, number))
+        if cached is not None:
+            return cached
         kv = await self.raw.get(revision_key(service, number))
         if kv is None:
             raise NotFoundError(f"revision {number} of service {service!r} not found")
-        return decode(Revision, kv)
+        revision = decode(Revision, kv)
+        if len(self._revisions) >= REVISIONS_CACHED:
+            self._revisions.clear()
+        self._revisions[(service, number)] = revision
+        return revision
 
     async def list_revisions(self, service: str) -> list[Revision]:
         kvs, _ = await self.raw.range(f"{REVISIONS}{service}/")
