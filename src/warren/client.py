@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,16 +187,23 @@ class Client:
             params["service"] = service
         return [Event.model_validate(e) for e in self.request("GET", "/v1/events", params=params)]
 
-    def stream_events(self, service: str | None = None) -> Iterator[Event]:
-        """Follow the server-sent event stream until the connection ends."""
+    def stream_events(
+        self, service: str | None = None, on_connect: Callable[[], None] | None = None
+    ) -> Iterator[Event]:
+        """Follow the server-sent event stream until the connection ends. ``on_connect`` is
+        called once the server watches: every event after that moment is delivered."""
         params = {"service": service} if service else {}
         try:
             with self._http.stream(
                 "GET", "/v1/events/stream", params=params, timeout=httpx.Timeout(30, read=None)
             ) as response:
+                if response.status_code >= 400:
+                    response.read()
                 self._raise_for(response)
                 for line in response.iter_lines():
-                    if line.startswith("data: "):
+                    if line == ": connected" and on_connect is not None:
+                        on_connect()
+                    elif line.startswith("data: "):
                         yield Event.model_validate(json.loads(line[6:]))
         except httpx.ConnectError:
             raise UnavailableError(f"cannot reach the Warren server at {self.addr}") from None

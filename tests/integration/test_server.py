@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections import Counter
 from collections.abc import Callable
 
@@ -170,3 +171,25 @@ def test_a_second_server_on_the_same_data_dir_is_refused(
     twin = server_factory(server.data_dir.name)
     with pytest.raises(AssertionError, match="another warren server is using"):
         twin.start()
+
+
+def test_events_stream_over_sse(server: ServerProcess) -> None:
+    client = server.client()
+    seen: list[str] = []
+    connected = threading.Event()
+    done = threading.Event()
+
+    def follow() -> None:
+        with server.client() as watcher:
+            for event in watcher.stream_events(on_connect=connected.set):
+                seen.append(event.kind)
+                if event.kind == "service.removed":
+                    done.set()
+                    return
+
+    threading.Thread(target=follow, daemon=True).start()
+    assert connected.wait(10), "the event stream did not connect"
+    client.create_service(demo_spec(free_port(), replicas=1))
+    client.delete_service("web")
+    assert done.wait(15), seen
+    assert seen[:1] == ["service.created"] and "service.removed" in seen

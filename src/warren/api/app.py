@@ -304,8 +304,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         _kvs, revision = await cluster.raw.range(EVENTS)
 
         async def stream() -> AsyncIterator[bytes]:
-            yield b": connected\n\n"
+            # The watch starts at the revision read above: whatever happens after ": connected"
+            # (or even just before it) is delivered.
             watch = cluster.raw.watch(EVENTS, revision + 1)
+            yield b": connected\n\n"
             try:
                 while True:
                     try:
