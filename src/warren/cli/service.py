@@ -58,41 +58,44 @@ StopGrace = Annotated[float | None, typer.Option("--stop-grace", parser=DURATION
 DrainTimeout = Annotated[float | None, typer.Option("--drain-timeout", parser=DURATION)]
 
 
-def _changes(
-    *,
-    image: str | None,
-    command: str | None,
-    env: dict[str, str],
-    publish: list[str],
-    host: str | None,
-    health: HealthFlags,
-    deploy: DeployFlags,
-    stop_grace: float | None,
-    drain_timeout: float | None,
-) -> dict[str, Any]:
+_DEPLOY_FLAGS = (
+    "strategy", "parallelism", "delay", "failure_action", "order", "monitor",
+    "max_failure_ratio", "healthy_deadline", "progress_deadline", "rollback_parallelism",
+    "rollback_order",
+)  # fmt: skip
+
+
+def _changes(flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags shared by ``create`` and ``update`` (their ``locals()``) → a partial spec."""
     changes: dict[str, Any] = {}
+    image, command = flags["image"], flags["command"]
     if image is not None and command is not None:
         raise ValidationError("use either --image or --command, not both")
     if image is not None:
         changes["image"] = image
     if command is not None:
         changes["command"] = command
-    if env:
-        changes["env"] = env
-    if publish:
-        changes["ports"] = parse_publish(publish)
-    if host is not None:
-        changes["host"] = host
-    check = health.to_spec()
+    if flags["env"]:
+        changes["env"] = parse_env(flags["env"])
+    if flags["publish"]:
+        changes["ports"] = parse_publish(flags["publish"])
+    if flags["host"] is not None:
+        changes["host"] = flags["host"]
+    if flags["replicas"] is not None:
+        changes["replicas"] = flags["replicas"]
+    check = HealthFlags(
+        flags["health_http"], flags["health_tcp"], flags["health_cmd"],
+        flags["health_interval"], flags["health_timeout"], flags["health_retries"],
+    ).to_spec()  # fmt: skip
     if check is not None:
         changes["healthCheck"] = check
-    deploy_spec = deploy.to_spec()
-    if deploy_spec:
-        changes["deploy"] = deploy_spec
-    if stop_grace is not None:
-        changes["stopGrace"] = stop_grace
-    if drain_timeout is not None:
-        changes["drainTimeout"] = drain_timeout
+    deploy = DeployFlags(**{name: flags[name] for name in _DEPLOY_FLAGS}).to_spec()
+    if deploy:
+        changes["deploy"] = deploy
+    if flags["stop_grace"] is not None:
+        changes["stopGrace"] = flags["stop_grace"]
+    if flags["drain_timeout"] is not None:
+        changes["drainTimeout"] = flags["drain_timeout"]
     return changes
 
 
@@ -127,33 +130,7 @@ def create(
     file: Annotated[Path | None, typer.Option("--file", "-f", help="A service YAML.")] = None,
 ) -> None:
     """Create a service from flags (or from -f FILE.yaml)."""
-    changes = _changes(
-        image=image,
-        command=command,
-        env=parse_env(env),
-        publish=publish,
-        host=host,
-        health=HealthFlags(
-            health_http, health_tcp, health_cmd, health_interval, health_timeout, health_retries
-        ),
-        deploy=DeployFlags(
-            strategy=strategy,
-            parallelism=parallelism,
-            delay=delay,
-            failure_action=failure_action,
-            order=order,
-            monitor=monitor,
-            max_failure_ratio=max_failure_ratio,
-            healthy_deadline=healthy_deadline,
-            progress_deadline=progress_deadline,
-            rollback_parallelism=rollback_parallelism,
-            rollback_order=rollback_order,
-        ),
-        stop_grace=stop_grace,
-        drain_timeout=drain_timeout,
-    )
-    if replicas is not None:
-        changes["replicas"] = replicas
+    changes = _changes(locals())
     if file is not None:
         specs = load_services(file)
         if len(specs) != 1:
@@ -286,33 +263,7 @@ def update(
 ) -> None:
     """Change a service; a change of image, command, env … makes a new revision and replaces
     the tasks. Without --detach, follows until every task runs the new revision."""
-    changes = _changes(
-        image=image,
-        command=command,
-        env=parse_env(env),
-        publish=publish,
-        host=host,
-        health=HealthFlags(
-            health_http, health_tcp, health_cmd, health_interval, health_timeout, health_retries
-        ),
-        deploy=DeployFlags(
-            strategy=strategy,
-            parallelism=parallelism,
-            delay=delay,
-            failure_action=failure_action,
-            order=order,
-            monitor=monitor,
-            max_failure_ratio=max_failure_ratio,
-            healthy_deadline=healthy_deadline,
-            progress_deadline=progress_deadline,
-            rollback_parallelism=rollback_parallelism,
-            rollback_order=rollback_order,
-        ),
-        stop_grace=stop_grace,
-        drain_timeout=drain_timeout,
-    )
-    if replicas is not None:
-        changes["replicas"] = replicas
+    changes = _changes(locals())
     if not changes and not env_rm:
         raise ValidationError("nothing to change: give at least one flag")
     with Client() as client:
