@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from .domain.deployments import Deployment, DeploymentStatus
 from .domain.errors import AuthError, UnavailableError, WarrenError, error_for_code
 from .domain.events import Event
 from .domain.nodes import Node
@@ -134,21 +135,35 @@ class Client:
     def get_service(self, name: str) -> Service:
         return Service.model_validate(self.request("GET", f"/v1/services/{name}"))
 
-    def list_services(self) -> list[dict[str, Any]]:
+    def list_services(self) -> list[Service]:
+        return [
+            Service.model_validate(s)
+            for s in self.request("GET", "/v1/services", params={"full": "true"})
+        ]
+
+    def service_summaries(self) -> list[dict[str, Any]]:
+        """One row per service: replicas ready/desired, version, ports … (``service ls``)."""
         return list(self.request("GET", "/v1/services"))
 
-    def update_service(
+    def update_service(self, service: ServiceSpec) -> Service:
+        """Replace a service's spec (a changed template starts a deployment)."""
+        body = self.request("PUT", f"/v1/services/{service.name}", json=service.to_wire())
+        body.pop("result", None)
+        return Service.model_validate(body)
+
+    def patch_service(
         self, name: str, changes: dict[str, Any], env_rm: list[str] | None = None, cause: str = ""
-    ) -> tuple[Service, bool]:
+    ) -> tuple[Service, bool, str | None]:
         """Partial update: camelCase ``changes`` merged into the spec. Returns (service,
-        whether a new revision was made or anything changed)."""
+        whether anything changed, the id of the deployment it started if any)."""
         body = self.request(
             "PATCH",
             f"/v1/services/{name}",
             json={"spec": changes, "envRm": env_rm or [], "cause": cause},
         )
         result = body.pop("result")
-        return Service.model_validate(body), result == "updated"
+        deployment = body.pop("deployment", None)
+        return Service.model_validate(body), result == "updated", deployment
 
     def scale_service(self, name: str, replicas: int) -> Service:
         body = self.request("POST", f"/v1/services/{name}/scale", json={"replicas": replicas})
@@ -161,8 +176,56 @@ class Client:
         path = f"/v1/services/{service}/tasks" if service else "/v1/tasks"
         return [Task.model_validate(t) for t in self.request("GET", path)]
 
+    def list_tasks_by_service(self, service_id: str) -> list[Task]:
+        return self.list_tasks(service_id)
+
     def get_task(self, task_id: str) -> Task:
         return Task.model_validate(self.request("GET", f"/v1/tasks/{task_id}"))
+
+    def update_task(self, task: Task) -> Task:
+        """Only the desired state travels: ``shutdown`` stops the task."""
+        body = {"desiredState": str(task.desired_state)}
+        return Task.model_validate(self.request("PATCH", f"/v1/tasks/{task.id}", json=body))
+
+    # ── deployments ──────────────────────────────────────────────────────────────────────────
+
+    def deployment_status(self, service: str) -> DeploymentStatus:
+        return DeploymentStatus.model_validate(
+            self.request("GET", f"/v1/services/{service}/deployment")
+        )
+
+    def list_deployments(self, service: str) -> list[Deployment]:
+        return [
+            Deployment.model_validate(d)
+            for d in self.request("GET", f"/v1/services/{service}/deployments")
+        ]
+
+    def get_deployment(self, service: str, deployment_id: str) -> Deployment:
+        return Deployment.model_validate(
+            self.request("GET", f"/v1/services/{service}/deployments/{deployment_id}")
+        )
+
+    def pause_deployment(self, service: str) -> Deployment:
+        path = f"/v1/services/{service}/deployment/pause"
+        return Deployment.model_validate(self.request("POST", path))
+
+    def resume_deployment(self, service: str) -> Deployment:
+        path = f"/v1/services/{service}/deployment/resume"
+        return Deployment.model_validate(self.request("POST", path))
+
+    def abort_deployment(self, service: str) -> Deployment:
+        """Returns the rollback deployment it started (or the failed one)."""
+        path = f"/v1/services/{service}/deployment/abort"
+        return Deployment.model_validate(self.request("POST", path))
+
+    def rollback_service(self, service: str, to_revision: int | None = None) -> tuple[Service, str]:
+        """Start a rollback; returns the service (now on the target revision) and the id of the
+        rollback deployment."""
+        body = self.request(
+            "POST", f"/v1/services/{service}/rollback", json={"toRevision": to_revision}
+        )
+        deployment = body.pop("deployment")
+        return Service.model_validate(body), str(deployment)
 
     def list_revisions(self, service: str) -> list[Revision]:
         return [

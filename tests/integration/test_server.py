@@ -107,7 +107,7 @@ def test_update_scale_and_logs(server: ServerProcess) -> None:
     client.create_service(demo_spec(port, replicas=2))
     wait_for(lambda: ready(client, 2), 20, "2 ready tasks")
 
-    service, changed = client.update_service("web", {"env": {"VERSION": "v2"}})
+    service, changed = client.patch_service("web", {"env": {"VERSION": "v2"}})[:2]
     assert changed and service.revision == 2
     assert service.spec.env == {"VERSION": "v2"}
     wait_for(
@@ -159,10 +159,10 @@ def test_api_needs_the_token_and_names_bad_fields(server: ServerProcess) -> None
     assert response.status_code == 400
     client = server.client()
     with pytest.raises(NotFoundError, match="nosuch"):
-        client.update_service("nosuch", {"replicas": 1})
+        client.patch_service("nosuch", {"replicas": 1})
     client.create_service(demo_spec(free_port(), replicas=0))
     with pytest.raises(ValidationError, match=r"spec\.replicas"):
-        client.update_service("web", {"replicas": -1})
+        client.patch_service("web", {"replicas": -1})
 
 
 def test_a_second_server_on_the_same_data_dir_is_refused(

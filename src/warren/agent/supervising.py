@@ -28,9 +28,11 @@ __all__ = ["Agent"]
 
 log = logging.getLogger("warren.agent")
 
-# Before a task's first successful probe, probe fast (25ms, 50ms … up to the interval) so that a
-# rollout sees it ready within milliseconds of it listening, not a whole interval later.
+# Before a task's first successful probe, probe fast (25ms, 50ms, then every 100ms, or the
+# interval if shorter) so that a rollout sees it ready within ~100ms of it listening, not a
+# whole interval later. Failures still count once per interval.
 FIRST_PROBE_DELAY = 0.025
+FAST_PROBE_MAX = 0.1
 
 
 class Agent:
@@ -376,4 +378,4 @@ class Supervisor:
                 await clock.sleep(check.interval)
             else:
                 await clock.sleep(min(delay, check.interval))
-                delay *= 2
+                delay = min(delay * 2, FAST_PROBE_MAX)

@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..domain.base import error_from_details
+from ..domain.deployments import Deployment, DeploymentKind, DeploymentStatus, Phase, Reason
 from ..domain.errors import (
     AuthError,
     ConflictError,
@@ -39,9 +40,16 @@ from ..domain.events import Event
 from ..domain.nodes import Node
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec, patch_spec
-from ..domain.tasks import Task
+from ..domain.tasks import DesiredState, Task
 from ..store.cluster import EVENTS, ClusterStore, decode
-from .schemas import NodeSummary, ScaleRequest, ServicePatch, ServiceSummary
+from .schemas import (
+    NodeSummary,
+    RollbackRequest,
+    ScaleRequest,
+    ServicePatch,
+    ServiceSummary,
+    TaskPatch,
+)
 
 __all__ = ["ApiContext", "ClusterView", "create_app"]
 
@@ -152,7 +160,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return {"version": __version__, **(ctx.info() if ctx.info else {})}
 
     @app.get("/v1/services", tags=["services"])
-    async def list_services(_: Auth) -> list[dict[str, Any]]:
+    async def list_services(_: Auth, full: bool = False) -> list[dict[str, Any]]:
+        """Summaries (ready/desired …); ``?full=true`` for the whole services."""
+        if full:
+            return [s.to_wire() for s in await cluster.list_services()]
         by_service: Mapping[str, Iterable[Task]]
         if ctx.view is not None:
             services = ctx.view.services()
@@ -204,14 +215,26 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.patch("/v1/services/{name}", tags=["services"])
     async def patch_service(name: str, patch: ServicePatch, _: Auth) -> dict[str, Any]:
-        """Change some fields; ``spec.env`` merges into the current env, ``envRm`` removes."""
+        """Change some fields; ``spec.env`` merges into the current env, ``envRm`` removes.
+        A change of the template starts a deployment (its id is in ``deployment``)."""
         cause = patch.cause or "update"
+        before, _kv = await cluster.get_service(name)
         service, changed = await cluster.update_service(
             name, lambda spec: patch_spec(spec, patch.spec, patch.env_rm), cause
         )
         if changed:
             await _record_update(service)
-        return {**service.to_wire(), "result": "updated" if changed else "unchanged"}
+        return {
+            **service.to_wire(),
+            "result": "updated" if changed else "unchanged",
+            **await _started(before, service),
+        }
+
+    async def _started(before: Service, after: Service) -> dict[str, Any]:
+        if after.revision == before.revision:
+            return {}
+        latest = await cluster.latest_deployment(after.name)
+        return {"deployment": latest[0].id} if latest else {}
 
     @app.post("/v1/services/{name}/scale", tags=["services"])
     async def scale_service(name: str, body: ScaleRequest, _: Auth) -> dict[str, Any]:
@@ -267,6 +290,122 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 lines.append({"task": t.id, "line": line})
         return {"service": name, "lines": lines}
 
+    # ── deployments ──────────────────────────────────────────────────────────────────────────
+
+    async def _status(name: str) -> DeploymentStatus:
+        service, _kv = await cluster.get_service(name)
+        latest = await cluster.latest_deployment(name)
+        tasks = await cluster.list_tasks(name)
+        wanted = [t for t in tasks if t.wants_running]
+        return DeploymentStatus.of(
+            service_name=name,
+            image=service.spec.version_label,
+            strategy=str(service.spec.deploy.strategy),
+            revision=service.revision,
+            replicas=service.spec.replicas,
+            deployment=latest[0] if latest else None,
+            states=dict(Counter(str(t.state) for t in wanted)),
+            ready=sum(1 for t in wanted if t.ready and t.revision == service.revision),
+            total=sum(1 for t in tasks if t.state.active),
+            now=cluster.clock.now(),
+        )
+
+    @app.get("/v1/services/{name}/deployment", tags=["deployments"])
+    async def deployment_status(name: str, _: Auth) -> dict[str, Any]:
+        """The service's rollout status: tasks, and its newest deployment's phase and step."""
+        return (await _status(name)).to_wire()
+
+    @app.get("/v1/services/{name}/deployments", tags=["deployments"])
+    async def deployment_history(name: str, _: Auth) -> list[dict[str, Any]]:
+        """Every deployment kept (oldest first), each with its decision log."""
+        await cluster.get_service(name)
+        return [d.to_wire() for d in await cluster.list_deployments(name)]
+
+    @app.get("/v1/services/{name}/deployments/{deployment_id}", tags=["deployments"])
+    async def get_deployment(name: str, deployment_id: str, _: Auth) -> dict[str, Any]:
+        for d in await cluster.list_deployments(name):
+            if d.id == deployment_id:
+                return d.to_wire()
+        raise NotFoundError(f"deployment {deployment_id!r} of service {name!r} not found")
+
+    @app.post("/v1/services/{name}/deployment/pause", tags=["deployments"])
+    async def pause(name: str, _: Auth) -> dict[str, Any]:
+        now = cluster.clock.now()
+
+        def change(d: Deployment) -> Deployment:
+            if d.phase == Phase.PAUSED:
+                return d
+            if d.phase != Phase.PROGRESSING:
+                raise ConflictError(f"deployment {d.id} is {d.phase}, not progressing")
+            return d.decide(
+                now, Reason.MANUAL_PAUSE, "paused by the operator", action="pause",
+                phase=Phase.PAUSED, paused_reason="paused by the operator",
+            )  # fmt: skip
+
+        d = await cluster.change_deployment(name, change)
+        await cluster.record("deployment.paused", f"deployment {d.id} paused", service=name)
+        return d.to_wire()
+
+    @app.post("/v1/services/{name}/deployment/resume", tags=["deployments"])
+    async def resume(name: str, _: Auth) -> dict[str, Any]:
+        now = cluster.clock.now()
+
+        def change(d: Deployment) -> Deployment:
+            if d.phase == Phase.PROGRESSING:
+                return d
+            if d.phase != Phase.PAUSED:
+                raise ConflictError(f"deployment {d.id} is {d.phase}, not paused")
+            return d.decide(
+                now, Reason.RESUMED, "resumed by the operator", action="resume",
+                phase=Phase.PROGRESSING, paused_reason="", progress_at=now,
+            )  # fmt: skip
+
+        d = await cluster.change_deployment(name, change)
+        await cluster.record("deployment.progressing", f"deployment {d.id} resumed", service=name)
+        return d.to_wire()
+
+    @app.post("/v1/services/{name}/deployment/abort", tags=["deployments"])
+    async def abort(name: str, _: Auth) -> dict[str, Any]:
+        """Stop the active rollout and go back to the revision it started from."""
+        latest = await cluster.latest_deployment(name)
+        if latest is None or not latest[0].active:
+            raise ConflictError(f"service {name!r} has no active deployment to abort")
+        d = latest[0]
+        if d.from_revision is None or d.kind == DeploymentKind.ROLLBACK:
+            now = cluster.clock.now()
+            ended = await cluster.change_deployment(
+                name,
+                lambda d: d.decide(
+                    now,
+                    Reason.ABORTED,
+                    "aborted by the operator",
+                    action="stop",
+                    phase=Phase.FAILED,
+                    finished_at=now,
+                ),
+            )
+            return ended.to_wire()
+        _service, rollback, _rev = await cluster.rollback_service(
+            name, d.from_revision, Reason.ABORTED
+        )
+        await cluster.record(
+            "deployment.aborted",
+            f"deployment {d.id} aborted: rolling back to revision {d.from_revision}",
+            service=name,
+        )
+        return rollback.to_wire()
+
+    @app.post("/v1/services/{name}/rollback", tags=["deployments"])
+    async def rollback(name: str, body: RollbackRequest, _: Auth) -> dict[str, Any]:
+        """Go back to the previous revision (or ``toRevision``): a rollback deployment."""
+        service, d, _rev = await cluster.rollback_service(name, body.to_revision)
+        await cluster.record(
+            "deployment.rollback",
+            f"service {name}: rollback to revision {d.to_revision} ({d.id})",
+            service=name,
+        )
+        return {**service.to_wire(), "deployment": d.id}
+
     # ── tasks, nodes, events ─────────────────────────────────────────────────────────────────
 
     @app.get("/v1/tasks", tags=["tasks"])
@@ -276,6 +415,22 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.get("/v1/tasks/{task_id}", tags=["tasks"])
     async def get_task(task_id: str, _: Auth) -> dict[str, Any]:
         task, _kv = await cluster.get_task(task_id)
+        return task.to_wire()
+
+    @app.patch("/v1/tasks/{task_id}", tags=["tasks"])
+    async def patch_task(task_id: str, body: TaskPatch, _: Auth) -> dict[str, Any]:
+        """``{"desiredState": "shutdown"}`` stops a task; the reconciler replaces it."""
+        now = cluster.clock.now()
+
+        def change(task: Task) -> Task:
+            if body.desired_state == DesiredState.RUNNING and not task.wants_running:
+                raise ConflictError(
+                    f"task {task_id} is shut down for good; its slot gets a new one"
+                )
+            return task.changed(now, desired_state=body.desired_state, message="stopped by request")
+
+        task = await cluster.update_task(task_id, change)
+        assert task is not None
         return task.to_wire()
 
     @app.get("/v1/nodes", tags=["nodes"])

@@ -11,13 +11,25 @@ from pydantic import Field
 from ..domain.base import Model
 from ..domain.nodes import Node
 from ..domain.services import Service
-from ..domain.tasks import Task
+from ..domain.tasks import DesiredState, Task
 
 __all__ = ["ErrorBody", "NodeSummary", "ScaleRequest", "ServicePatch", "ServiceSummary"]
 
 
 class ScaleRequest(Model):
     replicas: int = Field(ge=0, le=10_000)
+
+
+class RollbackRequest(Model):
+    to_revision: int | None = Field(None, ge=1)
+    """Default: the revision before the newest deployment."""
+
+
+class TaskPatch(Model):
+    """Only the desired state can be changed from outside: ``shutdown`` stops a task (the
+    reconciler replaces it if the service still wants it)."""
+
+    desired_state: DesiredState
 
 
 class ServicePatch(Model):

@@ -21,7 +21,7 @@ from .. import __version__
 from ..client import Client
 from ..domain.errors import WarrenError
 from ..paths import default_data_dir, token_path
-from . import service
+from . import deploy, service
 from .documents import load_services
 from .output import console, fail
 
@@ -36,6 +36,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(service.app, name="service")
+app.add_typer(deploy.app, name="deploy")
 
 
 def _version(value: bool) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,10 +12,10 @@ from rich.table import Table
 
 from ..client import Client
 from ..domain.base import parse_model
-from ..domain.errors import ValidationError, WarrenError
-from ..domain.services import Service
+from ..domain.errors import ValidationError
 from ..domain.specs import ServiceSpec, patch_spec, service_to_document
 from ..domain.tasks import Task, TaskState
+from .deploy import follow
 from .documents import load_services
 from .flags import DURATION, DeployFlags, HealthFlags, parse_env, parse_publish
 from .output import ago, console
@@ -154,7 +153,7 @@ def create(
 def list_services() -> None:
     """List services."""
     with Client() as client:
-        services = client.list_services()
+        services = client.service_summaries()
     table = Table(box=None, header_style="bold")
     for col in ("NAME", "REPLICAS", "VERSION", "PORTS", "STRATEGY", "REVISION", "UPDATED"):
         table.add_column(col)
@@ -261,44 +260,42 @@ def update(
     drain_timeout: DrainTimeout = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Return at once.")] = False,
 ) -> None:
-    """Change a service; a change of image, command, env … makes a new revision and replaces
-    the tasks. Without --detach, follows until every task runs the new revision."""
+    """Change a service. A change of image, command, env, health check … makes a new revision
+    and starts a deployment; without --detach, follows it live and exits 0 only if it succeeds."""
     changes = _changes(locals())
     if not changes and not env_rm:
         raise ValidationError("nothing to change: give at least one flag")
     with Client() as client:
-        before = client.get_service(name)
-        service, changed = client.update_service(name, changes, env_rm)
+        service, changed, deployment = client.patch_service(name, changes, env_rm)
         if not changed:
             console.print(f"service {name}: nothing changed (revision {service.revision})")
             return
-        if service.revision == before.revision:
+        if deployment is None:
             console.print(f"service {name} updated (revision {service.revision}, no new tasks)")
             return
-        console.print(f"service {name} updated to revision {service.revision}")
+        console.print(
+            f"service {name} updated to revision {service.revision}: deployment {deployment}"
+        )
         if not detach:
-            _follow(client, service)
+            follow(client, name, deployment)
 
 
-def _follow(client: Client, service: Service) -> None:
-    """Wait until every replica runs the new revision and is ready, showing progress."""
-    deadline = time.monotonic() + service.spec.deploy.update_config.progress_deadline
-    want = service.spec.replicas
-    last = ""
-    while time.monotonic() < deadline:
-        tasks = client.list_tasks(service.name)
-        new = [t for t in tasks if t.revision == service.revision and t.wants_running]
-        ready = sum(1 for t in new if t.ready)
-        old = [t for t in tasks if t.revision != service.revision and t.state.active]
-        line = f"  {ready}/{want} ready on revision {service.revision}, {len(old)} old still up"
-        if line != last:
-            console.print(line)
-            last = line
-        if ready >= want and not old:
-            console.print(f"service {service.name}: every task runs revision {service.revision}")
-            return
-        time.sleep(0.3)
-    raise WarrenError(f"service {service.name} did not converge before its progress deadline")
+@app.command()
+def rollback(
+    name: str,
+    to_revision: Annotated[
+        int | None, typer.Option("--to-revision", min=1, help="Default: the previous one.")
+    ] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return at once.")] = False,
+) -> None:
+    """Go back to the previous revision (or --to-revision N) with the rollback config."""
+    with Client() as client:
+        service, deployment = client.rollback_service(name, to_revision)
+        console.print(
+            f"service {name} rolling back to revision {service.revision}: deployment {deployment}"
+        )
+        if not detach:
+            follow(client, name, deployment)
 
 
 @app.command("rm")

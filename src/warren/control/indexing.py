@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from ..domain.deployments import Deployment
 from ..domain.nodes import Node
 from ..domain.services import Revision
 from ..domain.specs import Resources
@@ -14,7 +15,7 @@ from ..planning.placement import NodeLoad
 from ..store.cluster import revision_key
 from ..store.informing import Informer
 
-__all__ = ["TaskIndex"]
+__all__ = ["DeploymentIndex", "TaskIndex"]
 
 
 class TaskIndex:
@@ -59,3 +60,29 @@ class TaskIndex:
     def on_node(self, node: Node | str) -> int:
         name = node if isinstance(node, str) else node.name
         return self.loads[name].tasks if name in self.loads else 0
+
+
+class DeploymentIndex:
+    """The newest deployment of each service: the one that drives its tasks."""
+
+    def __init__(self, deployments: Informer[Deployment]) -> None:
+        self._deployments = deployments
+        self.latest_key: dict[str, str] = {}
+        deployments.on_change(self._changed)
+
+    def _changed(self, key: str, old: Deployment | None, new: Deployment | None) -> None:
+        service = (new or old).service  # type: ignore[union-attr]
+        if new is not None:
+            if key >= self.latest_key.get(service, ""):
+                self.latest_key[service] = key
+        elif self.latest_key.get(service) == key:
+            prefix = key.rsplit("/", 1)[0] + "/"
+            rest = [k for k in self._deployments.items if k.startswith(prefix)]
+            if rest:
+                self.latest_key[service] = max(rest)
+            else:
+                del self.latest_key[service]
+
+    def latest(self, service: str) -> Deployment | None:
+        key = self.latest_key.get(service)
+        return self._deployments.items.get(key) if key else None

@@ -7,14 +7,24 @@ import asyncio
 import contextlib
 from typing import Any
 
+from ..domain.deployments import Deployment
 from ..domain.nodes import Heartbeat, Node
 from ..domain.services import Revision, Service
 from ..domain.tasks import Task
 from ..ports import Clock, DataPlane
-from ..store.cluster import HEARTBEATS, NODES, REVISIONS, SERVICES, TASKS, ClusterStore
+from ..store.cluster import (
+    DEPLOYMENTS,
+    HEARTBEATS,
+    NODES,
+    REVISIONS,
+    SERVICES,
+    TASKS,
+    ClusterStore,
+)
 from ..store.informing import Informer
 from .controlling import Controller
-from .indexing import TaskIndex
+from .deploying import DeploymentController
+from .indexing import DeploymentIndex, TaskIndex
 from .nodes import NodeWatcher
 from .reconciling import Reconciler
 from .routing import RoutingController
@@ -30,9 +40,22 @@ class ControlPlane:
         self.tasks = Informer(store, TASKS, Task)
         self.nodes = Informer(store, NODES, Node)
         self.heartbeats = Informer(store, HEARTBEATS, Heartbeat)
+        self.deployments = Informer(store, DEPLOYMENTS, Deployment)
         self.index = TaskIndex(self.tasks, self.revisions)
+        self.latest = DeploymentIndex(self.deployments)
         self.reconciler = Reconciler(
-            cluster, self.services, self.tasks, self.nodes, self.revisions, self.index, clock
+            cluster,
+            self.services,
+            self.tasks,
+            self.nodes,
+            self.revisions,
+            self.index,
+            self.latest,
+            clock,
+        )
+        self.deployments.on_change(self.reconciler.deployment_changed)
+        self.deployer = DeploymentController(
+            cluster, self.services, self.tasks, self.deployments, self.latest, self.index, clock
         )
         self.node_watcher = NodeWatcher(cluster, self.nodes, set(), clock)
         self.heartbeats.on_change(
@@ -40,7 +63,7 @@ class ControlPlane:
                 key[len(HEARTBEATS) :], new is not None
             )
         )
-        self.controllers: list[Controller] = [self.reconciler, self.node_watcher]
+        self.controllers: list[Controller] = [self.reconciler, self.deployer, self.node_watcher]
         self.routing: RoutingController | None = None
         if dataplane is not None:
             self.routing = RoutingController(
@@ -48,7 +71,8 @@ class ControlPlane:
             )
             self.controllers.append(self.routing)
         self._informers: list[Informer[Any]] = [
-            self.revisions, self.services, self.nodes, self.heartbeats, self.tasks
+            self.revisions, self.deployments, self.services, self.nodes, self.heartbeats,
+            self.tasks,
         ]  # fmt: skip
 
     async def start(self) -> None:
@@ -58,6 +82,7 @@ class ControlPlane:
             self.node_watcher.heartbeats.add(name)
         self.node_watcher.enqueue_all()
         self.reconciler.enqueue_all()
+        self.deployer.enqueue_all()
         if self.routing is not None:
             self.routing.enqueue_all()
         for controller in self.controllers:

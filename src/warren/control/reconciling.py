@@ -11,17 +11,29 @@ from __future__ import annotations
 import logging
 import secrets
 
+from ..domain.deployments import Deployment, Phase
 from ..domain.events import Level
 from ..domain.nodes import Node
 from ..domain.services import Revision, Service
+from ..domain.specs import UpdateOrder
 from ..domain.tasks import DesiredState, Task, TaskState, task_id
 from ..planning.placement import PlacementRequest, place, why_unplaced
 from ..planning.reconciling import plan_service
+from ..planning.rollouts import slot_revisions
 from ..ports import Clock, Compare, Delete, Op, Put
-from ..store.cluster import TASKS, ClusterStore, encode, revision_key, service_key, task_key
+from ..store.cluster import (
+    DEPLOYMENTS,
+    REVISIONS,
+    TASKS,
+    ClusterStore,
+    encode,
+    revision_key,
+    service_key,
+    task_key,
+)
 from ..store.informing import Informer
 from .controlling import Controller
-from .indexing import TaskIndex
+from .indexing import DeploymentIndex, TaskIndex
 
 __all__ = ["Reconciler"]
 
@@ -39,6 +51,7 @@ class Reconciler(Controller):
         nodes: Informer[Node],
         revisions: Informer[Revision],
         index: TaskIndex,
+        deployments: DeploymentIndex,
         clock: Clock,
     ) -> None:
         super().__init__(clock)
@@ -48,11 +61,15 @@ class Reconciler(Controller):
         self.nodes = nodes
         self.revisions = revisions
         self.index = index
+        self.deployments = deployments
         self._unplaced: set[str] = set()  # services with tasks waiting for a node
         self._notes: dict[str, tuple[str, ...]] = {}
         services.on_change(lambda key, old, new: self.queue.add((new or old).name))  # type: ignore[union-attr]
         tasks.on_change(self._task_changed)
         nodes.on_change(self._node_changed)
+
+    def deployment_changed(self, key: str, old: Deployment | None, new: Deployment | None) -> None:
+        self.queue.add((new or old).service)  # type: ignore[union-attr]
 
     def _task_changed(self, key: str, old: Task | None, new: Task | None) -> None:
         task = new or old
@@ -84,7 +101,19 @@ class Reconciler(Controller):
         service = self.services.items.get(service_key(name))
         tasks = self.index.tasks(name)
         now = self.clock.now()
-        plan = plan_service(name, service, tasks, now)
+        # While a deployment moves the service to its current revision, it says which slots
+        # have moved; the others keep what they run.
+        deployment = self.deployments.latest(name)
+        slot_map, order = None, UpdateOrder.START_FIRST
+        if (
+            service is not None
+            and deployment is not None
+            and deployment.to_revision == service.revision
+            and deployment.phase != Phase.SUCCEEDED
+        ):
+            slot_map = slot_revisions(deployment, tasks, service.spec.replicas)
+            order = deployment.config.order
+        plan = plan_service(name, service, tasks, now, slot_map, order)
         compares: list[Compare] = []
         ops: list[Op] = []
 
@@ -151,7 +180,8 @@ class Reconciler(Controller):
                 compares.append(Compare.unchanged(kv))
                 ops.append(Delete(key_))
         if plan.forget_revisions:
-            ops.append(Delete(f"/revisions/{name}/", prefix=True))
+            ops.append(Delete(f"{REVISIONS}{name}/", prefix=True))
+            ops.append(Delete(f"{DEPLOYMENTS}{name}/", prefix=True))
 
         if ops:
             res = await self.cluster.raw.txn(compares, ops)

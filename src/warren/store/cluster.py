@@ -9,6 +9,7 @@ Key layout (one prefix per kind; values are the camelCase JSON of the domain mod
     /nodes/{name}                     Node
     /heartbeats/{name}                b""          bound to the node's lease: gone ⇒ node down
     /events/{time_ns:020d}-{rand}     Event
+    /deployments/{service}/{n:08d}    Deployment   rollouts, oldest first; the newest drives
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from ..domain.errors import ConflictError, NotFoundError
+from ..domain.deployments import (
+    Deployment,
+    DeploymentKind,
+    Phase,
+    Reason,
+    RolloutConfig,
+    deployment_id,
+)
+from ..domain.errors import ConflictError, NotFoundError, ValidationError
 from ..domain.events import Event, Level
 from ..domain.nodes import Node
 from ..domain.services import Revision, Service
@@ -28,6 +37,7 @@ from ..domain.tasks import Task
 from ..ports import Clock, Compare, Delete, KeyValue, Op, Put, StateStore
 
 __all__ = [
+    "DEPLOYMENTS",
     "EVENTS",
     "HEARTBEATS",
     "NODES",
@@ -36,6 +46,7 @@ __all__ = [
     "TASKS",
     "ClusterStore",
     "decode",
+    "deployment_key",
     "encode",
     "revision_key",
     "service_key",
@@ -48,6 +59,8 @@ TASKS = "/tasks/"
 NODES = "/nodes/"
 HEARTBEATS = "/heartbeats/"
 EVENTS = "/events/"
+DEPLOYMENTS = "/deployments/"
+DEPLOYMENTS_KEPT = 50
 EVENTS_KEPT = 1000
 REVISIONS_CACHED = 10_000
 
@@ -68,6 +81,10 @@ def service_key(name: str) -> str:
 
 def revision_key(service: str, number: int) -> str:
     return f"{REVISIONS}{service}/{number:08d}"
+
+
+def deployment_key(service: str, sequence: int) -> str:
+    return f"{DEPLOYMENTS}{service}/{sequence:08d}"
 
 
 def task_key(task: Task | tuple[str, str]) -> str:
@@ -129,14 +146,16 @@ class ClusterStore:
         self, name: str, change: Callable[[ServiceSpec], ServiceSpec], cause: str = "update"
     ) -> tuple[Service, bool]:
         """Apply ``change`` to the current spec with compare-and-swap (retried on a lost race).
-        A new revision is stored only when the template changed. Returns (service, new_revision).
-        """
+        When the template changed, a new revision is stored and, in the same transaction, a
+        deployment that moves the tasks to it (superseding the active one). Returns (service,
+        whether anything changed)."""
         for _ in range(10):
             current, kv = await self.get_service(name)
             spec = change(current.spec)
             if spec.name != name:
                 raise ConflictError("a service cannot be renamed")
             now = self.clock.now()
+            compares = [Compare.unchanged(kv)]
             ops: list[Op] = []
             number = current.revision
             new_revision = not spec.same_template(current.spec)
@@ -144,6 +163,19 @@ class ClusterStore:
                 number = await self._next_revision(name)
                 rev = Revision(service=name, number=number, spec=spec, created_at=now, change=cause)
                 ops.append(Put(revision_key(name, number), encode(rev)))
+                deployment = Deployment(
+                    id="",
+                    service=name,
+                    strategy=spec.deploy.strategy,
+                    from_revision=current.revision,
+                    to_revision=number,
+                    replicas=spec.replicas,
+                    config=RolloutConfig.for_update(spec.deploy.update_config),
+                    started_at=now,
+                    updated_at=now,
+                    progress_at=now,
+                )
+                await self._start_deployment(deployment, compares, ops, f"revision {number}")
             elif spec == current.spec:
                 return current, False
             service = current.model_copy(
@@ -151,9 +183,131 @@ class ClusterStore:
             )
             ops.append(Put(kv.key, encode(service)))
             ops.extend(await self._trim_revisions(name, spec, keep=number))
-            if (await self.raw.txn([Compare.unchanged(kv)], ops)).succeeded:
-                return service, new_revision
+            if (await self.raw.txn(compares, ops)).succeeded:
+                return service, True
         raise ConflictError(f"service {name!r} is being changed by someone else; try again")
+
+    async def rollback_service(
+        self, name: str, to_revision: int | None = None, reason: Reason = Reason.MANUAL_ROLLBACK
+    ) -> tuple[Service, Deployment, int]:
+        """Make revision ``to_revision`` (default: the one before the latest deployment) the
+        service's current spec again — no new revision, as in Swarm — and start a rollback
+        deployment to it with the rollback config. The active deployment, if any, becomes
+        rolling_back until the rollback completes. Returns the service, the rollback deployment
+        and the store revision of the change."""
+        for _ in range(10):
+            current, kv = await self.get_service(name)
+            latest = await self.latest_deployment(name)
+            target = to_revision
+            if target is None:
+                if latest is None or latest[0].from_revision is None:
+                    raise ConflictError(f"service {name!r} has no previous revision to go back to")
+                target = latest[0].from_revision
+            if target == current.revision and not (latest and latest[0].active):
+                raise ValidationError(
+                    f"service {name!r} already runs revision {target}", "toRevision"
+                )
+            revision = await self.get_revision(name, target)
+            now = self.clock.now()
+            spec = revision.spec.model_copy(update={"replicas": current.spec.replicas})
+            deployment = Deployment(
+                id="",
+                service=name,
+                kind=DeploymentKind.ROLLBACK,
+                strategy=current.spec.deploy.strategy,
+                from_revision=current.revision,
+                to_revision=target,
+                replicas=spec.replicas,
+                config=RolloutConfig.for_rollback(
+                    current.spec.deploy.rollback_config, current.spec.deploy.update_config
+                ),
+                started_at=now,
+                updated_at=now,
+                progress_at=now,
+            )
+            compares = [Compare.unchanged(kv)]
+            ops: list[Op] = []
+            started = await self._start_deployment(
+                deployment, compares, ops, f"rollback to revision {target}", reason
+            )
+            service = current.model_copy(
+                update={"spec": spec, "revision": target, "updated_at": now}
+            )
+            ops.append(Put(kv.key, encode(service)))
+            res = await self.raw.txn(compares, ops)
+            if res.succeeded:
+                return service, started, res.revision
+        raise ConflictError(f"service {name!r} is being changed by someone else; try again")
+
+    async def _start_deployment(
+        self,
+        deployment: Deployment,
+        compares: list[Compare],
+        ops: list[Op],
+        what: str,
+        reason: Reason = Reason.SUPERSEDED,
+    ) -> Deployment:
+        """Add to a transaction: ``deployment`` under the next sequence number, the active one
+        (if any) superseded — or, for a rollback, marked rolling_back — and history trimmed."""
+        name, now = deployment.service, deployment.started_at
+        kvs, _ = await self.raw.range(f"{DEPLOYMENTS}{name}/")
+        sequence = int(kvs[-1].key.rsplit("/", 1)[1]) + 1 if kvs else 1
+        deployment = deployment.model_copy(update={"id": deployment_id(name, sequence)})
+        key = deployment_key(name, sequence)
+        compares.append(Compare.absent(key))
+        if kvs:
+            previous = decode(Deployment, kvs[-1])
+            # A rollback decided by the planner (rolling_back, not linked yet) is taken over too.
+            undone = previous.phase == Phase.ROLLING_BACK and previous.rolled_back_by is None
+            if previous.active or (undone and deployment.kind == DeploymentKind.ROLLBACK):
+                if deployment.kind == DeploymentKind.ROLLBACK:
+                    ended = previous.model_copy(
+                        update={"phase": Phase.ROLLING_BACK, "rolled_back_by": deployment.id}
+                    )
+                    if not undone:
+                        ended = ended.decide(now, reason, f"rolling back: {what}", action=what)
+                    deployment = deployment.model_copy(update={"rollback_of": previous.id})
+                else:
+                    ended = previous.decide(
+                        now, Reason.SUPERSEDED, f"superseded by {deployment.id} ({what})",
+                        phase=Phase.SUPERSEDED, finished_at=now,
+                    )  # fmt: skip
+                compares.append(Compare.unchanged(kvs[-1]))
+                ops.append(Put(kvs[-1].key, encode(ended)))
+        first = deployment.decide(
+            now,
+            reason if deployment.kind == DeploymentKind.ROLLBACK else Reason.NEW_REVISION,
+            f"{'rollback' if deployment.kind == DeploymentKind.ROLLBACK else 'update'}: "
+            f"revision {deployment.from_revision} → {deployment.to_revision}",
+        )
+        ops.append(Put(key, encode(first)))
+        for old in kvs[: max(0, len(kvs) + 1 - DEPLOYMENTS_KEPT)]:
+            ops.append(Delete(old.key))
+        return first
+
+    async def list_deployments(self, service: str) -> list[Deployment]:
+        kvs, _ = await self.raw.range(f"{DEPLOYMENTS}{service}/")
+        return [decode(Deployment, kv) for kv in kvs]
+
+    async def latest_deployment(self, service: str) -> tuple[Deployment, KeyValue] | None:
+        kvs, _ = await self.raw.range(f"{DEPLOYMENTS}{service}/")
+        return (decode(Deployment, kvs[-1]), kvs[-1]) if kvs else None
+
+    async def change_deployment(
+        self, service: str, change: Callable[[Deployment], Deployment]
+    ) -> Deployment:
+        """Compare-and-swap the service's latest deployment (pause, resume …)."""
+        for _ in range(10):
+            found = await self.latest_deployment(service)
+            if found is None:
+                raise NotFoundError(f"service {service!r} has no deployment")
+            deployment, kv = found
+            new = change(deployment)
+            if new == deployment:
+                return deployment
+            if (await self.raw.txn([Compare.unchanged(kv)], [Put(kv.key, encode(new))])).succeeded:
+                return new
+        raise ConflictError(f"the deployment of {service!r} kept changing; try again")
 
     async def _next_revision(self, name: str) -> int:
         kvs, _ = await self.raw.range(f"{REVISIONS}{name}/")

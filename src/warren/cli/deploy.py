@@ -1,0 +1,205 @@
+"""``warren deploy …`` (status, history, pause, resume, abort) and the live view of a rollout
+that ``service update`` and ``service rollback`` follow until it ends."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from ..client import Client
+from ..domain.deployments import Deployment, DeploymentStatus, Phase
+from ..domain.durations import format_duration
+from ..domain.errors import WarrenError
+from .output import ago, console
+
+__all__ = ["app", "follow"]
+
+app = typer.Typer(help="Follow and steer deployments (rollouts).", no_args_is_help=True)
+
+_PHASE_STYLE = {
+    Phase.PROGRESSING: "cyan",
+    Phase.PAUSED: "yellow",
+    Phase.AWAITING_PROMOTION: "yellow",
+    Phase.SUCCEEDED: "green",
+    Phase.FAILED: "red",
+    Phase.ROLLING_BACK: "yellow",
+    Phase.ROLLED_BACK: "red",
+    Phase.SUPERSEDED: "dim",
+}
+
+
+def _phase(phase: Phase | None) -> str:
+    if phase is None:
+        return "-"
+    return f"[{_PHASE_STYLE.get(phase, 'white')}]{phase}[/]"
+
+
+def status_table(status: DeploymentStatus) -> Table:
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("service", f"{status.service_name} (revision {status.revision})")
+    table.add_row("version", status.image)
+    table.add_row("strategy", status.strategy)
+    table.add_row(
+        "tasks", f"{status.ready_tasks}/{status.desired_tasks} ready, {status.total_tasks} total"
+    )
+    by_state = ", ".join(f"{n} {state}" for state, n in sorted(status.tasks.items()))
+    table.add_row("by state", by_state or "-")
+    if status.deployment_id:
+        moves = f"{status.kind}: {status.from_revision} → {status.to_revision}"
+        table.add_row("deployment", f"{status.deployment_id} ({moves})")
+        table.add_row("phase", _phase(status.phase))
+        table.add_row(
+            "progress",
+            f"batch {status.step}/{status.batches}, {status.updated_slots}/{status.desired_tasks} "
+            f"updated, {status.failed_tasks} failed",
+        )
+        table.add_row("elapsed", format_duration(status.elapsed or 0))
+        if status.message:
+            table.add_row("message", status.message)
+    return table
+
+
+def decisions_table(deployment: Deployment | DeploymentStatus, last: int = 10) -> Table:
+    table = Table(box=None, header_style="bold")
+    for col in ("TIME", "STEP", "REASON", "DECISION"):
+        table.add_column(col, overflow="fold" if col == "DECISION" else "ellipsis")
+    for d in deployment.decisions[-last:]:
+        table.add_row(
+            time.strftime("%H:%M:%S", time.localtime(d.time)), str(d.step), d.reason, d.message
+        )
+    return table
+
+
+@app.command()
+def status(
+    name: str,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until it ends.")] = False,
+    output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
+) -> None:
+    """Rollout status: tasks by state, phase, step, the last decisions."""
+    with Client() as client:
+        st = client.deployment_status(name)
+        if output == "json":
+            console.print_json(json.dumps(st.to_wire()))
+            return
+        if output != "table":
+            raise WarrenError(f"--output: expected table or json, got {output!r}")
+        if not watch:
+            console.print(status_table(st))
+            if st.decisions:
+                console.print()
+                console.print(decisions_table(st))
+            return
+        with Live(console=console, refresh_per_second=8) as live:
+            while True:
+                st = client.deployment_status(name)
+                live.update(Group(status_table(st), Text(""), decisions_table(st)))
+                if st.done:
+                    break
+                time.sleep(0.25)
+
+
+@app.command()
+def history(name: str) -> None:
+    """Every deployment of a service kept (newest last), with how each ended."""
+    with Client() as client:
+        deployments = client.list_deployments(name)
+    table = Table(box=None, header_style="bold")
+    for col in ("DEPLOYMENT", "KIND", "REVISIONS", "PHASE", "STARTED", "DURATION"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("MESSAGE", overflow="ellipsis", no_wrap=True, max_width=60)
+    for d in deployments:
+        took = (d.finished_at or time.time()) - d.started_at
+        table.add_row(
+            d.id,
+            str(d.kind),
+            f"{d.from_revision} → {d.to_revision}",
+            _phase(d.phase),
+            ago(d.started_at) + " ago",
+            format_duration(round(took, 1)),
+            d.message,
+        )
+    console.print(table)
+
+
+@app.command()
+def pause(name: str) -> None:
+    """Pause the active rollout: no new batch starts until `deploy resume`."""
+    with Client() as client:
+        d = client.pause_deployment(name)
+    console.print(f"deployment {d.id} {d.phase}")
+
+
+@app.command()
+def resume(name: str) -> None:
+    """Resume a paused rollout."""
+    with Client() as client:
+        d = client.resume_deployment(name)
+    console.print(f"deployment {d.id} {d.phase}")
+
+
+@app.command()
+def abort(name: str) -> None:
+    """Stop the active rollout and roll back to the revision it started from."""
+    with Client() as client:
+        d = client.abort_deployment(name)
+    console.print(f"deployment {d.id}: {d.message}")
+
+
+def follow(client: Client, service: str, deployment_id: str) -> None:
+    """Show a rollout live until it ends — including the automatic rollback it may trigger —
+    and raise (exit status 1) unless it succeeded."""
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=30),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} updated"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    bars: dict[str, TaskID] = {}
+    seen: set[tuple[str, float, str, int]] = set()
+    followed = client.get_deployment(service, deployment_id)
+    with progress:
+        while True:
+            followed = client.get_deployment(service, deployment_id)
+            current = [followed]
+            if followed.rolled_back_by:
+                current.append(client.get_deployment(service, followed.rolled_back_by))
+            for d in current:
+                for decision in d.decisions:
+                    key = (d.id, decision.time, decision.reason, decision.step)
+                    if key not in seen:
+                        seen.add(key)
+                        progress.console.print(
+                            f"  [dim]{d.id}[/dim] {decision.reason}: {decision.message}"
+                        )
+                if d.id not in bars:
+                    label = f"{d.kind} {d.from_revision}→{d.to_revision}"
+                    bars[d.id] = progress.add_task(label, total=max(d.replicas, 1), detail="")
+                per_batch = d.config.parallelism or max(d.replicas, 1)
+                batches = -(-d.replicas // per_batch)
+                progress.update(
+                    bars[d.id],
+                    completed=d.ready_slots,
+                    detail=f"batch {d.step}/{batches} {d.phase}",
+                )
+            last = current[-1]
+            if followed.phase.terminal and (last is followed or last.phase.terminal):
+                break
+            time.sleep(0.2)
+    if followed.phase != Phase.SUCCEEDED:
+        raise WarrenError(f"deployment {followed.id} {followed.phase}: {followed.message}")
+    took = (followed.finished_at or time.time()) - followed.started_at
+    console.print(f"deployment {followed.id} succeeded in {format_duration(round(took, 1))}")

@@ -1,0 +1,174 @@
+"""The deployment controller: drives each service's newest deployment with its strategy's pure
+planner, stores the next record with compare-and-swap, and starts rollbacks.
+
+Level-triggered: every sync recomputes from the stored deployment and the observed tasks. It
+reacts to task changes (a task turning ready moves the rollout within milliseconds), to
+deployment and service changes, and to the planner's own deadlines (monitor, delay, healthy and
+progress deadlines) — never to a polling tick. Kill the server at any instant: on restart the
+next sync continues from the stored record; a rollback decided but not yet started is started.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..domain.deployments import Deployment, DeploymentKind, Phase, Reason
+from ..domain.events import Level
+from ..domain.services import Service
+from ..domain.tasks import Task
+from ..planning.rollouts import RolloutView, Step
+from ..planning.strategies import rolling_step
+from ..ports import Clock, Compare, Put
+from ..store.cluster import ClusterStore, deployment_key, encode, service_key
+from ..store.informing import Informer
+from .controlling import Controller
+from .indexing import DeploymentIndex, TaskIndex
+
+__all__ = ["DeploymentController"]
+
+log = logging.getLogger("warren.control")
+
+_LEVELS = {
+    Phase.SUCCEEDED: Level.INFO,
+    Phase.PAUSED: Level.WARNING,
+    Phase.FAILED: Level.ERROR,
+    Phase.ROLLING_BACK: Level.WARNING,
+    Phase.ROLLED_BACK: Level.WARNING,
+}
+
+
+def sequence_of(deployment_id: str) -> int:
+    return int(deployment_id.rsplit("-", 1)[1])
+
+
+class DeploymentController(Controller):
+    name = "deployments"
+
+    def __init__(
+        self,
+        cluster: ClusterStore,
+        services: Informer[Service],
+        tasks: Informer[Task],
+        deployments: Informer[Deployment],
+        latest: DeploymentIndex,
+        index: TaskIndex,
+        clock: Clock,
+    ) -> None:
+        super().__init__(clock)
+        self.cluster = cluster
+        self.services = services
+        self.deployments = deployments
+        self.latest = latest
+        self.index = index
+        services.on_change(lambda key, old, new: self.queue.add((new or old).name))  # type: ignore[union-attr]
+        tasks.on_change(self._task_changed)
+        deployments.on_change(lambda key, old, new: self.queue.add((new or old).service))  # type: ignore[union-attr]
+
+    def _task_changed(self, key: str, old: Task | None, new: Task | None) -> None:
+        task = new or old
+        assert task is not None
+        changed = old is None or new is None or (old.state, old.ready) != (new.state, new.ready)
+        if changed and self.latest.latest(task.service) is not None:
+            self.queue.add(task.service)
+
+    def enqueue_all(self) -> None:
+        for service in list(self.latest.latest_key):
+            self.queue.add(service)
+
+    async def sync(self, key: str) -> float | None:
+        deployment = self.latest.latest(key)
+        service = self.services.items.get(service_key(key))
+        if deployment is None or service is None:
+            return None
+        if deployment.phase == Phase.ROLLING_BACK and deployment.rolled_back_by is None:
+            await self._start_rollback(deployment)
+            return None
+        if deployment.kind == DeploymentKind.ROLLBACK and deployment.phase.terminal:
+            await self._finish_rolled_back(deployment)
+        if not deployment.active:
+            return None
+        view = RolloutView(
+            deployment=deployment,
+            replicas=service.spec.replicas,
+            tasks=self.index.tasks(key),
+            now=self.clock.now(),
+        )
+        step = self._plan(view)
+        if step.deployment != deployment:
+            if not await self._store(deployment, step.deployment):
+                return self.clock.now()  # lost a race (a user paused, a newer update): again
+            await self._announce(deployment, step.deployment)
+        if step.rollback_to is not None:
+            await self._start_rollback(step.deployment)
+        return step.requeue_at
+
+    def _plan(self, view: RolloutView) -> Step:
+        # Every strategy is rolling until blue/green and canary land.
+        return rolling_step(view)
+
+    async def _store(self, old: Deployment, new: Deployment) -> bool:
+        key = deployment_key(old.service, sequence_of(old.id))
+        kv = self.deployments.kvs.get(key)
+        if kv is None:
+            return False
+        res = await self.cluster.raw.txn([Compare.unchanged(kv)], [Put(key, encode(new))])
+        if res.succeeded:
+            await self.deployments.wait_for(res.revision)
+        return res.succeeded
+
+    async def _announce(self, old: Deployment, new: Deployment) -> None:
+        if old.phase != new.phase:
+            await self.cluster.record(
+                f"deployment.{new.phase}",
+                f"deployment {new.id} of {new.service} {new.phase}: {new.message}",
+                _LEVELS.get(new.phase, Level.INFO),
+                service=new.service,
+            )
+        elif old.step != new.step:
+            await self.cluster.record(
+                "deployment.step", f"deployment {new.id}: {new.message}", service=new.service
+            )
+
+    async def _start_rollback(self, failed: Deployment) -> None:
+        """The planner decided to roll back (or a crash came between that decision and the
+        rollback's start): make the previous revision current and start the rollback."""
+        assert failed.from_revision is not None
+        # The cache may lag our own writes: only the store says whether it already started.
+        latest = await self.cluster.latest_deployment(failed.service)
+        if latest is None or latest[0].id != failed.id or latest[0].rolled_back_by:
+            return
+        log.info("deployment %s: rolling back to revision %d", failed.id, failed.from_revision)
+        _, rollback, revision = await self.cluster.rollback_service(
+            failed.service, failed.from_revision, Reason.AUTOMATIC_ROLLBACK
+        )
+        await self.deployments.wait_for(revision)
+        await self.cluster.record(
+            "deployment.rolling_back",
+            f"deployment {failed.id} of {failed.service}: rolling back to revision "
+            f"{failed.from_revision} ({rollback.id}): {failed.message}",
+            Level.WARNING,
+            service=failed.service,
+        )
+
+    async def _finish_rolled_back(self, rollback: Deployment) -> None:
+        """A rollback ended: the deployment it undid is rolled_back (or failed with it)."""
+        if rollback.rollback_of is None:
+            return
+        key = deployment_key(rollback.service, sequence_of(rollback.rollback_of))
+        original = self.deployments.items.get(key)
+        if original is None or original.phase != Phase.ROLLING_BACK:
+            return
+        now = self.clock.now()
+        if rollback.phase == Phase.SUCCEEDED:
+            done = original.decide(
+                now, Reason.ROLLBACK_COMPLETE,
+                f"rolled back to revision {rollback.to_revision} by {rollback.id}",
+                phase=Phase.ROLLED_BACK, finished_at=now,
+            )  # fmt: skip
+        else:
+            done = original.decide(
+                now, Reason.ROLLBACK_FAILED, f"rollback {rollback.id} {rollback.phase}",
+                phase=Phase.FAILED, finished_at=now,
+            )  # fmt: skip
+        if await self._store(original, done):
+            await self._announce(original, done)
