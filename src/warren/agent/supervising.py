@@ -235,6 +235,11 @@ class Supervisor:
         if self.recovered is not None and self.recovered.alive:
             handle = self.recovered.handle
             log.info("re-adopted %s (%s)", tid, handle.runtime_id)
+        elif self.task.state == TaskState.STOPPING:
+            # It was being stopped when the agent went down, and it is gone: stopped.
+            await self._become(TaskState.STOPPED, message="stopped while the agent was down")
+            await self.driver.forget(tid)
+            return
         elif self.task.state != TaskState.PENDING:
             await self._become(TaskState.FAILED, message="process ended while the agent was down")
             await self.driver.forget(tid)

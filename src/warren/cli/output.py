@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 from rich.console import Console
 
 __all__ = ["ago", "console", "err_console", "fail"]
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Piped output (a file, grep, a test) is not cut to 80 columns: tables keep whole ids.
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+console = Console(highlight=False, width=_WIDTH)
+err_console = Console(stderr=True, highlight=False, width=_WIDTH)
 
 
 def ago(when: float | None, now: float | None = None) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "Reason",
     "RolloutConfig",
     "deployment_id",
+    "previous_revision",
 ]
 
 
@@ -227,6 +228,22 @@ class Deployment(Model):
 
 
 DECISIONS_KEPT = 200
+
+
+def previous_revision(deployments: list[Deployment], current: int) -> int | None:
+    """The revision that served before ``current`` went live: what ``warren service rollback``
+    goes back to. The update that made ``current`` live says; after an automatic rollback that
+    is the last good revision before it, never the failed one. Failing that (``current`` came
+    back by a rollback), the revision that rollback left — so two rollbacks flip back and forth,
+    as in Swarm."""
+    succeeded = [d for d in reversed(deployments) if d.phase == Phase.SUCCEEDED]
+    for d in succeeded:
+        if d.kind == DeploymentKind.UPDATE and d.to_revision == current and d.from_revision:
+            return d.from_revision
+    for d in succeeded:
+        if d.to_revision == current and d.from_revision:
+            return d.from_revision
+    return None
 
 
 def deployment_id(service: str, sequence: int) -> str:

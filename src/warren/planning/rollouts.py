@@ -69,7 +69,8 @@ def slot_revisions(
     deployment: Deployment | None, tasks: Iterable[Task], replicas: int
 ) -> dict[int, int]:
     """The revision each slot should run while ``deployment`` drives the service: its target
-    slots run ``to_revision``; every other slot keeps the revision of its newest task (a slot
+    slots run ``to_revision``; every other slot keeps the revision of its newest live task,
+    else of its newest task (a slot
     the rollout has not reached yet is left alone, even if its task crashes and is restarted);
     a slot with no task at all (scaled up mid-rollout) gets ``to_revision``."""
     if deployment is None:
@@ -78,10 +79,14 @@ def slot_revisions(
     slots = by_slot(t for t in tasks if t.wants_running)
     result = {}
     for slot in range(1, replicas + 1):
-        if slot in targets or not slots.get(slot):
+        group = slots.get(slot)
+        if slot in targets or not group:
             result[slot] = deployment.to_revision
         else:
-            result[slot] = slots[slot][0].revision
+            # The live task's revision first: a crashed task of the revision being left must
+            # not come back while the slot still runs a live task of another one.
+            live = [t for t in group if t.state.active]
+            result[slot] = (live or group)[0].revision
     return result
 
 

@@ -27,6 +27,7 @@ from ..domain.deployments import (
     Reason,
     RolloutConfig,
     deployment_id,
+    previous_revision,
 )
 from ..domain.errors import ConflictError, NotFoundError, ValidationError
 from ..domain.events import Event, Level
@@ -200,9 +201,13 @@ class ClusterStore:
             latest = await self.latest_deployment(name)
             target = to_revision
             if target is None:
-                if latest is None or latest[0].from_revision is None:
+                if latest is not None and latest[0].active:
+                    target = latest[0].from_revision  # undo the rollout in flight
+                else:
+                    deployments = await self.list_deployments(name)
+                    target = previous_revision(deployments, current.revision)
+                if target is None:
                     raise ConflictError(f"service {name!r} has no previous revision to go back to")
-                target = latest[0].from_revision
             if target == current.revision and not (latest and latest[0].active):
                 raise ValidationError(
                     f"service {name!r} already runs revision {target}", "toRevision"

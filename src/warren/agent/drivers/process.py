@@ -101,6 +101,10 @@ class ProcessDriver:
             raise DriverError("the process driver needs a command")
         port = self._allocate_port()
         log_path = self.log_dir / f"{task.id}.log"
+        # A crash between the fork and the record would leave a process nobody knows: this
+        # marker lets ``recover`` find it (by its WARREN_TASK_ID) and stop it.
+        starting = self._starting_path(task.id)
+        starting.touch()
         try:
             # Blocking on purpose: open and fork take well under a millisecond.
             with open(log_path, "ab") as out:  # noqa: ASYNC230
@@ -114,14 +118,13 @@ class ProcessDriver:
                     cwd=self.workdir,
                     close_fds=True,
                 )
-        except FileNotFoundError:
-            self._ports.discard(port)
-            raise DriverError(f"command not found: {spec.command[0]}") from None
-        except PermissionError:
-            self._ports.discard(port)
-            raise DriverError(f"permission denied running {spec.command[0]}") from None
         except OSError as exc:
             self._ports.discard(port)
+            starting.unlink(missing_ok=True)
+            if isinstance(exc, FileNotFoundError):
+                raise DriverError(f"command not found: {spec.command[0]}") from None
+            if isinstance(exc, PermissionError):
+                raise DriverError(f"permission denied running {spec.command[0]}") from None
             raise DriverError(f"cannot start {spec.command[0]}: {exc}") from exc
         ticks = _start_ticks(popen.pid)
         loop = asyncio.get_running_loop()
@@ -131,6 +134,7 @@ class ProcessDriver:
             started_at=self._clock.now(),
         )
         self._write_record(task.id, popen.pid, ticks, port, handle)
+        starting.unlink(missing_ok=True)
         proc = _Proc(task.id, popen.pid, handle, port, loop.create_future(), popen=popen)
         self._procs[task.id] = proc
         self._watch_exit(proc)
@@ -138,6 +142,9 @@ class ProcessDriver:
 
     def _record_path(self, task_id: str) -> Path:
         return self.state_dir / f"{task_id}.json"
+
+    def _starting_path(self, task_id: str) -> Path:
+        return self.state_dir / f"{task_id}.starting"
 
     def _write_record(
         self, task_id: str, pid: int, ticks: int | None, port: int, handle: TaskHandle
@@ -213,6 +220,13 @@ class ProcessDriver:
     async def recover(self) -> list[RecoveredTask]:
         found: list[RecoveredTask] = []
         loop = asyncio.get_running_loop()
+        for marker in sorted(self.state_dir.glob("*.starting")):
+            task_id = marker.name.removesuffix(".starting")
+            if not self._record_path(task_id).exists():
+                for pid in _pids_of_task(task_id):
+                    log.warning("stopping %s (pid %d): started but never recorded", task_id, pid)
+                    _killpg(pid, signal.SIGKILL)
+            marker.unlink(missing_ok=True)
         for path in sorted(self.state_dir.glob("*.json")):
             try:
                 record = json.loads(path.read_text())
@@ -267,6 +281,22 @@ class ProcessDriver:
                     asyncio.get_running_loop().remove_reader(proc.pidfd)
                 os.close(proc.pidfd)
                 proc.pidfd = None
+
+
+def _pids_of_task(task_id: str) -> list[int]:
+    """Processes whose environment says they are ``task_id`` (a unique id)."""
+    marker = f"WARREN_TASK_ID={task_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in env.split(b"\0"):
+            found.append(int(entry.name))
+    return found
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

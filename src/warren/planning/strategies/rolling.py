@@ -105,6 +105,9 @@ def next_step(view: RolloutView) -> Step:
             f"batch {d.step} ready: slots {_slots(targets[-_batch(d, replicas) :])}",
             measured={"batch_seconds": round(now - (d.batch_started_at or now), 3)},
             batch_ready_at=now,
+            # The delay before the next batch is planned waiting, not a lack of progress: the
+            # progress deadline counts from its end.
+            progress_at=now + cfg.delay,
         )
 
     # 4. the next batch, or done
