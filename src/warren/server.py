@@ -16,10 +16,11 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Generator, Iterable, Mapping
+import threading
+from collections.abc import Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -27,11 +28,14 @@ from . import __version__
 from .agent import Agent, FakeDriver, NetworkProber, ProcessDriver
 from .api import ApiContext, create_app
 from .api.metrics import build_metrics
+from .client import Client
 from .clocks import SystemClock
 from .control.plane import ControlPlane
+from .domain.deployments import DeploymentStatus
 from .domain.errors import UnavailableError, ValidationError, WarrenError
 from .domain.nodes import Node
 from .domain.services import Service
+from .domain.specs import ServiceSpec
 from .domain.tasks import Task
 from .ingress import Ingress
 from .paths import token_path
@@ -39,9 +43,10 @@ from .ports import Clock, Driver, Prober, StateStore
 from .store import open_store
 from .store.cluster import ClusterStore
 
-__all__ = ["Server", "ServerConfig", "parse_address"]
+__all__ = ["EmbeddedServer", "LocalManager", "Server", "ServerConfig", "parse_address"]
 
 log = logging.getLogger("warren.server")
+T = TypeVar("T")
 
 
 def parse_address(value: str, field_name: str = "--api") -> tuple[str, int]:
@@ -324,3 +329,114 @@ class Server:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+class EmbeddedServer:
+    """A whole Warren server in a background thread of this process — for Python programs and
+    tests that want Warren without a second process::
+
+        with EmbeddedServer(ServerConfig(data_dir=Path("/tmp/w"), api="127.0.0.1:0")) as embedded:
+            deployer = Deployer(embedded.manager)
+
+    ``manager`` implements ``warren.types.DeploymentManager`` on the store directly (no HTTP);
+    ``client()`` gives an HTTP client of the same server."""
+
+    def __init__(self, config: ServerConfig, start_timeout: float = 30.0) -> None:
+        self.config = config
+        self.start_timeout = start_timeout
+        self.server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.manager = LocalManager(self)
+
+    def __enter__(self) -> EmbeddedServer:
+        self._thread = threading.Thread(target=self._main, name="warren-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(self.start_timeout):
+            raise UnavailableError("the embedded server did not start in time")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self.server is not None:
+            self._loop.call_soon_threadsafe(self.server.request_stop)
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def _main(self) -> None:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            self._loop = runner.get_loop()
+            try:
+                runner.run(self._serve())
+            except BaseException as exc:  # reported to the thread that waits in __enter__
+                self._error = exc
+                self._ready.set()
+
+    async def _serve(self) -> None:
+        self.server = Server(self.config)
+        await self.server.start()
+        self._ready.set()
+        try:
+            await self.server.wait()
+        finally:
+            await self.server.stop()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        """Run ``coro`` on the server's loop and wait for its result."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    @property
+    def cluster(self) -> ClusterStore:
+        assert self.server is not None and self.server.cluster is not None
+        return self.server.cluster
+
+    def client(self) -> Client:
+        assert self.server is not None
+        return Client(self.server.api_url, token=self.server.token)
+
+
+class LocalManager:
+    """``warren.types.DeploymentManager`` on an embedded server's store, in process."""
+
+    def __init__(self, embedded: EmbeddedServer) -> None:
+        self._embedded = embedded
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._embedded.call(coro)
+
+    def get_service(self, service_id: str) -> Service:
+        return self._call(self._embedded.cluster.get_service(service_id))[0]
+
+    def list_services(self) -> list[Service]:
+        return self._call(self._embedded.cluster.list_services())
+
+    def create_service(self, service: ServiceSpec) -> Service:
+        return self._call(self._embedded.cluster.create_service(service))
+
+    def update_service(self, service: ServiceSpec) -> Service:
+        update = self._embedded.cluster.update_service(service.name, lambda _old: service)
+        return self._call(update)[0]
+
+    def delete_service(self, service_id: str) -> None:
+        self._call(self._embedded.cluster.delete_service(service_id))
+
+    def list_tasks_by_service(self, service_id: str) -> list[Task]:
+        return self._call(self._embedded.cluster.list_tasks(service_id))
+
+    def update_task(self, task: Task) -> Task:
+        return self._call(self._embedded.cluster.set_desired_state(task.id, task.desired_state))
+
+    def deployment_status(self, service: str) -> DeploymentStatus:
+        return self._call(self._embedded.cluster.deployment_status(service))
+
+    def rollback_service(self, service: str, to_revision: int | None = None) -> tuple[Service, str]:
+        svc, deployment, _ = self._call(
+            self._embedded.cluster.rollback_service(service, to_revision)
+        )
+        return svc, deployment.id

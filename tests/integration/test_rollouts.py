@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 from tests.servers import ServerProcess, free_port, wait_for
@@ -78,6 +79,21 @@ def test_rolling_update_rollback_and_manual_rollback_under_load(server: ServerPr
     assert result.failed == 0, result.errors
     assert {"v1", "v2"} <= set(result.versions)
     assert "v3" not in result.versions  # the unhealthy version never got a request
+
+    # The seed's deploy metrics.
+    metrics = httpx.get(f"{server.addr}/metrics").text
+    labels = '{service="web",strategy="rolling"}'
+    for line in (
+        f"warren_deploy_success_total{labels} 1.0",
+        f"warren_deploy_failed_total{labels} 1.0",
+        f"warren_deploy_rollback_total{labels} 2.0",
+        f"warren_deploy_tasks_ready{labels} 6.0",
+        f"warren_deploy_progress_percent{labels} 100.0",
+        f"warren_deploy_duration_seconds_count{labels} 2.0",
+    ):
+        assert line in metrics, line
+    assert f"warren_deploy_batch_duration_seconds_count{labels}" in metrics
+    assert f"warren_deploy_delay_seconds_total{labels}" in metrics
 
     # The operator commands.
     status_json = warren(server, "deploy", "status", "web", "-o", "json")

@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..domain.base import error_from_details
-from ..domain.deployments import Deployment, DeploymentKind, DeploymentStatus, Phase, Reason
+from ..domain.deployments import Deployment, DeploymentKind, Phase, Reason
 from ..domain.errors import (
     AuthError,
     ConflictError,
@@ -40,7 +40,7 @@ from ..domain.events import Event
 from ..domain.nodes import Node
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec, patch_spec
-from ..domain.tasks import DesiredState, Task
+from ..domain.tasks import Task
 from ..store.cluster import EVENTS, ClusterStore, decode
 from .schemas import (
     NodeSummary,
@@ -292,28 +292,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     # ── deployments ──────────────────────────────────────────────────────────────────────────
 
-    async def _status(name: str) -> DeploymentStatus:
-        service, _kv = await cluster.get_service(name)
-        latest = await cluster.latest_deployment(name)
-        tasks = await cluster.list_tasks(name)
-        wanted = [t for t in tasks if t.wants_running]
-        return DeploymentStatus.of(
-            service_name=name,
-            image=service.spec.version_label,
-            strategy=str(service.spec.deploy.strategy),
-            revision=service.revision,
-            replicas=service.spec.replicas,
-            deployment=latest[0] if latest else None,
-            states=dict(Counter(str(t.state) for t in wanted)),
-            ready=sum(1 for t in wanted if t.ready and t.revision == service.revision),
-            total=sum(1 for t in tasks if t.state.active),
-            now=cluster.clock.now(),
-        )
-
     @app.get("/v1/services/{name}/deployment", tags=["deployments"])
     async def deployment_status(name: str, _: Auth) -> dict[str, Any]:
         """The service's rollout status: tasks, and its newest deployment's phase and step."""
-        return (await _status(name)).to_wire()
+        return (await cluster.deployment_status(name)).to_wire()
 
     @app.get("/v1/services/{name}/deployments", tags=["deployments"])
     async def deployment_history(name: str, _: Auth) -> list[dict[str, Any]]:
@@ -420,18 +402,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.patch("/v1/tasks/{task_id}", tags=["tasks"])
     async def patch_task(task_id: str, body: TaskPatch, _: Auth) -> dict[str, Any]:
         """``{"desiredState": "shutdown"}`` stops a task; the reconciler replaces it."""
-        now = cluster.clock.now()
-
-        def change(task: Task) -> Task:
-            if body.desired_state == DesiredState.RUNNING and not task.wants_running:
-                raise ConflictError(
-                    f"task {task_id} is shut down for good; its slot gets a new one"
-                )
-            return task.changed(now, desired_state=body.desired_state, message="stopped by request")
-
-        task = await cluster.update_task(task_id, change)
-        assert task is not None
-        return task.to_wire()
+        return (await cluster.set_desired_state(task_id, body.desired_state)).to_wire()
 
     @app.get("/v1/nodes", tags=["nodes"])
     async def list_nodes(_: Auth) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ..control.plane import ControlPlane
+from ..domain.deployments import Phase
 from ..domain.tasks import TaskState
 from ..ports import LATENCY_BUCKETS, RouteStats
 
@@ -58,6 +59,7 @@ class _WarrenCollector(Collector):
         for status, n in sorted(node_counts.items()):
             nodes.add_metric([status], n)
         yield nodes
+        yield from self._deploy()
         if self.stats is None:
             return
         stats = self.stats()
@@ -90,6 +92,66 @@ class _WarrenCollector(Collector):
         yield errors
         yield inflight
         yield latency
+
+    def _deploy(self) -> Iterable[Metric]:
+        """The seed's deploy_* metrics, per service and strategy."""
+        labels = ["service", "strategy"]
+        total = GaugeMetricFamily(
+            "warren_deploy_tasks_total", "Tasks of the service's deployment.", labels=labels
+        )
+        ready = GaugeMetricFamily(
+            "warren_deploy_tasks_ready", "Ready tasks on the deployment's revision.", labels=labels
+        )
+        progress = GaugeMetricFamily(
+            "warren_deploy_progress_percent", "Slots updated / replicas x 100.", labels=labels
+        )
+        for service, key in sorted(self.plane.latest.latest_key.items()):
+            d = self.plane.deployments.items.get(key)
+            if d is None:
+                continue
+            tasks = self.plane.index.tasks(service)
+            lv = [service, str(d.strategy)]
+            total.add_metric(lv, sum(1 for t in tasks if t.state.active))
+            ready.add_metric(lv, sum(1 for t in tasks if t.ready and t.revision == d.to_revision))
+            done = d.replicas if d.phase == Phase.SUCCEEDED else d.ready_slots
+            progress.add_metric(lv, 100.0 * done / d.replicas if d.replicas else 100.0)
+        yield total
+        yield ready
+        yield progress
+        m = self.plane.metrics
+        for name, help_text, values in (
+            ("warren_deploy_success", "Deployments that succeeded.", m.success),
+            ("warren_deploy_failed", "Deployments that failed or rolled back.", m.failed),
+            ("warren_deploy_rollback", "Rollbacks executed.", m.rollback),
+        ):
+            counter = CounterMetricFamily(name, help_text, labels=labels)
+            for (service, strategy), n in sorted(values.items()):
+                counter.add_metric([service, strategy], n)
+            yield counter
+        delay = CounterMetricFamily(
+            "warren_deploy_delay_seconds", "Time spent in delays between batches.", labels=labels
+        )
+        for (service, strategy), seconds in sorted(m.delay_seconds.items()):
+            delay.add_metric([service, strategy], seconds)
+        yield delay
+        for name, help_text, histograms in (
+            ("warren_deploy_duration_seconds", "From a deployment's start to its end.", m.duration),
+            ("warren_deploy_batch_duration_seconds", "From a batch's start to all ready.",
+             m.batch_duration),
+        ):  # fmt: skip
+            family = HistogramMetricFamily(name, help_text, labels=labels)
+            for (service, strategy), h in sorted(histograms.items()):
+                family.add_metric([service, strategy], _buckets(h.bounds, h.counts), h.total)
+            yield family
+
+
+def _buckets(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
+    """Non-cumulative counts per bound → Prometheus's cumulative buckets, +Inf last."""
+    cumulative, buckets = 0, []
+    for bound, count in zip([*bounds, float("inf")], counts, strict=False):
+        cumulative += count
+        buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", float(cumulative)))
+    return buckets
 
 
 def build_metrics(

@@ -25,6 +25,7 @@ from ..store.informing import Informer
 from .controlling import Controller
 from .deploying import DeploymentController
 from .indexing import DeploymentIndex, TaskIndex
+from .measuring import DeployMetrics
 from .nodes import NodeWatcher
 from .reconciling import Reconciler
 from .routing import RoutingController
@@ -57,6 +58,7 @@ class ControlPlane:
         self.deployer = DeploymentController(
             cluster, self.services, self.tasks, self.deployments, self.latest, self.index, clock
         )
+        self.metrics = DeployMetrics(self.deployments)
         self.node_watcher = NodeWatcher(cluster, self.nodes, set(), clock)
         self.heartbeats.on_change(
             lambda key, old, new: self.node_watcher.heartbeat_changed(

@@ -15,6 +15,7 @@ Key layout (one prefix per kind; values are the camelCase JSON of the domain mod
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 from ..domain.deployments import (
     Deployment,
     DeploymentKind,
+    DeploymentStatus,
     Phase,
     Reason,
     RolloutConfig,
@@ -34,7 +36,7 @@ from ..domain.events import Event, Level
 from ..domain.nodes import Node
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec
-from ..domain.tasks import Task
+from ..domain.tasks import DesiredState, Task
 from ..ports import Clock, Compare, Delete, KeyValue, Op, Put, StateStore
 
 __all__ = [
@@ -298,6 +300,25 @@ class ClusterStore:
         kvs, _ = await self.raw.range(f"{DEPLOYMENTS}{service}/")
         return (decode(Deployment, kvs[-1]), kvs[-1]) if kvs else None
 
+    async def deployment_status(self, name: str) -> DeploymentStatus:
+        """The service's rollout status: its tasks, and its newest deployment."""
+        service, _kv = await self.get_service(name)
+        latest = await self.latest_deployment(name)
+        tasks = await self.list_tasks(name)
+        wanted = [t for t in tasks if t.wants_running]
+        return DeploymentStatus.of(
+            service_name=name,
+            image=service.spec.version_label,
+            strategy=str(service.spec.deploy.strategy),
+            revision=service.revision,
+            replicas=service.spec.replicas,
+            deployment=latest[0] if latest else None,
+            states=dict(Counter(str(t.state) for t in wanted)),
+            ready=sum(1 for t in wanted if t.ready and t.revision == service.revision),
+            total=sum(1 for t in tasks if t.state.active),
+            now=self.clock.now(),
+        )
+
     async def change_deployment(
         self, service: str, change: Callable[[Deployment], Deployment]
     ) -> Deployment:
@@ -380,6 +401,22 @@ class ClusterStore:
             if (await self.raw.txn([Compare.unchanged(kv)], [Put(kv.key, encode(new))])).succeeded:
                 return new
         raise ConflictError(f"task {task_id} kept changing under us")
+
+    async def set_desired_state(self, task_id: str, desired: DesiredState) -> Task:
+        """Stop a task from outside (``shutdown``); the reconciler replaces it if its service
+        still wants it. A task shut down for good cannot be brought back."""
+        now = self.clock.now()
+
+        def change(task: Task) -> Task:
+            if desired == DesiredState.RUNNING and not task.wants_running:
+                raise ConflictError(
+                    f"task {task_id} is shut down for good; its slot gets a new one"
+                )
+            return task.changed(now, desired_state=desired, message="stopped by request")
+
+        task = await self.update_task(task_id, change)
+        assert task is not None
+        return task
 
     # ── nodes ────────────────────────────────────────────────────────────────────────────────
 

@@ -43,6 +43,11 @@ class Informer(Generic[M]):
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def synced(self) -> bool:
+        """The first listing is done: later changes are news, not history."""
+        return self._synced.is_set()
+
     def on_change(self, handler: Handler[M]) -> None:
         self._handlers.append(handler)
 
