@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import scale
+from bench import rolling, scale
 
-BENCHMARKS = {"scale": scale.main}
+BENCHMARKS = {"scale": scale.main, "rolling": rolling.main}
 
 
 def main() -> None:

@@ -309,7 +309,8 @@ class Server:
             self._api.should_exit = True
         if self._api_task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self._api_task, 5)
+                async with asyncio.timeout(5):
+                    await self._api_task
         elif self._api_socket is not None:
             self._api_socket.close()
         for agent in self.agents.values():

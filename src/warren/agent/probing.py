@@ -29,8 +29,11 @@ def _target(task: Task, port: int | None) -> tuple[str, int] | None:
 
 class NetworkProber:
     async def probe(self, check: HealthCheck, task: Task, spec: ServiceSpec) -> ProbeResult:
+        # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow the cancellation of
+        # a task that awaits it (the supervisor's health watcher would then never stop).
         try:
-            return await asyncio.wait_for(self._probe(check, task, spec), check.timeout)
+            async with asyncio.timeout(check.timeout):
+                return await self._probe(check, task, spec)
         except TimeoutError:
             return ProbeResult(False, f"{check.kind} probe timed out after {check.timeout:g}s")
         except OSError as exc:
@@ -105,7 +108,8 @@ async def _exec(command: list[str], task: Task, spec: ServiceSpec) -> ProbeResul
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):  # reap it; the group is dead, pipes close
-            await asyncio.wait_for(proc.wait(), 1.0)
+            async with asyncio.timeout(1.0):
+                await proc.wait()
         raise
     last = out.decode("utf-8", "replace").strip().splitlines()[-1:] if out else []
     detail = f"exec exited with {proc.returncode}" + (f": {last[0][:200]}" if last else "")

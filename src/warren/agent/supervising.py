@@ -299,13 +299,7 @@ class Supervisor:
             raise
         finally:
             if health is not None:
-                health.cancel()
-                try:
-                    await health
-                except asyncio.CancelledError:
-                    pass
-                except Exception:  # a broken probe must not keep the task from stopping
-                    log.exception("%s: health watcher failed", tid)
+                await _cancel(health, tid)
         if self._health_failure:
             exit_wait.cancel()
             await self._stop(spec, handle, TaskState.FAILED, self._health_failure)
@@ -384,3 +378,13 @@ class Supervisor:
             else:
                 await clock.sleep(min(delay, check.interval))
                 delay = min(delay * 2, FAST_PROBE_MAX)
+
+
+async def _cancel(task: asyncio.Task[None], name: str) -> None:
+    """Cancel a helper task and wait until it has ended — asking again if a cancellation got
+    lost — without letting its failure keep the supervisor from stopping the task."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s: health watcher failed", name, exc_info=task.exception())

@@ -437,7 +437,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
             try:
                 while True:
                     try:
-                        batch = await asyncio.wait_for(anext(watch), 15)
+                        async with asyncio.timeout(15):
+                            batch = await anext(watch)
                     except TimeoutError:
                         yield b": keep-alive\n\n"
                         continue

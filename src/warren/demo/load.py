@@ -103,12 +103,12 @@ class LoadGenerator:
             next_at = max(next_at + interval, time.monotonic() - interval)
             try:
                 if conn is None:
-                    conn = await asyncio.wait_for(
-                        asyncio.open_connection(self.host, self.port), self.timeout
-                    )
+                    async with asyncio.timeout(self.timeout):
+                        conn = await asyncio.open_connection(self.host, self.port)
                 reader, writer = conn
                 writer.write(request)
-                status, body, close = await asyncio.wait_for(self._response(reader), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    status, body, close = await self._response(reader)
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
                 self._count(None, f"{type(exc).__name__}: {exc}")
                 await _close(conn)

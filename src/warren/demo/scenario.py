@@ -1,6 +1,8 @@
 """``warren demo``: start a server in a temporary directory, deploy the demo app with 3 replicas
-behind a published port, show requests spread over the tasks, kill a task and show it replaced,
-print a summary, and shut everything down.
+behind a published port, show requests spread over the tasks, kill a task and show it replaced;
+then, under a steady background load, a rolling update v1 → v2 and an update to a version that
+fails its health check and rolls back on its own; print a summary (per step: duration, requests
+served and failed) and shut everything down.
 
 It drives Warren exactly as a user would: ``warren server`` as a separate process, the HTTP API
 through ``warren.client``, and plain HTTP requests to the published port.
@@ -28,8 +30,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ..client import Client
+from ..domain.deployments import Deployment
 from ..domain.errors import WarrenError
 from ..domain.specs import ServiceSpec
+from .load import LoadGenerator
 
 __all__ = ["run_demo"]
 
@@ -148,6 +152,62 @@ def run_demo(keep: bool = False) -> None:
                 console.print(f"[red]demo failed[/red]; server log kept in {data_dir}/server.log")
 
 
+def _releases(demo: Demo, client: Client, load: LoadGenerator) -> None:
+    """Rolling update v1 → v2, then an update that fails its health check and rolls back —
+    both under the background load, shown live."""
+    with demo.step("rolling v1 → v2", "rolling update v1 → v2 under 100 req/s") as step:
+        console.print("  $ warren service update web --env VERSION=v2 --parallelism 1 --monitor 1s")
+        _, _, deployment = client.patch_service(
+            "web",
+            {
+                "env": {"VERSION": "v2"},
+                "deploy": {"updateConfig": {"parallelism": 1, "monitor": "1s"}},
+            },
+        )
+        assert deployment is not None
+        final = _watch(client, deployment, load, step)
+        step.note = f"{final.phase}, 3/3 on v2"
+
+    with demo.step("bad v3 rolls back", "update to v3, which fails its health check") as step:
+        console.print("  $ warren service update web --env VERSION=v3 --env UNHEALTHY=1")
+        _, _, deployment = client.patch_service("web", {"env": {"VERSION": "v3", "UNHEALTHY": "1"}})
+        assert deployment is not None
+        final = _watch(client, deployment, load, step)
+        serving = client.get_service("web")
+        step.note = (
+            f"{final.phase}; revision {serving.revision} ({serving.spec.version_label}) serves"
+        )
+        console.print(f"  {step.note}")
+
+
+def _watch(client: Client, deployment_id: str, load: LoadGenerator, step: Step) -> Deployment:
+    """Print a deployment's decisions and the load's figures live until it (and the rollback
+    it may start) has ended."""
+    start = load.snapshot()
+    shown: set[tuple[str, float, str]] = set()
+    while True:
+        d = client.get_deployment("web", deployment_id)
+        chain = [d]
+        if d.rolled_back_by:
+            chain.append(client.get_deployment("web", d.rolled_back_by))
+        now = load.snapshot().since(start)
+        for item in chain:
+            for decision in item.decisions:
+                key = (item.id, decision.time, decision.reason)
+                if key not in shown:
+                    shown.add(key)
+                    console.print(
+                        f"  [dim]{item.id}[/dim] {decision.reason}: {decision.message}  "
+                        f"[dim]({now.requests} requests, {now.failed} failed, "
+                        f"{dict(now.versions)})[/dim]"
+                    )
+        if d.phase.terminal and chain[-1].phase.terminal:
+            break
+        time.sleep(0.2)
+    step.requests, step.failed = now.requests, now.failed
+    return d
+
+
 def _reap_leftovers(data_dir: Path) -> None:
     """Stop any task process still recorded (only if the demo failed half-way)."""
     for record in (data_dir / "agent" / "tasks").glob("*.json"):
@@ -221,6 +281,16 @@ def _scenario(demo: Demo) -> None:
         new = next(t for t in client.list_tasks("web") if t.slot == victim.slot and t.ready)
         console.print(f"  {victim.id} failed → replaced by {new.id}, ready again")
         step.note = f"replaced by {new.id}"
+
+    load = LoadGenerator(url, rate=100, connections=4).start()
+    try:
+        _releases(demo, client, load)
+    finally:
+        total = load.stop()
+    console.print(
+        f"\n  background load: {total.requests} requests, {total.failed} failed, "
+        f"versions {dict(total.versions)}"
+    )
 
     with demo.step("remove, stop", "remove the service and stop the server") as step:
         client.delete_service("web")

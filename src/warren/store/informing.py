@@ -130,7 +130,8 @@ class Informer(Generic[M]):
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((revision, fut))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                await fut
 
     def values(self) -> list[M]:
         return list(self.items.values())

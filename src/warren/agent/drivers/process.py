@@ -203,12 +203,14 @@ class ProcessDriver:
         if not proc.exited.done():
             _killpg(proc.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(proc.exited), grace)
+                async with asyncio.timeout(grace):
+                    await asyncio.shield(proc.exited)
             except TimeoutError:
                 log.info("task %s ignored SIGTERM for %.1fs; killing it", task_id, grace)
                 _killpg(proc.pid, signal.SIGKILL)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(proc.exited), 5.0)
+                    async with asyncio.timeout(5.0):
+                        await asyncio.shield(proc.exited)
         # Whatever the main process left behind in its group goes too.
         _killpg(proc.pid, signal.SIGKILL)
         if not proc.exited.done():
