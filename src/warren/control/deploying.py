@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 
-from ..domain.deployments import Deployment, DeploymentKind, Phase, Reason
+from ..domain.deployments import Deployment, Phase, Reason
 from ..domain.events import Level
 from ..domain.services import Service
 from ..domain.tasks import Task
 from ..planning.rollouts import RolloutView, Step
 from ..planning.strategies import rolling_step
 from ..ports import Clock, Compare, Put
-from ..store.cluster import ClusterStore, deployment_key, encode, service_key
+from ..store.cluster import DEPLOYMENTS, ClusterStore, deployment_key, encode, service_key
 from ..store.informing import Informer
 from .controlling import Controller
 from .indexing import DeploymentIndex, TaskIndex
@@ -83,8 +83,7 @@ class DeploymentController(Controller):
         if deployment.phase == Phase.ROLLING_BACK and deployment.rolled_back_by is None:
             await self._start_rollback(deployment)
             return None
-        if deployment.kind == DeploymentKind.ROLLBACK and deployment.phase.terminal:
-            await self._finish_rolled_back(deployment)
+        await self._finish_rollbacks(key)
         if not deployment.active:
             return None
         view = RolloutView(
@@ -150,25 +149,33 @@ class DeploymentController(Controller):
             service=failed.service,
         )
 
-    async def _finish_rolled_back(self, rollback: Deployment) -> None:
-        """A rollback ended: the deployment it undid is rolled_back (or failed with it)."""
-        if rollback.rollback_of is None:
-            return
-        key = deployment_key(rollback.service, sequence_of(rollback.rollback_of))
-        original = self.deployments.items.get(key)
-        if original is None or original.phase != Phase.ROLLING_BACK:
-            return
-        now = self.clock.now()
-        if rollback.phase == Phase.SUCCEEDED:
-            done = original.decide(
-                now, Reason.ROLLBACK_COMPLETE,
-                f"rolled back to revision {rollback.to_revision} by {rollback.id}",
-                phase=Phase.ROLLED_BACK, finished_at=now,
-            )  # fmt: skip
-        else:
-            done = original.decide(
-                now, Reason.ROLLBACK_FAILED, f"rollback {rollback.id} {rollback.phase}",
-                phase=Phase.FAILED, finished_at=now,
-            )  # fmt: skip
-        if await self._store(original, done):
-            await self._announce(original, done)
+    async def _finish_rollbacks(self, service: str) -> None:
+        """Every deployment rolling back whose rollback has ended ends too: rolled_back when the
+        rollback succeeded, superseded or failed with it otherwise."""
+        prefix = f"{DEPLOYMENTS}{service}/"
+        items = {d.id: d for k, d in self.deployments.items.items() if k.startswith(prefix)}
+        for original in list(items.values()):
+            if original.phase != Phase.ROLLING_BACK or original.rolled_back_by is None:
+                continue
+            rollback = items.get(original.rolled_back_by)
+            if rollback is None or not rollback.phase.terminal:
+                continue
+            now = self.clock.now()
+            if rollback.phase == Phase.SUCCEEDED:
+                done = original.decide(
+                    now, Reason.ROLLBACK_COMPLETE,
+                    f"rolled back to revision {rollback.to_revision} by {rollback.id}",
+                    phase=Phase.ROLLED_BACK, finished_at=now,
+                )  # fmt: skip
+            elif rollback.phase == Phase.SUPERSEDED:
+                done = original.decide(
+                    now, Reason.SUPERSEDED, f"its rollback {rollback.id} was superseded",
+                    phase=Phase.SUPERSEDED, finished_at=now,
+                )  # fmt: skip
+            else:
+                done = original.decide(
+                    now, Reason.ROLLBACK_FAILED, f"rollback {rollback.id} {rollback.phase}",
+                    phase=Phase.FAILED, finished_at=now,
+                )  # fmt: skip
+            if await self._store(original, done):
+                await self._announce(original, done)

@@ -203,8 +203,9 @@ class ClusterStore:
             latest = await self.latest_deployment(name)
             target = to_revision
             if target is None:
-                if latest is not None and latest[0].active:
-                    target = latest[0].from_revision  # undo the rollout in flight
+                active = latest[0] if latest is not None and latest[0].active else None
+                if active is not None and active.kind == DeploymentKind.UPDATE:
+                    target = active.from_revision  # undo the update in flight
                 else:
                     deployments = await self.list_deployments(name)
                     target = previous_revision(deployments, current.revision)
