@@ -27,6 +27,7 @@ __all__ = [
     "ExitStatus",
     "KeyValue",
     "Op",
+    "Pin",
     "ProbeResult",
     "Prober",
     "Put",
@@ -237,13 +238,32 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Pin:
+    """Requests that carry ``header: value`` (or the cookie ``cookie=value``) go to
+    ``revision`` whatever the weights say: a preview of a new revision, or an A/B group."""
+
+    revision: int
+    header: str | None = None
+    cookie: str | None = None
+    value: str = "1"
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
-    """How one service is reached: on its published ports, and on the shared port by host."""
+    """How one service is reached: on its published ports, and on the shared port by host.
+
+    Without ``weights`` every ready endpoint gets an equal share. With them, each revision gets
+    its weight's share of the requests, exactly (smooth weighted round-robin: over any 100
+    consecutive requests with weights summing to 100, revision r gets weights[r] of them),
+    whatever its number of endpoints; a revision whose weight is 0 gets none."""
 
     service: str
     ports: tuple[int, ...] = ()
     host: str | None = None
     endpoints: tuple[Endpoint, ...] = ()
+    weights: tuple[tuple[int, int], ...] = ()
+    """(revision, weight) pairs; empty means "share by endpoints"."""
+    pins: tuple[Pin, ...] = ()
 
 
 LATENCY_BUCKETS: tuple[float, ...] = (

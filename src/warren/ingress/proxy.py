@@ -407,10 +407,13 @@ class _Client(asyncio.Protocol):
                 return
         ex = _Exchange(ingress, self, req, entry)
         self._exchange = ex
-        endpoint = entry.pick()
+        pinned = entry.pinned(req.headers) if entry.route.pins else None
+        endpoint = entry.pick(pinned)
         if endpoint is None:
-            ex.fail(503, f"service {entry.service} has no ready task")
+            which = f" of revision {pinned}" if pinned is not None else ""
+            ex.fail(503, f"service {entry.service} has no ready task{which}")
         else:
+            ex.pinned = pinned is not None or bool(entry.route.weights)
             ex.send(endpoint)
 
     def exchange_done(self, close: bool) -> None:
@@ -610,6 +613,7 @@ class _Exchange:
         "ingress",
         "last_progress",
         "payload",
+        "pinned",
         "req",
         "retried",
         "reused",
@@ -635,6 +639,7 @@ class _Exchange:
         """The address counted as in flight for this request."""
         self.upstream: _Upstream | None = None
         self.payload = b""
+        self.pinned = False
         self.reused = False
         self.retried = False
         self.tried: list[str] = []
@@ -705,7 +710,9 @@ class _Exchange:
             reason = f"cannot connect to {address}: {exc}"
         log.debug("ingress: %s (service %s)", reason, self.entry.service)
         self.tried.append(address)
-        endpoint = self.entry.pick_other(self.tried)
+        # A weighted or pinned request keeps its revision when it retries another endpoint.
+        revision = self.endpoint.revision if self.pinned and self.endpoint else None
+        endpoint = self.entry.pick_other(self.tried, revision)
         if endpoint is not None:
             self.send(endpoint)
         elif timed_out:

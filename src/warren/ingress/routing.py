@@ -36,12 +36,31 @@ def normalize_host(host: str) -> str:
     return host.rstrip(".")
 
 
+class _Group:
+    """One revision of a weighted route: its weight, its active endpoints, its round-robin
+    position, and the smooth weighted round-robin's running score."""
+
+    __slots__ = ("active", "current", "next", "revision", "weight")
+
+    def __init__(self, revision: int, weight: int) -> None:
+        self.revision = revision
+        self.weight = weight
+        self.active: tuple[Endpoint, ...] = ()
+        self.current = 0
+        self.next = 0
+
+    def pick(self) -> Endpoint:
+        i = self.next if self.next < len(self.active) else 0
+        self.next = i + 1
+        return self.active[i]
+
+
 class ServiceEntry:
     """One service as the ingress sees it. Entries are updated in place when the route changes,
     so a request holding one (to retry another endpoint) always sees the current endpoints, and
-    the round-robin position survives updates."""
+    the round-robin positions (and weighted scores) survive updates."""
 
-    __slots__ = ("_next", "active", "endpoints", "route", "service")
+    __slots__ = ("_groups", "_next", "_total", "active", "endpoints", "route", "service")
 
     def __init__(self, route: Route) -> None:
         self.service = route.service
@@ -50,9 +69,17 @@ class ServiceEntry:
         self.active: tuple[Endpoint, ...] = route.endpoints
         """The endpoints that get new requests: ``endpoints`` minus the draining ones."""
         self._next = 0
+        self._groups: dict[int, _Group] = {}
+        """Per revision, when the route has weights."""
+        self._total = 0
 
-    def pick(self) -> Endpoint | None:
-        """The next active endpoint, round-robin; None when there is none."""
+    def pick(self, revision: int | None = None) -> Endpoint | None:
+        """The endpoint for the next request; None when there is none. ``revision``: a pinned
+        request (preview, A/B) — only that revision's endpoints."""
+        if revision is not None:
+            return self._pick_revision(revision)
+        if self._groups:
+            return self._pick_weighted()
         active = self.active
         if not active:
             return None
@@ -63,17 +90,74 @@ class ServiceEntry:
         self._next = i + 1
         return active[i]
 
-    def pick_other(self, tried: Container[str]) -> Endpoint | None:
+    def _pick_weighted(self) -> Endpoint | None:
+        # Smooth weighted round-robin (as in nginx): every group gains its weight, the leader
+        # is chosen and pays the total. Weights 10/90 give exactly 10 and 90 of every 100
+        # consecutive picks, interleaved (not 10 in a row).
+        best: _Group | None = None
+        total = 0
+        for g in self._groups.values():
+            if g.weight <= 0 or not g.active:
+                continue
+            g.current += g.weight
+            total += g.weight
+            if best is None or g.current > best.current:
+                best = g
+        if best is None:
+            # No weighted revision has a ready endpoint: better any ready one than an error.
+            return self.active[0] if self.active else None
+        best.current -= total
+        return best.pick()
+
+    def _pick_revision(self, revision: int) -> Endpoint | None:
+        group = self._groups.get(revision)
+        if group is not None:
+            return group.pick() if group.active else None
+        same = [e for e in self.active if e.revision == revision]
+        return same[self._next % len(same)] if same else None
+
+    def pinned(self, headers: list[tuple[bytes, bytes]]) -> int | None:
+        """The revision a request is pinned to by one of the route's pins, if any."""
+        for pin in self.route.pins:
+            for name, value in headers:
+                lname = name.lower()
+                if pin.header is not None and lname == pin.header.lower().encode():
+                    if value.strip().decode("latin-1") == pin.value:
+                        return pin.revision
+                elif pin.cookie is not None and lname == b"cookie":
+                    wanted = f"{pin.cookie}={pin.value}"
+                    if any(c.strip() == wanted for c in value.decode("latin-1").split(";")):
+                        return pin.revision
+        return None
+
+    def pick_other(self, tried: Container[str], revision: int | None = None) -> Endpoint | None:
         """The next active endpoint whose address is not in ``tried`` (each endpoint at most once
-        per request, when connecting to the previous ones failed)."""
-        for _ in range(len(self.active)):
-            endpoint = self.pick()
-            if endpoint is not None and endpoint.address not in tried:
+        per request, when connecting to the previous ones failed); of ``revision`` only, for a
+        pinned or weighted request, so that a retry never changes the revision."""
+        candidates = (
+            self.active
+            if revision is None
+            else tuple(e for e in self.active if e.revision == revision)
+        )
+        for offset in range(len(candidates)):
+            endpoint = candidates[(self._next + offset) % len(candidates)]
+            if endpoint.address not in tried:
+                self._next += offset + 1
                 return endpoint
         return None
 
     def _refresh(self, draining: Container[str]) -> None:
         self.active = tuple(e for e in self.endpoints if e.address not in draining)
+        if not self.route.weights:
+            self._groups = {}
+            return
+        groups = {}
+        for revision, weight in self.route.weights:
+            group = self._groups.get(revision) or _Group(revision, weight)
+            group.weight = weight
+            group.active = tuple(e for e in self.active if e.revision == revision)
+            groups[revision] = group
+        self._groups = groups
 
     def __repr__(self) -> str:
         return f"ServiceEntry({self.service!r}, active={len(self.active)}/{len(self.endpoints)})"
