@@ -226,12 +226,23 @@ class CanaryStep(Model):
 
 
 class Analysis(Model):
+    """How a canary (or a green revision) is judged every ``interval`` (see
+    ``planning/analysis.py``)."""
+
     interval: Duration = 10.0
+    mode: Literal["threshold", "baseline"] = "threshold"
     success_rate: float | None = Field(None, ge=0, le=1)
     max_latency_p95: Duration | None = None
     max_latency_p99: Duration | None = None
     min_requests: int = Field(20, ge=0)
     failure_limit: int = Field(1, ge=1)
+    """Consecutive failed windows before the canary fails."""
+    significance: float = Field(0.05, gt=0, lt=1)
+    """baseline mode: the p-value below which a difference counts."""
+    max_error_rate_increase: float = Field(0.01, ge=0, le=1)
+    """baseline mode: a significant error-rate increase must also exceed this (0.01 = 1 point)."""
+    max_latency_increase: float = Field(0.2, ge=0)
+    """baseline mode: a significant slow-down must also exceed this (0.2 = median 20% slower)."""
 
 
 class CanaryConfig(Model):
