@@ -7,6 +7,7 @@ Must not import anything of Warren's but ``domain``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -17,6 +18,7 @@ from .domain.tasks import Task
 
 __all__ = [
     "LATENCY_BUCKETS",
+    "RECENT_KEPT",
     "Clock",
     "Compare",
     "DataPlane",
@@ -26,6 +28,7 @@ __all__ = [
     "EventType",
     "ExitStatus",
     "KeyValue",
+    "MetricSource",
     "Op",
     "Pin",
     "ProbeResult",
@@ -38,6 +41,7 @@ __all__ = [
     "TaskHandle",
     "TxnResult",
     "WatchEvent",
+    "Window",
 ]
 
 
@@ -283,6 +287,28 @@ class RouteStats:
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     """Non-cumulative counts per bucket of LATENCY_BUCKETS; the last one is +Inf."""
     latency_sum: float = 0.0
+    recent: deque[tuple[float, float, bool]] = field(
+        default_factory=lambda: deque(maxlen=RECENT_KEPT)
+    )
+    """The last requests: (monotonic time, latency, failed) — the windows canary analysis reads."""
+
+
+RECENT_KEPT = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One revision's traffic over the last seconds."""
+
+    requests: int
+    errors: int
+    latencies: tuple[float, ...]
+
+
+class MetricSource(Protocol):
+    """Per-revision traffic figures over sliding windows (the ingress, or later Prometheus)."""
+
+    def window(self, service: str, revision: int, seconds: float) -> Window: ...
 
 
 class DataPlane(Protocol):

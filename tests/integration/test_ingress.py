@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from warren.ingress import Ingress, RoutingTable, normalize_host
-from warren.ports import LATENCY_BUCKETS, DataPlane, Endpoint, Route
+from warren.ports import LATENCY_BUCKETS, DataPlane, Endpoint, Pin, Route
 
 pytestmark = pytest.mark.integration
 
@@ -1078,3 +1078,35 @@ def test_under_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(asyncio.wait_for(scenario(), 6 * WAIT))
+
+
+async def test_weighted_split_and_preview_pin_through_the_proxy(
+    ingress: Ingress, upstream: Factory
+) -> None:
+    stable = await upstream("stable")
+    canary = await upstream("canary")
+    endpoints = (stable.endpoint(1), canary.endpoint(2))
+    pins = (Pin(2, header="X-Warren-Preview"),)
+    split = Route(
+        "web", host="web.test", endpoints=endpoints, weights=((1, 90), (2, 10)), pins=pins
+    )
+    await ingress.update({"web": split})
+    async with client(ingress) as c:
+        names = [(await c.get("/")).json()["name"] for _ in range(100)]
+        assert names.count("canary") == 10  # exactly the weight, with one canary replica
+        headers = {"X-Warren-Preview": "1"}
+        preview = [(await c.get("/", headers=headers)).json()["name"] for _ in range(5)]
+        assert preview == ["canary"] * 5
+        for _ in range(10):
+            await c.get("/fail")
+    back = Route("web", host="web.test", endpoints=endpoints, weights=((1, 100), (2, 0)))
+    await ingress.update({"web": back})
+    async with client(ingress) as c:
+        assert {(await c.get("/")).json()["name"] for _ in range(20)} == {"stable"}
+    # The sliding windows canary analysis reads.
+    canary_window, stable_window = ingress.window("web", 2, 60), ingress.window("web", 1, 60)
+    assert canary_window.requests == 10 + 5 + 1  # 10% of 100, the previews, 10% of the fails
+    assert (canary_window.errors, stable_window.errors) == (1, 9)
+    assert stable_window.requests == 90 + 9 + 20
+    assert ingress.window("web", 3, 60).requests == 0
+    assert all(latency > 0 for latency in canary_window.latencies)

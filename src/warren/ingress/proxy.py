@@ -30,7 +30,7 @@ from typing import cast
 import httptools
 
 from ..domain.errors import UnavailableError
-from ..ports import LATENCY_BUCKETS, Endpoint, Route, RouteStats
+from ..ports import LATENCY_BUCKETS, Endpoint, Route, RouteStats, Window
 from .routing import RoutingTable, ServiceEntry
 
 __all__ = ["Ingress"]
@@ -569,7 +569,7 @@ def _scan_headers(req: _Request) -> None:
                 if lname not in named and (lname == b"host" or lname not in _REQUEST_SPECIAL):
                     out += name + b": " + value + b"\r\n"
     req.out = bytes(out)
-    req.headers = []
+    # req.headers stay: a route's pins (preview, A/B) read them when the request is routed.
 
 
 def _value(lower: bytes, marker: bytes) -> bytes:
@@ -791,6 +791,7 @@ class _Exchange:
             rev.latency_sum += elapsed
             if failed:
                 rev.errors_5xx += 1
+            rev.recent.append((time.monotonic(), elapsed, failed))
         if self.address is not None:
             self.ingress._in_flight_add(self.address, -1)
             self.address = None
@@ -1201,6 +1202,22 @@ class Ingress:
         """Per (service, revision), since the ingress started (a snapshot): canary analysis
         compares these between revisions."""
         return {key: _copy(s) for key, s in self._rev_stats.items()}
+
+    def window(self, service: str, revision: int, seconds: float) -> Window:
+        """``service``'s requests to ``revision`` over the last ``seconds`` (the most recent
+        RECENT_KEPT of them at most): the input of canary analysis."""
+        stats = self._rev_stats.get((service, revision))
+        if stats is None:
+            return Window(0, 0, ())
+        since = time.monotonic() - seconds
+        latencies: list[float] = []
+        errors = 0
+        for at, latency, failed in reversed(stats.recent):
+            if at < since:
+                break
+            latencies.append(latency)
+            errors += failed
+        return Window(len(latencies), errors, tuple(latencies))
 
     def in_flight(self, address: str) -> int:
         """Requests sent to ``address`` and not yet answered."""
