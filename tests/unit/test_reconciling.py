@@ -378,3 +378,28 @@ def test_history_of_other_slots_is_independent() -> None:
     live = [task(1, "x", created_at=9.0), task(2, "x", created_at=9.0)]
     plan = plan_service("web", service(replicas=2), [*tasks, *live], NOW)
     assert plan.forget == ()
+
+
+def test_two_revisions_side_by_side_in_a_slot() -> None:
+    """A canary or blue/green slot runs one task of each revision; the old one goes only once
+    every wanted revision is ready, and a slot back to one revision sheds the other."""
+    svc = Service(
+        spec=ServiceSpec(name="web", command=("x",), replicas=2), revision=2,
+        created_at=0, updated_at=0,
+    )  # fmt: skip
+    old = [
+        Task(id=f"web.{s}.a", service="web", revision=1, slot=s, node="n", state=TaskState.RUNNING,
+             ready=True, created_at=0, updated_at=0)
+        for s in (1, 2)
+    ]  # fmt: skip
+    plan = plan_service("web", svc, old, 10.0, {1: (1, 2), 2: 1})
+    assert plan.create == (NewTask(1, 2, 0),)
+    assert plan.shutdown == ()
+    green = Task(id="web.1.b", service="web", revision=2, slot=1, node="n",
+                 state=TaskState.RUNNING, ready=True, created_at=5, updated_at=5)  # fmt: skip
+    plan = plan_service("web", svc, [*old, green], 10.0, {1: (1, 2), 2: 1})
+    assert plan.create == () and plan.shutdown == ()
+    plan = plan_service("web", svc, [*old, green], 10.0, {1: 2, 2: 1})
+    assert plan.shutdown == (("web.1.a", "replaced by revision 2"),)
+    plan = plan_service("web", svc, [*old, green], 10.0, {1: 1, 2: 1})
+    assert plan.shutdown == (("web.1.b", "replaced by revision 1"),)

@@ -26,7 +26,14 @@ from ..domain.services import Service
 from ..domain.specs import RestartCondition, RestartPolicy, UpdateOrder
 from ..domain.tasks import Task, TaskState
 
-__all__ = ["HISTORY_PER_SLOT", "NewTask", "ReconcilePlan", "plan_service", "restart_due"]
+__all__ = [
+    "HISTORY_PER_SLOT",
+    "NewTask",
+    "ReconcilePlan",
+    "SlotTarget",
+    "plan_service",
+    "restart_due",
+]
 
 HISTORY_PER_SLOT = 3
 
@@ -80,16 +87,27 @@ def _newest_first(tasks: Sequence[Task]) -> list[Task]:
     return sorted(tasks, key=lambda t: (t.created_at, t.id), reverse=True)
 
 
+SlotTarget = int | tuple[int, ...]
+"""The revision a slot runs — or, during a canary or blue/green release, the revisions (one task
+of each, side by side)."""
+
+
+def _revisions(target: SlotTarget) -> tuple[int, ...]:
+    return target if isinstance(target, tuple) else (target,)
+
+
 def plan_service(
     name: str,
     service: Service | None,
     tasks: Sequence[Task],
     now: float,
-    slot_revisions: Mapping[int, int] | None = None,
+    slot_revisions: Mapping[int, SlotTarget] | None = None,
     order: UpdateOrder = UpdateOrder.START_FIRST,
 ) -> ReconcilePlan:
-    """The plan for one service. ``slot_revisions`` maps a slot to the revision it should run
-    (a rollout in progress); slots not in it run the service's current revision."""
+    """The plan for one service. ``slot_revisions`` maps a slot to the revision (or revisions)
+    it should run (a rollout in progress); slots not in it run the service's current revision.
+    Tasks of any other revision in a slot are shut down once every wanted one is ready
+    (start-first), or at once (stop-first)."""
     by_slot: dict[int, list[Task]] = defaultdict(list)
     for t in tasks:
         by_slot[t.slot].append(t)
@@ -100,41 +118,47 @@ def plan_service(
     requeue_at: float | None = None
 
     replicas = service.spec.replicas if service else 0
-    for slot in sorted(set(by_slot) | set(range(1, replicas + 1))):
+    targets = slot_revisions or {}
+    # Slots a rollout asks for above replicas (rare: more canary tasks than replicas) count too.
+    wanted_slots = set(range(1, replicas + 1)) | (set(targets) if service else set())
+    for slot in sorted(set(by_slot) | wanted_slots):
         slot_tasks = _newest_first(by_slot.get(slot, []))
         ended = [t for t in slot_tasks if t.state.terminal]
         forget.extend(t.id for t in ended[HISTORY_PER_SLOT:])
         live = [t for t in slot_tasks if t.wants_running and t.state.active]
-        if service is None or slot > replicas:
+        if service is None or slot not in wanted_slots:
             forget.extend(t.id for t in ended[:HISTORY_PER_SLOT])
             why = "service removed" if service is None else "scaled down"
             shutdown.extend((t.id, why) for t in live)
             continue
-        target = (slot_revisions or {}).get(slot, service.revision)
-        # Keep the newest ready task of the slot, else the newest: a duplicate never costs
-        # the slot its only ready task.
-        current = sorted((t for t in live if t.revision == target), key=lambda t: not t.ready)
-        others = [t for t in live if t.revision != target]
-        shutdown.extend((t.id, "duplicate task in slot") for t in current[1:])
-        # stop-first: the slot's old task must have ended before its replacement starts.
+        wanted = _revisions(targets.get(slot, service.revision))
+        # stop-first: the slot's old tasks must have ended before their replacements start.
         waiting_for_stop = order == UpdateOrder.STOP_FIRST and any(
-            t.state.active and t.revision != target for t in slot_tasks
+            t.state.active and t.revision not in wanted for t in slot_tasks
         )
-        if not current and not waiting_for_stop:
+        all_ready = True
+        for target in wanted:
+            # Keep the newest ready task of the revision, else the newest: a duplicate never
+            # costs the slot its only ready task.
+            current = sorted((t for t in live if t.revision == target), key=lambda t: not t.ready)
+            shutdown.extend((t.id, "duplicate task in slot") for t in current[1:])
+            all_ready = all_ready and bool(current) and current[0].ready
+            if current or waiting_for_stop:
+                continue
             last = next((t for t in ended if t.revision == target and t.wants_running), None)
             if last is None:
                 create.append(NewTask(slot, target, 0))
+                continue
+            due = restart_due(last, service.spec.restart_policy)
+            if due is None:
+                notes.append(f"slot {slot}: not restarted (restart policy)")
+            elif due[1] <= now:
+                create.append(NewTask(slot, target, due[0]))
             else:
-                due = restart_due(last, service.spec.restart_policy)
-                if due is None:
-                    notes.append(f"slot {slot}: not restarted (restart policy)")
-                elif due[1] <= now:
-                    create.append(NewTask(slot, target, due[0]))
-                else:
-                    requeue_at = due[1] if requeue_at is None else min(requeue_at, due[1])
-        replacement_ready = bool(current) and current[0].ready
-        if others and (replacement_ready or order == UpdateOrder.STOP_FIRST):
-            shutdown.extend((t.id, f"replaced by revision {target}") for t in others)
+                requeue_at = due[1] if requeue_at is None else min(requeue_at, due[1])
+        others = [t for t in live if t.revision not in wanted]
+        if others and (all_ready or order == UpdateOrder.STOP_FIRST):
+            shutdown.extend((t.id, f"replaced by revision {wanted[-1]}") for t in others)
 
     return ReconcilePlan(
         create=tuple(create),
