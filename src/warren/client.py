@@ -213,6 +213,11 @@ class Client:
         path = f"/v1/services/{service}/deployment/resume"
         return Deployment.model_validate(self.request("POST", path))
 
+    def promote_deployment(self, service: str, full: bool = False) -> Deployment:
+        path = f"/v1/services/{service}/deployment/promote"
+        params = {"full": "true"} if full else {}
+        return Deployment.model_validate(self.request("POST", path, params=params))
+
     def abort_deployment(self, service: str) -> Deployment:
         """Returns the rollback deployment it started (or the failed one)."""
         path = f"/v1/services/{service}/deployment/abort"

@@ -143,7 +143,7 @@ class Server:
                 f"cannot listen on {cfg.ingress_host}:{cfg.http_port} (--http-port): "
                 f"{exc.strerror or exc}"
             ) from None
-        self.plane = ControlPlane(self.cluster, self.clock, self.ingress)
+        self.plane = ControlPlane(self.cluster, self.clock, self.ingress, self.ingress)
         self.plane.tasks.on_change(self._dispatch)
         await self.plane.start()
         for agent in self._build_agents():

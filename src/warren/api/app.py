@@ -39,7 +39,7 @@ from ..domain.errors import (
 from ..domain.events import Event
 from ..domain.nodes import Node
 from ..domain.services import Revision, Service
-from ..domain.specs import ServiceSpec, patch_spec
+from ..domain.specs import ServiceSpec, Strategy, patch_spec
 from ..domain.tasks import Task
 from ..store.cluster import EVENTS, ClusterStore, decode
 from .schemas import (
@@ -339,11 +339,33 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 raise ConflictError(f"deployment {d.id} is {d.phase}, not paused")
             return d.decide(
                 now, Reason.RESUMED, "resumed by the operator", action="resume",
-                phase=Phase.PROGRESSING, paused_reason="", progress_at=now,
+                phase=Phase.PROGRESSING, paused_reason="", progress_at=now, analysis_at=now,
             )  # fmt: skip
 
         d = await cluster.change_deployment(name, change)
         await cluster.record("deployment.progressing", f"deployment {d.id} resumed", service=name)
+        return d.to_wire()
+
+    @app.post("/v1/services/{name}/deployment/promote", tags=["deployments"])
+    async def promote(name: str, _: Auth, full: bool = False) -> dict[str, Any]:
+        """Canary: skip the current pause (``full``: every remaining step). Blue/green: switch
+        now."""
+        now = cluster.clock.now()
+
+        def change(d: Deployment) -> Deployment:
+            if d.phase not in (Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_PROMOTION):
+                raise ConflictError(f"deployment {d.id} is {d.phase}: nothing to promote")
+            if d.strategy == Strategy.ROLLING or d.kind != DeploymentKind.UPDATE:
+                raise ConflictError(f"deployment {d.id} is a rolling {d.kind}: nothing to promote")
+            what = "full" if full else "step"
+            return d.decide(
+                now, Reason.PROMOTED, f"promote ({what}) asked by the operator",
+                action="promote", phase=Phase.PROGRESSING, promote=what, paused_reason="",
+                analysis_at=now,
+            )  # fmt: skip
+
+        d = await cluster.change_deployment(name, change)
+        await cluster.record("deployment.promoted", f"deployment {d.id} promoted", service=name)
         return d.to_wire()
 
     @app.post("/v1/services/{name}/deployment/abort", tags=["deployments"])

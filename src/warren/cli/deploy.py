@@ -64,6 +64,14 @@ def status_table(status: DeploymentStatus) -> Table:
             f"updated, {status.failed_tasks} failed",
         )
         table.add_row("elapsed", format_duration(status.elapsed or 0))
+        if status.weights:
+            shares = ", ".join(f"revision {rev}: {w}%" for rev, w in status.weights.items())
+            table.add_row("weights", shares)
+        analyses = [d for d in status.decisions if d.reason.startswith("Analysis")]
+        if analyses:
+            last = analyses[-1]
+            figures = ", ".join(f"{k} {v}" for k, v in last.measured.items())
+            table.add_row("analysis", f"{last.reason}: {last.message} ({figures})")
         if status.message:
             table.add_row("message", status.message)
     return table
@@ -149,6 +157,17 @@ def resume(name: str) -> None:
 
 
 @app.command()
+def promote(
+    name: str,
+    full: Annotated[bool, typer.Option("--full", help="Skip every remaining step.")] = False,
+) -> None:
+    """Canary: skip the current pause (--full: all remaining steps). Blue/green: switch now."""
+    with Client() as client:
+        d = client.promote_deployment(name, full)
+    console.print(f"deployment {d.id}: promote ({'full' if full else 'step'}) accepted")
+
+
+@app.command()
 def abort(name: str) -> None:
     """Stop the active rollout and roll back to the revision it started from."""
     with Client() as client:
@@ -190,14 +209,21 @@ def follow(client: Client, service: str, deployment_id: str) -> None:
                     bars[d.id] = progress.add_task(label, total=max(d.replicas, 1), detail="")
                 per_batch = d.config.parallelism or max(d.replicas, 1)
                 batches = -(-d.replicas // per_batch)
+                shares = " ".join(f"r{rev}:{w}%" for rev, w in d.weights)
+                where = f"step {d.step}" if d.weights else f"batch {d.step}/{batches}"
                 progress.update(
                     bars[d.id],
                     completed=d.ready_slots,
-                    detail=f"batch {d.step}/{batches} {d.phase}",
+                    detail=f"{where} {d.phase} {shares}",
                 )
             last = current[-1]
             if followed.phase.terminal and (last is followed or last.phase.terminal):
                 break
+            if followed.phase in (Phase.PAUSED, Phase.AWAITING_PROMOTION):
+                raise WarrenError(
+                    f"deployment {followed.id} {followed.phase}: {followed.message} — continue "
+                    f"with `warren deploy promote {service}` or `warren deploy resume {service}`"
+                )
             time.sleep(0.2)
     if followed.phase != Phase.SUCCEEDED:
         raise WarrenError(f"deployment {followed.id} {followed.phase}: {followed.message}")

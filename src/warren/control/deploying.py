@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import logging
 
-from ..domain.deployments import Deployment, Phase, Reason
+from ..domain.deployments import Deployment, DeploymentKind, Phase, Reason
 from ..domain.events import Level
-from ..domain.services import Service
+from ..domain.services import Revision, Service
+from ..domain.specs import Strategy
 from ..domain.tasks import Task
+from ..planning.analysis import Sample
 from ..planning.rollouts import RolloutView, Step
-from ..planning.strategies import rolling_step
-from ..ports import Clock, Compare, Put
-from ..store.cluster import DEPLOYMENTS, ClusterStore, deployment_key, encode, service_key
+from ..planning.strategies import blue_green_step, canary_step, rollback_step, rolling_step
+from ..ports import Clock, Compare, MetricSource, Put
+from ..store.cluster import (
+    DEPLOYMENTS,
+    ClusterStore,
+    deployment_key,
+    encode,
+    revision_key,
+    service_key,
+)
 from ..store.informing import Informer
 from .controlling import Controller
 from .indexing import DeploymentIndex, TaskIndex
@@ -50,12 +59,16 @@ class DeploymentController(Controller):
         services: Informer[Service],
         tasks: Informer[Task],
         deployments: Informer[Deployment],
+        revisions: Informer[Revision],
         latest: DeploymentIndex,
         index: TaskIndex,
         clock: Clock,
+        metrics: MetricSource | None = None,
     ) -> None:
         super().__init__(clock)
         self.cluster = cluster
+        self.revisions = revisions
+        self.metrics = metrics
         self.services = services
         self.deployments = deployments
         self.latest = latest
@@ -86,12 +99,7 @@ class DeploymentController(Controller):
         await self._finish_rollbacks(key)
         if not deployment.active:
             return None
-        view = RolloutView(
-            deployment=deployment,
-            replicas=service.spec.replicas,
-            tasks=self.index.tasks(key),
-            now=self.clock.now(),
-        )
+        view = self._view(deployment, service)
         step = self._plan(view)
         if step.deployment != deployment:
             if not await self._store(deployment, step.deployment):
@@ -99,10 +107,43 @@ class DeploymentController(Controller):
             await self._announce(deployment, step.deployment)
         if step.rollback_to is not None:
             await self._start_rollback(step.deployment)
+        if step.revert_to is not None:
+            await self.cluster.revert_service(key, step.revert_to)
         return step.requeue_at
 
+    def _view(self, deployment: Deployment, service: Service) -> RolloutView:
+        """What the planner sees: the deployment, the tasks, the new revision's release settings
+        and — for analysis — both revisions' traffic over the last analysis interval."""
+        revision = self.revisions.items.get(revision_key(service.name, deployment.to_revision))
+        spec = revision.spec if revision is not None else service.spec
+        canary, blue_green = spec.deploy.canary, spec.deploy.blue_green
+        analysis = (canary.analysis if canary else None) or (
+            blue_green.analysis if blue_green else None
+        )
+        samples: dict[int, Sample] = {}
+        if analysis is not None and self.metrics is not None:
+            for rev in (deployment.from_revision, deployment.to_revision):
+                if rev is not None:
+                    w = self.metrics.window(service.name, rev, analysis.interval)
+                    samples[rev] = Sample(w.requests, w.errors, w.latencies)
+        return RolloutView(
+            deployment=deployment,
+            replicas=service.spec.replicas,
+            tasks=self.index.tasks(service.name),
+            now=self.clock.now(),
+            canary=canary,
+            blue_green=blue_green,
+            samples=samples,
+        )
+
     def _plan(self, view: RolloutView) -> Step:
-        # Every strategy is rolling until blue/green and canary land.
+        d = view.deployment
+        if d.kind == DeploymentKind.ROLLBACK:
+            return rollback_step(view)
+        if d.strategy == Strategy.CANARY and d.from_revision is not None:
+            return canary_step(view)
+        if d.strategy == Strategy.BLUE_GREEN and d.from_revision is not None:
+            return blue_green_step(view)
         return rolling_step(view)
 
     async def _store(self, old: Deployment, new: Deployment) -> bool:

@@ -11,7 +11,7 @@ from ..domain.deployments import Deployment
 from ..domain.nodes import Heartbeat, Node
 from ..domain.services import Revision, Service
 from ..domain.tasks import Task
-from ..ports import Clock, DataPlane
+from ..ports import Clock, DataPlane, MetricSource
 from ..store.cluster import (
     DEPLOYMENTS,
     HEARTBEATS,
@@ -34,7 +34,13 @@ __all__ = ["ControlPlane"]
 
 
 class ControlPlane:
-    def __init__(self, cluster: ClusterStore, clock: Clock, dataplane: DataPlane | None) -> None:
+    def __init__(
+        self,
+        cluster: ClusterStore,
+        clock: Clock,
+        dataplane: DataPlane | None,
+        metrics: MetricSource | None = None,
+    ) -> None:
         store = cluster.raw
         self.services = Informer(store, SERVICES, Service)
         self.revisions = Informer(store, REVISIONS, Revision)
@@ -56,7 +62,15 @@ class ControlPlane:
         )
         self.deployments.on_change(self.reconciler.deployment_changed)
         self.deployer = DeploymentController(
-            cluster, self.services, self.tasks, self.deployments, self.latest, self.index, clock
+            cluster,
+            self.services,
+            self.tasks,
+            self.deployments,
+            self.revisions,
+            self.latest,
+            self.index,
+            clock,
+            metrics,
         )
         self.metrics = DeployMetrics(self.deployments)
         self.node_watcher = NodeWatcher(cluster, self.nodes, set(), clock)
@@ -69,8 +83,16 @@ class ControlPlane:
         self.routing: RoutingController | None = None
         if dataplane is not None:
             self.routing = RoutingController(
-                self.services, self.tasks, self.nodes, self.index, dataplane, clock
+                self.services,
+                self.tasks,
+                self.nodes,
+                self.index,
+                dataplane,
+                clock,
+                self.latest,
+                self.revisions,
             )
+            self.deployments.on_change(self.routing.deployment_changed)
             self.controllers.append(self.routing)
         self._informers: list[Informer[Any]] = [
             self.revisions, self.deployments, self.services, self.nodes, self.heartbeats,

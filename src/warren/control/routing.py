@@ -7,29 +7,52 @@ drain finds it already out of rotation.
 
 from __future__ import annotations
 
+from ..domain.deployments import Deployment, DeploymentKind
 from ..domain.nodes import Node
-from ..domain.services import Service
+from ..domain.services import Revision, Service
+from ..domain.specs import BlueGreenConfig, ServiceSpec, Strategy
 from ..domain.tasks import Task, TaskState
-from ..ports import Clock, DataPlane, Endpoint, Route
-from ..store.cluster import service_key
+from ..ports import Clock, DataPlane, Endpoint, Pin, Route
+from ..store.cluster import revision_key, service_key
 from ..store.informing import Informer
 from .controlling import Controller
-from .indexing import TaskIndex
+from .indexing import DeploymentIndex, TaskIndex
 
 __all__ = ["RoutingController", "route_for"]
 
 
-def route_for(service: Service, tasks: list[Task]) -> Route:
+def route_for(
+    service: Service,
+    tasks: list[Task],
+    deployment: Deployment | None = None,
+    release: ServiceSpec | None = None,
+) -> Route:
+    """The route of ``service``: its ready tasks, and — while a canary or blue/green release
+    runs — the weights per revision and the preview pin (``release``: the new revision's
+    spec)."""
     endpoints = tuple(
         Endpoint(t.endpoint, t.id, t.revision)
         for t in sorted(tasks, key=lambda t: (t.slot, t.id))
         if t.endpoint and t.ready and t.wants_running and t.state == TaskState.RUNNING
     )
+    weights = deployment.weights if deployment is not None else ()
+    pins: tuple[Pin, ...] = ()
+    if (
+        deployment is not None
+        and deployment.active
+        and deployment.kind == DeploymentKind.UPDATE
+        and deployment.strategy == Strategy.BLUE_GREEN
+    ):
+        blue_green = release.deploy.blue_green if release is not None else None
+        header = blue_green.preview_header if blue_green else BlueGreenConfig().preview_header
+        pins = (Pin(deployment.to_revision, header=header),)
     return Route(
         service=service.name,
         ports=tuple(p.published for p in service.spec.ports),
         host=service.spec.host,
         endpoints=endpoints,
+        weights=weights,
+        pins=pins,
     )
 
 
@@ -44,10 +67,14 @@ class RoutingController(Controller):
         index: TaskIndex,
         dataplane: DataPlane,
         clock: Clock,
+        deployments: DeploymentIndex | None = None,
+        revisions: Informer[Revision] | None = None,
     ) -> None:
         super().__init__(clock)
         self.services = services
         self.index = index
+        self.deployments = deployments
+        self.revisions = revisions
         self.dataplane = dataplane
         self._applied: dict[str, Route] = {}
         services.on_change(lambda key, old, new: self.queue.add((new or old).name))  # type: ignore[union-attr]
@@ -57,6 +84,9 @@ class RoutingController(Controller):
         task = new or old
         assert task is not None
         self.queue.add(task.service)
+
+    def deployment_changed(self, key: str, old: Deployment | None, new: Deployment | None) -> None:
+        self.queue.add((new or old).service)  # type: ignore[union-attr]
 
     def enqueue_all(self) -> None:
         for service in self.services.values():
@@ -69,7 +99,12 @@ class RoutingController(Controller):
                 await self.dataplane.update({key: None})
                 del self._applied[key]
             return None
-        route = route_for(service, self.index.tasks(key))
+        deployment = self.deployments.latest(key) if self.deployments else None
+        release = None
+        if deployment is not None and self.revisions is not None:
+            rev = self.revisions.items.get(revision_key(key, deployment.to_revision))
+            release = rev.spec if rev is not None else None
+        route = route_for(service, self.index.tasks(key), deployment, release)
         if self._applied.get(key) != route:
             await self.dataplane.update({key: route})
             self._applied[key] = route

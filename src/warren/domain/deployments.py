@@ -85,6 +85,19 @@ class Reason(StrEnum):
     AUTOMATIC_ROLLBACK = "AutomaticRollback"
     ROLLBACK_COMPLETE = "RollbackComplete"
     ROLLBACK_FAILED = "RollbackFailed"
+    CANARY_SCALED = "CanaryScaled"
+    WEIGHT_SET = "WeightSet"
+    PAUSED_FOR = "Pause"
+    AWAITING_PROMOTION = "AwaitingPromotion"
+    PROMOTED = "Promoted"
+    ANALYSIS_PASSED = "AnalysisPassed"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    GREEN_READY = "GreenReady"
+    SWITCHED = "Switched"
+    SWITCHED_BACK = "SwitchedBack"
+    BLUE_RETIRED = "BlueRetired"
+    INSTANT_ROLLBACK = "InstantRollback"
     MANUAL_PAUSE = "ManualPause"
     RESUMED = "Resumed"
     ABORTED = "Aborted"
@@ -187,6 +200,25 @@ class Deployment(Model):
     """The last time the rollout made progress (for ``progressDeadline``)."""
     delay_total: float = 0.0
     paused_reason: str = ""
+    weights: tuple[tuple[int, int], ...] = ()
+    """(revision, percent) the ingress applies while this deployment is active (canary,
+    blue/green); empty: traffic follows the ready tasks."""
+    canary_step: int = 0
+    """Index of the next canary step to run."""
+    pause_until: float | None = None
+    analysis_at: float | None = None
+    """Start of the current analysis window."""
+    analysis_failures: int = 0
+    """Consecutive failed analysis windows."""
+    promoting: bool = False
+    """Canary: the steps are done (or skipped by ``promote --full``): the new revision takes
+    every slot."""
+    promote: str = ""
+    """A promotion the operator asked for and the planner has not applied yet: ``step`` (skip
+    the current pause) or ``full`` (skip every remaining step)."""
+    green_ready_at: float | None = None
+    switched_at: float | None = None
+    """Blue/green: when traffic moved to the new revision."""
     rollback_of: str | None = None
     """For a rollback: the id of the deployment it undoes."""
     rolled_back_by: str | None = None
@@ -334,6 +366,7 @@ class DeploymentStatus(Model):
                 "finished_at": d.finished_at,
                 "elapsed": (d.finished_at or now) - d.started_at,
                 "message": d.message,
+                "weights": {str(rev): w for rev, w in d.weights},
                 "decisions": d.decisions[-10:],
             }
         )

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..domain.deployments import Deployment, Reason
+from ..domain.deployments import Deployment, DeploymentKind, Reason
+from ..domain.specs import BlueGreenConfig, CanaryConfig, Strategy
 from ..domain.tasks import Task, TaskState
+from .analysis import Sample
+from .reconciling import SlotTarget
 
 __all__ = [
     "Failure",
@@ -35,16 +38,24 @@ class RolloutView:
     """The service's current replica count (it may change during a rollout)."""
     tasks: Sequence[Task]
     now: float
+    canary: CanaryConfig | None = None
+    blue_green: BlueGreenConfig | None = None
+    """The new revision's release settings (canary / blue-green strategies)."""
+    samples: Mapping[int, Sample] = field(default_factory=dict)
+    """Per revision, its traffic over the last analysis interval (from the ingress)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
     """A planner's decision: the deployment's next record (equal to the input when there is
-    nothing to do), whether to start a rollback to ``rollback_to`` now, and when to look again
-    even if nothing changes (a monitor period or a delay ending, a deadline falling due)."""
+    nothing to do), whether to start a rollback to ``rollback_to`` now, whether to make
+    ``revert_to`` the service's revision again without a rollback (a failed canary: the stable
+    revision never moved), and when to look again even if nothing changes (a monitor period, a
+    delay or a pause ending, an analysis window closing, a deadline falling due)."""
 
     deployment: Deployment
     rollback_to: int | None = None
+    revert_to: int | None = None
     requeue_at: float | None = None
 
 
@@ -67,17 +78,20 @@ def by_slot(tasks: Iterable[Task]) -> dict[int, list[Task]]:
 
 def slot_revisions(
     deployment: Deployment | None, tasks: Iterable[Task], replicas: int
-) -> dict[int, int]:
-    """The revision each slot should run while ``deployment`` drives the service: its target
-    slots run ``to_revision``; every other slot keeps the revision of its newest live task,
-    else of its newest task (a slot
-    the rollout has not reached yet is left alone, even if its task crashes and is restarted);
-    a slot with no task at all (scaled up mid-rollout) gets ``to_revision``."""
+) -> dict[int, SlotTarget]:
+    """The revision each slot should run while ``deployment`` drives the service. Rolling: its
+    target slots run ``to_revision``; every other slot keeps the revision of its newest live
+    task, else of its newest task (a slot the rollout has not reached yet is left alone, even if
+    its task crashes and is restarted); a slot with no task at all (scaled up mid-rollout) gets
+    ``to_revision``. Canary and blue/green: see ``_side_by_side``."""
     if deployment is None:
         return {}
+    side_by_side = _side_by_side(deployment, replicas)
+    if side_by_side is not None:
+        return side_by_side
     targets = set(deployment.target_slots)
     slots = by_slot(t for t in tasks if t.wants_running)
-    result = {}
+    result: dict[int, SlotTarget] = {}
     for slot in range(1, replicas + 1):
         group = slots.get(slot)
         if slot in targets or not group:
@@ -88,6 +102,21 @@ def slot_revisions(
             live = [t for t in group if t.state.active]
             result[slot] = (live or group)[0].revision
     return result
+
+
+def _side_by_side(d: Deployment, replicas: int) -> dict[int, SlotTarget] | None:
+    """Canary and blue/green updates run both revisions in their target slots (a canary task
+    beside a stable one; green beside blue) and the stable one alone elsewhere, until
+    promotion; then the new one everywhere."""
+    if d.kind != DeploymentKind.UPDATE or d.strategy == Strategy.ROLLING or d.promoting:
+        return None
+    stable = d.from_revision
+    if stable is None or d.phase.terminal:
+        return None
+    targets = set(d.target_slots)
+    pair = (stable, d.to_revision)
+    wanted = set(range(1, replicas + 1)) | targets
+    return {slot: pair if slot in targets else stable for slot in sorted(wanted)}
 
 
 def slot_done(tasks: Sequence[Task], revision: int, monitor: float, now: float) -> bool:

@@ -247,6 +247,24 @@ class ClusterStore:
                 return service, started, res.revision
         raise ConflictError(f"service {name!r} is being changed by someone else; try again")
 
+    async def revert_service(self, name: str, revision: int) -> Service:
+        """Make ``revision`` the service's current one again without a deployment: a failed
+        canary or green, whose stable revision never stopped serving."""
+        for _ in range(10):
+            current, kv = await self.get_service(name)
+            if current.revision == revision:
+                return current
+            target = await self.get_revision(name, revision)
+            spec = target.spec.model_copy(update={"replicas": current.spec.replicas})
+            now = self.clock.now()
+            service = current.model_copy(
+                update={"spec": spec, "revision": revision, "updated_at": now}
+            )
+            res = await self.raw.txn([Compare.unchanged(kv)], [Put(kv.key, encode(service))])
+            if res.succeeded:
+                return service
+        raise ConflictError(f"service {name!r} is being changed by someone else; try again")
+
     async def _start_deployment(
         self,
         deployment: Deployment,

@@ -154,6 +154,7 @@ def _succeeded(d: Deployment, now: float, replicas: int) -> Deployment:
         measured={"seconds": round(now - d.started_at, 3), "batches": d.step},
         phase=Phase.SUCCEEDED,
         finished_at=now,
+        weights=(),
     )
 
 

@@ -1,0 +1,98 @@
+"""What canary and blue/green releases share. Pure: how many canary tasks, whether a revision's
+tasks are ready in given slots, one analysis window judged and logged, and a failed release
+undone (weight 0 for the new revision at once, the stable revision current again)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+from ...domain.deployments import Deployment, Phase, Reason
+from ...domain.specs import Analysis, CanaryConfig
+from ...domain.tasks import Task, TaskState
+from ..analysis import Outcome, Sample, Verdict, judge
+from ..rollouts import Step
+
+__all__ = [
+    "canary_count",
+    "fail_release",
+    "judge_window",
+    "max_weight",
+    "ready_in",
+    "weights_of",
+]
+
+
+def max_weight(config: CanaryConfig) -> int:
+    return max((s.set_weight for s in config.steps if s.set_weight is not None), default=0)
+
+
+def canary_count(config: CanaryConfig, replicas: int) -> int:
+    """``canaryReplicas``, else enough tasks for the largest weight: 10 replicas, steps up to 50%
+    → 5 canary tasks. Weights are exact whatever the count (1% with 1 task works)."""
+    if config.canary_replicas is not None:
+        return config.canary_replicas
+    return max(1, min(replicas, math.ceil(replicas * max_weight(config) / 100)))
+
+
+def ready_in(slots: Mapping[int, Sequence[Task]], revision: int, wanted: Iterable[int]) -> bool:
+    """Every one of ``wanted`` slots has a ready, running task of ``revision``."""
+    return all(
+        any(
+            t.revision == revision and t.ready and t.wants_running and t.state == TaskState.RUNNING
+            for t in slots.get(s, ())
+        )
+        for s in wanted
+    )
+
+
+def weights_of(stable: int | None, new: int, new_weight: int) -> tuple[tuple[int, int], ...]:
+    if stable is None:
+        return ((new, 100),)
+    return ((stable, 100 - new_weight), (new, new_weight))
+
+
+def judge_window(
+    d: Deployment,
+    analysis: Analysis,
+    samples: Mapping[int, Sample],
+    now: float,
+    label: str,
+) -> tuple[Deployment, Verdict]:
+    """Judge the window that just closed and log it; count consecutive failures."""
+    canary = samples.get(d.to_revision, Sample(0, 0))
+    stable = samples.get(d.from_revision) if d.from_revision is not None else None
+    verdict = judge(analysis, canary, stable)
+    reason = {
+        Outcome.PASS: Reason.ANALYSIS_PASSED,
+        Outcome.FAIL: Reason.ANALYSIS_FAILED,
+        Outcome.INCONCLUSIVE: Reason.ANALYSIS_INCONCLUSIVE,
+    }[verdict.outcome]
+    failures = d.analysis_failures + 1 if verdict.outcome == Outcome.FAIL else 0
+    d = d.decide(
+        now,
+        reason,
+        f"{label}: {verdict.reason}",
+        measured={**verdict.measured, "window": analysis.interval},
+        analysis_at=now,
+        analysis_failures=failures,
+    )
+    return d, verdict
+
+
+def fail_release(d: Deployment, now: float, reason: Reason | str, message: str) -> Step:
+    """A failed canary or green: the new revision gets weight 0 at once, the deployment fails,
+    and the stable revision — which never stopped serving — is the service's revision again."""
+    stable = d.from_revision
+    weights = ((stable, 100), (d.to_revision, 0)) if stable is not None else ()
+    d = d.decide(
+        now,
+        reason,
+        message,
+        action=f"weight 0 for revision {d.to_revision}; revision {stable} stays",
+        phase=Phase.FAILED,
+        finished_at=now,
+        weights=weights,
+        promoting=False,
+    )
+    return Step(d, revert_to=stable)
