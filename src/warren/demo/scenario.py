@@ -153,9 +153,10 @@ def run_demo(keep: bool = False) -> None:
 
 
 def _releases(demo: Demo, client: Client, load: LoadGenerator) -> None:
-    """Rolling update v1 → v2, then an update that fails its health check and rolls back —
-    both under the background load, shown live."""
-    with demo.step("rolling v1 → v2", "rolling update v1 → v2 under 100 req/s") as step:
+    """Under the background load, shown live: a rolling update v1 → v2; an update that fails its
+    health check and rolls back; a canary the analysis rejects; a good canary promoted to 100%;
+    a blue/green release with a preview request, the switch and an instant rollback."""
+    with demo.step("rolling v1 → v2", "rolling update v1 → v2 under 150 req/s") as step:
         console.print("  $ warren service update web --env VERSION=v2 --parallelism 1 --monitor 1s")
         _, _, deployment = client.patch_service(
             "web",
@@ -178,6 +179,73 @@ def _releases(demo: Demo, client: Client, load: LoadGenerator) -> None:
             f"{final.phase}; revision {serving.revision} ({serving.spec.version_label}) serves"
         )
         console.print(f"  {step.note}")
+
+    canary = {
+        "strategy": "canary",
+        "canary": {
+            "steps": [{"setWeight": 10}, {"pause": "4s"}, {"setWeight": 50}, {"pause": "4s"}],
+            "analysis": {"interval": "2s", "successRate": 0.95, "minRequests": 15},
+        },
+    }
+    with demo.step(
+        "bad canary v3", "canary of v3 with FAIL_RATE=0.2: the analysis stops it"
+    ) as step:
+        console.print(
+            "  $ warren service update web --strategy canary --env VERSION=v3 --env FAIL_RATE=0.2"
+        )
+        _, _, deployment = client.patch_service(
+            "web", {"env": {"VERSION": "v3", "FAIL_RATE": "0.2"}, "deploy": canary}
+        )
+        assert deployment is not None
+        final = _watch(client, deployment, load, step)
+        outside = [e for e in load.snapshot().errors if "injected failure" not in e]
+        step.note = f"{final.phase} at step {final.step}; {len(outside)} failed outside the canary"
+        console.print(f"  {final.phase}: {final.message}")
+
+    with demo.step("good canary v4", "canary of v4: 10% → 50% → promoted") as step:
+        # The failed canary left the service on its stable spec (rolling, v2): canary again.
+        console.print("  $ warren service update web --strategy canary --env VERSION=v4")
+        _, _, deployment = client.patch_service("web", {"env": {"VERSION": "v4"}, "deploy": canary})
+        assert deployment is not None
+        final = _watch(client, deployment, load, step)
+        step.note = f"{final.phase}: 100% on v4"
+
+    with demo.step("blue/green v5", "blue/green v5: preview, switch, instant rollback") as step:
+        start = load.snapshot()
+        blue_green = {"strategy": "blue-green", "blueGreen": {"autoPromote": False}}
+        console.print("  $ warren service update web --strategy blue-green --env VERSION=v5")
+        _, _, deployment = client.patch_service(
+            "web", {"env": {"VERSION": "v5"}, "deploy": blue_green}
+        )
+        assert deployment is not None
+        wait_until(
+            lambda: client.get_deployment("web", deployment).phase == "awaiting_promotion",
+            30,
+            "green did not become ready",
+        )
+        url = f"http://127.0.0.1:{demo.web_port}/"
+        with httpx.Client(timeout=5) as http:
+            plain = http.get(url).json()["version"]
+            preview = http.get(url, headers={"X-Warren-Preview": "1"}).json()["version"]
+            console.print(
+                f"  green ready: a request gets {plain}, a preview request gets {preview}"
+            )
+            console.print("  $ warren deploy promote web")
+            t0 = time.monotonic()
+            client.promote_deployment("web")
+            wait_until(lambda: http.get(url).json()["version"] == "v5", 5, "no switch")
+            console.print(
+                f"  switched: every request gets v5 ({(time.monotonic() - t0) * 1000:.0f} ms)"
+            )
+            console.print("  $ warren service rollback web")
+            t0 = time.monotonic()
+            client.rollback_service("web")
+            wait_until(lambda: http.get(url).json()["version"] == "v4", 5, "no switch back")
+            took = (time.monotonic() - t0) * 1000
+            console.print(f"  instant rollback: every request gets v4 again ({took:.0f} ms)")
+        now = load.snapshot().since(start)
+        step.requests, step.failed = now.requests, now.failed
+        step.note = f"switch back in {took:.0f} ms"
 
 
 def _watch(client: Client, deployment_id: str, load: LoadGenerator, step: Step) -> Deployment:
@@ -282,7 +350,7 @@ def _scenario(demo: Demo) -> None:
         console.print(f"  {victim.id} failed → replaced by {new.id}, ready again")
         step.note = f"replaced by {new.id}"
 
-    load = LoadGenerator(url, rate=100, connections=4).start()
+    load = LoadGenerator(url, rate=150, connections=6).start()
     try:
         _releases(demo, client, load)
     finally:
