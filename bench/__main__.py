@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import rolling, scale
+from bench import ingress, rolling, scale
 
-BENCHMARKS = {"scale": scale.main, "rolling": rolling.main}
+BENCHMARKS = {"scale": scale.main, "rolling": rolling.main, "ingress": ingress.main}
 
 
 def main() -> None:

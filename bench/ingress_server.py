@@ -1,0 +1,44 @@
+"""A standalone Warren ingress for the ingress benchmark: ``python -m bench.ingress_server PORT
+UPSTREAM1 UPSTREAM2`` routes PORT to two upstreams, 50/50 by weight, on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import uvloop
+
+from warren.ingress import Ingress
+from warren.ports import Endpoint, Route
+
+
+async def serve(port: int, upstreams: list[str]) -> None:
+    ingress = Ingress(host="127.0.0.1")
+    await ingress.start()
+    endpoints = tuple(Endpoint(a, f"up{i}", i + 1) for i, a in enumerate(upstreams))
+    weights = tuple((i + 1, 100 // len(upstreams)) for i in range(len(upstreams)))
+    await ingress.update(
+        {
+            "bench": Route(
+                "bench",
+                (port,),
+                None,
+                endpoints,
+                weights if os.environ.get("WEIGHTS", "1") == "1" else (),
+            )
+        }
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    await ingress.close()
+
+
+if __name__ == "__main__":
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(int(sys.argv[1]), sys.argv[2:]))
