@@ -192,7 +192,8 @@ def main() -> None:
     r = compare()
     w, h = r["warren"], r["haproxy"]
     print(
-        f"ingress vs HAProxy 2.6 (1 core each, wrk -c{CONNECTIONS}, {SECONDS}s, 2 weighted nginx upstreams)"
+        f"ingress vs HAProxy (1 core each, wrk -c{CONNECTIONS}, {SECONDS}s, "
+        "2 weighted nginx upstreams)"
     )
     for name, x in (("warren", w), ("haproxy", h)):
         print(
