@@ -165,6 +165,17 @@ class Client:
         deployment = body.pop("deployment", None)
         return Service.model_validate(body), result == "updated", deployment
 
+    def plan(
+        self,
+        name: str,
+        changes: dict[str, Any],
+        env_rm: list[str] | None = None,
+        replace: bool = False,
+    ) -> dict[str, Any]:
+        """What a change would do, step by step, without doing it (``warren deploy plan``)."""
+        body = {"spec": changes, "envRm": env_rm or [], "replace": replace}
+        return dict(self.request("POST", f"/v1/services/{name}/plan", json=body))
+
     def scale_service(self, name: str, replicas: int) -> Service:
         body = self.request("POST", f"/v1/services/{name}/scale", json={"replicas": replicas})
         return Service.model_validate(body)

@@ -14,7 +14,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..domain.base import error_from_details
+from ..domain.base import error_from_details, parse_model
 from ..domain.deployments import Deployment, DeploymentKind, Phase, Reason
 from ..domain.errors import (
     AuthError,
@@ -41,6 +41,7 @@ from ..domain.nodes import Node
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec, Strategy, patch_spec
 from ..domain.tasks import Task
+from ..planning.previewing import plan_rollout
 from ..store.cluster import EVENTS, ClusterStore, decode
 from .schemas import (
     NodeSummary,
@@ -235,6 +236,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return {}
         latest = await cluster.latest_deployment(after.name)
         return {"deployment": latest[0].id} if latest else {}
+
+    @app.post("/v1/services/{name}/plan", tags=["deployments"])
+    async def plan(name: str, patch: ServicePatch, _: Auth) -> dict[str, Any]:
+        """The rollout a change would perform — each step with tasks per revision, weights,
+        analysis windows and its earliest time; the peak task count — without performing it.
+        ``spec`` is a partial change, or with ``replace: true`` a whole spec."""
+        service, _kv = await cluster.get_service(name)
+        new = (
+            parse_model(ServiceSpec, patch.spec, "spec")
+            if patch.replace
+            else patch_spec(service.spec, patch.spec, patch.env_rm)
+        )
+        return asdict(plan_rollout(service.spec, service.revision, new))
 
     @app.post("/v1/services/{name}/scale", tags=["services"])
     async def scale_service(name: str, body: ScaleRequest, _: Auth) -> dict[str, Any]:

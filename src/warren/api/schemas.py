@@ -39,6 +39,8 @@ class ServicePatch(Model):
     spec: dict[str, Any] = {}
     env_rm: tuple[str, ...] = ()
     cause: str = ""
+    replace: bool = False
+    """``spec`` is a whole spec, not a change (``deploy plan -f FILE``)."""
 
 
 class ErrorDetail(Model):

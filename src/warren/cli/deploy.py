@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Group
@@ -18,6 +19,8 @@ from ..client import Client
 from ..domain.deployments import Deployment, DeploymentStatus, Phase
 from ..domain.durations import format_duration
 from ..domain.errors import WarrenError
+from .documents import load_services
+from .flags import parse_env
 from .output import ago, console
 
 __all__ = ["app", "follow"]
@@ -229,3 +232,61 @@ def follow(client: Client, service: str, deployment_id: str) -> None:
         raise WarrenError(f"deployment {followed.id} {followed.phase}: {followed.message}")
     took = (followed.finished_at or time.time()) - followed.started_at
     console.print(f"deployment {followed.id} succeeded in {format_duration(round(took, 1))}")
+
+
+@app.command()
+def plan(
+    name: str,
+    image: Annotated[str | None, typer.Option("--image")] = None,
+    command: Annotated[str | None, typer.Option("--command")] = None,
+    env: Annotated[list[str], typer.Option("--env", "-e", help="K=V; repeatable.")] = [],  # noqa: B006
+    env_rm: Annotated[list[str], typer.Option("--env-rm")] = [],  # noqa: B006
+    replicas: Annotated[int | None, typer.Option("--replicas", "-r", min=0)] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="The whole new spec.")] = None,
+) -> None:
+    """Show the rollout a change would perform — steps, tasks per revision, weights, analysis,
+    earliest finish, peak tasks — without performing it. Impossible settings are refused."""
+    with Client() as client:
+        if file is not None:
+            specs = load_services(file)
+            spec = next((s for s in specs if s.name == name), None)
+            if spec is None:
+                raise WarrenError(f"{file} holds no service named {name!r}")
+            result = client.plan(name, spec.to_wire(), replace=True)
+        else:
+            changes: dict[str, Any] = {}
+            if image is not None:
+                changes["image"] = image
+            if command is not None:
+                changes["command"] = command
+            if env:
+                changes["env"] = parse_env(env)
+            if replicas is not None:
+                changes["replicas"] = replicas
+            if strategy is not None:
+                changes["deploy"] = {"strategy": strategy}
+            result = client.plan(name, changes, env_rm)
+    to = result["to_revision"]
+    head = f"{result['strategy']}: revision {result['from_revision']}"
+    console.print(head + (f" → {to}" if to else ""))
+    table = Table(box=None, header_style="bold")
+    for col in ("STEP", "TASKS", "WEIGHTS", "ANALYSIS", "EARLIEST"):
+        table.add_column(col, overflow="fold")
+    for step in result["steps"]:
+        tasks = ", ".join(f"{k} {v}" for k, v in step["tasks"].items())
+        weights = ", ".join(f"{k} {v}%" for k, v in step["weights"].items())
+        at = step["earliest_at"]
+        table.add_row(
+            step["description"], tasks, weights or "-", step["analysis"] or "-",
+            "when promoted" if at is None else f"+{format_duration(round(at, 3))}",
+        )  # fmt: skip
+    console.print(table)
+    finish = result["earliest_finish"]
+    console.print(
+        f"peak tasks: {result['peak_tasks']}; earliest finish: "
+        + ("when promoted" if finish is None else f"+{format_duration(round(finish, 3))}")
+        + " (plus the tasks' own start-up)"
+    )
+    for note in result["notes"]:
+        console.print(f"note: {note}")

@@ -338,6 +338,9 @@ class ServiceSpec(Model):
         published = [p.published for p in self.ports]
         if len(set(published)) != len(published):
             raise ValueError("a published port appears twice")
+        problem = _cannot_finish(self.deploy)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property
@@ -363,6 +366,45 @@ class ServiceSpec(Model):
         if "VERSION" in self.env:
             return f"VERSION={self.env['VERSION']}"
         return " ".join(self.command or ())[:40]
+
+
+def _cannot_finish(deploy: DeployConfig) -> str | None:
+    """Rollout settings that can never work as written, refused at admission (checked before
+    any task changes): the analysis of a canary that no window would ever run, a deadline no
+    task could meet."""
+    update = deploy.update_config
+    if update.healthy_deadline > update.progress_deadline:
+        return (
+            "deploy.updateConfig: healthyDeadline is longer than progressDeadline: a task could "
+            "not even be judged before the rollout times out"
+        )
+    canary = deploy.canary
+    if deploy.strategy == Strategy.CANARY and canary is not None and canary.analysis is not None:
+        interval = canary.analysis.interval
+        weighted = False
+        window_fits = False
+        for step in canary.steps:
+            if step.set_weight is not None:
+                weighted = step.set_weight > 0
+            elif weighted and (isinstance(step.pause, dict) or (step.pause or 0) >= interval):
+                window_fits = True
+        if not window_fits:
+            return (
+                f"deploy.canary.analysis: no pause after a setWeight above 0 lasts the analysis "
+                f"interval ({interval:g}s): the canary would never be analysed"
+            )
+    blue_green = deploy.blue_green
+    if (
+        deploy.strategy == Strategy.BLUE_GREEN
+        and blue_green is not None
+        and blue_green.analysis is not None
+        and 0 < blue_green.soak < blue_green.analysis.interval
+    ):
+        return (
+            f"deploy.blueGreen: soak ({blue_green.soak:g}s) is shorter than the analysis "
+            f"interval ({blue_green.analysis.interval:g}s): no window would close"
+        )
+    return None
 
 
 def service_from_document(doc: Any) -> ServiceSpec:

@@ -1,0 +1,97 @@
+"""Plan before apply: the steps a change would take, and the settings refused at admission."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from warren.domain.base import parse_model
+from warren.domain.errors import ValidationError
+from warren.domain.specs import ServiceSpec
+from warren.planning.previewing import plan_rollout
+
+
+def spec(**deploy: Any) -> ServiceSpec:
+    return parse_model(
+        ServiceSpec, {"name": "web", "command": ["app"], "replicas": 4, "deploy": deploy}
+    )
+
+
+def changed(s: ServiceSpec) -> ServiceSpec:
+    return s.model_copy(update={"env": {"VERSION": "v2"}})
+
+
+def test_rolling_plan() -> None:
+    base = spec(updateConfig={"parallelism": 2, "monitor": "5s", "delay": "10s"})
+    plan = plan_rollout(base, 1, changed(base))
+    assert [s.tasks for s in plan.steps] == [{"old": 2, "new": 2}, {"old": 0, "new": 4}]
+    assert [s.earliest_at for s in plan.steps] == [5.0, 20.0]
+    assert (plan.peak_tasks, plan.earliest_finish, plan.to_revision) == (6, 20.0, 2)
+
+
+def test_scale_only_is_no_rollout() -> None:
+    base = spec()
+    plan = plan_rollout(base, 3, base.model_copy(update={"replicas": 6}))
+    assert plan.strategy == "none" and plan.to_revision is None and plan.peak_tasks == 6
+
+
+def test_canary_plan() -> None:
+    base = spec(
+        strategy="canary",
+        canary={
+            "steps": [{"setWeight": 10}, {"pause": "30s"}, {"setWeight": 50}, {"pause": {}}],
+            "analysis": {"interval": "10s", "successRate": 0.99},
+        },
+    )
+    plan = plan_rollout(base, 1, changed(base))
+    assert plan.steps[0].tasks == {"old": 4, "new": 2}  # enough canaries for 50%
+    assert [s.weights.get("new") for s in plan.steps[1:5]] == [10, 10, 50, 50]
+    assert plan.steps[2].earliest_at == 30.0 and plan.steps[4].earliest_at is None
+    assert "every 10s" in plan.steps[1].analysis
+    assert plan.peak_tasks == 8 and plan.earliest_finish is None
+
+
+def test_blue_green_plan() -> None:
+    base = spec(
+        strategy="blue-green", blueGreen={"autoPromoteAfter": "20s", "scaleDownDelay": "1m"}
+    )
+    plan = plan_rollout(base, 1, changed(base))
+    assert plan.peak_tasks == 8
+    assert plan.earliest_finish == 80.0
+    assert plan.steps[-2].weights == {"old": 0, "new": 100}
+
+
+@pytest.mark.parametrize(
+    ("deploy", "words"),
+    [
+        (
+            {"updateConfig": {"healthyDeadline": "20m", "progressDeadline": "10m"}},
+            "healthyDeadline is longer than progressDeadline",
+        ),
+        (
+            {"strategy": "canary", "canary": {"steps": [{"setWeight": 10}, {"pause": "5s"}],
+                                              "analysis": {"interval": "10s"}}},
+            "would never be analysed",
+        ),
+        (
+            {"strategy": "canary", "canary": {"steps": [], "analysis": {"interval": "10s"}}},
+            "would never be analysed",
+        ),
+        (
+            {"strategy": "blue-green",
+             "blueGreen": {"soak": "5s", "analysis": {"interval": "10s"}}},
+            "no window would close",
+        ),
+    ],
+)  # fmt: skip
+def test_settings_that_cannot_work_are_refused(deploy: dict[str, Any], words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        spec(**deploy)
+
+
+def test_a_good_canary_is_accepted() -> None:
+    spec(
+        strategy="canary",
+        canary={"steps": [{"setWeight": 10}, {"pause": {}}], "analysis": {"interval": "10s"}},
+    )
