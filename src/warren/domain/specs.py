@@ -29,7 +29,9 @@ __all__ = [
     "FailureAction",
     "HealthCheck",
     "HttpCheck",
+    "MetricCheck",
     "PortSpec",
+    "PrometheusQuery",
     "Resources",
     "RestartCondition",
     "RestartPolicy",
@@ -39,6 +41,8 @@ __all__ = [
     "TcpCheck",
     "UpdateConfig",
     "UpdateOrder",
+    "Webhook",
+    "parse_condition",
     "parse_memory",
     "patch_spec",
     "service_from_document",
@@ -225,6 +229,78 @@ class CanaryStep(Model):
         return self
 
 
+CONDITION_RE = re.compile(r"^\s*(?:result\s*)?(<=|>=|==|!=|<|>)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
+
+
+def parse_condition(text: str) -> tuple[str, float]:
+    """``result < 0.05`` (or just ``< 0.05``) → ("<", 0.05). Only a comparison with a number:
+    nothing is evaluated."""
+    m = CONDITION_RE.match(text)
+    if m is None:
+        raise ValueError(
+            f"{text!r} is not a condition: write `result OP NUMBER`, OP one of < <= > >= == !="
+        )
+    return m.group(1), float(m.group(2))
+
+
+def _http_url(v: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", v):
+        raise ValueError(f"{v!r} is not an http:// or https:// URL")
+    return v
+
+
+class Webhook(Model):
+    """An HTTP check the release calls (POST, JSON body): a 2xx answer passes; any other status,
+    a connection error or the timeout fails it.
+
+    - ``pre-rollout``: before the new revision gets any traffic (canary: before the first
+      weight; blue/green: before the preview analysis);
+    - ``rollout``: with every analysis window;
+    - ``pre-promotion``: before promotion (canary: after the last step; blue/green: before the
+      switch);
+    - ``post-rollout``: once the deployment has ended, whatever its outcome (a notification:
+      its answer is recorded and changes nothing)."""
+
+    name: str = Field(min_length=1, max_length=63)
+    type: Literal["pre-rollout", "rollout", "pre-promotion", "post-rollout"]
+    url: str
+    timeout: Duration = Field(5.0, gt=0, le=60)
+    metadata: dict[str, str] = {}
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v)
+
+
+class PrometheusQuery(Model):
+    address: str
+    """The Prometheus server, e.g. http://127.0.0.1:9090 (its /api/v1/query is called)."""
+    query: str = Field(min_length=1)
+    """PromQL returning one number; ``{{service}}``, ``{{revision}}`` (the new one),
+    ``{{stable}}`` and ``{{interval}}`` (e.g. ``10s``) are filled in."""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return _http_url(v)
+
+
+class MetricCheck(Model):
+    """An analysis metric from a provider: the query's value must meet ``successCondition``.
+    No value (an empty result, NaN) or an unreachable provider makes the window inconclusive."""
+
+    name: str = Field(min_length=1, max_length=63)
+    prometheus: PrometheusQuery
+    success_condition: str
+
+    @field_validator("success_condition")
+    @classmethod
+    def _condition(cls, v: str) -> str:
+        parse_condition(v)
+        return v
+
+
 class Analysis(Model):
     """How a canary (or a green revision) is judged every ``interval`` (see
     ``planning/analysis.py``)."""
@@ -243,12 +319,28 @@ class Analysis(Model):
     """baseline mode: a significant error-rate increase must also exceed this (0.01 = 1 point)."""
     max_latency_increase: float = Field(0.2, ge=0)
     """baseline mode: a significant slow-down must also exceed this (0.2 = median 20% slower)."""
+    metrics: tuple[MetricCheck, ...] = ()
+    webhooks: tuple[Webhook, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Analysis:
+        for kind, names in (
+            ("metric", [m.name for m in self.metrics]),
+            ("webhook", [w.name for w in self.webhooks]),
+        ):
+            if len(set(names)) != len(names):
+                raise ValueError(f"two {kind}s have the same name")
+        return self
 
 
 class CanaryConfig(Model):
     steps: tuple[CanaryStep, ...] = ()
     canary_replicas: int | None = Field(None, ge=1)
     analysis: Analysis | None = None
+    sticky_sessions: bool = False
+    """While the canary has traffic, a client stays on the revision that first answered it
+    (a cookie set by the ingress), as long as that revision keeps a weight above 0."""
+    sticky_cookie: str = Field("warren-revision", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class BlueGreenConfig(Model):
