@@ -268,6 +268,11 @@ class Route:
     weights: tuple[tuple[int, int], ...] = ()
     """(revision, weight) pairs; empty means "share by endpoints"."""
     pins: tuple[Pin, ...] = ()
+    sticky_cookie: str | None = None
+    """With ``weights``: the cookie that keeps a client on the revision that first answered it
+    (a canary's sticky sessions). A request whose cookie names a revision with a weight above 0
+    and an active endpoint goes there; any other is picked by the weights, and its response sets
+    ``sticky_cookie=REVISION``. Pins come first. Ignored without ``weights``."""
 
 
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -325,3 +330,8 @@ class DataPlane(Protocol):
         ...
 
     def stats(self) -> Mapping[str, RouteStats]: ...
+
+    def revision_stats(self) -> Mapping[tuple[str, int], RouteStats]:
+        """The same counters per (service, revision): what canary analysis and Prometheus
+        read."""
+        ...

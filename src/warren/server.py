@@ -155,7 +155,7 @@ class Server:
                 token=self.token,
                 view=_PlaneView(self.plane),
                 logs=self._logs,
-                metrics=build_metrics(self.plane, self.ingress.stats),
+                metrics=build_metrics(self.plane, self.ingress),
                 info=self._info,
             )
         )

@@ -18,17 +18,15 @@ from prometheus_client.registry import Collector
 from ..control.plane import ControlPlane
 from ..domain.deployments import Phase
 from ..domain.tasks import TaskState
-from ..ports import LATENCY_BUCKETS, RouteStats
+from ..ports import LATENCY_BUCKETS, DataPlane, RouteStats
 
 __all__ = ["build_metrics"]
 
 
 class _WarrenCollector(Collector):
-    def __init__(
-        self, plane: ControlPlane, stats: Callable[[], Mapping[str, RouteStats]] | None
-    ) -> None:
+    def __init__(self, plane: ControlPlane, traffic: DataPlane | None) -> None:
         self.plane = plane
-        self.stats = stats
+        self.traffic = traffic
 
     def collect(self) -> Iterable[Metric]:
         services = GaugeMetricFamily("warren_services", "Services defined.")
@@ -60,38 +58,16 @@ class _WarrenCollector(Collector):
             nodes.add_metric([status], n)
         yield nodes
         yield from self._deploy()
-        if self.stats is None:
+        if self.traffic is None:
             return
-        stats = self.stats()
-        requests = CounterMetricFamily(
-            "warren_ingress_requests", "Requests through the ingress.", labels=["service"]
+        yield from _traffic(
+            "warren_ingress", ["service"], {(k,): v for k, v in self.traffic.stats().items()}
         )
-        errors = CounterMetricFamily(
-            "warren_ingress_errors_5xx", "Responses with status >= 500.", labels=["service"]
+        yield from _traffic(
+            "warren_ingress_revision",
+            ["service", "revision"],
+            {(s, str(r)): v for (s, r), v in self.traffic.revision_stats().items()},
         )
-        inflight = GaugeMetricFamily(
-            "warren_ingress_in_flight", "Requests in flight.", labels=["service"]
-        )
-        latency = HistogramMetricFamily(
-            "warren_ingress_request_duration_seconds",
-            "Time from request to the end of the response, through the ingress.",
-            labels=["service"],
-        )
-        for service, s in sorted(stats.items()):
-            requests.add_metric([service], s.requests)
-            errors.add_metric([service], s.errors_5xx)
-            inflight.add_metric([service], s.in_flight)
-            cumulative, buckets = 0, []
-            for bound, count in zip(
-                [*LATENCY_BUCKETS, float("inf")], s.latency_counts, strict=False
-            ):
-                cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", cumulative))
-            latency.add_metric([service], buckets, s.latency_sum)
-        yield requests
-        yield errors
-        yield inflight
-        yield latency
 
     def _deploy(self) -> Iterable[Metric]:
         """The seed's deploy_* metrics, per service and strategy."""
@@ -154,9 +130,34 @@ def _buckets(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, fl
     return buckets
 
 
-def build_metrics(
-    plane: ControlPlane, stats: Callable[[], Mapping[str, RouteStats]] | None
-) -> Callable[[], bytes]:
+def _traffic(
+    prefix: str, labels: list[str], stats: Mapping[tuple[str, ...], RouteStats]
+) -> Iterable[Metric]:
+    """The ingress's counters: per service (``warren_ingress_*``), or per service and revision
+    (``warren_ingress_revision_*``, what a canary's Prometheus queries compare)."""
+    what = "revision" if "revision" in labels else "service"
+    requests = CounterMetricFamily(
+        f"{prefix}_requests", f"Requests through the ingress, per {what}.", labels=labels
+    )
+    errors = CounterMetricFamily(
+        f"{prefix}_errors_5xx", "Responses with status >= 500.", labels=labels
+    )
+    inflight = GaugeMetricFamily(f"{prefix}_in_flight", "Requests in flight.", labels=labels)
+    latency = HistogramMetricFamily(
+        f"{prefix}_request_duration_seconds",
+        "Time from request to the end of the response, through the ingress.",
+        labels=labels,
+    )
+    for key, s in sorted(stats.items()):
+        values = list(key)
+        requests.add_metric(values, s.requests)
+        errors.add_metric(values, s.errors_5xx)
+        inflight.add_metric(values, s.in_flight)
+        latency.add_metric(values, _buckets(LATENCY_BUCKETS, s.latency_counts), s.latency_sum)
+    yield from (requests, errors, inflight, latency)
+
+
+def build_metrics(plane: ControlPlane, traffic: DataPlane | None) -> Callable[[], bytes]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_WarrenCollector(plane, stats))
+    registry.register(_WarrenCollector(plane, traffic))
     return lambda: generate_latest(registry)

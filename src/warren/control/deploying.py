@@ -10,6 +10,7 @@ next sync continues from the stored record; a rollback decided but not yet start
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from ..domain.deployments import Deployment, DeploymentKind, Phase, Reason
@@ -20,6 +21,7 @@ from ..domain.tasks import Task
 from ..planning.analysis import Sample
 from ..planning.rollouts import RolloutView, Step
 from ..planning.strategies import blue_green_step, canary_step, rollback_step, rolling_step
+from ..planning.strategies.traffic import post_rollout_step
 from ..ports import Clock, Compare, MetricSource, Put
 from ..store.cluster import (
     DEPLOYMENTS,
@@ -30,6 +32,7 @@ from ..store.cluster import (
     service_key,
 )
 from ..store.informing import Informer
+from .checking import CheckRunner
 from .controlling import Controller
 from .indexing import DeploymentIndex, TaskIndex
 
@@ -73,6 +76,7 @@ class DeploymentController(Controller):
         self.deployments = deployments
         self.latest = latest
         self.index = index
+        self.checks = CheckRunner(lambda deployment: self.queue.add(deployment.rsplit("-", 1)[0]))
         services.on_change(lambda key, old, new: self.queue.add((new or old).name))  # type: ignore[union-attr]
         tasks.on_change(self._task_changed)
         deployments.on_change(lambda key, old, new: self.queue.add((new or old).service))  # type: ignore[union-attr]
@@ -97,14 +101,16 @@ class DeploymentController(Controller):
             await self._start_rollback(deployment)
             return None
         await self._finish_rollbacks(key)
-        if not deployment.active:
-            return None
         view = self._view(deployment, service)
+        if not deployment.active:
+            await self._after_end(view)
+            return None
         step = self._plan(view)
         if step.deployment != deployment:
             if not await self._store(deployment, step.deployment):
                 return self.clock.now()  # lost a race (a user paused, a newer update): again
             await self._announce(deployment, step.deployment)
+        self.checks.ensure(step.checks)
         if step.rollback_to is not None:
             await self._start_rollback(step.deployment)
         if step.revert_to is not None:
@@ -116,25 +122,46 @@ class DeploymentController(Controller):
         and — for analysis — both revisions' traffic over the last analysis interval."""
         revision = self.revisions.items.get(revision_key(service.name, deployment.to_revision))
         spec = revision.spec if revision is not None else service.spec
-        canary, blue_green = spec.deploy.canary, spec.deploy.blue_green
-        analysis = (canary.analysis if canary else None) or (
-            blue_green.analysis if blue_green else None
-        )
-        samples: dict[int, Sample] = {}
-        if analysis is not None and self.metrics is not None:
-            for rev in (deployment.from_revision, deployment.to_revision):
-                if rev is not None:
-                    w = self.metrics.window(service.name, rev, analysis.interval)
-                    samples[rev] = Sample(w.requests, w.errors, w.latencies)
-        return RolloutView(
+        view = RolloutView(
             deployment=deployment,
             replicas=service.spec.replicas,
             tasks=self.index.tasks(service.name),
             now=self.clock.now(),
-            canary=canary,
-            blue_green=blue_green,
-            samples=samples,
+            canary=spec.deploy.canary,
+            blue_green=spec.deploy.blue_green,
+            checks=self.checks.results(deployment.id),
         )
+        analysis = view.analysis
+        if analysis is None or self.metrics is None or not deployment.active:
+            return view
+        samples: dict[int, Sample] = {}
+        for rev in (deployment.from_revision, deployment.to_revision):
+            if rev is not None:
+                w = self.metrics.window(service.name, rev, analysis.interval)
+                samples[rev] = Sample(w.requests, w.errors, w.latencies)
+        return dataclasses.replace(view, samples=samples)
+
+    async def _after_end(self, view: RolloutView) -> None:
+        """An ended release calls its post-rollout webhooks (once); then its checks' answers
+        are dropped."""
+        d = view.deployment
+        step = Step(d)
+        if d.kind == DeploymentKind.UPDATE:
+            step = post_rollout_step(view, view.analysis)
+        if step.deployment != d and await self._store(d, step.deployment):
+            await self.cluster.record(
+                "deployment.webhooks",
+                f"deployment {d.id}: {step.deployment.decisions[-1].message}",
+                service=d.service,
+            )
+        if step.checks:
+            self.checks.ensure(step.checks)
+        else:
+            self.checks.forget(d.id)
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.checks.close()
 
     def _plan(self, view: RolloutView) -> Step:
         d = view.deployment

@@ -28,8 +28,8 @@ def route_for(
     release: ServiceSpec | None = None,
 ) -> Route:
     """The route of ``service``: its ready tasks, and — while a canary or blue/green release
-    runs — the weights per revision and the preview pin (``release``: the new revision's
-    spec)."""
+    runs — the weights per revision, the preview pin and the sticky cookie (``release``: the new
+    revision's spec)."""
     endpoints = tuple(
         Endpoint(t.endpoint, t.id, t.revision)
         for t in sorted(tasks, key=lambda t: (t.slot, t.id))
@@ -46,6 +46,20 @@ def route_for(
         blue_green = release.deploy.blue_green if release is not None else None
         header = blue_green.preview_header if blue_green else BlueGreenConfig().preview_header
         pins = (Pin(deployment.to_revision, header=header),)
+    sticky_cookie: str | None = None
+    canary = release.deploy.canary if release is not None else None
+    if (
+        deployment is not None
+        and deployment.kind == DeploymentKind.UPDATE
+        and deployment.strategy == Strategy.CANARY
+        # Stable and canary both weighted. Not only while active: a failed canary keeps
+        # weights (stable 100, canary 0) so that its sticky clients are moved back with a new
+        # cookie; a promoted one has none, and leftover cookies are then ignored.
+        and len(weights) > 1
+        and canary is not None
+        and canary.sticky_sessions
+    ):
+        sticky_cookie = canary.sticky_cookie
     return Route(
         service=service.name,
         ports=tuple(p.published for p in service.spec.ports),
@@ -53,6 +67,7 @@ def route_for(
         endpoints=endpoints,
         weights=weights,
         pins=pins,
+        sticky_cookie=sticky_cookie,
     )
 
 

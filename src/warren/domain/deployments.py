@@ -102,6 +102,9 @@ class Reason(StrEnum):
     RESUMED = "Resumed"
     ABORTED = "Aborted"
     FAILURE_IGNORED = "FailureIgnored"
+    WEBHOOKS_PASSED = "WebhooksPassed"
+    WEBHOOK_FAILED = "WebhookFailed"
+    WEBHOOKS_CALLED = "WebhooksCalled"
 
 
 class DeploymentKind(StrEnum):
@@ -219,6 +222,9 @@ class Deployment(Model):
     green_ready_at: float | None = None
     switched_at: float | None = None
     """Blue/green: when traffic moved to the new revision."""
+    hooks_done: tuple[str, ...] = ()
+    """Webhook stages already passed (``pre-rollout``, ``pre-promotion``) or called
+    (``post-rollout``): each runs once per deployment."""
     rollback_of: str | None = None
     """For a rollback: the id of the deployment it undoes."""
     rolled_back_by: str | None = None

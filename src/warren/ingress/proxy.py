@@ -407,7 +407,10 @@ class _Client(asyncio.Protocol):
                 return
         ex = _Exchange(ingress, self, req, entry)
         self._exchange = ex
-        pinned = entry.pinned(req.headers) if entry.route.pins else None
+        if entry.steered:
+            pinned, ex.sticky = entry.steer(req.headers)
+        else:
+            pinned = None
         endpoint = entry.pick(pinned)
         if endpoint is None:
             which = f" of revision {pinned}" if pinned is not None else ""
@@ -569,7 +572,8 @@ def _scan_headers(req: _Request) -> None:
                 if lname not in named and (lname == b"host" or lname not in _REQUEST_SPECIAL):
                     out += name + b": " + value + b"\r\n"
     req.out = bytes(out)
-    # req.headers stay: a route's pins (preview, A/B) read them when the request is routed.
+    # req.headers stay: a route's pins (preview, A/B) and sticky cookie read them when the
+    # request is routed.
 
 
 def _value(lower: bytes, marker: bytes) -> bytes:
@@ -621,6 +625,7 @@ class _Exchange:
         "started",
         "stats",
         "status",
+        "sticky",
         "tried",
         "upstream",
     )
@@ -640,6 +645,8 @@ class _Exchange:
         self.upstream: _Upstream | None = None
         self.payload = b""
         self.pinned = False
+        self.sticky: bytes | None = None
+        """``NAME=`` of the sticky cookie the response sets to the revision that answers."""
         self.reused = False
         self.retried = False
         self.tried: list[str] = []
@@ -956,6 +963,12 @@ class _Upstream(asyncio.Protocol):
             head += _CLOSE
         elif req.version10:
             head += _KEEP_ALIVE
+        if ex.sticky is not None and ex.endpoint is not None:
+            # Only the head grows: the body's framing (length, chunks, close) is untouched.
+            head += b"Set-Cookie: %s%d; Path=/; HttpOnly; SameSite=Lax\r\n" % (
+                ex.sticky,
+                ex.endpoint.revision,
+            )
         self._head_sent = True
         ex.head_sent = True
         ex.status = status

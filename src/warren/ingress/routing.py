@@ -60,7 +60,17 @@ class ServiceEntry:
     so a request holding one (to retry another endpoint) always sees the current endpoints, and
     the round-robin positions (and weighted scores) survive updates."""
 
-    __slots__ = ("_groups", "_next", "_total", "active", "endpoints", "route", "service")
+    __slots__ = (
+        "_groups",
+        "_next",
+        "_total",
+        "active",
+        "endpoints",
+        "route",
+        "service",
+        "steered",
+        "sticky",
+    )
 
     def __init__(self, route: Route) -> None:
         self.service = route.service
@@ -72,6 +82,12 @@ class ServiceEntry:
         self._groups: dict[int, _Group] = {}
         """Per revision, when the route has weights."""
         self._total = 0
+        self.sticky: bytes | None = None
+        """``NAME=`` of the route's sticky cookie, when it has one and weights."""
+        self.steered = False
+        """Whether a request's headers may choose its revision (pins, sticky cookie): the one
+        test the proxy makes per request before looking at them."""
+        self._steering()
 
     def pick(self, revision: int | None = None) -> Endpoint | None:
         """The endpoint for the next request; None when there is none. ``revision``: a pinned
@@ -130,6 +146,43 @@ class ServiceEntry:
                         return pin.revision
         return None
 
+    def steer(self, headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bytes | None]:
+        """For a steered route: the revision the request must go to (None: the weights choose),
+        and the ``NAME=`` of the sticky cookie its response must set (None: none to set)."""
+        if self.route.pins:
+            revision = self.pinned(headers)
+            if revision is not None:
+                # An explicit pin beats the sticky cookie, and must not become one: a preview
+                # request would otherwise make the client stick to a revision with weight 0.
+                return revision, None
+        if self.sticky is None:
+            return None, None
+        revision = self.stuck_to(headers)
+        return revision, self.sticky if revision is None else None
+
+    def stuck_to(self, headers: list[tuple[bytes, bytes]]) -> int | None:
+        """The revision the request's sticky cookie names, if that revision still gets new
+        requests (a weight above 0 and an active endpoint); else None, and the weights choose."""
+        prefix = self.sticky
+        if prefix is None:
+            return None
+        for name, value in headers:
+            if len(name) != 6 or name.lower() != b"cookie":
+                continue
+            for part in value.split(b";"):
+                part = part.strip()
+                if not part.startswith(prefix):
+                    continue
+                number = part[len(prefix) :]
+                # Bounded: int() of thousands of digits raises (and costs) for nothing.
+                if not (0 < len(number) <= 9 and number.isdigit()):
+                    return None
+                group = self._groups.get(int(number))
+                if group is None or group.weight <= 0 or not group.active:
+                    return None
+                return group.revision
+        return None
+
     def pick_other(self, tried: Container[str], revision: int | None = None) -> Endpoint | None:
         """The next active endpoint whose address is not in ``tried`` (each endpoint at most once
         per request, when connecting to the previous ones failed); of ``revision`` only, for a
@@ -146,8 +199,16 @@ class ServiceEntry:
                 return endpoint
         return None
 
+    def _steering(self) -> None:
+        route = self.route
+        cookie = route.sticky_cookie
+        # Without weights there is one pool of endpoints: nothing to stick to.
+        self.sticky = cookie.encode("latin-1") + b"=" if cookie and route.weights else None
+        self.steered = bool(route.pins) or self.sticky is not None
+
     def _refresh(self, draining: Container[str]) -> None:
         self.active = tuple(e for e in self.endpoints if e.address not in draining)
+        self._steering()
         if not self.route.weights:
             self._groups = {}
             return

@@ -12,9 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..domain.deployments import Deployment, DeploymentKind, Reason
-from ..domain.specs import BlueGreenConfig, CanaryConfig, Strategy
+from ..domain.specs import Analysis, BlueGreenConfig, CanaryConfig, Strategy
 from ..domain.tasks import Task, TaskState
 from .analysis import Sample
+from .checks import Check, CheckKey, CheckResult
 from .reconciling import SlotTarget
 
 __all__ = [
@@ -43,6 +44,19 @@ class RolloutView:
     """The new revision's release settings (canary / blue-green strategies)."""
     samples: Mapping[int, Sample] = field(default_factory=dict)
     """Per revision, its traffic over the last analysis interval (from the ingress)."""
+    checks: Mapping[CheckKey, CheckResult] = field(default_factory=dict)
+    """The answers of the external checks (webhooks, provider metrics) run so far for this
+    deployment."""
+
+    @property
+    def analysis(self) -> Analysis | None:
+        """The release's analysis (and webhooks), by the deployment's strategy."""
+        strategy = self.deployment.strategy
+        if strategy == Strategy.CANARY and self.canary is not None:
+            return self.canary.analysis
+        if strategy == Strategy.BLUE_GREEN and self.blue_green is not None:
+            return self.blue_green.analysis
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +65,15 @@ class Step:
     nothing to do), whether to start a rollback to ``rollback_to`` now, whether to make
     ``revert_to`` the service's revision again without a rollback (a failed canary: the stable
     revision never moved), and when to look again even if nothing changes (a monitor period, a
-    delay or a pause ending, an analysis window closing, a deadline falling due)."""
+    delay or a pause ending, an analysis window closing, a deadline falling due). ``checks``:
+    external checks the planner needs answered before it can go on (the controller runs them
+    and syncs again when they have answered)."""
 
     deployment: Deployment
     rollback_to: int | None = None
     revert_to: int | None = None
     requeue_at: float | None = None
+    checks: tuple[Check, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

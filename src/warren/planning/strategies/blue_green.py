@@ -4,10 +4,12 @@ Green (the new revision) starts at full replicas beside blue, one green task nex
 one; blue keeps 100% of the traffic, while requests with the preview header (``previewHeader``,
 ``X-Warren-Preview: 1`` by default) already reach green. When every green task is ready:
 
-1. pre-promotion analysis, if configured: one window of green's (preview) traffic must pass —
-   a failure fails the release, an inconclusive window pauses it for a human;
+1. ``pre-rollout`` webhooks, then the pre-promotion analysis, if configured: one window of
+   green's (preview) traffic must pass — a failure fails the release, an inconclusive window
+   pauses it for a human;
 2. ``autoPromote`` (after ``autoPromoteAfter``), or ``warren deploy promote``;
-3. the switch: one routing change, 100% to green for the next request;
+3. ``pre-promotion`` webhooks, then the switch: one routing change, 100% to green for the next
+   request;
 4. post-promotion analysis over ``soak``, if configured: a failure switches straight back;
 5. blue is kept warm for ``scaleDownDelay`` — ``warren service rollback`` inside that window is
    an instant switch back — then retired (drained and stopped); the deployment has succeeded.
@@ -19,7 +21,7 @@ from ...domain.deployments import Deployment, Phase, Reason
 from ...domain.specs import BlueGreenConfig
 from ..analysis import Outcome
 from ..rollouts import RolloutView, Step, by_slot, find_failures, slot_done
-from .traffic import fail_release, judge_window, ready_in, weights_of
+from .traffic import fail_release, judge_window, ready_in, run_hooks, weights_of
 
 __all__ = ["next_step"]
 
@@ -66,11 +68,16 @@ def next_step(view: RolloutView) -> Step:
                 f"green ready; preview with `{cfg.preview_header}: 1`", green_ready_at=now,
                 analysis_at=now,
             )  # fmt: skip
+        d, stop = run_hooks(view, d, cfg.analysis, "pre-rollout", now)
+        if stop is not None:
+            return stop
         if cfg.analysis is not None and d.analysis_failures == 0 and not _passed_once(d):
             due = (d.analysis_at or now) + cfg.analysis.interval
             if now < due:
                 return Step(d, requeue_at=due)
-            d, verdict = judge_window(d, cfg.analysis, view.samples, now, "green (preview)")
+            d, verdict, waiting = judge_window(d, cfg.analysis, view, now, "green (preview)")
+            if verdict is None:
+                return Step(d, checks=waiting)
             if verdict.outcome == Outcome.FAIL:
                 return fail_release(d, now, Reason.ANALYSIS_FAILED, verdict.reason)
             if verdict.outcome == Outcome.INCONCLUSIVE:
@@ -89,6 +96,9 @@ def next_step(view: RolloutView) -> Step:
         promote_at = (d.green_ready_at or now) + cfg.auto_promote_after
         if d.promote == "" and now < promote_at:
             return Step(d, requeue_at=promote_at)
+        d, stop = run_hooks(view, d, cfg.analysis, "pre-promotion", now)
+        if stop is not None:
+            return stop
         d = d.decide(
             now, Reason.SWITCHED, f"switched: 100% to green (revision {green})",
             weights=weights_of(blue, green, 100), switched_at=now, promote="",
@@ -102,7 +112,9 @@ def next_step(view: RolloutView) -> Step:
     if cfg.analysis is not None and cfg.soak > 0 and now < soak_end + cfg.analysis.interval:
         due = (d.analysis_at or now) + cfg.analysis.interval
         if now >= due:
-            d, verdict = judge_window(d, cfg.analysis, view.samples, now, "green after the switch")
+            d, verdict, waiting = judge_window(d, cfg.analysis, view, now, "green after the switch")
+            if verdict is None:
+                return Step(d, checks=waiting)
             if (
                 verdict.outcome == Outcome.FAIL
                 and d.analysis_failures >= cfg.analysis.failure_limit

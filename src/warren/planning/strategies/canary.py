@@ -8,8 +8,12 @@ steps then run in order:
   (exactly: the ingress's weighted round-robin), the rest to stable;
 - ``pause: 30s`` — wait, ``pause: {}`` — wait for ``warren deploy promote``.
 
+Webhooks (``analysis.webhooks``): ``pre-rollout`` ones must pass before the first weight above
+0, ``pre-promotion`` ones before promotion (``promote --full`` too); a failure fails the canary.
+
 While the canary has traffic, every ``analysis.interval`` the window that closed is judged
-(``planning.analysis``): pass → go on; inconclusive (too few requests) → pause with the reason,
+(``planning.analysis``, with the ``rollout`` webhooks and the provider metrics of that window,
+``planning.checks``): pass → go on; inconclusive (too few requests) → pause with the reason,
 never a silent pass; ``failureLimit`` failures in a row → the canary gets weight 0 at once, its
 tasks go, the deployment fails, and the stable revision — never touched — stays current. A new
 task that fails (or is not ready within ``healthyDeadline``) fails the canary the same way.
@@ -25,7 +29,7 @@ from ...domain.deployments import Phase, Reason
 from ...domain.specs import CanaryConfig
 from ..analysis import Outcome
 from ..rollouts import RolloutView, Step, by_slot, earliest, find_failures, slot_done
-from .traffic import canary_count, fail_release, judge_window, ready_in, weights_of
+from .traffic import canary_count, fail_release, judge_window, ready_in, run_hooks, weights_of
 
 __all__ = ["canary_slots", "next_step"]
 
@@ -45,6 +49,9 @@ def next_step(view: RolloutView) -> Step:
     all_slots = tuple(range(1, view.replicas + 1))
 
     if d.promote == "full" and not d.promoting:
+        d, stop = run_hooks(view, d, cfg.analysis, "pre-promotion", now)
+        if stop is not None:
+            return stop
         d = d.decide(
             now, Reason.PROMOTED, "promoted by the operator: the remaining steps are skipped",
             promoting=True, promote="", target_slots=all_slots,
@@ -87,7 +94,9 @@ def next_step(view: RolloutView) -> Step:
         if d.analysis_at is None:
             d = d.model_copy(update={"analysis_at": now})
         elif now >= d.analysis_at + cfg.analysis.interval:
-            d, verdict = judge_window(d, cfg.analysis, view.samples, now, f"canary at {weight}%")
+            d, verdict, waiting = judge_window(d, cfg.analysis, view, now, f"canary at {weight}%")
+            if verdict is None:
+                return Step(d, checks=waiting)
             if (
                 verdict.outcome == Outcome.FAIL
                 and d.analysis_failures >= cfg.analysis.failure_limit
@@ -108,6 +117,9 @@ def next_step(view: RolloutView) -> Step:
     if d.canary_step >= len(cfg.steps):
         if not ready:
             return Step(d, requeue_at=health_due)
+        d, stop = run_hooks(view, d, cfg.analysis, "pre-promotion", now)
+        if stop is not None:
+            return stop
         d = d.decide(
             now, Reason.PROMOTED, f"all {len(cfg.steps)} steps passed: promoting revision {new}",
             promoting=True, target_slots=all_slots,
@@ -117,6 +129,10 @@ def next_step(view: RolloutView) -> Step:
     if step.set_weight is not None:
         if step.set_weight > 0 and not ready:
             return Step(d, requeue_at=earliest(health_due, analysis_due))
+        if step.set_weight > 0:
+            d, stop = run_hooks(view, d, cfg.analysis, "pre-rollout", now)
+            if stop is not None:
+                return stop
         message = f"step {d.canary_step + 1}: {step.set_weight}% to revision {new}"
         d = d.decide(
             now, Reason.WEIGHT_SET, message,

@@ -1,6 +1,7 @@
 """What canary and blue/green releases share. Pure: how many canary tasks, whether a revision's
-tasks are ready in given slots, one analysis window judged and logged, and a failed release
-undone (weight 0 for the new revision at once, the stable revision current again)."""
+tasks are ready in given slots, one analysis window judged and logged (the ingress's figures
+and the external checks together), a stage's webhooks, and a failed release undone (weight 0
+for the new revision at once, the stable revision current again)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ from ...domain.deployments import Deployment, Phase, Reason
 from ...domain.specs import Analysis, CanaryConfig
 from ...domain.tasks import Task, TaskState
 from ..analysis import Outcome, Sample, Verdict, judge
-from ..rollouts import Step
+from ..checks import Check, combine, gather, hook_checks, window_checks
+from ..rollouts import RolloutView, Step
 
 __all__ = [
     "canary_count",
     "fail_release",
     "judge_window",
     "max_weight",
+    "post_rollout_step",
     "ready_in",
+    "run_hooks",
     "weights_of",
 ]
 
@@ -53,16 +57,17 @@ def weights_of(stable: int | None, new: int, new_weight: int) -> tuple[tuple[int
 
 
 def judge_window(
-    d: Deployment,
-    analysis: Analysis,
-    samples: Mapping[int, Sample],
-    now: float,
-    label: str,
-) -> tuple[Deployment, Verdict]:
-    """Judge the window that just closed and log it; count consecutive failures."""
-    canary = samples.get(d.to_revision, Sample(0, 0))
-    stable = samples.get(d.from_revision) if d.from_revision is not None else None
-    verdict = judge(analysis, canary, stable)
+    d: Deployment, analysis: Analysis, view: RolloutView, now: float, label: str
+) -> tuple[Deployment, Verdict | None, tuple[Check, ...]]:
+    """Judge the window that just closed and log it; count consecutive failures. While the
+    window's external checks have not all answered: ``(d, None, the checks to run)``."""
+    checks = window_checks(d, analysis, d.analysis_at or 0.0)
+    results = gather(view.checks, checks)
+    if results is None:
+        return d, None, checks
+    canary = view.samples.get(d.to_revision, Sample(0, 0))
+    stable = view.samples.get(d.from_revision) if d.from_revision is not None else None
+    verdict = combine(judge(analysis, canary, stable), results)
     reason = {
         Outcome.PASS: Reason.ANALYSIS_PASSED,
         Outcome.FAIL: Reason.ANALYSIS_FAILED,
@@ -77,7 +82,31 @@ def judge_window(
         analysis_at=now,
         analysis_failures=failures,
     )
-    return d, verdict
+    return d, verdict, ()
+
+
+def run_hooks(
+    view: RolloutView, d: Deployment, analysis: Analysis | None, stage: str, now: float
+) -> tuple[Deployment, Step | None]:
+    """The webhooks of ``stage`` (``pre-rollout``, ``pre-promotion``), once per deployment:
+    ``(d, None)`` once they have all passed (or when there are none); else the Step to return —
+    waiting for their answers, or the release failed by those that did not pass."""
+    if stage in d.hooks_done:
+        return d, None
+    checks = hook_checks(d, analysis, stage)
+    if not checks:
+        return d, None
+    results = gather(view.checks, checks)
+    if results is None:
+        return d, Step(d, checks=checks)
+    failed = [r.reason for r in results if r.outcome != Outcome.PASS]
+    if failed:
+        return d, fail_release(d, now, Reason.WEBHOOK_FAILED, "; ".join(failed))
+    d = d.decide(
+        now, Reason.WEBHOOKS_PASSED, "; ".join(r.reason for r in results),
+        hooks_done=(*d.hooks_done, stage),
+    )  # fmt: skip
+    return d, None
 
 
 def fail_release(d: Deployment, now: float, reason: Reason | str, message: str) -> Step:
@@ -96,3 +125,23 @@ def fail_release(d: Deployment, now: float, reason: Reason | str, message: str) 
         promoting=False,
     )
     return Step(d, revert_to=stable)
+
+
+def post_rollout_step(view: RolloutView, analysis: Analysis | None) -> Step:
+    """An ended deployment calls its ``post-rollout`` webhooks once, whatever its outcome: a
+    notification — the answers are logged, nothing else changes (the message that says why it
+    ended stays)."""
+    d = view.deployment
+    if "post-rollout" in d.hooks_done:
+        return Step(d)
+    checks = hook_checks(d, analysis, "post-rollout")
+    if not checks:
+        return Step(d)
+    results = gather(view.checks, checks)
+    if results is None:
+        return Step(d, checks=checks)
+    called = d.decide(
+        view.now, Reason.WEBHOOKS_CALLED, "; ".join(r.reason for r in results),
+        hooks_done=(*d.hooks_done, "post-rollout"),
+    )  # fmt: skip
+    return Step(called.model_copy(update={"message": d.message}))
