@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import ingress, rolling, scale
+from bench import flip, ingress, rolling, scale
 
-BENCHMARKS = {"scale": scale.main, "rolling": rolling.main, "ingress": ingress.main}
+BENCHMARKS = {
+    "scale": scale.main,
+    "rolling": rolling.main,
+    "ingress": ingress.main,
+    "flip": flip.main,
+}
 
 
 def main() -> None:
