@@ -10,7 +10,8 @@ one; blue keeps 100% of the traffic, while requests with the preview header (``p
 2. ``autoPromote`` (after ``autoPromoteAfter``), or ``warren deploy promote``;
 3. ``pre-promotion`` webhooks, then the switch: one routing change, 100% to green for the next
    request;
-4. post-promotion analysis over ``soak``, if configured: a failure switches straight back;
+4. post-promotion analysis over ``soak``, if configured: a failure switches straight back, an
+   inconclusive window pauses for a human;
 5. blue is kept warm for ``scaleDownDelay`` — ``warren service rollback`` inside that window is
    an instant switch back — then retired (drained and stopped); the deployment has succeeded.
 """
@@ -21,7 +22,14 @@ from ...domain.deployments import Deployment, Phase, Reason
 from ...domain.specs import BlueGreenConfig
 from ..analysis import Outcome
 from ..rollouts import RolloutView, Step, by_slot, find_failures, slot_done
-from .traffic import fail_release, judge_window, ready_in, run_hooks, weights_of
+from .traffic import (
+    fail_release,
+    judge_window,
+    pause_inconclusive,
+    ready_in,
+    run_hooks,
+    weights_of,
+)
 
 __all__ = ["next_step"]
 
@@ -81,12 +89,7 @@ def next_step(view: RolloutView) -> Step:
             if verdict.outcome == Outcome.FAIL:
                 return fail_release(d, now, Reason.ANALYSIS_FAILED, verdict.reason)
             if verdict.outcome == Outcome.INCONCLUSIVE:
-                reason = f"pre-promotion analysis inconclusive: {verdict.reason}"
-                d = d.decide(
-                    now, Reason.ANALYSIS_INCONCLUSIVE, reason, action="pause for a human",
-                    phase=Phase.PAUSED, paused_reason=reason,
-                )  # fmt: skip
-                return Step(d)
+                return Step(pause_inconclusive(d, now, "pre-promotion", verdict.reason))
         if d.promote == "" and not cfg.auto_promote:
             d = d.decide(
                 now, Reason.AWAITING_PROMOTION, "green ready: waiting for `warren deploy promote`",
@@ -124,6 +127,8 @@ def next_step(view: RolloutView) -> Step:
                     weights=weights_of(blue, green, 0),
                 )  # fmt: skip
                 return fail_release(d, now, Reason.ANALYSIS_FAILED, verdict.reason)
+            if verdict.outcome == Outcome.INCONCLUSIVE:
+                return Step(pause_inconclusive(d, now, "post-promotion", verdict.reason))
             due = now + cfg.analysis.interval
         if now < soak_end:
             return Step(d, requeue_at=min(due, soak_end))

@@ -6,7 +6,8 @@ steps then run in order:
 
 - ``setWeight: N`` — once the canary tasks are ready, N% of the requests go to the canary
   (exactly: the ingress's weighted round-robin), the rest to stable;
-- ``pause: 30s`` — wait, ``pause: {}`` — wait for ``warren deploy promote``.
+- ``pause: 30s`` — wait, ``pause: {}`` — wait for ``warren deploy promote`` (the canary is
+  still analysed meanwhile: a failure fails it).
 
 Webhooks (``analysis.webhooks``): ``pre-rollout`` ones must pass before the first weight above
 0, ``pre-promotion`` ones before promotion (``promote --full`` too); a failure fails the canary.
@@ -29,7 +30,15 @@ from ...domain.deployments import Phase, Reason
 from ...domain.specs import CanaryConfig
 from ..analysis import Outcome
 from ..rollouts import RolloutView, Step, by_slot, earliest, find_failures, slot_done
-from .traffic import canary_count, fail_release, judge_window, ready_in, run_hooks, weights_of
+from .traffic import (
+    canary_count,
+    fail_release,
+    judge_window,
+    pause_inconclusive,
+    ready_in,
+    run_hooks,
+    weights_of,
+)
 
 __all__ = ["canary_slots", "next_step"]
 
@@ -41,7 +50,10 @@ def canary_slots(view: RolloutView) -> tuple[int, ...]:
 
 def next_step(view: RolloutView) -> Step:
     d, now = view.deployment, view.now
-    if d.phase != Phase.PROGRESSING:
+    # Waiting for `warren deploy promote` (``pause: {}``), the canary keeps its traffic: it is
+    # still analysed, and a failure still fails it.
+    awaiting = d.phase == Phase.AWAITING_PROMOTION
+    if d.phase != Phase.PROGRESSING and not awaiting:
         return Step(d)
     cfg = view.canary or CanaryConfig()
     stable, new = d.from_revision, d.to_revision
@@ -104,14 +116,11 @@ def next_step(view: RolloutView) -> Step:
                 return fail_release(
                     d, now, Reason.ANALYSIS_FAILED, f"canary analysis failed: {verdict.reason}"
                 )
-            if verdict.outcome == Outcome.INCONCLUSIVE:
-                reason = f"analysis inconclusive: {verdict.reason}"
-                d = d.decide(
-                    now, Reason.ANALYSIS_INCONCLUSIVE, reason, action="pause for a human",
-                    phase=Phase.PAUSED, paused_reason=reason,
-                )  # fmt: skip
-                return Step(d)
+            if verdict.outcome == Outcome.INCONCLUSIVE and not awaiting:
+                return Step(pause_inconclusive(d, now, "", verdict.reason))
         analysis_due = (d.analysis_at or now) + cfg.analysis.interval
+    if awaiting:
+        return Step(d, requeue_at=earliest(health_due, analysis_due))
 
     # The steps.
     if d.canary_step >= len(cfg.steps):
@@ -152,7 +161,7 @@ def next_step(view: RolloutView) -> Step:
             f"step {d.canary_step + 1}: paused until `warren deploy promote`",
             phase=Phase.AWAITING_PROMOTION,
         )  # fmt: skip
-        return Step(d)
+        return Step(d, requeue_at=analysis_due)
     assert step.pause is not None
     if d.pause_until is None:
         d = d.decide(

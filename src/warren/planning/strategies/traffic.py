@@ -20,6 +20,7 @@ __all__ = [
     "fail_release",
     "judge_window",
     "max_weight",
+    "pause_inconclusive",
     "post_rollout_step",
     "ready_in",
     "run_hooks",
@@ -83,6 +84,16 @@ def judge_window(
         analysis_failures=failures,
     )
     return d, verdict, ()
+
+
+def pause_inconclusive(d: Deployment, now: float, which: str, why: str) -> Deployment:
+    """Too little to judge is never a silent pass: pause for a human (traffic stays where it
+    is; ``warren deploy resume`` judges a new window, ``warren service rollback`` goes back)."""
+    reason = f"{which} analysis inconclusive: {why}".lstrip()
+    return d.decide(
+        now, Reason.ANALYSIS_INCONCLUSIVE, reason, action="pause for a human",
+        phase=Phase.PAUSED, paused_reason=reason,
+    )  # fmt: skip
 
 
 def run_hooks(
