@@ -41,11 +41,17 @@ def test_quick_start(server: ServerProcess, tmp_path: Path) -> None:
     port = str(free_port())
     example = tmp_path / "web.yaml"
     example.write_text((ROOT / "examples" / "web.yaml").read_text().replace("18080", port))
+    canary_port = str(free_port())
+    canary = tmp_path / "canary.yaml"
+    canary.write_text(
+        (ROOT / "examples" / "canary.yaml").read_text().replace("18081", canary_port)
+    )
     env = server.env()
     env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     client = server.client()
     for command in commands:
         command = command.replace("18080", port).replace("examples/web.yaml", str(example))
+        command = command.replace("examples/canary.yaml", str(canary))
         if command.startswith("curl"):
             wait_for(
                 lambda: len([t for t in client.list_tasks("web") if t.ready]) == 3,

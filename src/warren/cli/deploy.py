@@ -61,10 +61,16 @@ def status_table(status: DeploymentStatus) -> Table:
         moves = f"{status.kind}: {status.from_revision} → {status.to_revision}"
         table.add_row("deployment", f"{status.deployment_id} ({moves})")
         table.add_row("phase", _phase(status.phase))
+        # Canary and blue/green releases move by steps, not by batches of slots.
+        where = (
+            f"step {status.step}"
+            if status.strategy in ("canary", "blue-green") and status.kind == "update"
+            else f"batch {status.step}/{status.batches}"
+        )
         table.add_row(
             "progress",
-            f"batch {status.step}/{status.batches}, {status.updated_slots}/{status.desired_tasks} "
-            f"updated, {status.failed_tasks} failed",
+            f"{where}, {status.updated_slots}/{status.desired_tasks} updated, "
+            f"{status.failed_tasks} failed",
         )
         table.add_row("elapsed", format_duration(status.elapsed or 0))
         if status.weights:

@@ -53,6 +53,7 @@ def next_step(view: RolloutView) -> Step:
                     phase=Phase.SUCCEEDED,
                     finished_at=now,
                     weights=(),
+                    ready_slots=view.replicas,
                 )
             )
         return Step(d)

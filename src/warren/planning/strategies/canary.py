@@ -84,6 +84,7 @@ def next_step(view: RolloutView) -> Step:
                     phase=Phase.SUCCEEDED,
                     finished_at=now,
                     weights=(),
+                    ready_slots=view.replicas,
                     target_slots=all_slots,
                 )
             )
