@@ -43,9 +43,7 @@ def test_quick_start(server: ServerProcess, tmp_path: Path) -> None:
     example.write_text((ROOT / "examples" / "web.yaml").read_text().replace("18080", port))
     canary_port = str(free_port())
     canary = tmp_path / "canary.yaml"
-    canary.write_text(
-        (ROOT / "examples" / "canary.yaml").read_text().replace("18081", canary_port)
-    )
+    canary.write_text((ROOT / "examples" / "canary.yaml").read_text().replace("18081", canary_port))
     env = server.env()
     env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     client = server.client()
