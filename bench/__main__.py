@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import flip, ingress, rolling, scale
+from bench import canary_fail, flip, ingress, rolling, scale
 
 BENCHMARKS = {
     "scale": scale.main,
     "rolling": rolling.main,
     "ingress": ingress.main,
     "flip": flip.main,
+    "canary-fail": canary_fail.main,
 }
 
 
