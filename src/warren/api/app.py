@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -360,6 +361,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         await cluster.record("deployment.progressing", f"deployment {d.id} resumed", service=name)
         return d.to_wire()
 
+    PROMOTE_WAIT = 3.0
+
     @app.post("/v1/services/{name}/deployment/promote", tags=["deployments"])
     async def promote(name: str, _: Auth, full: bool = False) -> dict[str, Any]:
         """Canary: skip the current pause (``full``: every remaining step). Blue/green: switch
@@ -380,7 +383,22 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
         d = await cluster.change_deployment(name, change)
         await cluster.record("deployment.promoted", f"deployment {d.id} promoted", service=name)
-        return d.to_wire()
+        return (await _applied(d)).to_wire()
+
+    async def _applied(asked: Deployment) -> Deployment:
+        """The deployment once its controller has acted on the promotion (the blue/green switch
+        or the next canary step decided), so that the answer means it took effect; bounded —
+        webhooks may hold it longer, and then the answer is the promotion still pending."""
+        latest = asked
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PROMOTE_WAIT):
+                while latest.promote and latest.active:
+                    await asyncio.sleep(0.002)
+                    found = await cluster.latest_deployment(asked.service)
+                    if found is None or found[0].id != asked.id:
+                        break
+                    latest = found[0]
+        return latest
 
     @app.post("/v1/services/{name}/deployment/abort", tags=["deployments"])
     async def abort(name: str, _: Auth) -> dict[str, Any]:

@@ -173,7 +173,7 @@ def promote(
     """Canary: skip the current pause (--full: all remaining steps). Blue/green: switch now."""
     with Client() as client:
         d = client.promote_deployment(name, full)
-    console.print(f"deployment {d.id}: promote ({'full' if full else 'step'}) accepted")
+    console.print(f"deployment {d.id}: {d.message}")
 
 
 @app.command()
