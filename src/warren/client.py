@@ -255,6 +255,28 @@ class Client:
             params["task"] = task
         return list(self.request("GET", f"/v1/services/{service}/logs", params=params)["lines"])
 
+    def follow_logs(
+        self, service: str, tail: int = 100, task: str | None = None
+    ) -> Iterator[dict[str, str]]:
+        """The last ``tail`` lines of each task, then every new line, until the connection ends."""
+        params: dict[str, Any] = {"tail": tail, "follow": "true"}
+        if task:
+            params["task"] = task
+        self._authorize()
+        try:
+            with self._http.stream(
+                "GET", f"/v1/services/{service}/logs", params=params,
+                timeout=httpx.Timeout(30, read=None),
+            ) as response:  # fmt: skip
+                if response.status_code >= 400:
+                    response.read()
+                self._raise_for(response)
+                for line in response.iter_lines():
+                    if line:
+                        yield json.loads(line)
+        except httpx.ConnectError:
+            raise UnavailableError(f"cannot reach the Warren server at {self.addr}") from None
+
     def list_nodes(self) -> list[tuple[Node, int]]:
         return [
             (Node.model_validate(n["node"]), n["tasks"]) for n in self.request("GET", "/v1/nodes")

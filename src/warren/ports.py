@@ -219,6 +219,10 @@ class Driver(Protocol):
 
     async def logs(self, task_id: str, tail: int | None = None) -> list[str]: ...
 
+    def follow(self, task_id: str) -> AsyncIterator[str]:
+        """The task's output lines from now on, as they come (until the caller stops)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:

@@ -17,7 +17,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Coroutine, Generator, Iterable, Mapping
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ import uvicorn
 
 from . import __version__
 from .agent import Agent, FakeDriver, NetworkProber, ProcessDriver
+from .agent.drivers.docker import ContainerProber, DockerDriver, find_engine_socket
 from .api import ApiContext, create_app
 from .api.metrics import build_metrics
 from .client import Client
@@ -155,6 +156,7 @@ class Server:
                 token=self.token,
                 view=_PlaneView(self.plane),
                 logs=self._logs,
+                follow=self._follow,
                 metrics=build_metrics(self.plane, self.ingress),
                 info=self._info,
             )
@@ -230,6 +232,14 @@ class Server:
             drivers["process"] = (process, NetworkProber())
             fake = FakeDriver(self.clock)
             drivers["fake"] = (fake, fake)
+            engine = find_engine_socket()
+            if engine is not None:
+                # Advertised as soon as a socket is there: an engine that is down or refuses us
+                # fails each task with that reason, in `warren service ps`.
+                docker = DockerDriver(engine, cfg.node_name, cfg.data_dir / "logs", self.clock)
+                drivers["docker"] = (docker, ContainerProber(docker, NetworkProber()))
+            else:
+                log.info("no container engine socket found: the docker driver is off")
             node = self._node(cfg.node_name, tuple(drivers), os.cpu_count() or 1, _memory_bytes())
             agents.append(
                 Agent(node, self.cluster, drivers, self.clock, self.ingress, cfg.heartbeat_ttl)
@@ -273,6 +283,13 @@ class Server:
         if agent is None:
             raise UnavailableError(f"task {task.id} runs on node {task.node}, not on this server")
         return await agent.logs(task, tail)
+
+    async def _follow(self, task: Task) -> AsyncIterator[str]:
+        agent = self.agents.get(task.node or "")
+        if agent is None:
+            raise UnavailableError(f"task {task.id} runs on node {task.node}, not on this server")
+        async for line in agent.follow(task):
+            yield line
 
     def _info(self) -> dict[str, Any]:
         ingress = self.ingress
@@ -320,6 +337,8 @@ class Server:
             for driver, _ in agent.drivers.values():
                 if isinstance(driver, ProcessDriver):
                     driver.close()
+                elif isinstance(driver, DockerDriver):
+                    await driver.close()
         self.agents.clear()
         if self.plane is not None:
             await self.plane.stop()

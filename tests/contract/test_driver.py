@@ -1,4 +1,5 @@
-"""The driver contract: one suite, every driver (fake, process; docker joins later)."""
+"""The driver contract: one suite, every driver — fake, process, and docker against both real
+engines (dockerd, and Podman's compatible service)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.engines import Engine
+from tests.images import DEMO
 from warren.agent.drivers import FakeDriver, ProcessDriver
+from warren.agent.drivers.docker import DockerDriver
 from warren.clocks import SystemClock
 from warren.domain.errors import DriverError
 from warren.domain.specs import ServiceSpec
@@ -95,6 +100,9 @@ class Adapter(ABC):
     ready_line: str
     """A line the task logs once it runs (and, for ``ignores_sigterm``, once it ignores it)."""
     tasks: list[str] = field(default_factory=list)
+    stop_overhead: float = 0.0
+    """What stopping costs beyond the task's own exit (an engine tears down a container's
+    network and mounts: ~0.1-0.7 s here)."""
 
     @abstractmethod
     def forever(self) -> ServiceSpec: ...
@@ -238,9 +246,90 @@ class ProcessAdapter(Adapter):
                     os.killpg(pid, signal.SIGKILL)
 
 
-@pytest.fixture(params=["fake", "process"])
+class DockerAdapter(Adapter):
+    """A container engine (dockerd or Podman's compatible service) that outlives the agent: a
+    restart is a new DockerDriver with the same node name, which finds its containers by label.
+    Each test has a node name of its own, so the engine's other containers are not its."""
+
+    def __init__(self, engine: Engine, tmp_path: Path) -> None:
+        self.engine = engine
+        self.node = f"contract-{uuid.uuid4().hex[:8]}"
+        self.log_dir = tmp_path / "logs"
+        super().__init__("docker", self._new_driver(), ready_line="listening on")
+        self.stop_overhead = 1.5
+
+    def _new_driver(self) -> DockerDriver:
+        return DockerDriver(
+            self.engine.socket, self.node, self.log_dir, SystemClock(),
+            network=self.engine.network or None,
+        )  # fmt: skip
+
+    @property
+    def docker(self) -> DockerDriver:
+        assert isinstance(self.driver, DockerDriver)
+        return self.driver
+
+    def spec(self, *command: str, image: str = f"{DEMO}:v1", **env: str) -> ServiceSpec:
+        return ServiceSpec(
+            name="web", image=image, command=list(command) or None, driver="docker",
+            env=env, ports=[{"published": 18080, "target": 8080}], stop_grace=GRACE,
+        )  # fmt: skip
+
+    def forever(self) -> ServiceSpec:
+        return self.spec()
+
+    def exits(self, code: int) -> ServiceSpec:
+        return self.spec(
+            "/usr/local/bin/python3", "-c", f"import sys, time; time.sleep(0.3); sys.exit({code})"
+        )  # fmt: skip
+
+    def fails_to_start(self) -> ServiceSpec:
+        return self.spec(image="localhost/warren-no-such-image:v9")
+
+    def ignores_sigterm(self) -> ServiceSpec:
+        return self.spec(
+            "/usr/local/bin/python3", "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('listening on nothing, ignoring SIGTERM', flush=True); time.sleep(300)",
+        )  # fmt: skip
+
+    async def restart(self) -> Driver:
+        await self.docker.close()
+        self.driver = self._new_driver()
+        return self.driver
+
+    async def kill_behind_its_back(self, task_id: str, handle: TaskHandle) -> None:
+        container = self.docker.docker.containers.container(handle.runtime_id)
+        await container.kill(signal="SIGKILL")
+
+        async def dead() -> bool:
+            return not (await container.show())["State"]["Running"]
+
+        await eventually(dead, f"the container of {task_id} dies")
+
+    async def cleanup(self) -> None:
+        docker = self.docker.docker
+        with contextlib.suppress(Exception):
+            for c in await docker.containers.list(
+                all=True, filters={"label": [f"warren.node={self.node}"]}
+            ):
+                await c.delete(force=True)
+        await self.docker.close()
+
+
+ADAPTERS = ["fake", "process", "dockerd", "podman"]
+
+
+@pytest.fixture(params=ADAPTERS)
 async def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Adapter]:
-    made: Adapter = FakeAdapter() if request.param == "fake" else ProcessAdapter(tmp_path)
+    made: Adapter
+    if request.param == "fake":
+        made = FakeAdapter()
+    elif request.param == "process":
+        made = ProcessAdapter(tmp_path)
+    else:
+        engine = request.getfixturevalue(f"{request.param}_engine")
+        made = DockerAdapter(engine, tmp_path)
     try:
         yield made
     finally:
@@ -299,7 +388,7 @@ async def test_stop_returns_within_grace_and_is_idempotent(adapter: Adapter) -> 
     waiter = asyncio.ensure_future(adapter.driver.wait("web.1.a"))
     t0 = time.monotonic()
     first = await asyncio.wait_for(adapter.driver.stop("web.1.a", GRACE), WAIT)
-    assert time.monotonic() - t0 < GRACE
+    assert time.monotonic() - t0 < GRACE + adapter.stop_overhead
     assert isinstance(first, ExitStatus)
     # A pending wait sees the same end; a second stop neither raises nor changes the answer.
     assert await asyncio.wait_for(waiter, WAIT) == first
@@ -311,7 +400,7 @@ async def test_a_task_that_ignores_sigterm_is_killed_after_the_grace(adapter: Ad
     await adapter.until_ready("web.1.a")
     t0 = time.monotonic()
     status = await asyncio.wait_for(adapter.driver.stop("web.1.a", GRACE), GRACE + 1.0)
-    assert time.monotonic() - t0 < GRACE + 1.0
+    assert time.monotonic() - t0 < GRACE + 1.0 + adapter.stop_overhead
     assert isinstance(status, ExitStatus)
     assert await asyncio.wait_for(adapter.driver.wait("web.1.a"), WAIT) == status
 
@@ -325,6 +414,8 @@ async def test_start_failure_raises_a_clear_driver_error(adapter: Adapter) -> No
     if adapter.name == "process":
         assert "not found" in message
         assert "warren-no-such-command" in message
+    elif adapter.name == "docker":
+        assert message.startswith("image not found: localhost/warren-no-such-image:v9")
     else:
         assert message == spec.env["FAKE_START_ERROR"]
     # Nothing was started: nothing to recover, nothing to wait for.
@@ -356,7 +447,7 @@ async def test_recover_after_a_restart_adopts_the_running_task(adapter: Adapter)
     assert not waiter.done()
     t0 = time.monotonic()
     status = await asyncio.wait_for(driver.stop("web.1.a", GRACE), WAIT)
-    assert time.monotonic() - t0 < GRACE
+    assert time.monotonic() - t0 < GRACE + adapter.stop_overhead
     assert await asyncio.wait_for(waiter, WAIT) == status
     assert await asyncio.wait_for(driver.stop("web.1.a", GRACE), WAIT) == status
     assert [r.alive for r in await driver.recover()] == [False]

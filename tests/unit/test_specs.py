@@ -201,7 +201,10 @@ def test_several_problems_report_the_first_and_count_the_rest() -> None:
 @pytest.mark.parametrize(
     ("data", "fragments"),
     [
-        ({"name": "web", "image": "nginx", "command": "x"}, ("image", "command")),
+        (
+            {"name": "web", "image": "nginx", "command": "x", "driver": "process"},
+            ("process", "image"),
+        ),
         ({"name": "web"}, ("image", "command")),
         ({"name": "web", "command": "x", "driver": "docker"}, ("docker", "image")),
         ({"name": "web", "image": "nginx", "driver": "process"}, ("process", "command")),
@@ -318,7 +321,7 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         (_with("spec.replicas", -1), "spec.replicas", "greater than or equal to 0"),
         (_with("spec.healthCheck.timeout", "5x"), "spec.healthCheck.timeout", "duration"),
         (_with("spec.env", {"PORT": "1"}), "spec.env", "set by Warren"),
-        (_with("spec.image", "nginx"), "spec", "set exactly one of image and command"),
+        (_with("spec.driver", "docker"), "spec", "the docker driver needs an image"),
         (_with("spec.replica", 3), "spec.replica", "unknown field"),
     ],
 )
@@ -399,7 +402,7 @@ def test_patch_refuses_renaming() -> None:
         ({"env": {"PORT": "1"}}, "spec.env", "set by Warren"),
         ({"healthCheck": {"http": {}, "tcp": {}}}, "spec.healthCheck", "exactly one"),
         ({"bogus": 1}, "spec.bogus", "unknown field"),
-        ({"command": None}, "spec", "set exactly one of image and command"),
+        ({"command": None}, "spec", "set an image (docker driver) or a command"),
     ],
 )
 def test_invalid_patch_names_the_field(changes: dict[str, Any], field: str, fragment: str) -> None:

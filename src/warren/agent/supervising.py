@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 from ..domain.errors import DriverError, InvalidTransitionError, NotFoundError, WarrenError
 from ..domain.events import Level
@@ -132,6 +132,11 @@ class Agent:
     async def logs(self, task: Task, tail: int | None = None) -> list[str]:
         spec = await self.spec_for(task)
         return await self.runtime(spec)[0].logs(task.id, tail)
+
+    async def follow(self, task: Task) -> AsyncIterator[str]:
+        spec = await self.spec_for(task)
+        async for line in self.runtime(spec)[0].follow(task.id):
+            yield line
 
     async def stop(self) -> None:
         """Stop supervising; the tasks themselves keep running (a restarted agent adopts them)."""

@@ -109,8 +109,33 @@ class ApiContext:
     token: str
     view: ClusterView | None = None
     logs: Callable[[Task, int | None], Awaitable[list[str]]] | None = None
+    follow: Callable[[Task], AsyncIterator[str]] | None = None
     metrics: Callable[[], bytes] | None = None
     info: Callable[[], dict[str, Any]] | None = None
+
+
+async def _follow_lines(
+    first: list[dict[str, str]],
+    tasks: list[Task],
+    follow: Callable[[Task], AsyncIterator[str]],
+) -> AsyncIterator[bytes]:
+    """``first``, then the new lines of every task, interleaved as they come."""
+    for entry in first:
+        yield json.dumps(entry).encode() + b"\n"
+    queue: asyncio.Queue[dict[str, str]] = asyncio.Queue(maxsize=10_000)
+
+    async def pump(task: Task) -> None:
+        async for line in follow(task):
+            await queue.put({"task": task.id, "line": line})
+
+    pumps = [asyncio.ensure_future(pump(t)) for t in tasks]
+    try:
+        while True:
+            entry = await queue.get()
+            yield json.dumps(entry).encode() + b"\n"
+    finally:
+        for p in pumps:
+            p.cancel()
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -282,13 +307,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
         rev: Revision = await cluster.get_revision(name, number)
         return rev.to_wire()
 
-    @app.get("/v1/services/{name}/logs", tags=["tasks"])
+    @app.get("/v1/services/{name}/logs", tags=["tasks"], response_model=None)
     async def logs(
         name: str,
         _: Auth,
         tail: Annotated[int, Query(ge=1, le=100_000)] = 100,
         task: str | None = None,
-    ) -> dict[str, Any]:
+        follow: bool = False,
+    ) -> dict[str, Any] | StreamingResponse:
+        """The last ``tail`` lines of each task; ``follow``: then every new line as it comes,
+        one JSON object per line (``{"task", "line"}``), until the client goes."""
         await cluster.get_service(name)
         tasks = await cluster.list_tasks(name)
         if task is not None:
@@ -298,12 +326,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
         lines: list[dict[str, str]] = []
         if ctx.logs is None:
             raise UnavailableError("this server runs no worker: no logs to read")
-        for t in sorted(tasks, key=lambda t: (t.slot, t.created_at)):
-            if t.state == "pending":
-                continue
+        shown = [
+            t for t in sorted(tasks, key=lambda t: (t.slot, t.created_at)) if t.state != "pending"
+        ]
+        for t in shown:
             for line in await ctx.logs(t, tail):
                 lines.append({"task": t.id, "line": line})
-        return {"service": name, "lines": lines}
+        if not follow:
+            return {"service": name, "lines": lines}
+        assert ctx.follow is not None
+        followed = [t for t in shown if t.wants_running]
+        return StreamingResponse(
+            _follow_lines(lines, followed, ctx.follow), media_type="application/x-ndjson"
+        )
 
     # ── deployments ──────────────────────────────────────────────────────────────────────────
 

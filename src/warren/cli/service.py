@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,6 +10,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.table import Table
+from rich.text import Text
 
 from ..client import Client
 from ..domain.base import parse_model
@@ -312,10 +314,26 @@ def logs(
     name: str,
     tail: Annotated[int, typer.Option("--tail", "-n", min=1)] = 100,
     task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Then print new lines as they come (Ctrl-C ends)."),
+    ] = False,
 ) -> None:
     """Print the recent output of a service's tasks."""
     with Client() as client:
-        lines = client.logs(name, tail, task)
-    width = max((len(entry["task"]) for entry in lines), default=0)
-    for entry in lines:
-        console.print(f"[dim]{entry['task']:<{width}}[/dim] | {entry['line']}", soft_wrap=True)
+        if not follow:
+            lines = client.logs(name, tail, task)
+            width = max((len(entry["task"]) for entry in lines), default=0)
+            for entry in lines:
+                _print_line(entry, width)
+            return
+        with contextlib.suppress(KeyboardInterrupt):
+            for entry in client.follow_logs(name, tail, task):
+                _print_line(entry, len(entry["task"]))
+
+
+def _print_line(entry: dict[str, str], width: int) -> None:
+    # A Text, not markup: a log line's own brackets must print as they are.
+    text = Text(f"{entry['task']:<{width}}", style="dim")
+    text.append(f" | {entry['line']}")
+    console.print(text, soft_wrap=True, highlight=False)

@@ -366,7 +366,12 @@ class ServiceSpec(Model):
     labels: dict[str, str] = {}
     image: str | None = None
     command: tuple[str, ...] | None = None
+    """The process to run (process driver), or the container's command instead of the image's
+    own CMD (docker driver)."""
     driver: Literal["process", "docker", "fake"] | None = None
+    pull_policy: Literal["always", "if-not-present", "never"] = "if-not-present"
+    """docker driver: when to pull the image from its registry before creating a container."""
+    stop_signal: str = Field("SIGTERM", pattern=r"^SIG[A-Z0-9]+$")
     replicas: int = Field(1, ge=0, le=10_000, strict=True)
     env: dict[str, str] = {}
     ports: tuple[PortSpec, ...] = ()
@@ -421,12 +426,14 @@ class ServiceSpec(Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSpec:
-        if (self.image is None) == (self.command is None):
-            raise ValueError("set exactly one of image and command")
+        if self.image is None and self.command is None:
+            raise ValueError("set an image (docker driver) or a command (process driver)")
         if self.driver == "docker" and self.image is None:
             raise ValueError("the docker driver needs an image")
         if self.driver == "process" and self.command is None:
             raise ValueError("the process driver needs a command")
+        if self.driver == "process" and self.image is not None:
+            raise ValueError("the process driver runs a command, not an image")
         published = [p.published for p in self.ports]
         if len(set(published)) != len(published):
             raise ValueError("a published port appears twice")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ...domain.durations import parse_duration
@@ -24,6 +25,7 @@ from ...domain.errors import DriverError
 from ...domain.specs import HealthCheck, ServiceSpec
 from ...domain.tasks import Task
 from ...ports import Clock, ExitStatus, ProbeResult, RecoveredTask, TaskHandle
+from .local import FOLLOW_POLL
 
 __all__ = ["FakeDriver"]
 
@@ -116,6 +118,15 @@ class FakeDriver:
     async def logs(self, task_id: str, tail: int | None = None) -> list[str]:
         lines = self._logs.get(task_id, [])
         return lines[-tail:] if tail else list(lines)
+
+    async def follow(self, task_id: str) -> AsyncIterator[str]:
+        seen = len(self._logs.get(task_id, []))
+        while True:
+            lines = self._logs.get(task_id, [])
+            for line in lines[seen:]:
+                yield line
+            seen = len(lines)
+            await asyncio.sleep(FOLLOW_POLL)
 
     def running(self) -> list[str]:
         return [tid for tid, fake in self._tasks.items() if not fake.exited.done()]

@@ -21,8 +21,8 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from ...domain.specs import ServiceSpec
 from ...domain.tasks import Task
 from ...ports import Clock, ExitStatus, RecoveredTask, TaskHandle
 from ..environment import task_environment
+from .local import PortPool, follow_file, tail_of
 
 __all__ = ["ProcessDriver"]
 
@@ -80,26 +81,16 @@ class ProcessDriver:
         self.address = address
         self.workdir = workdir
         self._procs: dict[str, _Proc] = {}
-        self._ports: set[int] = set()
+        self._ports = PortPool(address)
         state_dir.mkdir(parents=True, exist_ok=True)
         log_dir.mkdir(parents=True, exist_ok=True)
 
     # ── start ────────────────────────────────────────────────────────────────────────────────
 
-    def _allocate_port(self) -> int:
-        for _ in range(100):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind((self.address, 0))
-                port = int(sock.getsockname()[1])
-            if port not in self._ports:
-                self._ports.add(port)
-                return port
-        raise DriverError("no free port to give the task")
-
     async def start(self, task: Task, spec: ServiceSpec) -> TaskHandle:
         if not spec.command:
             raise DriverError("the process driver needs a command")
-        port = self._allocate_port()
+        port = self._ports.allocate()
         log_path = self.log_dir / f"{task.id}.log"
         # A crash between the fork and the record would leave a process nobody knows: this
         # marker lets ``recover`` find it (by its WARREN_TASK_ID) and stop it.
@@ -119,7 +110,7 @@ class ProcessDriver:
                     close_fds=True,
                 )
         except OSError as exc:
-            self._ports.discard(port)
+            self._ports.release(port)
             starting.unlink(missing_ok=True)
             if isinstance(exc, FileNotFoundError):
                 raise DriverError(f"command not found: {spec.command[0]}") from None
@@ -245,7 +236,7 @@ class ProcessDriver:
                 "start_ticks"
             )
             if alive:
-                self._ports.add(port)
+                self._ports.take(port)
                 proc = _Proc(task_id, pid, handle, port, loop.create_future())
                 self._procs[task_id] = proc
                 self._watch_exit(proc)
@@ -255,7 +246,7 @@ class ProcessDriver:
     async def forget(self, task_id: str) -> None:
         proc = self._procs.pop(task_id, None)
         if proc is not None:
-            self._ports.discard(proc.port)
+            self._ports.release(proc.port)
             if proc.pidfd is not None:
                 asyncio.get_running_loop().remove_reader(proc.pidfd)
                 os.close(proc.pidfd)
@@ -263,17 +254,10 @@ class ProcessDriver:
             self._record_path(task_id).unlink()
 
     async def logs(self, task_id: str, tail: int | None = None) -> list[str]:
-        path = self.log_dir / f"{task_id}.log"
-        try:
-            with open(path, "rb") as f:  # noqa: ASYNC230 (a bounded read of a local file)
-                size = f.seek(0, os.SEEK_END)
-                # The last lines are in the last (tail x 1 KiB) bytes unless lines are huge.
-                f.seek(max(0, size - (tail or 1000) * 1024))
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        lines = data.decode("utf-8", "replace").splitlines()
-        return lines[-tail:] if tail else lines
+        return tail_of(self.log_dir / f"{task_id}.log", tail)
+
+    def follow(self, task_id: str) -> AsyncIterator[str]:
+        return follow_file(self.log_dir / f"{task_id}.log")
 
     def close(self) -> None:
         """Stop watching (the processes keep running: a restarted server adopts them)."""
