@@ -50,6 +50,8 @@ class ServerProcess:
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     extra: list[str] = field(default_factory=list)
+    environ: dict[str, str] = field(default_factory=dict)
+    """Set in the server's environment (DOCKER_HOST …)."""
 
     @property
     def addr(self) -> str:
@@ -71,6 +73,7 @@ class ServerProcess:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **self.environ},
         )  # fmt: skip
         log.close()
         client = Client(self.addr, data_dir=self.data_dir)
@@ -117,8 +120,10 @@ class ServerProcess:
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
-    def make(name: str = "data", extra: list[str] | None = None) -> ServerProcess:
-        srv = ServerProcess(tmp_path / name, extra=extra or [])
+    def make(
+        name: str = "data", extra: list[str] | None = None, environ: dict[str, str] | None = None
+    ) -> ServerProcess:
+        srv = ServerProcess(tmp_path / name, extra=extra or [], environ=environ or {})
         started.append(srv)
         return srv
 

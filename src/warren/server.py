@@ -78,6 +78,8 @@ class ServerConfig:
     store: str = "sqlite"
     node_name: str = field(default_factory=socket.gethostname)
     worker: bool = True
+    docker_network: str | None = None
+    """The engine network containers join; None: the engine's default."""
     simulate_nodes: int = 0
     """Extra fake-driver nodes, for benchmarks and tests."""
     heartbeat_ttl: float = 10.0
@@ -236,7 +238,10 @@ class Server:
             if engine is not None:
                 # Advertised as soon as a socket is there: an engine that is down or refuses us
                 # fails each task with that reason, in `warren service ps`.
-                docker = DockerDriver(engine, cfg.node_name, cfg.data_dir / "logs", self.clock)
+                docker = DockerDriver(
+                    engine, cfg.node_name, cfg.data_dir / "logs", self.clock,
+                    network=cfg.docker_network,
+                )  # fmt: skip
                 drivers["docker"] = (docker, ContainerProber(docker, NetworkProber()))
             else:
                 log.info("no container engine socket found: the docker driver is off")

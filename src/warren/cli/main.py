@@ -69,6 +69,14 @@ def server(
     store: Annotated[str, typer.Option("--store", help="sqlite | memory")] = "sqlite",
     node_name: Annotated[str | None, typer.Option("--node-name")] = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Run no tasks here.")] = False,
+    docker_network: Annotated[
+        str | None,
+        typer.Option(
+            "--docker-network",
+            help="Engine network for containers (default: the engine's own). The engine is "
+            "found from DOCKER_HOST, /var/run/docker.sock or /run/podman/podman.sock.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
     simulate_nodes: Annotated[int, typer.Option("--simulate-nodes", hidden=True, min=0)] = 0,
 ) -> None:
@@ -92,6 +100,7 @@ def server(
         store=store,
         node_name=node_name or socket.gethostname(),
         worker=not no_worker,
+        docker_network=docker_network,
         simulate_nodes=simulate_nodes,
     )
 
