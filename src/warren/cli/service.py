@@ -29,7 +29,21 @@ app = typer.Typer(help="Create and manage services.", no_args_is_help=True)
 # Options shared by create and update.
 Image = Annotated[str | None, typer.Option("--image", help="Container image (docker driver).")]
 Command = Annotated[
-    str | None, typer.Option("--command", help="Command line to run (process driver).")
+    str | None,
+    typer.Option(
+        "--command", help="Command line to run (process driver); with --image, the container's."
+    ),
+]
+Driver = Annotated[
+    str | None,
+    typer.Option("--driver", help="docker | process (default: docker with --image, else process)."),
+]
+Pull = Annotated[
+    str | None,
+    typer.Option("--pull", help="always | if-not-present | never: pulling the image (docker)."),
+]
+StopSignal = Annotated[
+    str | None, typer.Option("--stop-signal", help="Signal that asks a task to stop (SIGTERM).")
 ]
 Env = Annotated[list[str], typer.Option("--env", "-e", help="K=V; repeatable.")]
 Publish = Annotated[
@@ -69,13 +83,12 @@ _DEPLOY_FLAGS = (
 def _changes(flags: dict[str, Any]) -> dict[str, Any]:
     """The flags shared by ``create`` and ``update`` (their ``locals()``) → a partial spec."""
     changes: dict[str, Any] = {}
-    image, command = flags["image"], flags["command"]
-    if image is not None and command is not None:
-        raise ValidationError("use either --image or --command, not both")
-    if image is not None:
-        changes["image"] = image
-    if command is not None:
-        changes["command"] = command
+    for flag, field in (
+        ("image", "image"), ("command", "command"), ("driver", "driver"),
+        ("pull", "pullPolicy"), ("stop_signal", "stopSignal"),
+    ):  # fmt: skip
+        if flags[flag] is not None:
+            changes[field] = flags[flag]
     if flags["env"]:
         changes["env"] = parse_env(flags["env"])
     if flags["publish"]:
@@ -105,6 +118,9 @@ def create(
     name: Annotated[str | None, typer.Argument(help="Service name.")] = None,
     image: Image = None,
     command: Command = None,
+    driver: Driver = None,
+    pull: Pull = None,
+    stop_signal: StopSignal = None,
     replicas: Annotated[int | None, typer.Option("--replicas", "-r", min=0)] = None,
     env: Env = [],  # noqa: B006 (typer reads the default; it is never mutated)
     publish: Publish = [],  # noqa: B006
@@ -236,6 +252,9 @@ def update(
     name: str,
     image: Image = None,
     command: Command = None,
+    driver: Driver = None,
+    pull: Pull = None,
+    stop_signal: StopSignal = None,
     env: Env = [],  # noqa: B006
     env_rm: Annotated[list[str], typer.Option("--env-rm", help="Remove K; repeatable.")] = [],  # noqa: B006
     replicas: Annotated[int | None, typer.Option("--replicas", "-r", min=0)] = None,

@@ -57,7 +57,11 @@ DEFAULT_PORT = 8080
 """The container port when the service publishes none with a ``target``."""
 CALL_TIMEOUT = 60.0
 """Bound of every engine call but ``wait`` (a pull of a large image can take a while)."""
+ENGINE_RETRY = 1.0
+"""How often an engine that went away is tried again while a task waits on it."""
 _LABEL = "warren.task"
+_NO_CONNECTION = 900
+"""aiodocker's status for "could not talk to the engine at all" (socket missing, refused)."""
 _ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock")
 
 
@@ -239,20 +243,32 @@ class DockerDriver:
     # ── run and stop ─────────────────────────────────────────────────────────────────────────
 
     async def wait(self, task_id: str) -> ExitStatus:
+        """Until the container ends. An engine that goes away (restarted, upgraded) is waited
+        for: its containers may still run (Podman's do), and whether they do is then asked
+        again."""
         known = self._containers.get(task_id)
         if known is None:
             raise DriverError(f"task {task_id} is not running here")
         container = self.docker.containers.container(known.id)
-        try:
-            await container.wait(timeout=None)
-        except aiodocker.DockerError as exc:
-            if exc.status == 404:
-                return ExitStatus(None, "the container was removed")
-            raise DriverError(f"waiting for {task_id}: {_engine_message(exc)}") from None
-        except aiohttp.ClientError:
-            # The engine restarted underneath us: its containers died with it (unless it
-            # keeps them alive), so look before concluding.
-            raise DriverError(f"lost the container engine while {task_id} ran") from None
+        lost = False
+        while True:
+            try:
+                await container.wait(timeout=None)
+                break
+            except aiodocker.DockerError as exc:
+                if exc.status == 404:
+                    return ExitStatus(None, "the container was removed outside Warren")
+                if exc.status != _NO_CONNECTION:
+                    raise DriverError(f"waiting for {task_id}: {_engine_message(exc)}") from None
+                if not lost:
+                    log.warning("%s: lost the container engine; waiting for it", task_id)
+                    lost = True
+                await asyncio.sleep(ENGINE_RETRY)
+            except aiohttp.ClientError as exc:
+                if not lost:
+                    log.warning("%s: lost the container engine (%s); waiting for it", task_id, exc)
+                    lost = True
+                await asyncio.sleep(ENGINE_RETRY)
         return await self._exit_status(known.id, stopped=False)
 
     async def _exit_status(self, container_id: str, stopped: bool) -> ExitStatus:
@@ -399,6 +415,9 @@ class DockerDriver:
             async with asyncio.timeout(CALL_TIMEOUT):
                 yield
         except aiodocker.DockerError as exc:
+            if exc.status == _NO_CONNECTION:
+                problem = _socket_problem(self.socket_path, exc)
+                raise DriverError(f"cannot {what}: {problem}") from None
             raise DriverError(f"cannot {what}: {_engine_message(exc)} ({exc.status})") from None
         except TimeoutError:
             raise DriverError(f"cannot {what}: the engine did not answer") from None
