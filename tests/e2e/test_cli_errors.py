@@ -52,8 +52,12 @@ def test_errors_from_the_server(server: ServerProcess, tmp_path: Path) -> None:
     one_line_error(warren("service", "inspect", "nosuch", env=env), "service 'nosuch' not found")
     one_line_error(warren("service", "create", "web", env=env), "--image IMAGE or --command CMD")
     one_line_error(
-        warren("service", "create", "web", "--image", "a", "--command", "b", env=env),
-        "either --image or --command",
+        warren("service", "create", "web", "--image", "a", "--driver", "process", env=env),
+        "the process driver needs a command",
+    )
+    one_line_error(
+        warren("service", "create", "web", "--image", "a", "--pull", "sometimes", env=env),
+        "pullPolicy",
     )
     one_line_error(
         warren("service", "create", "Web!", "--command", "x", env=env), "name:", "lowercase"
