@@ -82,6 +82,7 @@ def test_canary_shares_and_a_bad_canary(server: ServerProcess, tmp_path: Path) -
         for weight, share in shares.items():
             assert abs(share - weight) <= 2, shares
 
+        stable = {t.id for t in client.list_tasks("web") if t.state.active}
         bad = warren(
             server, "service", "update", "web", "--env", "VERSION=v3", "--env", "FAIL_RATE=0.3"
         )
@@ -92,6 +93,8 @@ def test_canary_shares_and_a_bad_canary(server: ServerProcess, tmp_path: Path) -
         assert status.step == 1  # stopped at the first step
         time.sleep(1)
         assert {t.revision for t in client.list_tasks("web") if t.state.active} == {2}
+        # The stable tasks were never touched: the same ones serve, none replaced.
+        assert {t.id for t in client.list_tasks("web") if t.state.active} == stable
     result = load.stop()
     assert result.versions.keys() <= {"v1", "v2", "v3"}
     # Every failed request is one the bad canary itself answered with a 500.
@@ -113,6 +116,8 @@ def test_blue_green_preview_switch_and_instant_rollback(server: ServerProcess) -
         preview = {"X-Warren-Preview": "1"}
         assert {http.get(url, headers=preview).json()["version"] for _ in range(10)} == {"v2"}
 
+        blue_rev = client.deployment_status("web").from_revision
+        blue = {t.id for t in client.list_tasks("web") if t.revision == blue_rev and t.ready}
         assert warren(server, "deploy", "promote", "web").returncode == 0
         wait_for(lambda: {http.get(url).json()["version"] for _ in range(5)} == {"v2"}, 5, "switch")
         start = time.monotonic()
@@ -122,5 +127,8 @@ def test_blue_green_preview_switch_and_instant_rollback(server: ServerProcess) -
         assert time.monotonic() - start < 3  # the CLI's own start-up included
         history = client.list_deployments("web")
         assert any(d.reason == "InstantRollback" for d in history[-1].decisions)
+        # The warm blue tasks themselves took the traffic back: none was replaced.
+        serving = {t.id for t in client.list_tasks("web") if t.state == "running" and t.ready}
+        assert blue and blue <= serving, (blue, serving)
     result = load.stop()
     assert result.failed == 0, result.errors

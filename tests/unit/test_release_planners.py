@@ -573,3 +573,28 @@ def test_a_canary_awaiting_promotion_is_still_analysed_and_fails_on_a_bad_window
     step = release.tick()  # the second: bad
     assert release.d.phase == Phase.FAILED and release.d.weights == w(100, 0)
     assert step.revert_to == STABLE
+
+
+# --- the slots while a release ends or a rollback starts -----------------------------------------
+
+
+def test_a_failed_canary_leaves_every_slot_to_the_stable_revision_before_the_revert() -> None:
+    """Between the failure being stored and the service reverted, the reconciler must not touch
+    the stable tasks sharing a slot with a canary task."""
+    failed = deployment(
+        Strategy.CANARY, 4, phase=Phase.FAILED, target_slots=(1, 2), weights=w(100, 0)
+    )
+    assert slot_revisions(failed, [], 4) == {1: STABLE, 2: STABLE, 3: STABLE, 4: STABLE}
+
+
+def test_an_undecided_rollback_keeps_the_warm_blue_tasks_beside_green() -> None:
+    rollback = Deployment(
+        id="web-3", service="web", kind=DeploymentKind.ROLLBACK, from_revision=NEW,
+        to_revision=STABLE, replicas=2, config=RolloutConfig(), started_at=T0, updated_at=T0,
+        progress_at=T0,
+    )  # fmt: skip
+    tasks = [task(1, NEW), task(1, STABLE), task(2, NEW), task(2, STABLE)]
+    targets = slot_revisions(rollback, tasks, 2)
+    assert {slot: set(revisions_of(t)) for slot, t in targets.items()} == {
+        1: {NEW, STABLE}, 2: {NEW, STABLE},
+    }  # fmt: skip

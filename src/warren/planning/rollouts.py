@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..domain.deployments import Deployment, DeploymentKind, Reason
+from ..domain.deployments import Deployment, DeploymentKind, Phase, Reason
 from ..domain.specs import Analysis, BlueGreenConfig, CanaryConfig, Strategy
 from ..domain.tasks import Task, TaskState
 from .analysis import Sample
@@ -108,15 +108,22 @@ def slot_revisions(
         return side_by_side
     targets = set(deployment.target_slots)
     slots = by_slot(t for t in tasks if t.wants_running)
+    # A rollback its planner has not looked at yet may be an instant switch back to warm tasks
+    # (blue beside green): until it has decided, a slot keeps every revision it runs.
+    undecided = deployment.kind == DeploymentKind.ROLLBACK and not targets
     result: dict[int, SlotTarget] = {}
     for slot in range(1, replicas + 1):
         group = slots.get(slot)
         if slot in targets or not group:
             result[slot] = deployment.to_revision
+            continue
+        # The live task's revision first: a crashed task of the revision being left must
+        # not come back while the slot still runs a live task of another one.
+        live = [t for t in group if t.state.active]
+        running = tuple(dict.fromkeys(t.revision for t in live))
+        if undecided and len(running) > 1:
+            result[slot] = running
         else:
-            # The live task's revision first: a crashed task of the revision being left must
-            # not come back while the slot still runs a live task of another one.
-            live = [t for t in group if t.state.active]
             result[slot] = (live or group)[0].revision
     return result
 
@@ -124,12 +131,17 @@ def slot_revisions(
 def _side_by_side(d: Deployment, replicas: int) -> dict[int, SlotTarget] | None:
     """Canary and blue/green updates run both revisions in their target slots (a canary task
     beside a stable one; green beside blue) and the stable one alone elsewhere, until
-    promotion; then the new one everywhere."""
+    promotion; then the new one everywhere. A release that ended without promotion leaves the
+    stable revision alone everywhere."""
     if d.kind != DeploymentKind.UPDATE or d.strategy == Strategy.ROLLING or d.promoting:
         return None
     stable = d.from_revision
-    if stable is None or d.phase.terminal:
+    if stable is None or d.phase == Phase.SUCCEEDED:
         return None
+    if d.phase.terminal:
+        # Failed (or superseded) before promotion: the stable revision everywhere, also in the
+        # moment before the service is reverted to it — its tasks were never to be touched.
+        return {slot: stable for slot in range(1, replicas + 1)}
     targets = set(d.target_slots)
     pair = (stable, d.to_revision)
     wanted = set(range(1, replicas + 1)) | targets
