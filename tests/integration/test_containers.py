@@ -6,52 +6,17 @@ the running containers instead of replacing them."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
-import urllib.parse
-import uuid
-from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.containers import containers, warren
 from tests.engines import Engine
-from tests.images import DEMO, api_request
+from tests.images import DEMO
 from tests.servers import ServerProcess, free_port, wait_for
 from warren.demo.load import LoadGenerator
 
 pytestmark = pytest.mark.integration
-
-
-def warren(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "warren", *args],
-        env=server.env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-
-
-def containers(engine: Engine, node: str) -> list[dict[str, object]]:
-    query = urllib.parse.quote(json.dumps({"label": [f"warren.node={node}"]}))
-    status, body = api_request(engine.socket, "GET", f"/containers/json?all=1&filters={query}")
-    assert status == 200, body
-    found: list[dict[str, object]] = json.loads(body)
-    return found
-
-
-@pytest.fixture
-def container_server(
-    engine: Engine, server_factory: Callable[..., ServerProcess]
-) -> Iterator[tuple[ServerProcess, Engine, str]]:
-    node = f"ct-{uuid.uuid4().hex[:8]}"
-    extra = ["--node-name", node, "--docker-network", engine.network]
-    server = server_factory(extra=extra, environ={"DOCKER_HOST": engine.url}).start()
-    try:
-        yield server, engine, node
-    finally:
-        server.kill_everything()
-        for c in containers(engine, node):
-            api_request(engine.socket, "DELETE", f"/containers/{c['Id']}?force=1", timeout=30)
 
 
 def test_containers_serve_roll_fail_cleanly_and_survive_a_restart(
@@ -62,7 +27,7 @@ def test_containers_serve_roll_fail_cleanly_and_survive_a_restart(
     port = free_port()
     created = warren(
         server, "service", "create", "web", "--image", f"{DEMO}:v1", "--replicas", "3",
-        "--publish", f"{port}:8080", "--health-http", "/healthz", "--health-interval", "200ms",
+        "--publish", f"{port}:8080", "--health-http", "/healthz", "--health-interval", "500ms",
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     wait_for(lambda: len([t for t in client.list_tasks("web") if t.ready]) == 3, 30, "3 ready")
