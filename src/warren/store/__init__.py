@@ -1,5 +1,6 @@
 """StateStore implementations behind one etcd-shaped API (``warren.ports.StateStore``):
-``memory`` for tests, ``sqlite`` (the embedded default). No SQL or etcd call outside this package.
+``memory`` for tests, ``sqlite`` (the embedded default), ``etcd`` (for HA; ``store.etcd``, imported
+only when asked for, as gRPC is slow to load). No SQL or etcd call outside this package.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ __all__ = ["MemoryStore", "SqliteStore", "open_store"]
 
 
 def open_store(url: str, data_dir: Path, clock: Clock) -> StateStore:
-    """``sqlite`` (default, ``DATA_DIR/state.db``), ``sqlite:///PATH`` or ``memory``."""
+    """``sqlite`` (default, ``DATA_DIR/state.db``), ``sqlite:///PATH``, ``memory``, or
+    ``etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`` (keys under ``/warren`` unless a prefix is given;
+    it connects on first use, and lease expiry follows etcd's clock, not ``clock``)."""
+    if url.startswith("etcd://"):
+        from .etcd import EtcdStore
+
+        return EtcdStore.from_url(url)
     store: MemoryStore
     if url == "memory":
         store = MemoryStore(clock)
@@ -23,9 +30,10 @@ def open_store(url: str, data_dir: Path, clock: Clock) -> StateStore:
         store = SqliteStore(data_dir / "state.db", clock)
     elif url.startswith("sqlite:///"):
         store = SqliteStore(url[len("sqlite://") :], clock)
-    elif url.startswith("etcd://"):
-        raise ValidationError("the etcd store is not available in this version", "--store")
     else:
-        raise ValidationError(f"unknown store {url!r}; use sqlite or memory", "--store")
+        raise ValidationError(
+            f"unknown store {url!r}; use sqlite, sqlite:///PATH, memory or etcd://HOST:PORT,…",
+            "--store",
+        )
     store.start()
     return store
