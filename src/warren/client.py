@@ -19,7 +19,7 @@ import httpx
 from .domain.deployments import Deployment, DeploymentStatus
 from .domain.errors import AuthError, UnavailableError, WarrenError, error_for_code
 from .domain.events import Event
-from .domain.nodes import Node
+from .domain.nodes import Node, NodeSummary
 from .domain.services import Revision, Service
 from .domain.specs import ServiceSpec
 from .domain.tasks import Task
@@ -277,10 +277,28 @@ class Client:
         except httpx.ConnectError:
             raise UnavailableError(f"cannot reach the Warren server at {self.addr}") from None
 
+    # ── nodes ────────────────────────────────────────────────────────────────────────────────
+
     def list_nodes(self) -> list[tuple[Node, int]]:
-        return [
-            (Node.model_validate(n["node"]), n["tasks"]) for n in self.request("GET", "/v1/nodes")
-        ]
+        return [(s.node, s.tasks) for s in self.node_summaries()]
+
+    def node_summaries(self) -> list[NodeSummary]:
+        """Every node with its task count and, while it drains, how far that has come."""
+        return [NodeSummary.model_validate(n) for n in self.request("GET", "/v1/nodes")]
+
+    def get_node(self, name: str) -> NodeSummary:
+        """One node, with its tasks (``task_list``)."""
+        return NodeSummary.model_validate(self.request("GET", f"/v1/nodes/{name}"))
+
+    def drain_node(self, name: str) -> NodeSummary:
+        """No new tasks on the node; its tasks move to other nodes (returns at once)."""
+        return NodeSummary.model_validate(self.request("POST", f"/v1/nodes/{name}/drain"))
+
+    def activate_node(self, name: str) -> NodeSummary:
+        """The node takes new tasks again (tasks that moved away stay where they are)."""
+        return NodeSummary.model_validate(self.request("POST", f"/v1/nodes/{name}/activate"))
+
+    # ── events ───────────────────────────────────────────────────────────────────────────────
 
     def list_events(self, service: str | None = None, limit: int = 100) -> list[Event]:
         params: dict[str, Any] = {"limit": limit}

@@ -38,14 +38,14 @@ from ..domain.errors import (
     WarrenError,
 )
 from ..domain.events import Event
-from ..domain.nodes import Node
+from ..domain.nodes import Node, NodeAvailability, NodeSummary
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec, Strategy, patch_spec
 from ..domain.tasks import Task
+from ..planning.draining import drain_status
 from ..planning.previewing import plan_rollout
 from ..store.cluster import EVENTS, ClusterStore, decode
 from .schemas import (
-    NodeSummary,
     RollbackRequest,
     ScaleRequest,
     ServicePatch,
@@ -495,15 +495,38 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/v1/nodes", tags=["nodes"])
     async def list_nodes(_: Auth) -> list[dict[str, Any]]:
+        """Every node with its task count and, while it drains, how far that has come."""
         nodes = await cluster.list_nodes()
         tasks = [t for t in await cluster.list_tasks() if t.state.active]
-        return [_node_summary(n, tasks) for n in nodes]
+        return [_node_summary(n, tasks).to_wire() for n in nodes]
 
     @app.get("/v1/nodes/{name}", tags=["nodes"])
     async def get_node(name: str, _: Auth) -> dict[str, Any]:
+        """One node, with its tasks (``taskList``)."""
         node = await cluster.get_node(name)
         tasks = [t for t in await cluster.list_tasks() if t.state.active]
-        return _node_summary(node, tasks)
+        return _node_summary(node, tasks, detail=True).to_wire()
+
+    async def _set_availability(name: str, availability: NodeAvailability) -> dict[str, Any]:
+        before = await cluster.get_node(name)
+        node = await cluster.set_node_availability(name, availability)
+        if before.availability != availability:
+            what = "drained: its tasks move to other nodes" if node.draining else "active"
+            await cluster.record(f"node.{availability}", f"node {name} {what}", node=name)
+        tasks = [t for t in await cluster.list_tasks() if t.state.active]
+        return _node_summary(node, tasks).to_wire()
+
+    @app.post("/v1/nodes/{name}/drain", tags=["nodes"])
+    async def drain_node(name: str, _: Auth) -> dict[str, Any]:
+        """No new tasks on the node; its tasks move to other nodes without dropping requests
+        (each replacement is ready before the old task is drained and stopped). A task no other
+        node can take keeps running, and the node's ``drain`` says why."""
+        return await _set_availability(name, NodeAvailability.DRAIN)
+
+    @app.post("/v1/nodes/{name}/activate", tags=["nodes"])
+    async def activate_node(name: str, _: Auth) -> dict[str, Any]:
+        """The node takes new tasks again; tasks that moved away are not moved back."""
+        return await _set_availability(name, NodeAvailability.ACTIVE)
 
     @app.get("/v1/events", tags=["events"])
     async def list_events(
@@ -549,7 +572,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
     return app
 
 
-def _node_summary(node: Node, active: list[Task]) -> dict[str, Any]:
-    return {
-        **NodeSummary(node=node, tasks=sum(1 for t in active if t.node == node.name)).to_wire(),
-    }
+def _node_summary(node: Node, active: list[Task], detail: bool = False) -> NodeSummary:
+    """``active``: the cluster's active tasks."""
+    mine = [t for t in active if t.node == node.name]
+    return NodeSummary(
+        node=node,
+        tasks=len(mine),
+        drain=drain_status(node.name, active) if node.draining else None,
+        task_list=tuple(sorted(mine, key=lambda t: (t.service, t.slot))) if detail else None,
+    )

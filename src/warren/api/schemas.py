@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field
 
 from ..domain.base import Model
-from ..domain.nodes import Node
+from ..domain.nodes import NodeSummary  # a domain model: the client reads it too
 from ..domain.services import Service
 from ..domain.tasks import DesiredState, Task
 
@@ -86,8 +86,3 @@ class ServiceSummary(Model):
             strategy=spec.deploy.strategy,
             updated_at=service.updated_at,
         )
-
-
-class NodeSummary(Model):
-    node: Node
-    tasks: int

@@ -21,7 +21,7 @@ from .. import __version__
 from ..client import Client
 from ..domain.errors import WarrenError
 from ..paths import default_data_dir, token_path
-from . import deploy, service
+from . import deploy, node, service
 from .documents import load_services
 from .output import console, fail
 
@@ -37,6 +37,7 @@ app = typer.Typer(
 )
 app.add_typer(service.app, name="service")
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(node.app, name="node")
 
 
 def _version(value: bool) -> None:

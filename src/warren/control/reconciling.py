@@ -4,6 +4,10 @@ policy), places new tasks on nodes, and forgets what is no longer needed.
 It decides with ``planning.reconciling.plan_service`` and ``planning.placement.place`` and applies
 the result as one compare-and-swap transaction per service. It reacts to changes of services,
 tasks and nodes (informer events), and to its own back-off deadlines — it never polls.
+
+Drain: the nodes whose availability is ``drain`` go into the plan, which moves their tasks to
+other nodes; what a drain has done so far is read from the tasks alone, so a restarted server
+carries on where the last one stopped.
 """
 
 from __future__ import annotations
@@ -89,6 +93,11 @@ class Reconciler(Controller):
         if new is not None and (old is None or (new.schedulable and not old.schedulable)):
             for name in self._unplaced:
                 self.queue.add(name)
+        if old is not None and new is not None and old.availability != new.availability:
+            # Drained: its tasks move; activated: replacements not started yet are dropped.
+            for name, tasks in self.index.by_service.items():
+                if any(t.node == new.name and t.state.active for t in tasks.values()):
+                    self.queue.add(name)
 
     def enqueue_all(self) -> None:
         for service in self.services.values():
@@ -113,7 +122,8 @@ class Reconciler(Controller):
         ):
             slot_map = slot_revisions(deployment, tasks, service.spec.replicas)
             order = deployment.config.order
-        plan = plan_service(name, service, tasks, now, slot_map, order)
+        draining = {n.name for n in self.nodes.values() if n.draining}
+        plan = plan_service(name, service, tasks, now, slot_map, order, draining)
         compares: list[Compare] = []
         ops: list[Op] = []
 
@@ -133,7 +143,9 @@ class Reconciler(Controller):
             )
         # Place the new tasks and any still waiting for a node.
         waiting = [t for t in tasks if t.node is None and t.state == TaskState.PENDING]
-        waiting = [t for t in waiting if t.wants_running]
+        # A task the plan shuts down is not placed: it is ended below, in the same transaction.
+        ending = {tid for tid, _why in plan.shutdown}
+        waiting = [t for t in waiting if t.wants_running and t.id not in ending]
         to_place = waiting + new_tasks
         placed: dict[str, Task] = {}
         if to_place:
@@ -191,8 +203,11 @@ class Reconciler(Controller):
             if any(op.key.startswith(TASKS) for op in ops):
                 # Our own write must be in the cache before the next sync decides again.
                 await self.tasks.wait_for(res.revision)
-            for task in new_tasks:
-                log.debug("created %s (revision %d)", task.id, task.revision)
+            for task, new in zip(new_tasks, plan.create, strict=True):
+                if new.replaces is not None:
+                    log.info("%s moves off a draining node: replaced by %s", new.replaces, task.id)
+                else:
+                    log.debug("created %s (revision %d)", task.id, task.revision)
         if plan.notes and plan.notes != self._notes.get(name):
             self._notes[name] = plan.notes
             for note in plan.notes:

@@ -1,6 +1,8 @@
 """Nodes: the machines tasks run on. Pure, frozen.
 
-``status`` is observed (heartbeats); ``availability`` is the operator's wish (drain).
+``status`` is observed (heartbeats); ``availability`` is the operator's wish (drain). A node in
+``drain`` gets no new tasks, and its tasks move to other nodes (``planning.reconciling``);
+``DrainStatus`` says how far that has come — it is computed from the tasks, never stored.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from enum import StrEnum
 from pydantic import Field
 
 from .base import Model
+from .tasks import Task
 
-__all__ = ["Heartbeat", "Node", "NodeAvailability", "NodeStatus"]
+__all__ = ["DrainStatus", "Heartbeat", "Node", "NodeAvailability", "NodeStatus", "NodeSummary"]
 
 
 class NodeStatus(StrEnum):
@@ -41,8 +44,54 @@ class Node(Model):
     def schedulable(self) -> bool:
         return self.status == NodeStatus.READY and self.availability == NodeAvailability.ACTIVE
 
+    @property
+    def draining(self) -> bool:
+        return self.availability == NodeAvailability.DRAIN
+
 
 class Heartbeat(Model):
     """Stored under the node's lease: it exists exactly while the node's agent is alive."""
 
     node: str
+
+
+def _tasks(n: int) -> str:
+    return f"{n} task{'' if n == 1 else 's'}"
+
+
+class DrainStatus(Model):
+    """Where the drain of a node stands. ``remaining`` tasks still want to run on it: of them,
+    ``moving`` have a replacement starting on another node, ``stuck`` cannot move (``reason``:
+    why no node can take them), and the rest wait for their turn (the service's
+    ``updateConfig.parallelism``). ``stopping``: tasks already replaced, finishing their
+    in-flight requests."""
+
+    remaining: int = 0
+    moving: int = 0
+    stuck: int = 0
+    stopping: int = 0
+    reason: str = ""
+
+    @property
+    def done(self) -> bool:
+        return not self.remaining and not self.stopping
+
+    def summary(self) -> str:
+        """One line: ``draining: 2 tasks cannot move: no ready node runs the process driver``."""
+        if self.stuck:
+            return f"draining: {_tasks(self.stuck)} cannot move: {self.reason}"
+        if self.remaining:
+            return f"draining: {_tasks(self.remaining)} left, {self.moving} moving"
+        if self.stopping:
+            return f"draining: {_tasks(self.stopping)} stopping"
+        return "drained: no tasks left"
+
+
+class NodeSummary(Model):
+    """A node as the API shows it: the record, how many active tasks it carries, and while it is
+    in ``drain`` how far that has come. ``task_list`` (one node only): those tasks."""
+
+    node: Node
+    tasks: int
+    drain: DrainStatus | None = None
+    task_list: tuple[Task, ...] | None = None

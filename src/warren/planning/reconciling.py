@@ -7,9 +7,21 @@ task of the slot's target revision wants to run:
 - a task of another revision in the slot → shut it down once the target task is ready
   (``start-first``) or at once (``stop-first``);
 - duplicates → shut down all but one (the newest ready one, else the newest);
-- slots above ``replicas`` → shut down (scale down); a deleted service → shut everything down.
+- slots above ``replicas`` → shut down (scale down); a deleted service → shut everything down;
+- a task on a *draining* node (availability ``drain``) → start a replacement in its slot (placed
+  on another node, since a draining node is not schedulable), and shut the old task down only
+  once the replacement is ready — the slot never goes without a ready task, like a start-first
+  rolling update. At most ``updateConfig.parallelism`` slots of a service move at once (0: all).
+  A replacement no node can take waits, unplaced, with the reason as its message; the old task
+  keeps serving meanwhile. Nothing is remembered: a slot is *moving* while it holds a task on a
+  draining node and a not-yet-ready one elsewhere.
 
 Ended tasks are kept as history (``HISTORY_PER_SLOT`` per slot) and the rest forgotten.
+
+Drain, worked example with ``replicas: 3, parallelism: 1``, every task on node a, a drained:
+sync 1 → create a replacement for slot 1 (slots 2 and 3 wait: one move at a time); the slot 1
+replacement turns ready → sync 2 shuts down slot 1's task on a and creates slot 2's
+replacement; and so on. Ready tasks never fall below 3.
 
 Restart back-off, worked example with ``delay: 1s, maxDelay: 30s``: a task that fails before it
 was ever ready is replaced 1s after it ended, its replacement 2s after, then 4s, 8s, 16s, 30s,
@@ -19,7 +31,7 @@ was ever ready is replaced 1s after it ended, its replacement 2s after, then 4s,
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..domain.services import Service
@@ -43,6 +55,8 @@ class NewTask:
     slot: int
     revision: int
     attempt: int
+    replaces: str | None = None
+    """The id of the task this one moves off a draining node."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +117,13 @@ def plan_service(
     now: float,
     slot_revisions: Mapping[int, SlotTarget] | None = None,
     order: UpdateOrder = UpdateOrder.START_FIRST,
+    draining: Collection[str] = frozenset(),
 ) -> ReconcilePlan:
     """The plan for one service. ``slot_revisions`` maps a slot to the revision (or revisions)
     it should run (a rollout in progress); slots not in it run the service's current revision.
     Tasks of any other revision in a slot are shut down once every wanted one is ready
-    (start-first), or at once (stop-first)."""
+    (start-first), or at once (stop-first). ``draining``: the nodes in ``drain``, whose tasks
+    move to other nodes."""
     by_slot: dict[int, list[Task]] = defaultdict(list)
     for t in tasks:
         by_slot[t.slot].append(t)
@@ -116,6 +132,8 @@ def plan_service(
     forget: list[str] = []
     notes: list[str] = []
     requeue_at: float | None = None
+    moves: list[NewTask] = []
+    moving = 0  # slots whose replacement is not ready yet
 
     replicas = service.spec.replicas if service else 0
     targets = slot_revisions or {}
@@ -139,13 +157,35 @@ def plan_service(
         all_ready = True
         for target in wanted:
             # Keep the newest ready task of the revision, else the newest: a duplicate never
-            # costs the slot its only ready task.
-            current = sorted((t for t in live if t.revision == target), key=lambda t: not t.ready)
-            shutdown.extend((t.id, "duplicate task in slot") for t in current[1:])
-            all_ready = all_ready and bool(current) and current[0].ready
-            if current or waiting_for_stop:
-                continue
+            # costs the slot its only ready task. A task on a draining node is kept apart: it
+            # serves until a task elsewhere is ready to take over.
+            mine = [t for t in live if t.revision == target]
+            current = sorted((t for t in mine if t.node not in draining), key=lambda t: not t.ready)
+            old = sorted((t for t in mine if t.node in draining), key=lambda t: not t.ready)
+            shutdown.extend((t.id, "duplicate task in slot") for t in (*current[1:], *old[1:]))
+            ready = bool(current) and current[0].ready
+            all_ready = all_ready and (ready or (bool(old) and old[0].ready))
             last = next((t for t in ended if t.revision == target and t.wants_running), None)
+            if old and ready:
+                why = f"node {old[0].node} drained: moved to {current[0].node}"
+                shutdown.append((old[0].id, why))
+            elif old and current:
+                moving += 1  # its replacement is starting (or waiting for a node)
+            elif old and (last is None or last.created_at < old[0].created_at):
+                moves.append(NewTask(slot, target, 0, replaces=old[0].id))
+            elif old:
+                # A replacement failed: the next one waits for the restart back-off.
+                assert last is not None
+                due = restart_due(last, service.spec.restart_policy)
+                if due is None:
+                    why = f"slot {slot}: cannot move off node {old[0].node} (restart policy)"
+                    notes.append(why)
+                elif due[1] <= now:
+                    moves.append(NewTask(slot, target, due[0], replaces=old[0].id))
+                else:
+                    requeue_at = due[1] if requeue_at is None else min(requeue_at, due[1])
+            if current or old or waiting_for_stop:
+                continue
             if last is None:
                 create.append(NewTask(slot, target, 0))
                 continue
@@ -159,6 +199,13 @@ def plan_service(
         others = [t for t in live if t.revision not in wanted]
         if others and (all_ready or order == UpdateOrder.STOP_FIRST):
             shutdown.extend((t.id, f"replaced by revision {wanted[-1]}") for t in others)
+
+    # Moves, lowest slots first, up to the service's parallelism (0: all at once). Worked
+    # example: parallelism 2, one slot already moving, three waiting → one more starts now.
+    if moves and service is not None:
+        parallelism = service.spec.deploy.update_config.parallelism
+        room = max(0, parallelism - moving) if parallelism else len(moves)
+        create.extend(moves[:room])
 
     return ReconcilePlan(
         create=tuple(create),

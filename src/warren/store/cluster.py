@@ -33,7 +33,7 @@ from ..domain.deployments import (
 )
 from ..domain.errors import ConflictError, NotFoundError, ValidationError
 from ..domain.events import Event, Level
-from ..domain.nodes import Node
+from ..domain.nodes import Node, NodeAvailability
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec
 from ..domain.tasks import DesiredState, Task
@@ -450,7 +450,37 @@ class ClusterStore:
         return decode(Node, kv)
 
     async def put_node(self, node: Node) -> None:
-        await self.raw.put(f"{NODES}{node.name}", encode(node))
+        """Register ``node`` (an agent starting). The operator's ``availability`` of a node
+        registered before is kept: a drained node stays drained across agent restarts."""
+        key = f"{NODES}{node.name}"
+        for _ in range(10):
+            kv = await self.raw.get(key)
+            if kv is None:
+                if (await self.raw.txn([Compare.absent(key)], [Put(key, encode(node))])).succeeded:
+                    return
+                continue
+            availability = decode(Node, kv).availability
+            new = node.model_copy(update={"availability": availability})
+            if (await self.raw.txn([Compare.unchanged(kv)], [Put(key, encode(new))])).succeeded:
+                return
+        raise ConflictError(f"node {node.name!r} kept changing while registering; try again")
+
+    async def set_node_availability(self, name: str, availability: NodeAvailability) -> Node:
+        """The operator's wish for a node: ``drain`` (no new tasks; its tasks move elsewhere)
+        or ``active``. NotFoundError for an unknown node."""
+        for _ in range(10):
+            kv = await self.raw.get(f"{NODES}{name}")
+            if kv is None:
+                raise NotFoundError(f"node {name!r} not found")
+            node = decode(Node, kv)
+            if node.availability == availability:
+                return node
+            new = node.model_copy(
+                update={"availability": availability, "updated_at": self.clock.now()}
+            )
+            if (await self.raw.txn([Compare.unchanged(kv)], [Put(kv.key, encode(new))])).succeeded:
+                return new
+        raise ConflictError(f"node {name!r} is being changed by someone else; try again")
 
     # ── events ───────────────────────────────────────────────────────────────────────────────
 
