@@ -31,6 +31,7 @@ from .api import ApiContext, create_app
 from .api.metrics import build_metrics
 from .client import Client
 from .clocks import SystemClock
+from .control.leading import DEFAULT_TTL, Election
 from .control.plane import ControlPlane
 from .domain.deployments import DeploymentStatus
 from .domain.errors import UnavailableError, ValidationError, WarrenError
@@ -41,8 +42,9 @@ from .domain.tasks import Task
 from .ingress import Ingress
 from .paths import token_path
 from .ports import Clock, Driver, Prober, StateStore
-from .store import open_store
+from .store import MemoryStore, open_store
 from .store.cluster import ClusterStore
+from .store.fencing import FencedStore
 
 __all__ = ["EmbeddedServer", "LocalManager", "Server", "ServerConfig", "parse_address"]
 
@@ -83,6 +85,8 @@ class ServerConfig:
     simulate_nodes: int = 0
     """Extra fake-driver nodes, for benchmarks and tests."""
     heartbeat_ttl: float = 10.0
+    leader_ttl: float = DEFAULT_TTL
+    """With a shared store (etcd): how long a crashed leader's lease outlives it."""
 
 
 class _PlaneView:
@@ -114,6 +118,7 @@ class Server:
         self.store: StateStore | None = None
         self.cluster: ClusterStore | None = None
         self.plane: ControlPlane | None = None
+        self.election: Election | None = None
         self.ingress: Ingress | None = None
         self.agents: dict[str, Agent] = {}
         self._api: _EmbeddedUvicorn | None = None
@@ -146,9 +151,20 @@ class Server:
                 f"cannot listen on {cfg.ingress_host}:{cfg.http_port} (--http-port): "
                 f"{exc.strerror or exc}"
             ) from None
-        self.plane = ControlPlane(self.cluster, self.clock, self.ingress, self.ingress)
+        # A store only this process opens has one manager, which leads; on a shared one (etcd)
+        # the managers elect a leader, whose controllers write through a fenced store.
+        shared = not isinstance(self.store, MemoryStore)
+        fenced = FencedStore(self.store) if shared else None
+        writer = ClusterStore(fenced, self.clock) if fenced else self.cluster
+        self.plane = ControlPlane(writer, self.clock, self.ingress, self.ingress)
         self.plane.tasks.on_change(self._dispatch)
-        await self.plane.start()
+        await self.plane.start(lead=not shared)
+        if fenced is not None:
+            self.election = Election(
+                self.store, fenced, cfg.node_name, self.clock,
+                self.plane.lead, self.plane.follow, cfg.leader_ttl,
+            )  # fmt: skip
+            self.election.start()
         for agent in self._build_agents():
             self.agents[agent.name] = agent
             await agent.start(functools.partial(self._assigned, agent.name))
@@ -307,6 +323,11 @@ class Server:
             "ingressProblems": {
                 str(k): v for k, v in (ingress.problems if ingress else {}).items()
             },
+            **(
+                self.election.info()
+                if self.election
+                else {"leader": True, "leaderName": self.config.node_name}
+            ),
         }
 
     # ── run and stop ─────────────────────────────────────────────────────────────────────────
@@ -327,6 +348,8 @@ class Server:
 
     async def stop(self) -> None:
         """Stop serving; running tasks are left running for the next server to adopt."""
+        if self.election is not None:  # hand over first: another manager leads at once
+            await self.election.stop()
         if self._api is not None:
             self._api.should_exit = True
         if self._api_task is not None:

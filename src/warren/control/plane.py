@@ -1,5 +1,10 @@
 """The control plane: the informers and controllers of one manager, started and stopped
-together. Everything it touches comes in through ports (store, clock, data plane)."""
+together. Everything it touches comes in through ports (store, clock, data plane).
+
+With several managers on one store, only the leader writes: every manager runs the informers
+(the API's view, the agents' assignments) and the routing controller (its own ingress), while
+the controllers that write to the store run between ``lead`` and ``follow`` (see
+``control.leading``). A single manager simply leads from ``start`` on."""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from ..store.cluster import (
     ClusterStore,
 )
 from ..store.informing import Informer
+from .checking import CheckRunner
 from .controlling import Controller
 from .deploying import DeploymentController
 from .indexing import DeploymentIndex, TaskIndex
@@ -99,18 +105,50 @@ class ControlPlane:
             self.tasks,
         ]  # fmt: skip
 
-    async def start(self) -> None:
+        self.leads = False
+
+    @property
+    def writers(self) -> list[Controller]:
+        """The controllers that write to the store: only the leader runs them."""
+        return [c for c in self.controllers if c is not self.routing]
+
+    async def start(self, lead: bool = True) -> None:
+        """Fill the caches and start routing; then lead at once, or (``lead=False``) wait for
+        ``lead``."""
         for informer in self._informers:
             await informer.start()
         for name in (k[len(HEARTBEATS) :] for k in self.heartbeats.items):
             self.node_watcher.heartbeats.add(name)
+        if self.routing is not None:
+            self.routing.enqueue_all()
+            self.routing.start()
+        if lead:
+            await self.lead()
+
+    async def lead(self) -> None:
+        """Start the writing controllers. Each resyncs everything from the caches: the rollouts
+        continue from their stored state, wherever the previous leader left them."""
+        if self.leads:
+            return
+        self.leads = True
         self.node_watcher.enqueue_all()
         self.reconciler.enqueue_all()
         self.deployer.enqueue_all()
-        if self.routing is not None:
-            self.routing.enqueue_all()
-        for controller in self.controllers:
+        for controller in self.writers:
             controller.start()
+
+    async def follow(self) -> None:
+        """Stop the writing controllers at once (leadership lost, or handed over); their syncs
+        in flight are cancelled — a fenced store refuses what they would still write."""
+        if not self.leads:
+            return
+        self.leads = False
+        for controller in self.writers:
+            await controller.stop()
+        # The deployer's stop cancelled its webhook checks and closed their client: the next
+        # term starts with a fresh one (answers go to the queue of the deployment's service).
+        deployer = self.deployer
+        deployer.checks = CheckRunner(lambda d: deployer.queue.add(d.rsplit("-", 1)[0]))
 
     async def settle(self) -> None:
         """Run every queued sync now (tests drive the control plane this way)."""
