@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import canary_fail, flip, ingress, rolling, scale
+from bench import canary_fail, containers, flip, ingress, rolling, scale
 
 BENCHMARKS = {
     "scale": scale.main,
@@ -12,6 +12,7 @@ BENCHMARKS = {
     "ingress": ingress.main,
     "flip": flip.main,
     "canary-fail": canary_fail.main,
+    "containers": containers.main,
 }
 
 
