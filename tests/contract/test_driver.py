@@ -399,7 +399,9 @@ async def test_a_task_that_ignores_sigterm_is_killed_after_the_grace(adapter: Ad
     await adapter.start("web.1.a", adapter.ignores_sigterm())
     await adapter.until_ready("web.1.a")
     t0 = time.monotonic()
-    status = await asyncio.wait_for(adapter.driver.stop("web.1.a", GRACE), GRACE + 1.0)
+    status = await asyncio.wait_for(
+        adapter.driver.stop("web.1.a", GRACE), GRACE + 1.0 + adapter.stop_overhead
+    )
     assert time.monotonic() - t0 < GRACE + 1.0 + adapter.stop_overhead
     assert isinstance(status, ExitStatus)
     assert await asyncio.wait_for(adapter.driver.wait("web.1.a"), WAIT) == status
