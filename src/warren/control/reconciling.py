@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterable
 
 from ..domain.deployments import Deployment, Phase
 from ..domain.events import Level
@@ -40,6 +41,9 @@ from .controlling import Controller
 from .indexing import DeploymentIndex, TaskIndex
 
 __all__ = ["Reconciler"]
+
+LAG_RETRY = 0.02
+LAG_LIMIT = 2.0
 
 log = logging.getLogger("warren.control")
 
@@ -68,6 +72,9 @@ class Reconciler(Controller):
         self.deployments = deployments
         self._unplaced: set[str] = set()  # services with tasks waiting for a node
         self._notes: dict[str, tuple[str, ...]] = {}
+        self._lag_since: dict[str, float] = {}
+        """Services waiting for their deployment to reach this manager's cache (see
+        ``_deployment_lags``): a cache's lag, not rollout progress."""
         services.on_change(lambda key, old, new: self.queue.add((new or old).name))  # type: ignore[union-attr]
         tasks.on_change(self._task_changed)
         nodes.on_change(self._node_changed)
@@ -105,6 +112,31 @@ class Reconciler(Controller):
         for name in list(self.index.by_service):
             self.queue.add(name)
 
+    def _deployment_lags(
+        self, service: Service, deployment: Deployment | None, tasks: Iterable[Task], now: float
+    ) -> bool:
+        """Whether the service moved to a revision whose deployment this manager has not seen
+        yet. Both are written in one txn, but with etcd each prefix has its own watch stream:
+        the service can arrive first, and planning then would move every slot at once. Wait
+        for the deployment — a moment, and at most LAG_LIMIT (a deployment lost for good must
+        not freeze the service)."""
+        name = service.name
+        known = deployment is not None and service.revision in (
+            deployment.to_revision,
+            deployment.from_revision,
+        )
+        if known or not any(t.revision != service.revision and t.state.active for t in tasks):
+            self._lag_since.pop(name, None)
+            return False
+        since = self._lag_since.setdefault(name, now)
+        if now - since < LAG_LIMIT:
+            return True
+        log.warning(
+            "service %s: no deployment to revision %d seen; going on", name, service.revision
+        )
+        self._lag_since.pop(name, None)
+        return False
+
     async def sync(self, key: str) -> float | None:
         name = key
         service = self.services.items.get(service_key(name))
@@ -113,6 +145,8 @@ class Reconciler(Controller):
         # While a deployment moves the service to its current revision, it says which slots
         # have moved; the others keep what they run.
         deployment = self.deployments.latest(name)
+        if service is not None and self._deployment_lags(service, deployment, tasks, now):
+            return now + LAG_RETRY
         slot_map, order = None, UpdateOrder.START_FIRST
         if (
             service is not None
