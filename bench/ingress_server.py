@@ -1,5 +1,6 @@
 """A standalone Warren ingress for the ingress benchmark: ``python -m bench.ingress_server PORT
-UPSTREAM1 UPSTREAM2`` routes PORT to two upstreams, 50/50 by weight, on uvloop."""
+UPSTREAM1 UPSTREAM2`` routes PORT to two upstreams, 50/50 by weight, on uvloop, with the
+garbage-collector settings of ``warren server`` (the process the ingress runs in)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 
 import uvloop
 
+from warren.cli.main import _tune_gc
 from warren.ingress import Ingress
 from warren.ports import Endpoint, Route
 
@@ -34,6 +36,7 @@ async def serve(port: int, upstreams: list[str]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    _tune_gc()
     print("ready", flush=True)
     await stop.wait()
     await ingress.close()

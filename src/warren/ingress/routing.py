@@ -61,6 +61,7 @@ class ServiceEntry:
     the round-robin positions (and weighted scores) survive updates."""
 
     __slots__ = (
+        "_eligible",
         "_groups",
         "_next",
         "_total",
@@ -81,6 +82,10 @@ class ServiceEntry:
         self._next = 0
         self._groups: dict[int, _Group] = {}
         """Per revision, when the route has weights."""
+        self._eligible: tuple[_Group, ...] = ()
+        """The groups that take part in the weighted pick (a weight above 0, an active
+        endpoint), and the sum of their weights: both change only with the route or a drain,
+        so they are found then rather than on every pick."""
         self._total = 0
         self.sticky: bytes | None = None
         """``NAME=`` of the route's sticky cookie, when it has one and weights."""
@@ -111,18 +116,14 @@ class ServiceEntry:
         # is chosen and pays the total. Weights 10/90 give exactly 10 and 90 of every 100
         # consecutive picks, interleaved (not 10 in a row).
         best: _Group | None = None
-        total = 0
-        for g in self._groups.values():
-            if g.weight <= 0 or not g.active:
-                continue
+        for g in self._eligible:
             g.current += g.weight
-            total += g.weight
             if best is None or g.current > best.current:
                 best = g
         if best is None:
             # No weighted revision has a ready endpoint: better any ready one than an error.
             return self.active[0] if self.active else None
-        best.current -= total
+        best.current -= self._total
         return best.pick()
 
     def _pick_revision(self, revision: int) -> Endpoint | None:
@@ -211,6 +212,8 @@ class ServiceEntry:
         self._steering()
         if not self.route.weights:
             self._groups = {}
+            self._eligible = ()
+            self._total = 0
             return
         groups = {}
         for revision, weight in self.route.weights:
@@ -219,6 +222,8 @@ class ServiceEntry:
             group.active = tuple(e for e in self.active if e.revision == revision)
             groups[revision] = group
         self._groups = groups
+        self._eligible = tuple(g for g in groups.values() if g.weight > 0 and g.active)
+        self._total = sum(g.weight for g in self._eligible)
 
     def __repr__(self) -> str:
         return f"ServiceEntry({self.service!r}, active={len(self.active)}/{len(self.endpoints)})"
@@ -288,6 +293,10 @@ class RoutingTable:
 
     def is_draining(self, address: str) -> bool:
         return address in self._draining
+
+    def routes_to(self, address: str) -> bool:
+        """Whether new requests may go to ``address``: it is in a route and not draining."""
+        return address in self._addresses and address not in self._draining
 
     @property
     def ports(self) -> Mapping[int, str]:
