@@ -23,6 +23,7 @@ from ..domain.errors import WarrenError
 from ..paths import default_data_dir, token_path
 from . import deploy, node, service
 from .documents import load_services
+from .flags import DURATION
 from .output import console, fail
 
 __all__ = ["app", "main"]
@@ -67,7 +68,22 @@ def server(
     http_port: Annotated[
         int, typer.Option("--http-port", min=0, max=65535, help="Shared port, routed by host.")
     ] = 8000,
-    store: Annotated[str, typer.Option("--store", help="sqlite | memory")] = "sqlite",
+    store: Annotated[
+        str,
+        typer.Option(
+            "--store",
+            help="sqlite | sqlite:///PATH | memory | etcd://HOST:PORT,HOST:PORT/PREFIX "
+            "(several managers on one etcd elect a leader).",
+        ),
+    ] = "sqlite",
+    leader_ttl: Annotated[
+        float,
+        typer.Option(
+            "--leader-ttl",
+            parser=DURATION,
+            help="etcd store: the leader's lease; another manager takes over within it.",
+        ),
+    ] = 2.0,
     node_name: Annotated[str | None, typer.Option("--node-name")] = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Run no tasks here.")] = False,
     docker_network: Annotated[
@@ -102,6 +118,7 @@ def server(
         node_name=node_name or socket.gethostname(),
         worker=not no_worker,
         docker_network=docker_network,
+        leader_ttl=leader_ttl,
         simulate_nodes=simulate_nodes,
     )
 

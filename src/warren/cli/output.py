@@ -7,6 +7,7 @@ import sys
 import time
 
 from rich.console import Console
+from rich.markup import escape
 
 __all__ = ["ago", "console", "err_console", "fail"]
 
@@ -31,4 +32,5 @@ def ago(when: float | None, now: float | None = None) -> str:
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    # Escaped: a message may hold brackets (a URL, a user's value) that are not markup.
+    err_console.print(f"[red]error:[/red] {escape(message)}", markup=True, soft_wrap=True)
