@@ -21,11 +21,12 @@ from __future__ import annotations
 from ...domain.deployments import Deployment, Phase, Reason
 from ...domain.specs import BlueGreenConfig
 from ..analysis import Outcome
-from ..rollouts import RolloutView, Step, by_slot, find_failures, slot_done
+from ..rollouts import RolloutView, Step, by_slot, find_failures
 from .traffic import (
     fail_release,
     judge_window,
     pause_inconclusive,
+    promoted,
     ready_in,
     run_hooks,
     weights_of,
@@ -44,19 +45,8 @@ def next_step(view: RolloutView) -> Step:
     all_slots = tuple(range(1, view.replicas + 1))
 
     if d.promoting:  # blue is being retired
-        if all(slot_done(slots.get(s, []), green, 0.0, now) for s in all_slots):
-            return Step(
-                d.decide(
-                    now,
-                    Reason.BLUE_RETIRED,
-                    f"blue (revision {blue}) retired: all {view.replicas} tasks on {green}",
-                    phase=Phase.SUCCEEDED,
-                    finished_at=now,
-                    weights=(),
-                    ready_slots=view.replicas,
-                )
-            )
-        return Step(d)
+        message = f"blue (revision {blue}) retired: all {view.replicas} tasks on {green}"
+        return promoted(view, d, slots, Reason.BLUE_RETIRED, message) or Step(d)
 
     if not d.target_slots:
         d = d.decide(

@@ -29,12 +29,13 @@ from __future__ import annotations
 from ...domain.deployments import Phase, Reason
 from ...domain.specs import CanaryConfig
 from ..analysis import Outcome
-from ..rollouts import RolloutView, Step, by_slot, earliest, find_failures, slot_done
+from ..rollouts import RolloutView, Step, by_slot, earliest, find_failures
 from .traffic import (
     canary_count,
     fail_release,
     judge_window,
     pause_inconclusive,
+    promoted,
     ready_in,
     run_hooks,
     weights_of,
@@ -75,20 +76,9 @@ def next_step(view: RolloutView) -> Step:
         return fail_release(d, now, failures[0].reason, "; ".join(f.message for f in failures))
 
     if d.promoting:
-        if all(slot_done(slots.get(s, []), new, 0.0, now) for s in all_slots):
-            return Step(
-                d.decide(
-                    now,
-                    Reason.COMPLETE,
-                    f"canary promoted: {view.replicas}/{view.replicas} tasks on revision {new}",
-                    phase=Phase.SUCCEEDED,
-                    finished_at=now,
-                    weights=(),
-                    ready_slots=view.replicas,
-                    target_slots=all_slots,
-                )
-            )
-        return Step(d, requeue_at=health_due)
+        message = f"canary promoted: {view.replicas}/{view.replicas} tasks on revision {new}"
+        done = promoted(view, d, slots, Reason.COMPLETE, message)
+        return done or Step(d, requeue_at=health_due)
 
     canaries = canary_slots(view)
     if not d.target_slots:

@@ -13,7 +13,7 @@ from ...domain.specs import Analysis, CanaryConfig
 from ...domain.tasks import Task, TaskState
 from ..analysis import Outcome, Sample, Verdict, judge
 from ..checks import Check, combine, gather, hook_checks, window_checks
-from ..rollouts import RolloutView, Step
+from ..rollouts import RolloutView, Step, slot_done
 
 __all__ = [
     "canary_count",
@@ -22,6 +22,7 @@ __all__ = [
     "max_weight",
     "pause_inconclusive",
     "post_rollout_step",
+    "promoted",
     "ready_in",
     "run_hooks",
     "weights_of",
@@ -118,6 +119,32 @@ def run_hooks(
         hooks_done=(*d.hooks_done, stage),
     )  # fmt: skip
     return d, None
+
+
+def promoted(
+    view: RolloutView,
+    d: Deployment,
+    slots: Mapping[int, Sequence[Task]],
+    reason: Reason,
+    message: str,
+) -> Step | None:
+    """Once the new revision alone runs in every slot (the old tasks drained and gone), the
+    release has succeeded; None until then."""
+    now, all_slots = view.now, tuple(range(1, view.replicas + 1))
+    if not all(slot_done(slots.get(s, []), d.to_revision, 0.0, now) for s in all_slots):
+        return None
+    return Step(
+        d.decide(
+            now,
+            reason,
+            message,
+            phase=Phase.SUCCEEDED,
+            finished_at=now,
+            weights=(),
+            ready_slots=view.replicas,
+            target_slots=all_slots,
+        )
+    )
 
 
 def fail_release(d: Deployment, now: float, reason: Reason | str, message: str) -> Step:
