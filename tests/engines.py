@@ -240,6 +240,8 @@ class _EngineProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self.env()},
+                # Its own directory as cwd: conmon writes files there (an "oom" marker).
+                cwd=self.dir,
                 start_new_session=True,  # a Ctrl-C of pytest must not reach it before teardown
             )
         self.state["engine"] = self.proc.pid
