@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from warren.agent import Agent, FakeDriver
+from warren.agent import Agent, FakeDriver, StoreDispatcher
 from warren.clocks import FakeClock
 from warren.control.plane import ControlPlane
 from warren.domain.nodes import Node
@@ -50,7 +50,9 @@ class SimCluster:
     async def start_agent(self, name: str) -> None:
         fake = self.drivers[name]
         drivers: dict[str, tuple[Driver, Prober]] = {"fake": (fake, fake)}
-        agent = Agent(node(name), self.cluster, drivers, self.clock, self.dataplane, 10.0)
+        agent = Agent(
+            node(name), StoreDispatcher(self.cluster), drivers, self.clock, self.dataplane, 10.0
+        )
         self.agents[name] = agent
         await agent.start(lambda: [t for t in self.plane.tasks.values() if t.node == name])
 

@@ -25,7 +25,7 @@ from .domain.specs import ServiceSpec
 from .domain.tasks import Task
 from .paths import default_data_dir, token_path
 
-__all__ = ["DEFAULT_ADDR", "Client"]
+__all__ = ["DEFAULT_ADDR", "Client", "api_error"]
 
 DEFAULT_ADDR = "http://127.0.0.1:7070"
 
@@ -37,6 +37,17 @@ def _find_token(data_dir: Path | None) -> str | None:
     try:
         return path.read_text().strip() or None
     except OSError:
+        return None
+
+
+def api_error(response: httpx.Response) -> WarrenError | None:
+    """The error an API answer carries (``{"error": {"code", "message", "field"}}``), if any."""
+    if response.status_code < 400:
+        return None
+    try:
+        err = response.json()["error"]
+        return error_for_code(err.get("code", ""), err["message"], err.get("field"))
+    except (ValueError, KeyError, TypeError):
         return None
 
 
@@ -80,11 +91,9 @@ class Client:
     def _raise_for(self, response: httpx.Response) -> None:
         if response.status_code < 400:
             return
-        try:
-            err = response.json()["error"]
-            raise error_for_code(err.get("code", ""), err["message"], err.get("field"))
-        except (ValueError, KeyError, TypeError):
-            pass
+        error = api_error(response)
+        if error is not None:
+            raise error
         if response.status_code == 401 and not self.token:
             raise AuthError(
                 "no token: set WARREN_TOKEN, or WARREN_DATA_DIR to the server's data directory"
@@ -297,6 +306,11 @@ class Client:
     def activate_node(self, name: str) -> NodeSummary:
         """The node takes new tasks again (tasks that moved away stay where they are)."""
         return NodeSummary.model_validate(self.request("POST", f"/v1/nodes/{name}/activate"))
+
+    def join_token(self, rotate: bool = False) -> str:
+        """The token remote workers join with (``rotate``: replace it)."""
+        params = {"rotate": "true"} if rotate else {}
+        return str(self.request("GET", "/v1/cluster/join-token", params=params)["token"])
 
     # ── events ───────────────────────────────────────────────────────────────────────────────
 

@@ -8,11 +8,14 @@ Must not import anything of Warren's but ``domain``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+from .domain.events import Level
+from .domain.nodes import Node
+from .domain.services import Revision
 from .domain.specs import HealthCheck, ServiceSpec
 from .domain.tasks import Task
 
@@ -23,6 +26,7 @@ __all__ = [
     "Compare",
     "DataPlane",
     "Delete",
+    "Dispatcher",
     "Driver",
     "Endpoint",
     "EventType",
@@ -224,6 +228,36 @@ class Driver(Protocol):
         ...
 
 
+class Dispatcher(Protocol):
+    """What an agent needs of the managers: the in-process agent of ``warren server`` goes
+    straight to the store (``agent.dispatching.StoreDispatcher``); a remote worker goes through
+    the managers' API with its node's token (``warren.worker``). Assignments arrive the other
+    way: ``Agent.task_changed``."""
+
+    async def register(self, node: Node, ttl: float) -> None:
+        """Store ``node`` (its operator-set availability kept) and bind its heartbeat to a
+        lease of ``ttl`` seconds: while the lease lives, the node is ready."""
+        ...
+
+    async def heartbeat(self) -> bool:
+        """Renew the node's lease. False when it had expired: the heartbeat is then bound to
+        a new lease (the node turns ready again)."""
+        ...
+
+    async def revision(self, service: str, number: int) -> Revision:
+        """The spec a task runs. NotFoundError when the revision is gone."""
+        ...
+
+    async def update_task(self, task_id: str, change: Callable[[Task], Task | None]) -> Task | None:
+        """Report observed state: read-modify-write with compare-and-swap, ``change`` applied
+        again on a lost race; None from it leaves the task as it is. NotFoundError if gone."""
+        ...
+
+    async def record(self, kind: str, message: str, level: Level, task: Task) -> None:
+        """An event about one of the node's tasks (a failure, for ``warren service ps``)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     ok: bool
@@ -277,6 +311,22 @@ class Route:
     (a canary's sticky sessions). A request whose cookie names a revision with a weight above 0
     and an active endpoint goes there; any other is picked by the weights, and its response sets
     ``sticky_cookie=REVISION``. Pins come first. Ignored without ``weights``."""
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON form a manager sends to the ingress of a remote worker."""
+        return asdict(self)
+
+    @staticmethod
+    def from_wire(data: Mapping[str, Any]) -> Route:
+        return Route(
+            service=data["service"],
+            ports=tuple(data["ports"]),
+            host=data["host"],
+            endpoints=tuple(Endpoint(**e) for e in data["endpoints"]),
+            weights=tuple((int(r), int(w)) for r, w in data["weights"]),
+            pins=tuple(Pin(**p) for p in data["pins"]),
+            sticky_cookie=data["sticky_cookie"],
+        )
 
 
 LATENCY_BUCKETS: tuple[float, ...] = (

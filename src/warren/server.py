@@ -25,12 +25,13 @@ from typing import Any, TypeVar
 import uvicorn
 
 from . import __version__
-from .agent import Agent, FakeDriver, NetworkProber, ProcessDriver
-from .agent.drivers.docker import ContainerProber, DockerDriver, find_engine_socket
+from .agent import Agent, FakeDriver, StoreDispatcher
+from .agent.runtimes import close_runtimes, local_runtimes
 from .api import ApiContext, create_app
 from .api.metrics import build_metrics
 from .client import Client
 from .clocks import SystemClock
+from .control.assigning import AssignmentFeed, RouteBroadcast
 from .control.leading import DEFAULT_TTL, Election
 from .control.plane import ControlPlane
 from .domain.deployments import DeploymentStatus
@@ -41,12 +42,20 @@ from .domain.specs import ServiceSpec
 from .domain.tasks import Task
 from .ingress import Ingress
 from .paths import token_path
-from .ports import Clock, Driver, Prober, StateStore
+from .ports import Clock, StateStore
 from .store import MemoryStore, open_store
 from .store.cluster import ClusterStore
 from .store.fencing import FencedStore
 
-__all__ = ["EmbeddedServer", "LocalManager", "Server", "ServerConfig", "parse_address"]
+__all__ = [
+    "EmbeddedServer",
+    "LocalManager",
+    "Server",
+    "ServerConfig",
+    "lock_data_dir",
+    "node_record",
+    "parse_address",
+]
 
 log = logging.getLogger("warren.server")
 T = TypeVar("T")
@@ -68,6 +77,45 @@ def _memory_bytes() -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def lock_data_dir(data: Path) -> int:
+    """Create ``data`` (0700) and hold its lock for this process's life: one server or worker
+    per data dir. Returns the lock's fd."""
+    try:
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(data / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise UnavailableError(f"cannot use data dir {data}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise UnavailableError(
+            f"another warren process is using {data}; stop it or pick another --data-dir"
+        ) from None
+    return fd
+
+
+def node_record(
+    name: str,
+    drivers: tuple[str, ...],
+    clock: Clock,
+    address: str = "127.0.0.1",
+    cpus: float | None = None,
+    memory: int | None = None,
+) -> Node:
+    """The node an agent registers: by default, this machine's CPUs and memory."""
+    now = clock.now()
+    return Node(
+        name=name,
+        address=address,
+        cpus=cpus if cpus is not None else os.cpu_count() or 1,
+        memory=memory if memory is not None else _memory_bytes(),
+        drivers=drivers,
+        registered_at=now,
+        updated_at=now,
+    )
 
 
 @dataclass
@@ -156,14 +204,21 @@ class Server:
         shared = not isinstance(self.store, MemoryStore)
         fenced = FencedStore(self.store) if shared else None
         writer = ClusterStore(fenced, self.clock) if fenced else self.cluster
-        self.plane = ControlPlane(writer, self.clock, self.ingress, self.ingress)
+        routes = RouteBroadcast(self.ingress)
+        self.plane = ControlPlane(writer, self.clock, routes, self.ingress)
         self.plane.tasks.on_change(self._dispatch)
+        feed = AssignmentFeed(self.plane.tasks, routes)
         await self.plane.start(lead=not shared)
         if fenced is not None:
             self.election = Election(
-                self.store, fenced, cfg.node_name, self.clock,
-                self.plane.lead, self.plane.follow, cfg.leader_ttl,
-            )  # fmt: skip
+                self.store,
+                fenced,
+                cfg.node_name,
+                self.clock,
+                self.plane.lead,
+                self.plane.follow,
+                cfg.leader_ttl,
+            )
             self.election.start()
         for agent in self._build_agents():
             self.agents[agent.name] = agent
@@ -177,6 +232,7 @@ class Server:
                 follow=self._follow,
                 metrics=build_metrics(self.plane, self.ingress),
                 info=self._info,
+                assignments=feed.stream,
             )
         )
         host, port = self.api_address
@@ -198,19 +254,7 @@ class Server:
 
     def _prepare_data_dir(self) -> None:
         data = self.config.data_dir
-        try:
-            data.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._lock_fd = os.open(data / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise UnavailableError(f"cannot use data dir {data}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            raise UnavailableError(
-                f"another warren server is using {data}; stop it or pick another --data-dir"
-            ) from None
+        self._lock_fd = lock_data_dir(data)
         path = token_path(data)
         if path.exists():
             self.token = path.read_text().strip()
@@ -243,49 +287,34 @@ class Server:
         cfg = self.config
         agents = []
         if cfg.worker:
-            drivers: dict[str, tuple[Driver, Prober]] = {}
-            process = ProcessDriver(
-                cfg.data_dir / "agent" / "tasks", cfg.data_dir / "logs", self.clock
+            drivers = local_runtimes(
+                cfg.data_dir, cfg.node_name, self.clock, docker_network=cfg.docker_network
             )
-            drivers["process"] = (process, NetworkProber())
-            fake = FakeDriver(self.clock)
-            drivers["fake"] = (fake, fake)
-            engine = find_engine_socket()
-            if engine is not None:
-                # Advertised as soon as a socket is there: an engine that is down or refuses us
-                # fails each task with that reason, in `warren service ps`.
-                docker = DockerDriver(
-                    engine, cfg.node_name, cfg.data_dir / "logs", self.clock,
-                    network=cfg.docker_network,
-                )  # fmt: skip
-                drivers["docker"] = (docker, ContainerProber(docker, NetworkProber()))
-            else:
-                log.info("no container engine socket found: the docker driver is off")
-            node = self._node(cfg.node_name, tuple(drivers), os.cpu_count() or 1, _memory_bytes())
+            node = node_record(cfg.node_name, tuple(drivers), self.clock)
             agents.append(
-                Agent(node, self.cluster, drivers, self.clock, self.ingress, cfg.heartbeat_ttl)
+                Agent(
+                    node,
+                    StoreDispatcher(self.cluster),
+                    drivers,
+                    self.clock,
+                    self.ingress,
+                    cfg.heartbeat_ttl,
+                )
             )
         for i in range(1, cfg.simulate_nodes + 1):
             fake = FakeDriver(self.clock)
-            node = self._node(f"sim-{i}", ("fake",), 64, 256 * 1024**3)
+            node = node_record(f"sim-{i}", ("fake",), self.clock, cpus=64, memory=256 * 1024**3)
             agents.append(
                 Agent(
-                    node, self.cluster, {"fake": (fake, fake)}, self.clock, None, cfg.heartbeat_ttl
+                    node,
+                    StoreDispatcher(self.cluster),
+                    {"fake": (fake, fake)},
+                    self.clock,
+                    None,
+                    cfg.heartbeat_ttl,
                 )
             )
         return agents
-
-    def _node(self, name: str, drivers: tuple[str, ...], cpus: float, memory: int) -> Node:
-        now = self.clock.now()
-        return Node(
-            name=name,
-            address="127.0.0.1",
-            cpus=cpus,
-            memory=memory,
-            drivers=drivers,
-            registered_at=now,
-            updated_at=now,
-        )
 
     # ── wiring ───────────────────────────────────────────────────────────────────────────────
 
@@ -362,11 +391,7 @@ class Server:
             with contextlib.suppress(WarrenError):
                 await agent.stop()
         for agent in self.agents.values():
-            for driver, _ in agent.drivers.values():
-                if isinstance(driver, ProcessDriver):
-                    driver.close()
-                elif isinstance(driver, DockerDriver):
-                    await driver.close()
+            await close_runtimes(agent.drivers)
         self.agents.clear()
         if self.plane is not None:
             await self.plane.stop()

@@ -169,7 +169,7 @@ def test_a_second_server_on_the_same_data_dir_is_refused(
     server: ServerProcess, server_factory: Callable[..., ServerProcess]
 ) -> None:
     twin = server_factory(server.data_dir.name)
-    with pytest.raises(AssertionError, match="another warren server is using"):
+    with pytest.raises(AssertionError, match="another warren process is using"):
         twin.start()
 
 

@@ -151,3 +151,30 @@ async def test_a_drained_node_stays_drained_when_its_agent_restarts(sim: SimClus
 async def test_unknown_node(sim: SimCluster) -> None:
     with pytest.raises(NotFoundError, match="node 'nope' not found"):
         await sim.cluster.set_node_availability("nope", DRAIN)
+
+
+async def test_a_dead_nodes_tasks_run_elsewhere_and_are_stopped_when_it_returns(
+    sim: SimCluster,
+) -> None:
+    await start_web(sim)
+    on_n1 = [t for t in live(await sim.cluster.list_tasks("web")) if t.node == "n1"]
+    assert on_n1
+    await sim.agents.pop("n1").stop()  # the agent dies: its processes keep running
+    await sim.advance(11)  # the 10 s heartbeat lease expires
+    await sim.quiesce()
+    assert (await sim.cluster.get_node("n1")).status == "down"
+    tasks = await sim.cluster.list_tasks("web")
+    assert {t.node for t in live(tasks)} == {"n2", "n3"}
+    assert sum(t.ready for t in live(tasks)) == 6
+    lost = {t.id: t for t in tasks if t.node == "n1"}
+    assert all(t.desired_state == "shutdown" for t in lost.values())
+    assert {t.message for t in lost.values()} == {"node n1 is down"}
+    assert set(lost) <= set(sim.drivers["n1"].running())  # nobody could stop them
+
+    await sim.start_agent("n1")  # back: its stale tasks are stopped, nothing moves back
+    await sim.quiesce()
+    assert (await sim.cluster.get_node("n1")).status == "ready"
+    after = {t.id: t for t in await sim.cluster.list_tasks("web")}
+    assert all(after[tid].state == "stopped" for tid in lost)
+    assert not set(lost) & set(sim.drivers["n1"].running())
+    assert {t.node for t in live(list(after.values()))} == {"n2", "n3"}

@@ -403,3 +403,38 @@ def test_two_revisions_side_by_side_in_a_slot() -> None:
     assert plan.shutdown == (("web.1.a", "replaced by revision 2"),)
     plan = plan_service("web", svc, [*old, green], 10.0, {1: 1, 2: 1})
     assert plan.shutdown == (("web.1.b", "replaced by revision 1"),)
+
+
+# --- nodes down --------------------------------------------------------------------------------
+
+
+def test_tasks_on_a_down_node_are_shut_down_and_replaced_at_once() -> None:
+    lost = task(1, "lost", created_at=5.0)
+    other = task(2, "b").model_copy(update={"node": "n2"})
+    plan = plan_service("web", service(replicas=2), [lost, other], NOW, down={"n1"})
+    assert shut(plan) == {"web.1.lost": "node n1 is down"}
+    assert plan.create == (NewTask(1, 1, 0),)  # no back-off: the task did not fail
+
+
+def test_a_lost_task_is_replaced_without_back_off_even_after_earlier_failures() -> None:
+    earlier = failed(1, "old", finished_at=1.0, attempt=3)
+    lost = task(1, "lost", created_at=2.0, attempt=4)
+    plan = plan_service("web", service(replicas=1), [earlier, lost], NOW, down={"n1"})
+    assert plan.create == (NewTask(1, 1, 0),)
+
+
+def test_a_lost_replacement_that_failed_still_backs_off() -> None:
+    lost = task(1, "lost", created_at=2.0).changed(3.0, desired_state=DesiredState.SHUTDOWN)
+    crashed = failed(1, "new", finished_at=NOW - 0.5, created_at=4.0)
+    plan = plan_service("web", service(replicas=1), [lost, crashed], NOW, down={"n1"})
+    assert plan.create == ()
+    assert plan.requeue_at == NOW + 0.5
+
+
+def test_stop_first_does_not_wait_for_a_task_on_a_down_node() -> None:
+    old = task(1, "old", revision=1).changed(NOW, desired_state=DesiredState.SHUTDOWN)
+    plan = plan_service(
+        "web", service(replicas=1, revision=2), [old], NOW,
+        order=UpdateOrder.STOP_FIRST, down={"n1"},
+    )  # fmt: skip
+    assert plan.create == (NewTask(1, 2, 0),)

@@ -1,8 +1,9 @@
 """The worker side: the agent that runs a node's tasks through a driver, probes their health, and
 reports their observed state. Must not import control, api, ingress or the CLI."""
 
+from .dispatching import StoreDispatcher
 from .drivers import FakeDriver, ProcessDriver
 from .probing import NetworkProber
 from .supervising import Agent
 
-__all__ = ["Agent", "FakeDriver", "NetworkProber", "ProcessDriver"]
+__all__ = ["Agent", "FakeDriver", "NetworkProber", "ProcessDriver", "StoreDispatcher"]

@@ -18,11 +18,19 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 from ..domain.errors import DriverError, InvalidTransitionError, NotFoundError, WarrenError
 from ..domain.events import Level
-from ..domain.nodes import Heartbeat, Node
+from ..domain.nodes import Node
 from ..domain.specs import ServiceSpec
 from ..domain.tasks import Task, TaskState
-from ..ports import Clock, DataPlane, Driver, ExitStatus, Prober, RecoveredTask, TaskHandle
-from ..store.cluster import HEARTBEATS, ClusterStore, encode
+from ..ports import (
+    Clock,
+    DataPlane,
+    Dispatcher,
+    Driver,
+    ExitStatus,
+    Prober,
+    RecoveredTask,
+    TaskHandle,
+)
 
 __all__ = ["Agent"]
 
@@ -39,20 +47,19 @@ class Agent:
     def __init__(
         self,
         node: Node,
-        cluster: ClusterStore,
+        dispatcher: Dispatcher,
         drivers: Mapping[str, tuple[Driver, Prober]],
         clock: Clock,
         dataplane: DataPlane | None = None,
         heartbeat_ttl: float = 10.0,
     ) -> None:
         self.node = node
-        self.cluster = cluster
+        self.dispatcher = dispatcher
         self.drivers = drivers
         self.clock = clock
         self.dataplane = dataplane
         self.heartbeat_ttl = heartbeat_ttl
         self.supervisors: dict[str, Supervisor] = {}
-        self._lease = 0
         self._keepalive: asyncio.Task[None] | None = None
         self._started = False
 
@@ -64,8 +71,8 @@ class Agent:
         """Register the node, then take charge of ``assigned()`` (this node's tasks in the
         store, read after every await here so that no change is missed): adopt what still
         runs, start what is pending, report what died, stop strays."""
-        await self.cluster.put_node(self.node)
-        await self._heartbeat()
+        self.node = self.node.model_copy(update={"updated_at": self.clock.now()})
+        await self.dispatcher.register(self.node, self.heartbeat_ttl)
         self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
         recovered: dict[str, tuple[Driver, RecoveredTask]] = {}
         for driver, _ in self.drivers.values():
@@ -86,20 +93,12 @@ class Agent:
                 self._supervise(task, found[1] if found else None)
         self._started = True
 
-    async def _heartbeat(self) -> None:
-        self._lease = await self.cluster.raw.grant(self.heartbeat_ttl)
-        await self.cluster.raw.put(
-            f"{HEARTBEATS}{self.name}", encode(Heartbeat(node=self.name)), lease=self._lease
-        )
-
     async def _keep_alive(self) -> None:
         while True:
             await self.clock.sleep(self.heartbeat_ttl / 3)
             try:
-                await self.cluster.raw.keepalive(self._lease)
-            except NotFoundError:
-                log.warning("node %s: heartbeat lease expired; registering again", self.name)
-                await self._heartbeat()
+                if not await self.dispatcher.heartbeat():
+                    log.warning("node %s: heartbeat lease had expired; registered again", self.name)
             except WarrenError as exc:
                 log.warning("node %s: heartbeat failed: %s", self.name, exc)
 
@@ -121,7 +120,7 @@ class Agent:
         sup.start()
 
     async def spec_for(self, task: Task) -> ServiceSpec:
-        return (await self.cluster.get_revision(task.service, task.revision)).spec
+        return (await self.dispatcher.revision(task.service, task.revision)).spec
 
     def runtime(self, spec: ServiceSpec) -> tuple[Driver, Prober]:
         found = self.drivers.get(spec.effective_driver)
@@ -137,6 +136,24 @@ class Agent:
         spec = await self.spec_for(task)
         async for line in self.runtime(spec)[0].follow(task.id):
             yield line
+
+    async def fence(self, default_grace: float = 10.0) -> None:
+        """Cut off from the managers for longer than the node's lease: the control plane has
+        declared the node down and starts its tasks elsewhere. Stop supervising and stop every
+        task the drivers run, now — so that none runs twice for longer than its stop grace. The
+        drivers keep their records: when the agent starts again it reports the tasks stopped."""
+        graces = {t: s.stop_grace for t, s in self.supervisors.items() if s.stop_grace is not None}
+        await self.stop()
+
+        async def halt(driver: Driver, task_id: str) -> None:
+            with contextlib.suppress(WarrenError):
+                await driver.stop(task_id, graces.get(task_id, default_grace))
+
+        halts = []
+        for driver, _ in self.drivers.values():
+            with contextlib.suppress(WarrenError):
+                halts += [halt(driver, r.task_id) for r in await driver.recover() if r.alive]
+        await asyncio.gather(*halts)
 
     async def stop(self) -> None:
         """Stop supervising; the tasks themselves keep running (a restarted agent adopts them)."""
@@ -163,6 +180,8 @@ class Supervisor:
         self._deleted = False
         self._health_failure = ""
         """Set by the health watcher when the task failed its probes: stop it as failed."""
+        self.stop_grace: float | None = None
+        """Known once the task's spec is read."""
 
     def start(self) -> None:
         self._runner = asyncio.get_running_loop().create_task(self._run(), name=self.task.id)
@@ -195,7 +214,7 @@ class Supervisor:
                 return None
 
         try:
-            updated = await self.agent.cluster.update_task(self.task.id, guarded)
+            updated = await self.agent.dispatcher.update_task(self.task.id, guarded)
         except NotFoundError:
             self._deleted = True
             return None
@@ -236,13 +255,19 @@ class Supervisor:
             await self._become(TaskState.FAILED, message=exc.message)
             return
         self.driver, self.prober = driver, prober
+        self.stop_grace = spec.stop_grace
         handle: TaskHandle | None = None
         if self.recovered is not None and self.recovered.alive:
             handle = self.recovered.handle
             log.info("re-adopted %s (%s)", tid, handle.runtime_id)
-        elif self.task.state == TaskState.STOPPING:
-            # It was being stopped when the agent went down, and it is gone: stopped.
-            await self._become(TaskState.STOPPED, message="stopped while the agent was down")
+        elif self.task.state == TaskState.STOPPING or (
+            not self.task.wants_running and self.task.state != TaskState.PENDING
+        ):
+            # It was being stopped when the agent went down (or its node was cut off and it
+            # was stopped then, replaced elsewhere), and it is gone: stopped.
+            if self.task.state != TaskState.STOPPING:
+                await self._become(TaskState.STOPPING)
+            await self._become(TaskState.STOPPED, message="stopped while the agent was away")
             await self.driver.forget(tid)
             return
         elif self.task.state != TaskState.PENDING:
@@ -317,10 +342,9 @@ class Supervisor:
         await self.driver.forget(tid)
 
     async def _event_failed(self, message: str) -> None:
-        await self.agent.cluster.record(
-            "task.failed", f"{self.task.id}: {message}", Level.ERROR,
-            service=self.task.service, task=self.task.id, node=self.agent.name,
-        )  # fmt: skip
+        await self.agent.dispatcher.record(
+            "task.failed", f"{self.task.id}: {message}", Level.ERROR, self.task
+        )
 
     async def _ended(self, status: ExitStatus) -> None:
         """The task ended on its own: complete (exit 0) or failed."""

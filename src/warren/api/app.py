@@ -30,6 +30,7 @@ from ..domain.errors import (
     AuthError,
     ConflictError,
     DriverError,
+    ForbiddenError,
     InvalidTransitionError,
     NotFoundError,
     StoreError,
@@ -52,6 +53,8 @@ from .schemas import (
     ServiceSummary,
     TaskPatch,
 )
+from .tokens import NODE_TOKEN_PREFIX
+from .workers import AssignmentSource, bearer, worker_routes
 
 __all__ = ["ApiContext", "ClusterView", "create_app"]
 
@@ -59,6 +62,7 @@ log = logging.getLogger("warren.api")
 
 _STATUS: list[tuple[type[WarrenError], int]] = [
     (ValidationError, 400),
+    (ForbiddenError, 403),
     (AuthError, 401),
     (NotFoundError, 404),
     (ConflictError, 409),
@@ -83,12 +87,12 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> JS
 
 async def authorized(request: Request) -> None:
     """The admin bearer token, compared in constant time."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise AuthError("missing token: send 'Authorization: Bearer <token>'")
-    if not hmac.compare_digest(token.strip().encode(), request.app.state.token):
-        raise AuthError("invalid token")
+    token = bearer(request)
+    if hmac.compare_digest(token.encode(), request.app.state.token):
+        return
+    if token.startswith(NODE_TOKEN_PREFIX):
+        raise ForbiddenError("a node's token is for its worker's calls only")
+    raise AuthError("invalid token")
 
 
 Auth = Annotated[None, Depends(authorized)]
@@ -112,6 +116,8 @@ class ApiContext:
     follow: Callable[[Task], AsyncIterator[str]] | None = None
     metrics: Callable[[], bytes] | None = None
     info: Callable[[], dict[str, Any]] | None = None
+    assignments: AssignmentSource | None = None
+    """The streams of remote workers (``control.assigning``)."""
 
 
 async def _follow_lines(
@@ -146,6 +152,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     cluster = ctx.cluster
     app.state.token = ctx.token.encode()
+    app.state.cluster = cluster
 
     # ── errors ───────────────────────────────────────────────────────────────────────────────
 
@@ -180,11 +187,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
         body = ctx.metrics() if ctx.metrics else b""
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    app.include_router(worker_routes(cluster, ctx.assignments))
+
     # ── services ─────────────────────────────────────────────────────────────────────────────
 
     @app.get("/v1/info", tags=["system"])
     async def info(_: Auth) -> dict[str, Any]:
         return {"version": __version__, **(ctx.info() if ctx.info else {})}
+
+    @app.get("/v1/cluster/join-token", tags=["nodes"])
+    async def join_token(_: Auth, rotate: bool = False) -> dict[str, str]:
+        """The token a remote worker joins with (``warren worker --token``); ``?rotate=true``
+        replaces it (nodes that joined keep working)."""
+        return {"token": await cluster.join_token(rotate)}
 
     @app.get("/v1/services", tags=["services"])
     async def list_services(_: Auth, full: bool = False) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from .. import __version__
 from ..client import Client
 from ..domain.errors import WarrenError
 from ..paths import default_data_dir, token_path
-from . import deploy, node, service
+from . import cluster, deploy, node, service
 from .documents import load_services
 from .flags import DURATION
 from .output import console, fail
@@ -39,6 +39,7 @@ app = typer.Typer(
 app.add_typer(service.app, name="service")
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(node.app, name="node")
+app.add_typer(cluster.app, name="cluster")
 
 
 def _version(value: bool) -> None:
@@ -105,10 +106,7 @@ def server(
 
     from ..server import Server, ServerConfig
 
-    level = getattr(logging, log_level.upper(), None)
-    if not isinstance(level, int):
-        raise WarrenError(f"--log-level: expected debug, info, warning or error, got {log_level!r}")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    _logging(log_level)
     config = ServerConfig(
         data_dir=data_dir or default_data_dir(),
         api=api,
@@ -156,6 +154,109 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 50)
+
+
+@app.command()
+def worker(
+    manager: Annotated[
+        str,
+        typer.Option(
+            "--manager",
+            help="The managers' API URLs, comma-separated (the next one is used "
+            "when one stops answering).",
+        ),
+    ],
+    token: Annotated[
+        str,
+        typer.Option(
+            "--token", envvar="WARREN_JOIN_TOKEN", help="From `warren cluster join-token`."
+        ),
+    ],
+    node_name: Annotated[str | None, typer.Option("--node-name")] = None,
+    advertise: Annotated[
+        str,
+        typer.Option(
+            "--advertise",
+            help="This node's address: its tasks listen on it, and the other "
+            "nodes' ingresses reach them there.",
+        ),
+    ] = "127.0.0.1",
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="The node's token, task records, logs.")
+    ] = None,
+    ingress_host: Annotated[
+        str | None,
+        typer.Option("--ingress-host", help="Address the ingress listens on [--advertise]."),
+    ] = None,
+    http_port: Annotated[
+        int, typer.Option("--http-port", min=0, max=65535, help="Shared port, routed by host.")
+    ] = 8000,
+    heartbeat_ttl: Annotated[
+        float,
+        typer.Option(
+            "--heartbeat-ttl",
+            parser=DURATION,
+            help="The node's lease: the managers replace "
+            "its tasks this long after it goes silent, and it stops them itself.",
+        ),
+    ] = 10.0,
+    docker_network: Annotated[str | None, typer.Option("--docker-network")] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Run a worker: a node that runs tasks for managers elsewhere, with its own ingress."""
+    import socket
+
+    import uvloop
+
+    from ..worker import Worker, WorkerConfig
+
+    _logging(log_level)
+    name = node_name or socket.gethostname()
+    config = WorkerConfig(
+        managers=tuple(m.strip() for m in manager.split(",") if m.strip()),
+        token=token.strip(),
+        data_dir=data_dir or default_data_dir() / "worker",
+        node_name=name,
+        advertise=advertise,
+        ingress_host=ingress_host or advertise,
+        http_port=http_port,
+        heartbeat_ttl=heartbeat_ttl,
+        docker_network=docker_network,
+    )
+
+    async def run() -> None:
+        wrk = Worker(config)
+        await wrk.start()
+        _tune_gc()
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopped.set)
+        shared = wrk.ingress.shared_port if wrk.ingress else None
+        console.print(
+            f"Warren {__version__} worker {name} joined\n"
+            f"  managers {', '.join(wrk.link.managers)}\n"
+            f"  address  {advertise}\n"
+            f"  ingress  {config.ingress_host}:{shared} (by host), and each published port\n"
+            f"  data     {config.data_dir}",
+            highlight=False,
+        )
+        try:
+            await stopped.wait()
+        finally:
+            console.print("stopping (tasks keep running; a restarted worker adopts them)")
+            await wrk.stop()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
+
+
+def _logging(log_level: str) -> None:
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise WarrenError(f"--log-level: expected debug, info, warning or error, got {log_level!r}")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))  # not a line per request
 
 
 @app.command()

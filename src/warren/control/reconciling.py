@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from ..domain.deployments import Deployment, Phase
 from ..domain.events import Level
-from ..domain.nodes import Node
+from ..domain.nodes import Node, NodeStatus
 from ..domain.services import Revision, Service
 from ..domain.specs import UpdateOrder
 from ..domain.tasks import DesiredState, Task, TaskState, task_id
@@ -100,8 +100,13 @@ class Reconciler(Controller):
         if new is not None and (old is None or (new.schedulable and not old.schedulable)):
             for name in self._unplaced:
                 self.queue.add(name)
-        if old is not None and new is not None and old.availability != new.availability:
-            # Drained: its tasks move; activated: replacements not started yet are dropped.
+        if (
+            old is not None
+            and new is not None
+            and (old.availability != new.availability or old.status != new.status)
+        ):
+            # Drained: its tasks move; activated: replacements not started yet are dropped;
+            # down: its tasks are replaced elsewhere.
             for name, tasks in self.index.by_service.items():
                 if any(t.node == new.name and t.state.active for t in tasks.values()):
                     self.queue.add(name)
@@ -157,7 +162,8 @@ class Reconciler(Controller):
             slot_map = slot_revisions(deployment, tasks, service.spec.replicas)
             order = deployment.config.order
         draining = {n.name for n in self.nodes.values() if n.draining}
-        plan = plan_service(name, service, tasks, now, slot_map, order, draining)
+        down = {n.name for n in self.nodes.values() if n.status == NodeStatus.DOWN}
+        plan = plan_service(name, service, tasks, now, slot_map, order, draining, down)
         compares: list[Compare] = []
         ops: list[Op] = []
 

@@ -7,6 +7,7 @@
     │   └── CompactedError           a watch asked for a revision the store no longer keeps
     ├── InvalidTransitionError       a task state change the state machine forbids
     ├── AuthError                    missing or wrong token
+    │   └── ForbiddenError           a valid token, not allowed this (a worker's token)
     ├── UnavailableError             a dependency is down (server, store, engine); retry later
     ├── DriverError                  a driver could not start, stop or inspect a task
     └── StoreError                   the store failed for a reason other than a conflict
@@ -22,6 +23,7 @@ __all__ = [
     "CompactedError",
     "ConflictError",
     "DriverError",
+    "ForbiddenError",
     "InvalidTransitionError",
     "NotFoundError",
     "StoreError",
@@ -73,6 +75,10 @@ class AuthError(WarrenError):
     code = "unauthorized"
 
 
+class ForbiddenError(AuthError):
+    code = "forbidden"
+
+
 class UnavailableError(WarrenError):
     code = "unavailable"
 
@@ -89,7 +95,7 @@ def error_for_code(code: str, message: str, field: str | None = None) -> WarrenE
     """Rebuild an error from its API form ``{"code", "message", "field"}`` (used by the client)."""
     classes: list[type[WarrenError]] = [
         ValidationError, NotFoundError, ConflictError, CompactedError, InvalidTransitionError,
-        AuthError, UnavailableError, DriverError, StoreError,
+        AuthError, ForbiddenError, UnavailableError, DriverError, StoreError,
     ]  # fmt: skip
     for cls in classes:
         if cls.code == code:

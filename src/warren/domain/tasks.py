@@ -18,7 +18,7 @@ from typing import Any
 from .base import Model
 from .errors import InvalidTransitionError
 
-__all__ = ["DesiredState", "Task", "TaskState", "task_id"]
+__all__ = ["OBSERVED_FIELDS", "DesiredState", "Task", "TaskState", "task_id"]
 
 
 class TaskState(StrEnum):
@@ -57,6 +57,15 @@ _ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     TaskState.FAILED: frozenset(),
     TaskState.COMPLETE: frozenset(),
 }
+
+
+OBSERVED_FIELDS = frozenset(
+    {
+        "state", "updated_at", "started_at", "finished_at", "endpoint", "runtime_id", "healthy",
+        "ready", "ready_at", "exit_code", "message",
+    }
+)  # fmt: skip
+"""What an agent reports of a task; the rest is the control plane's."""
 
 
 def task_id(service: str, slot: int, suffix: str) -> str:

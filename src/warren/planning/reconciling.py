@@ -15,6 +15,9 @@ task of the slot's target revision wants to run:
   A replacement no node can take waits, unplaced, with the reason as its message; the old task
   keeps serving meanwhile. Nothing is remembered: a slot is *moving* while it holds a task on a
   draining node and a not-yet-ready one elsewhere.
+- a task on a node that is *down* (its heartbeat lease expired) → shut down at once and
+  replaced on another node, at once: it may still run, but nobody can see or reach it. Its agent
+  stops it when the node returns (a worker cut off stops its tasks itself after its lease's ttl).
 
 Ended tasks are kept as history (``HISTORY_PER_SLOT`` per slot) and the rest forgotten.
 
@@ -118,12 +121,13 @@ def plan_service(
     slot_revisions: Mapping[int, SlotTarget] | None = None,
     order: UpdateOrder = UpdateOrder.START_FIRST,
     draining: Collection[str] = frozenset(),
+    down: Collection[str] = frozenset(),
 ) -> ReconcilePlan:
     """The plan for one service. ``slot_revisions`` maps a slot to the revision (or revisions)
     it should run (a rollout in progress); slots not in it run the service's current revision.
     Tasks of any other revision in a slot are shut down once every wanted one is ready
     (start-first), or at once (stop-first). ``draining``: the nodes in ``drain``, whose tasks
-    move to other nodes."""
+    move to other nodes; ``down``: the nodes whose heartbeat stopped, whose tasks are replaced."""
     by_slot: dict[int, list[Task]] = defaultdict(list)
     for t in tasks:
         by_slot[t.slot].append(t)
@@ -144,6 +148,10 @@ def plan_service(
         ended = [t for t in slot_tasks if t.state.terminal]
         forget.extend(t.id for t in ended[HISTORY_PER_SLOT:])
         live = [t for t in slot_tasks if t.wants_running and t.state.active]
+        lost = [t for t in live if t.node in down]
+        if lost:
+            shutdown.extend((t.id, f"node {t.node} is down") for t in lost)
+            live = [t for t in live if t.node not in down]
         if service is None or slot not in wanted_slots:
             forget.extend(t.id for t in ended[:HISTORY_PER_SLOT])
             why = "service removed" if service is None else "scaled down"
@@ -152,7 +160,7 @@ def plan_service(
         wanted = _revisions(targets.get(slot, service.revision))
         # stop-first: the slot's old tasks must have ended before their replacements start.
         waiting_for_stop = order == UpdateOrder.STOP_FIRST and any(
-            t.state.active and t.revision not in wanted for t in slot_tasks
+            t.state.active and t.revision not in wanted and t.node not in down for t in slot_tasks
         )
         all_ready = True
         for target in wanted:
@@ -186,7 +194,11 @@ def plan_service(
                     requeue_at = due[1] if requeue_at is None else min(requeue_at, due[1])
             if current or old or waiting_for_stop:
                 continue
-            if last is None:
+            if last is None or any(
+                t.revision == target and t.created_at > last.created_at for t in lost
+            ):
+                # A first task, or one replacing a task lost with its node (not a failure of
+                # its own: no back-off).
                 create.append(NewTask(slot, target, 0))
                 continue
             due = restart_due(last, service.spec.restart_policy)

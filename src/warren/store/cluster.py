@@ -10,11 +10,14 @@ Key layout (one prefix per kind; values are the camelCase JSON of the domain mod
     /heartbeats/{name}                b""          bound to the node's lease: gone ⇒ node down
     /events/{time_ns:020d}-{rand}     Event
     /deployments/{service}/{n:08d}    Deployment   rollouts, oldest first; the newest drives
+    /cluster/secret                   bytes        signs the node tokens of remote workers
+    /cluster/join-token               str          what `warren worker --token` joins with
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -31,12 +34,12 @@ from ..domain.deployments import (
     deployment_id,
     previous_revision,
 )
-from ..domain.errors import ConflictError, NotFoundError, ValidationError
+from ..domain.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from ..domain.events import Event, Level
 from ..domain.nodes import Node, NodeAvailability
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec
-from ..domain.tasks import DesiredState, Task
+from ..domain.tasks import OBSERVED_FIELDS, DesiredState, Task
 from ..ports import Clock, Compare, Delete, KeyValue, Op, Put, StateStore
 
 __all__ = [
@@ -63,6 +66,8 @@ NODES = "/nodes/"
 HEARTBEATS = "/heartbeats/"
 EVENTS = "/events/"
 DEPLOYMENTS = "/deployments/"
+CLUSTER_SECRET = "/cluster/secret"
+JOIN_TOKEN = "/cluster/join-token"
 DEPLOYMENTS_KEPT = 50
 EVENTS_KEPT = 1000
 REVISIONS_CACHED = 10_000
@@ -421,6 +426,24 @@ class ClusterStore:
                 return new
         raise ConflictError(f"task {task_id} kept changing under us")
 
+    async def report_task(self, node: str, task: Task, mod_revision: int) -> int:
+        """What a remote worker saw of one of its node's tasks, written if the task is still at
+        ``mod_revision`` (ConflictError otherwise: read it again). A worker reports observed
+        state only, of its own tasks (ForbiddenError). Returns the task's new mod_revision."""
+        current, kv = await self.get_task(task.id)
+        if current.node != node:
+            raise ForbiddenError(f"task {task.id} is not on node {node}")
+        if kv.mod_revision != mod_revision:
+            raise ConflictError(f"task {task.id} changed meanwhile")
+        fields = sorted(f for f in Task.model_fields if getattr(task, f) != getattr(current, f))
+        if set(fields) - OBSERVED_FIELDS:
+            wrong = ", ".join(f for f in fields if f not in OBSERVED_FIELDS)
+            raise ForbiddenError(f"a worker reports observed state only, not {wrong}")
+        res = await self.raw.txn([Compare.unchanged(kv)], [Put(kv.key, encode(task))])
+        if not res.succeeded:
+            raise ConflictError(f"task {task.id} changed meanwhile")
+        return res.revision
+
     async def set_desired_state(self, task_id: str, desired: DesiredState) -> Task:
         """Stop a task from outside (``shutdown``); the reconciler replaces it if its service
         still wants it. A task shut down for good cannot be brought back."""
@@ -482,6 +505,30 @@ class ClusterStore:
                 return new
         raise ConflictError(f"node {name!r} is being changed by someone else; try again")
 
+    # ── credentials of remote workers ────────────────────────────────────────────────────────
+
+    async def _get_or_create(self, key: str, make: Callable[[], bytes]) -> bytes:
+        """The value of ``key``, created with ``make()`` if absent — by exactly one manager."""
+        for _ in range(10):
+            kv = await self.raw.get(key)
+            if kv is not None:
+                return kv.value
+            value = make()
+            if (await self.raw.txn([Compare.absent(key)], [Put(key, value)])).succeeded:
+                return value
+        raise ConflictError(f"{key} kept changing; try again")
+
+    async def cluster_secret(self) -> bytes:
+        """The key that signs node tokens, the same for every manager of the cluster."""
+        return await self._get_or_create(CLUSTER_SECRET, lambda: secrets.token_bytes(32))
+
+    async def join_token(self, rotate: bool = False) -> str:
+        """The token remote workers join with (``rotate``: a new one; the old stops working —
+        nodes that joined keep their own tokens)."""
+        if rotate:
+            await self.raw.put(JOIN_TOKEN, _new_join_token())
+        return (await self._get_or_create(JOIN_TOKEN, _new_join_token)).decode()
+
     # ── events ───────────────────────────────────────────────────────────────────────────────
 
     async def record(
@@ -521,6 +568,10 @@ class ClusterStore:
         if service:
             events = [e for e in events if e.service == service]
         return events[-limit:]
+
+
+def _new_join_token() -> bytes:
+    return f"wrn-join-{secrets.token_urlsafe(24)}".encode()
 
 
 def ops_for_tasks(tasks: Sequence[Task]) -> list[Op]:

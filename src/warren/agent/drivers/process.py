@@ -101,7 +101,7 @@ class ProcessDriver:
             with open(log_path, "ab") as out:  # noqa: ASYNC230
                 popen = subprocess.Popen(  # noqa: ASYNC220
                     list(spec.command),
-                    env=task_environment(task, spec, port),
+                    env=task_environment(task, spec, port, self.address),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,

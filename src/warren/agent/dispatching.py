@@ -1,0 +1,55 @@
+"""The dispatcher of an agent that runs in a manager's process (``warren server``): straight to
+the store. A remote worker's goes through the API instead (``warren.worker``); the managers'
+side of that API uses the same store calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..domain.errors import NotFoundError
+from ..domain.events import Level
+from ..domain.nodes import Heartbeat, Node
+from ..domain.services import Revision
+from ..domain.tasks import Task
+from ..store.cluster import HEARTBEATS, ClusterStore, encode
+
+__all__ = ["StoreDispatcher", "bind_heartbeat"]
+
+
+async def bind_heartbeat(cluster: ClusterStore, node: str, ttl: float) -> int:
+    """A fresh lease of ``ttl`` seconds with the node's heartbeat key bound to it."""
+    lease = await cluster.raw.grant(ttl)
+    await cluster.raw.put(f"{HEARTBEATS}{node}", encode(Heartbeat(node=node)), lease=lease)
+    return lease
+
+
+class StoreDispatcher:
+    def __init__(self, cluster: ClusterStore) -> None:
+        self.cluster = cluster
+        self._node = ""
+        self._ttl = 0.0
+        self._lease = 0
+
+    async def register(self, node: Node, ttl: float) -> None:
+        await self.cluster.put_node(node)
+        self._node, self._ttl = node.name, ttl
+        self._lease = await bind_heartbeat(self.cluster, node.name, ttl)
+
+    async def heartbeat(self) -> bool:
+        try:
+            await self.cluster.raw.keepalive(self._lease)
+            return True
+        except NotFoundError:
+            self._lease = await bind_heartbeat(self.cluster, self._node, self._ttl)
+            return False
+
+    async def revision(self, service: str, number: int) -> Revision:
+        return await self.cluster.get_revision(service, number)
+
+    async def update_task(self, task_id: str, change: Callable[[Task], Task | None]) -> Task | None:
+        return await self.cluster.update_task(task_id, change)
+
+    async def record(self, kind: str, message: str, level: Level, task: Task) -> None:
+        await self.cluster.record(
+            kind, message, level, service=task.service, task=task.id, node=task.node
+        )

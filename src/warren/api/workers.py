@@ -1,0 +1,165 @@
+"""The routes remote workers use (``warren worker``), under ``/v1/worker``.
+
+A worker joins with the cluster's join token (``warren cluster join-token``) and gets its node's
+own token; with it, it may register its node, keep the node's heartbeat lease alive, follow its
+assignments (its node's tasks, and the routing table for its ingress), read the revisions its
+tasks run and report their observed state — nothing else: every other route answers 403, and a
+report about another node's task, or that changes what the control plane decides, too."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import Field
+
+from ..agent.dispatching import bind_heartbeat
+from ..domain.base import Model
+from ..domain.errors import AuthError, ForbiddenError, NotFoundError, ValidationError
+from ..domain.events import Level
+from ..domain.nodes import Node
+from ..domain.tasks import Task
+from ..store.cluster import HEARTBEATS, ClusterStore
+from .tokens import NODE_NAME, node_of, node_token
+
+__all__ = ["AssignmentSource", "bearer", "worker_routes"]
+
+AssignmentSource = Callable[[str], AsyncIterator[bytes]]
+"""Given a node name: its assignment stream, NDJSON (see ``control.assigning``)."""
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("missing token: send 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+class JoinRequest(Model):
+    node: str
+
+
+class Registration(Model):
+    node: Node
+    ttl: float = Field(gt=0, le=3600)
+
+
+class HeartbeatRequest(Model):
+    lease: int
+    ttl: float = Field(gt=0, le=3600)
+
+
+class TaskReport(Model):
+    task: Task
+    mod_revision: int
+
+
+class EventReport(Model):
+    kind: str = Field(pattern=r"^task\.[a-z_]+$")
+    message: str = Field(max_length=2000)
+    level: Level = Level.INFO
+    task: str
+
+
+async def worker_node(request: Request) -> str:
+    """The node whose token came with the request (checked with the cluster's secret, which
+    ``create_app`` leaves in ``app.state.cluster``)."""
+    state = request.app.state
+    if getattr(state, "node_secret", None) is None:
+        state.node_secret = await state.cluster.cluster_secret()
+    node = node_of(state.node_secret, bearer(request))
+    if node is None:
+        raise AuthError("invalid node token")
+    return node
+
+
+NodeAuth = Annotated[str, Depends(worker_node)]
+
+
+def worker_routes(cluster: ClusterStore, assignments: AssignmentSource | None) -> APIRouter:
+    router = APIRouter(prefix="/v1/worker", tags=["workers"])
+
+    async def own_task(node: str, task_id: str) -> tuple[Task, int]:
+        task, kv = await cluster.get_task(task_id)
+        if task.node != node:
+            raise ForbiddenError(f"task {task_id} is not on node {node}")
+        return task, kv.mod_revision
+
+    @router.post("/join")
+    async def join(body: JoinRequest, request: Request) -> dict[str, Any]:
+        """Exchange the cluster's join token for the node's own token."""
+        token = bearer(request)
+        if not hmac.compare_digest(token.encode(), (await cluster.join_token()).encode()):
+            raise AuthError("invalid join token (see `warren cluster join-token`)")
+        if not NODE_NAME.match(body.node):
+            raise ValidationError(
+                "letters, digits, '.', '_' and '-', up to 63, starting with a letter or digit",
+                "node",
+            )
+        return {
+            "node": body.node,
+            "nodeToken": node_token(await cluster.cluster_secret(), body.node),
+        }
+
+    @router.put("/node")
+    async def register(body: Registration, node: NodeAuth) -> dict[str, Any]:
+        """Register (or re-register) the node, its heartbeat bound to a new lease of ``ttl``."""
+        if body.node.name != node:
+            raise ForbiddenError(f"this token is node {node}'s, not {body.node.name}'s")
+        await cluster.put_node(body.node)
+        return {"lease": await bind_heartbeat(cluster, node, body.ttl)}
+
+    @router.post("/heartbeat")
+    async def heartbeat(body: HeartbeatRequest, node: NodeAuth) -> dict[str, Any]:
+        """Renew the node's lease; ``renewed: false`` with a new lease when it had expired."""
+        kv = await cluster.raw.get(f"{HEARTBEATS}{node}")
+        # Only the lease the node's heartbeat is bound to: a worker cannot keep another's alive.
+        if kv is not None and kv.lease == body.lease:
+            try:
+                await cluster.raw.keepalive(body.lease)
+                return {"lease": body.lease, "renewed": True}
+            except NotFoundError:
+                pass
+        return {"lease": await bind_heartbeat(cluster, node, body.ttl), "renewed": False}
+
+    @router.get("/assignments")
+    async def follow(node: NodeAuth) -> StreamingResponse:
+        if assignments is None:
+            raise NotFoundError("this server does not dispatch to remote workers")
+        return StreamingResponse(assignments(node), media_type="application/x-ndjson")
+
+    @router.get("/tasks/{task_id}")
+    async def get_task(task_id: str, node: NodeAuth) -> dict[str, Any]:
+        task, revision = await own_task(node, task_id)
+        return {"task": task.to_wire(), "modRevision": revision}
+
+    @router.put("/tasks/{task_id}")
+    async def report(task_id: str, body: TaskReport, node: NodeAuth) -> dict[str, Any]:
+        """The task's observed state, if it is still at ``modRevision`` (else 409: read it
+        again)."""
+        if body.task.id != task_id:
+            raise ValidationError("does not match the task in the path", "task.id")
+        revision = await cluster.report_task(node, body.task, body.mod_revision)
+        return {"task": body.task.to_wire(), "modRevision": revision}
+
+    @router.get("/revisions/{service}/{number}")
+    async def revision(service: str, number: int, node: NodeAuth) -> dict[str, Any]:
+        """The spec of a revision one of the node's tasks runs."""
+        tasks = await cluster.list_tasks(service)
+        if not any(t.node == node and t.revision == number for t in tasks):
+            raise ForbiddenError(f"no task of {service} revision {number} is on node {node}")
+        return (await cluster.get_revision(service, number)).to_wire()
+
+    @router.post("/events", status_code=201)
+    async def record(body: EventReport, node: NodeAuth) -> dict[str, Any]:
+        task, _ = await own_task(node, body.task)
+        event = await cluster.record(
+            body.kind, body.message, body.level, service=task.service, task=task.id, node=node
+        )
+        return event.to_wire()
+
+    return router

@@ -1,0 +1,422 @@
+"""``warren worker``: a node that runs tasks for managers elsewhere.
+
+It joins with the cluster's join token (once: the node's own token is kept in its data dir),
+registers its node, keeps the node's heartbeat lease alive through the managers' API, follows
+its assignments on a stream (its tasks, and the routing table for its own ingress — which routes
+to the tasks of every node), runs them with the same agent as ``warren server``, and reports
+their observed state. Several managers can be given: it moves to the next one when one stops
+answering.
+
+Cut off from every manager for longer than the heartbeat lease, the worker stops its tasks on
+its own (``Agent.fence``): the managers have declared the node down and started the tasks
+elsewhere, and a task must not run twice for longer than its stop grace. When the link comes
+back it registers again and reports those tasks stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import __version__
+from .agent import Agent
+from .agent.runtimes import close_runtimes, local_runtimes
+from .client import api_error
+from .clocks import SystemClock
+from .domain.errors import (
+    AuthError,
+    ConflictError,
+    UnavailableError,
+    ValidationError,
+    WarrenError,
+)
+from .domain.events import Level
+from .domain.nodes import Node
+from .domain.services import Revision
+from .domain.tasks import Task
+from .ingress import Ingress
+from .ports import Clock, Route
+from .server import lock_data_dir, node_record
+
+__all__ = ["ManagerLink", "RemoteDispatcher", "Worker", "WorkerConfig"]
+
+log = logging.getLogger("warren.worker")
+
+NODE_TOKEN_FILE = "node.token"
+RETRY = 0.5
+"""Seconds between attempts to reach a manager again."""
+STREAM_IDLE = 6.0
+"""A stream quiet this long is dead (the manager pings every 2 s)."""
+
+
+@dataclass
+class WorkerConfig:
+    managers: tuple[str, ...]
+    """The managers' API URLs; the first that answers is used."""
+    token: str
+    """The cluster's join token (or, already joined, the node's own token)."""
+    data_dir: Path
+    node_name: str
+    advertise: str = "127.0.0.1"
+    """This node's address: tasks listen on it, and other nodes' ingresses reach them there."""
+    ingress_host: str = "127.0.0.1"
+    http_port: int | None = 8000
+    heartbeat_ttl: float = 10.0
+    docker_network: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class ManagerLink:
+    """HTTP to the managers, one at a time: a call that cannot reach the current one moves to
+    the next, until each was tried once."""
+
+    def __init__(self, managers: Sequence[str], timeout: float) -> None:
+        if not managers:
+            raise ValidationError("give at least one manager URL", "--manager")
+        self.managers = [
+            m.rstrip("/") if "://" in m else f"http://{m.rstrip('/')}" for m in managers
+        ]
+        self.current = 0
+        self.token = ""
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, read=STREAM_IDLE),
+            headers={"User-Agent": f"warren-worker/{__version__}"},
+        )
+
+    @property
+    def url(self) -> str:
+        return self.managers[self.current]
+
+    def _next(self) -> None:
+        self.current = (self.current + 1) % len(self.managers)
+
+    async def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
+        problems = []
+        for _ in self.managers:
+            url = self.url
+            try:
+                response = await self._http.request(
+                    method,
+                    url + path,
+                    json=body,
+                    headers={"Authorization": f"Bearer {token or self.token}"},
+                )
+            except httpx.HTTPError as exc:
+                problems.append(f"{url}: {_reason(exc)}")
+                self._next()
+                continue
+            error = api_error(response)
+            if error is not None:
+                raise error
+            if response.status_code >= 500:
+                problems.append(f"{url}: answered {response.status_code}")
+                self._next()
+                continue
+            return response.json()
+        raise UnavailableError(f"no manager answers ({'; '.join(problems)})")
+
+    async def lines(self, path: str) -> AsyncIterator[dict[str, Any]]:
+        """The NDJSON stream at ``path`` of the current manager (the next one if it cannot be
+        reached); ends, or raises UnavailableError, when the stream breaks."""
+        url = self.url
+        try:
+            async with self._http.stream(
+                "GET", url + path, headers={"Authorization": f"Bearer {self.token}"}
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    error = api_error(response)
+                    raise error or UnavailableError(f"{url} answered {response.status_code}")
+                async for line in response.aiter_lines():
+                    if line:
+                        yield json.loads(line)
+        except httpx.HTTPError as exc:
+            self._next()
+            raise UnavailableError(f"{url}: {_reason(exc)}") from None
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "cannot connect"
+    if isinstance(exc, httpx.TimeoutException):
+        return "no answer in time"
+    return str(exc) or type(exc).__name__
+
+
+class RemoteDispatcher:
+    """The agent's dispatcher on a remote worker: the managers' ``/v1/worker`` API. Reports
+    wait for a manager to answer (the task's supervisor waits with them); the worker fences
+    its tasks if that lasts longer than the lease."""
+
+    def __init__(self, link: ManagerLink, clock: Clock) -> None:
+        self.link = link
+        self.clock = clock
+        self.tasks: dict[str, tuple[Task, int]] = {}
+        """The node's tasks as last seen, with their mod revisions (from the stream and from
+        our own reports)."""
+        self.renewed_at = 0.0
+        """time.monotonic() when the lease was last known alive (the request's start)."""
+        self._lease = 0
+        self._ttl = 0.0
+
+    def seen(self, task: Task, mod_revision: int) -> None:
+        known = self.tasks.get(task.id)
+        if known is None or known[1] <= mod_revision:
+            self.tasks[task.id] = (task, mod_revision)
+
+    async def _patiently(self, call: Callable[[], Any]) -> Any:
+        """``call()`` until a manager answers; an answer that is an error is raised."""
+        delay = 0.1
+        while True:
+            try:
+                return await call()
+            except UnavailableError as exc:
+                log.debug("waiting for a manager: %s", exc)
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def register(self, node: Node, ttl: float) -> None:
+        sent = time.monotonic()
+        body = {"node": node.to_wire(), "ttl": ttl}
+        answer = await self.link.call("PUT", "/v1/worker/node", body)
+        self._lease, self._ttl, self.renewed_at = int(answer["lease"]), ttl, sent
+
+    async def heartbeat(self) -> bool:
+        sent = time.monotonic()
+        body = {"lease": self._lease, "ttl": self._ttl}
+        answer = await self.link.call("POST", "/v1/worker/heartbeat", body)
+        self._lease, self.renewed_at = int(answer["lease"]), sent
+        return bool(answer["renewed"])
+
+    async def revision(self, service: str, number: int) -> Revision:
+        path = f"/v1/worker/revisions/{service}/{number}"
+        data = await self._patiently(lambda: self.link.call("GET", path))
+        return Revision.model_validate(data)
+
+    async def _fetch(self, task_id: str) -> tuple[Task, int]:
+        data = await self._patiently(lambda: self.link.call("GET", f"/v1/worker/tasks/{task_id}"))
+        found = Task.model_validate(data["task"]), int(data["modRevision"])
+        self.seen(*found)
+        return found
+
+    async def update_task(self, task_id: str, change: Callable[[Task], Task | None]) -> Task | None:
+        for _ in range(20):
+            task, revision = self.tasks.get(task_id) or await self._fetch(task_id)
+            new = change(task)
+            if new is None or new == task:
+                return task
+            body = {"task": new.to_wire(), "modRevision": revision}
+            path = f"/v1/worker/tasks/{task_id}"
+            try:
+                answer = await self._patiently(lambda: self.link.call("PUT", path, body))  # noqa: B023
+            except ConflictError:
+                self.tasks.pop(task_id, None)  # changed meanwhile: read it again
+                continue
+            self.seen(new, int(answer["modRevision"]))
+            return new
+        raise ConflictError(f"task {task_id} kept changing under us")
+
+    async def record(self, kind: str, message: str, level: Level, task: Task) -> None:
+        body = {"kind": kind, "message": message, "level": level, "task": task.id}
+        try:
+            await self.link.call("POST", "/v1/worker/events", body)
+        except WarrenError as exc:  # an event is worth a try, not a wait
+            log.warning("event %s not recorded: %s", kind, exc)
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.link = ManagerLink(config.managers, timeout=min(5.0, config.heartbeat_ttl / 3))
+        self.dispatcher = RemoteDispatcher(self.link, self.clock)
+        self.ingress: Ingress | None = None
+        self.agent: Agent | None = None
+        self._lock_fd: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        """The agent runs (started, and not fenced since)."""
+        self._starting: asyncio.Task[None] | None = None
+        self._reconnect = False
+        self.connected = asyncio.Event()
+        """Set once the agent runs; for tests and the CLI's "ready" line."""
+
+    # ── start and stop ───────────────────────────────────────────────────────────────────────
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self._lock_fd = lock_data_dir(cfg.data_dir)
+        await self._join()
+        self.ingress = Ingress(host=cfg.ingress_host, shared_port=cfg.http_port)
+        try:
+            await self.ingress.start()
+        except OSError as exc:
+            raise UnavailableError(
+                f"cannot listen on {cfg.ingress_host}:{cfg.http_port} (--http-port): "
+                f"{exc.strerror or exc}"
+            ) from None
+        drivers = local_runtimes(
+            cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network
+        )
+        node = node_record(cfg.node_name, tuple(drivers), self.clock, cfg.advertise)
+        node = node.model_copy(update={"labels": cfg.labels})
+        self.agent = Agent(
+            node, self.dispatcher, drivers, self.clock, self.ingress, cfg.heartbeat_ttl
+        )
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._watch_lease())]
+
+    async def _join(self) -> None:
+        """The node's token: kept from an earlier join, else got with the join token."""
+        cfg = self.config
+        path = cfg.data_dir / NODE_TOKEN_FILE
+        if cfg.token.startswith("wrn-node."):
+            self.link.token = cfg.token
+            return
+        with contextlib.suppress(OSError):
+            saved = path.read_text().strip()
+            if saved.startswith(f"wrn-node.{cfg.node_name}."):
+                self.link.token = saved
+                return
+        try:
+            answer = await self.link.call(
+                "POST", "/v1/worker/join", {"node": cfg.node_name}, token=cfg.token
+            )
+        except AuthError as exc:
+            raise AuthError(f"cannot join: {exc.message}") from None
+        self.link.token = answer["nodeToken"]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.link.token + "\n")
+        log.info("joined as node %s", cfg.node_name)
+
+    async def stop(self) -> None:
+        """Stop serving; the tasks keep running (a restarted worker adopts them)."""
+        for task in [*self._tasks, *([self._starting] if self._starting else [])]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self.agent is not None:
+            with contextlib.suppress(WarrenError):
+                await self.agent.stop()
+            await close_runtimes(self.agent.drivers)
+        if self.ingress is not None:
+            await self.ingress.close()
+        await self.link.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ── assignments ──────────────────────────────────────────────────────────────────────────
+
+    async def _follow(self) -> None:
+        """Follow the assignment stream of one manager after another, for ever."""
+        said = ""
+        while True:
+            try:
+                await self._follow_once()
+                problem = f"{self.link.url} ended the stream"
+            except UnavailableError as exc:
+                problem = exc.message
+            except AuthError as exc:
+                problem = exc.message  # a rotated secret, or a removed node: say it, keep trying
+            if problem != said:
+                log.warning("assignments: %s; trying again", problem)
+                said = problem
+            await self.clock.sleep(RETRY)
+
+    async def _follow_once(self) -> None:
+        assert self.ingress is not None
+        fresh: set[str] = set()
+        routes: set[str] = set()
+        synced = False
+        async for message in self.link.lines("/v1/worker/assignments"):
+            kind = message.get("type")
+            if kind == "task":
+                task = Task.model_validate(message["task"])
+                self._put(task, int(message["modRevision"]))
+                fresh.add(task.id)
+            elif kind == "gone":
+                self._gone(message["id"])
+            elif kind == "route":
+                name, wire = message["service"], message["route"]
+                await self.ingress.update({name: Route.from_wire(wire) if wire else None})
+                routes.add(name)
+            elif kind == "synced" and not synced:
+                synced = True
+                # The snapshot is the truth: what it did not mention is gone.
+                for tid in set(self.dispatcher.tasks) - fresh:
+                    self._gone(tid)
+                stale = set(self.ingress.routes) - routes
+                await self.ingress.update(dict.fromkeys(stale))
+                if not self._running and self._starting is None:
+                    self._starting = asyncio.get_running_loop().create_task(self._start_agent())
+            if self._reconnect:
+                self._reconnect = False
+                return  # fenced: start again from a fresh snapshot
+
+    def _put(self, task: Task, mod_revision: int) -> None:
+        old = self.dispatcher.tasks.get(task.id)
+        if old is not None and old[1] > mod_revision:
+            return  # our own report already said more
+        self.dispatcher.tasks[task.id] = (task, mod_revision)
+        if self.agent is not None and (old is None or old[0] != task):
+            self.agent.task_changed(old[0] if old else None, task)
+
+    def _gone(self, task_id: str) -> None:
+        old = self.dispatcher.tasks.pop(task_id, None)
+        if old is not None and self.agent is not None:
+            self.agent.task_changed(old[0], None)
+
+    async def _start_agent(self) -> None:
+        assert self.agent is not None
+        try:
+            await self.agent.start(lambda: [t for t, _ in self.dispatcher.tasks.values()])
+            self._running = True
+            self.connected.set()
+            log.info("node %s: running %d task(s)", self.agent.name, len(self.agent.supervisors))
+        except WarrenError as exc:
+            log.warning("node %s: cannot start: %s", self.config.node_name, exc)
+            with contextlib.suppress(WarrenError):
+                await self.agent.stop()
+            self._reconnect = True
+        finally:
+            self._starting = None
+
+    async def _watch_lease(self) -> None:
+        """Fence when the node's lease must have expired: no heartbeat for ``ttl`` seconds."""
+        ttl = self.config.heartbeat_ttl
+        while True:
+            await self.clock.sleep(min(0.25, ttl / 8))
+            if not self._running or time.monotonic() - self.dispatcher.renewed_at <= ttl:
+                continue
+            assert self.agent is not None
+            log.warning(
+                "node %s: no manager reached for %.1fs (the lease's ttl): stopping every task "
+                "— they run elsewhere now", self.agent.name, ttl,
+            )  # fmt: skip
+            self._running = False
+            self.connected.clear()
+            await self.agent.fence()
+            self._reconnect = True
