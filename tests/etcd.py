@@ -50,18 +50,21 @@ class EtcdMember:
     data_dir: Path
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+    wrapper: tuple[str, ...] = ()
+    """What the command runs under (``ip netns exec NS`` for a member on a host of its own)."""
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.endpoint}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.host}:{self.peer_port}"
 
     @property
     def alive(self) -> bool:
@@ -156,11 +159,13 @@ def _free_ports(count: int) -> list[int]:
         return [int(s.getsockname()[1]) for s in socks]
 
 
-def start_cluster(size: int) -> EtcdCluster:
-    """Start ``size`` members and wait (bounded) until each is ready; stopped on failure."""
+def start_cluster(size: int, hosts: list[tuple[str, tuple[str, ...]]] | None = None) -> EtcdCluster:
+    """Start ``size`` members and wait (bounded) until each is ready; stopped on failure.
+    ``hosts``: (address, command wrapper) of each member — network namespaces, where every
+    member listens on 12379/12380 of its own address; default: loopback, on free ports."""
     binary = _etcd_binary()
     root = Path(tempfile.mkdtemp(prefix="warren-etcd-"))
-    ports = _free_ports(2 * size)
+    ports = _free_ports(2 * size) if hosts is None else [12379, 12380] * size
     members = [
         EtcdMember(
             name=f"n{i + 1}",
@@ -168,6 +173,7 @@ def start_cluster(size: int) -> EtcdCluster:
             peer_port=ports[2 * i + 1],
             data_dir=root / f"n{i + 1}",
             log_path=root / f"n{i + 1}.log",
+            **({"host": hosts[i][0], "wrapper": hosts[i][1]} if hosts else {}),
         )
         for i in range(size)
     ]
@@ -177,6 +183,7 @@ def start_cluster(size: int) -> EtcdCluster:
     try:
         for m in members:
             argv = [
+                *m.wrapper,
                 binary,
                 "--name", m.name,
                 "--data-dir", str(m.data_dir),

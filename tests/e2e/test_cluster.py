@@ -1,0 +1,153 @@
+"""A real cluster on network namespaces: 3 etcd members, 2 managers, 3 workers, each host with
+its own address (tests/cluster.py). Every scenario is bounded in time and runs a real HTTP load
+through the workers' ingresses."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.cluster import HEARTBEAT_TTL, Cluster
+from tests.servers import wait_for
+from warren.demo.load import LoadGenerator
+from warren.domain.specs import ServiceSpec
+
+pytestmark = pytest.mark.integration
+
+PUBLISHED = 18080
+
+
+def demo(replicas: int = 6, **deploy: object) -> ServiceSpec:
+    return ServiceSpec.model_validate(
+        {
+            "name": "web",
+            "command": ["python", "-m", "warren.demo.app"],
+            "env": {"VERSION": "v1"},
+            "replicas": replicas,
+            "ports": [{"published": PUBLISHED}],
+            "healthCheck": {"http": {"path": "/healthz"}, "interval": "1s"},
+            "deploy": deploy,
+        }
+    )
+
+
+def ready_on(cluster: Cluster, nodes: set[str] | None = None, replicas: int = 6) -> bool:
+    with cluster.client() as c:
+        tasks = [t for t in c.list_tasks("web") if t.wants_running and t.ready]
+    return len(tasks) == replicas and (nodes is None or {t.node for t in tasks} <= nodes)
+
+
+def test_a_service_runs_on_every_worker_and_every_ingress_reaches_every_task(
+    cluster: Cluster,
+) -> None:
+    with cluster.client() as c:
+        c.create_service(demo())
+    wait_for(lambda: ready_on(cluster), 30, "6 ready tasks")
+    with cluster.client() as c:
+        tasks = [t for t in c.list_tasks("web") if t.wants_running]
+    assert {t.node for t in tasks} == {"w1", "w2", "w3"}
+    ids = {t.id for t in tasks}
+    with httpx.Client(timeout=5) as http:
+        for worker in cluster.workers.values():
+            url = f"http://{worker.address}:{PUBLISHED}/"
+            answered = {http.get(url).json()["task"] for _ in range(12)}
+            assert answered == ids, worker.name
+
+
+def others(cluster: Cluster, leader: str) -> str:
+    (name,) = [n for n in cluster.managers if n != leader]
+    return name
+
+
+def slots_on_revision(cluster: Cluster, manager: str, revision: int) -> dict[int, int]:
+    """How many tasks of ``revision`` each slot ever had (the history kept included)."""
+    with cluster.client(manager) as c:
+        tasks = [t for t in c.list_tasks("web") if t.revision == revision]
+    counts: dict[int, int] = {}
+    for t in tasks:
+        counts[t.slot] = counts.get(t.slot, 0) + 1
+    return counts
+
+
+def test_the_other_manager_finishes_a_rolling_update_when_the_leader_is_killed(
+    cluster: Cluster,
+) -> None:
+    with cluster.client() as c:
+        c.create_service(demo(updateConfig={"parallelism": 1, "monitor": "1s"}))
+    wait_for(lambda: ready_on(cluster), 30, "6 ready tasks")
+    leader = cluster.leader()
+    survivor = others(cluster, leader.name)
+    url = f"http://{cluster.workers['w1'].address}:{PUBLISHED}/"
+    with LoadGenerator(url, rate=150, connections=6) as load, cluster.client(survivor) as c:
+        c.patch_service("web", {"env": {"VERSION": "v2"}})
+        wait_for(lambda: c.list_deployments("web")[-1].step in (2, 3), 30, "batch 2 of 6")
+        leader.kill()
+        killed = time.monotonic()
+        wait_for(lambda: c.info()["leader"], 5, "the survivor to lead")
+        took_over = time.monotonic() - killed
+        done = wait_for(
+            lambda: (d := c.list_deployments("web")[-1]).phase.terminal and d, 60, "the end"
+        )
+        assert done.phase == "succeeded", done.message
+        wait_for(lambda: load.snapshot().versions["v2"] > 50, 10, "v2 answers")
+    snap = load.stop()
+    assert took_over < 3.5
+    assert snap.failed == 0, snap.errors
+    assert done.step == 6  # batch by batch: no batch twice
+    assert slots_on_revision(cluster, survivor, 2) == dict.fromkeys(range(1, 7), 1)
+    assert ready_on(cluster)
+
+
+def test_the_other_manager_promotes_a_canary_paused_when_the_leader_is_killed(
+    cluster: Cluster,
+) -> None:
+    canary = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    with cluster.client() as c:
+        c.create_service(demo(replicas=4, strategy="canary", canary=canary))
+    wait_for(lambda: ready_on(cluster, replicas=4), 30, "4 ready tasks")
+    leader = cluster.leader()
+    survivor = others(cluster, leader.name)
+    url = f"http://{cluster.workers['w2'].address}:{PUBLISHED}/"
+    with LoadGenerator(url, rate=150, connections=6) as load, cluster.client(survivor) as c:
+        c.patch_service("web", {"env": {"VERSION": "v2"}})
+        wait_for(
+            lambda: c.list_deployments("web")[-1].phase == "awaiting_promotion", 30, "the pause"
+        )
+        before = load.snapshot()
+        time.sleep(1)
+        split = load.snapshot().since(before).versions
+        assert 0.35 < split["v2"] / (split["v1"] + split["v2"]) < 0.65, split
+        leader.kill()
+        wait_for(lambda: c.info()["leader"], 5, "the survivor to lead")
+        time.sleep(1)  # still paused: a new leader does not decide for the operator
+        assert c.list_deployments("web")[-1].phase == "awaiting_promotion"
+        c.promote_deployment("web", full=True)
+        done = wait_for(
+            lambda: (d := c.list_deployments("web")[-1]).phase.terminal and d, 60, "the end"
+        )
+        assert done.phase == "succeeded", done.message
+        after = load.snapshot()
+        time.sleep(1)
+        assert set(load.snapshot().since(after).versions) == {"v2"}
+    snap = load.stop()
+    assert snap.failed == 0, snap.errors
+
+
+def test_a_dead_workers_tasks_run_elsewhere_within_the_node_timeout(cluster: Cluster) -> None:
+    with cluster.client() as c:
+        c.create_service(demo())
+    wait_for(lambda: ready_on(cluster), 30, "6 ready tasks")
+    url = f"http://{cluster.workers['w1'].address}:{PUBLISHED}/"
+    with LoadGenerator(url, rate=100, connections=4) as load:
+        cluster.workers["w3"].crash()  # the machine dies, its tasks with it
+        died = time.monotonic()
+        wait_for(lambda: ready_on(cluster, {"w1", "w2"}), HEARTBEAT_TTL + 5, "6 tasks elsewhere")
+        took = time.monotonic() - died
+        with cluster.client() as c:
+            assert {n.name: n.status for n, _ in c.list_nodes()}["w3"] == "down"
+    snap = load.stop()
+    assert took <= HEARTBEAT_TTL + 2, f"{took:.2f}s"
+    # Requests in flight to w3's tasks when it died fail: nothing else.
+    assert snap.failed <= 10, snap.errors
