@@ -203,7 +203,7 @@ def warren_cluster(
     """Hosts m1…, e3 (the third etcd member when there are only two managers) and w1…; etcd on
     the first three of them, the managers, then the workers, joined with the cluster's token."""
     manager_names = [f"m{i + 1}" for i in range(managers)]
-    etcd_names = (manager_names + ["e3"])[:3]
+    etcd_names = [*manager_names, "e3"][:3]
     for name in dict.fromkeys([*manager_names, *etcd_names]):
         network.add(name)
     worker_names = [f"w{i + 1}" for i in range(workers)]
