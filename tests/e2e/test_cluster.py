@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.cluster import HEARTBEAT_TTL, Cluster
-from tests.servers import wait_for
+from tests.servers import pid_alive, wait_for
 from warren.demo.load import LoadGenerator
 from warren.domain.specs import ServiceSpec
 
@@ -151,3 +151,72 @@ def test_a_dead_workers_tasks_run_elsewhere_within_the_node_timeout(cluster: Clu
     assert took <= HEARTBEAT_TTL + 2, f"{took:.2f}s"
     # Requests in flight to w3's tasks when it died fail: nothing else.
     assert snap.failed <= 10, snap.errors
+
+
+def test_a_worker_cut_off_stops_its_tasks_so_none_runs_twice_beyond_the_stop_grace(
+    cluster: Cluster,
+) -> None:
+    grace = 2.0
+    spec = demo().model_copy(update={"stop_grace": grace})
+    with cluster.client() as c:
+        c.create_service(spec)
+    wait_for(lambda: ready_on(cluster), 30, "6 ready tasks")
+    with cluster.client() as c:
+        lost = {t.slot: t for t in c.list_tasks("web") if t.node == "w3" and t.wants_running}
+    assert lost
+    pids = {slot: int(t.runtime_id or 0) for slot, t in lost.items()}
+    w3 = cluster.network["w3"]
+    w3.cut()
+    cut_at = time.time()
+    died: dict[int, float] = {}
+    started: dict[int, float] = {}
+    deadline = time.monotonic() + HEARTBEAT_TTL + grace + 10
+    while (len(died) < len(pids) or len(started) < len(pids)) and time.monotonic() < deadline:
+        now = time.time()
+        died.update({s: now for s, pid in pids.items() if s not in died and not pid_alive(pid)})
+        with cluster.client() as c:
+            for t in c.list_tasks("web"):
+                if t.slot in lost and t.node != "w3" and t.wants_running and t.started_at:
+                    started.setdefault(t.slot, t.started_at)
+        time.sleep(0.05)
+    assert set(died) == set(pids), f"still running on w3: {set(pids) - set(died)}"
+    assert set(started) == set(pids), f"not replaced: {set(pids) - set(started)}"
+    twice = max(died[s] - started[s] for s in pids)
+    assert twice <= grace, f"a task ran twice for {twice:.2f}s"
+    assert max(died.values()) - cut_at <= HEARTBEAT_TTL + grace + 1
+
+    w3.restore()  # back: it reports its stale tasks stopped, and runs nothing twice
+    cluster.wait_ready("w3", timeout=HEARTBEAT_TTL + 10)
+
+    def reported() -> bool:
+        with cluster.client() as c:
+            tasks = {t.id: t for t in c.list_tasks("web")}
+        return all(tasks[t.id].state == "stopped" for t in lost.values())
+
+    wait_for(reported, 10, "the stale tasks reported stopped")
+    assert ready_on(cluster, {"w1", "w2"})
+    with cluster.client() as c:
+        running = [t for t in c.list_tasks("web") if t.state.active]
+    assert len(running) == 6 and all(pid_alive(int(t.runtime_id or 0)) for t in running)
+
+
+def test_killing_an_etcd_member_is_only_a_short_stall(cluster: Cluster) -> None:
+    with cluster.client() as c:
+        c.create_service(demo(replicas=4))
+    wait_for(lambda: ready_on(cluster, replicas=4), 30, "4 ready tasks")
+    url = f"http://{cluster.workers['w3'].address}:{PUBLISHED}/"
+    with LoadGenerator(url, rate=100, connections=4) as load, cluster.client() as c:
+        cluster.etcd.leader().kill()
+        killed = time.monotonic()
+        c.scale_service("web", 6)  # a write right after: it waits out etcd's election
+        wait_for(lambda: ready_on(cluster), 20, "6 ready tasks")
+        took = time.monotonic() - killed
+        c.patch_service("web", {"env": {"VERSION": "v2"}})
+        done = wait_for(
+            lambda: (d := c.list_deployments("web")[-1]).phase.terminal and d, 60, "the update"
+        )
+        assert done.phase == "succeeded", done.message
+    snap = load.stop()
+    assert snap.failed == 0, snap.errors
+    assert took < 10, f"{took:.2f}s"
+    cluster.wait_ready()  # every worker still heartbeats
