@@ -10,7 +10,6 @@ PID at teardown (the worker's tasks too: everything in a worker's namespace).
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -79,13 +78,7 @@ class Member:
 
     def crash(self) -> None:
         """The machine dies: every process of the host, the tasks included."""
-        self.kill()
-        out = subprocess.run(
-            ["ip", "netns", "pids", self.host.netns], capture_output=True, text=True, timeout=5
-        ).stdout
-        for pid in out.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
+        self.host.kill_all()
 
     def log(self, lines: int = 40) -> str:
         try:

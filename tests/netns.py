@@ -48,7 +48,11 @@ class Host:
         return ("ip", "netns", "exec", self.netns)
 
     def popen(
-        self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None
+        self,
+        argv: Sequence[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
             proc = subprocess.Popen(
@@ -57,6 +61,7 @@ class Host:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
+                cwd=cwd,
             )
         self.procs.append(proc)
         return proc
@@ -73,12 +78,20 @@ class Host:
         _ip("-n", self.switch, "link", "set", self.port, "up")
 
     def kill_all(self) -> None:
+        """SIGKILL what was started here, then every process left in the namespace (the tasks
+        a warren process started, say): the machine dies."""
         for proc in self.procs:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(5)
+        out = subprocess.run(
+            ["ip", "netns", "pids", self.netns], capture_output=True, text=True, timeout=5
+        ).stdout
+        for pid in out.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
 
 
 @dataclass

@@ -128,6 +128,8 @@ class ServerConfig:
     store: str = "sqlite"
     node_name: str = field(default_factory=socket.gethostname)
     worker: bool = True
+    advertise: str = "127.0.0.1"
+    """This node's address: its tasks listen on it, and other nodes' ingresses reach them."""
     docker_network: str | None = None
     """The engine network containers join; None: the engine's default."""
     simulate_nodes: int = 0
@@ -288,9 +290,9 @@ class Server:
         agents = []
         if cfg.worker:
             drivers = local_runtimes(
-                cfg.data_dir, cfg.node_name, self.clock, docker_network=cfg.docker_network
+                cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network
             )
-            node = node_record(cfg.node_name, tuple(drivers), self.clock)
+            node = node_record(cfg.node_name, tuple(drivers), self.clock, cfg.advertise)
             agents.append(
                 Agent(
                     node,

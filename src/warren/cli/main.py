@@ -87,6 +87,14 @@ def server(
     ] = 2.0,
     node_name: Annotated[str | None, typer.Option("--node-name")] = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Run no tasks here.")] = False,
+    advertise: Annotated[
+        str,
+        typer.Option(
+            "--advertise",
+            help="This node's address, in a cluster: its tasks listen on it, "
+            "and the other nodes' ingresses reach them there.",
+        ),
+    ] = "127.0.0.1",
     docker_network: Annotated[
         str | None,
         typer.Option(
@@ -115,6 +123,7 @@ def server(
         store=store,
         node_name=node_name or socket.gethostname(),
         worker=not no_worker,
+        advertise=advertise,
         docker_network=docker_network,
         leader_ttl=leader_ttl,
         simulate_nodes=simulate_nodes,
