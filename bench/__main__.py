@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import canary_fail, containers, flip, ingress, rolling, scale
+from bench import canary_fail, containers, failover, flip, ingress, rolling, scale
 
 BENCHMARKS = {
     "scale": scale.main,
@@ -13,6 +13,7 @@ BENCHMARKS = {
     "flip": flip.main,
     "canary-fail": canary_fail.main,
     "containers": containers.main,
+    "failover": failover.main,
 }
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "lock_data_dir",
     "node_record",
     "parse_address",
+    "start_ingress",
 ]
 
 log = logging.getLogger("warren.server")
@@ -95,6 +96,17 @@ def lock_data_dir(data: Path) -> int:
             f"another warren process is using {data}; stop it or pick another --data-dir"
         ) from None
     return fd
+
+
+async def start_ingress(host: str, http_port: int | None) -> Ingress:
+    ingress = Ingress(host=host, shared_port=http_port)
+    try:
+        await ingress.start()
+    except OSError as exc:
+        raise UnavailableError(
+            f"cannot listen on {host}:{http_port} (--http-port): {exc.strerror or exc}"
+        ) from None
+    return ingress
 
 
 def node_record(
@@ -193,14 +205,7 @@ class Server:
         self._api_socket = self._bind_api()
         self.store = open_store(cfg.store, cfg.data_dir, self.clock)
         self.cluster = ClusterStore(self.store, self.clock)
-        self.ingress = Ingress(host=cfg.ingress_host, shared_port=cfg.http_port)
-        try:
-            await self.ingress.start()
-        except OSError as exc:
-            raise UnavailableError(
-                f"cannot listen on {cfg.ingress_host}:{cfg.http_port} (--http-port): "
-                f"{exc.strerror or exc}"
-            ) from None
+        self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port)
         # A store only this process opens has one manager, which leads; on a shared one (etcd)
         # the managers elect a leader, whose controllers write through a fenced store.
         shared = not isinstance(self.store, MemoryStore)

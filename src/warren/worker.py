@@ -46,7 +46,7 @@ from .domain.services import Revision
 from .domain.tasks import Task
 from .ingress import Ingress
 from .ports import Clock, Route
-from .server import lock_data_dir, node_record
+from .server import lock_data_dir, node_record, start_ingress
 
 __all__ = ["ManagerLink", "RemoteDispatcher", "Worker", "WorkerConfig"]
 
@@ -252,7 +252,8 @@ class Worker:
         self._starting: asyncio.Task[None] | None = None
         self._reconnect = False
         self.connected = asyncio.Event()
-        """Set once the agent runs; for tests and the CLI's "ready" line."""
+        """Set while the agent runs (started, not fenced)."""
+        self._stopped = asyncio.Event()
 
     # ── start and stop ───────────────────────────────────────────────────────────────────────
 
@@ -267,14 +268,7 @@ class Worker:
         cfg = self.config
         self._lock_fd = lock_data_dir(cfg.data_dir)
         await self._join()
-        self.ingress = Ingress(host=cfg.ingress_host, shared_port=cfg.http_port)
-        try:
-            await self.ingress.start()
-        except OSError as exc:
-            raise UnavailableError(
-                f"cannot listen on {cfg.ingress_host}:{cfg.http_port} (--http-port): "
-                f"{exc.strerror or exc}"
-            ) from None
+        self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port)
         drivers = local_runtimes(
             cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network
         )
@@ -309,6 +303,12 @@ class Worker:
         with os.fdopen(fd, "w") as f:
             f.write(self.link.token + "\n")
         log.info("joined as node %s", cfg.node_name)
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
 
     async def stop(self) -> None:
         """Stop serving; the tasks keep running (a restarted worker adopts them)."""

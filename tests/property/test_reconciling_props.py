@@ -90,7 +90,10 @@ def live(t: Task) -> bool:
 
 
 def check_plan_is_well_formed(
-    plan: ReconcilePlan, service: Service | None, tasks: list[Task]
+    plan: ReconcilePlan,
+    service: Service | None,
+    tasks: list[Task],
+    down: frozenset[str] = frozenset(),
 ) -> None:
     by_id = {t.id: t for t in tasks}
     replicas = service.spec.replicas if service else 0
@@ -103,7 +106,11 @@ def check_plan_is_well_formed(
     for tid in plan.forget:
         assert by_id[tid].state.terminal, "only ended tasks are forgotten"
     for c in plan.create:
-        assert not any(live(t) and t.slot == c.slot and t.revision == c.revision for t in tasks)
+        # (A task lost with its node is replaced at once, alongside it.)
+        assert not any(
+            live(t) and t.slot == c.slot and t.revision == c.revision and t.node not in down
+            for t in tasks
+        )
 
 
 @settings(max_examples=100, deadline=None)
@@ -163,6 +170,35 @@ def test_stop_first_shuts_down_only_other_revisions_and_duplicates(
         assert not any(
             t.slot == c.slot and t.state.active and t.revision != c.revision for t in tasks
         )
+
+
+@settings(max_examples=150, deadline=None)
+@given(services(), tasks_strategy(), st.data())
+def test_a_down_nodes_tasks_are_shut_down_and_replaced_at_once(
+    service: Service, tasks: list[Task], data: st.DataObject
+) -> None:
+    nodes = st.sampled_from(["n1", "n2"])
+    tasks = [t.model_copy(update={"node": data.draw(nodes)}) for t in tasks]
+    plan = plan_service("web", service, tasks, NOW, down={"n2"})
+    check_plan_is_well_formed(plan, service, tasks, frozenset({"n2"}))
+    why = dict(plan.shutdown)
+    for t in tasks:
+        if live(t) and t.node == "n2":
+            assert why.get(t.id) == "node n2 is down"
+    created = {c.slot: c for c in plan.create}
+    for slot in range(1, service.spec.replicas + 1):
+        mine = [t for t in tasks if t.slot == slot and live(t) and t.revision == service.revision]
+        if not mine or any(t.node != "n2" for t in mine):
+            continue
+        newest_lost = max(t.created_at for t in mine)
+        failed_since = any(
+            t.slot == slot and t.state.terminal and t.wants_running
+            and t.revision == service.revision and t.created_at >= newest_lost
+            for t in tasks
+        )  # fmt: skip
+        if not failed_since:
+            # Lost with its node, not failed: replaced now, with no back-off.
+            assert slot in created and created[slot].attempt == 0, slot
 
 
 @dataclass

@@ -12,8 +12,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import typer
 
@@ -110,8 +111,6 @@ def server(
     worker, in one process."""
     import socket
 
-    import uvloop
-
     from ..server import Server, ServerConfig
 
     _logging(log_level)
@@ -129,27 +128,47 @@ def server(
         simulate_nodes=simulate_nodes,
     )
 
-    async def run() -> None:
-        srv = Server(config)
-        await srv.start()
-        _tune_gc()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, srv.request_stop)
+    srv = Server(config)
+
+    def banner() -> str:
         shared = srv.ingress.shared_port if srv.ingress else None
-        console.print(
+        return (
             f"Warren {__version__} ready\n"
             f"  API      {srv.api_url}   (docs: {srv.api_url}/docs)\n"
             f"  token    {token_path(config.data_dir)}\n"
             f"  ingress  {config.ingress_host}:{shared} (by host), and each published port\n"
-            f"  data     {config.data_dir}",
-            highlight=False,
+            f"  data     {config.data_dir}"
         )
+
+    _serve(srv, banner, "server")
+
+
+class _Serving(Protocol):
+    async def start(self) -> None: ...
+
+    def request_stop(self) -> None: ...
+
+    async def wait(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _serve(process: _Serving, banner: Callable[[], str], what: str) -> None:
+    """Start ``process`` in a uvloop, say ``banner()``, run until SIGINT/SIGTERM, stop it."""
+    import uvloop
+
+    async def run() -> None:
+        await process.start()
+        _tune_gc()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, process.request_stop)
+        console.print(banner(), highlight=False)
         try:
-            await srv.wait()
+            await process.wait()
         finally:
-            console.print("stopping (tasks keep running; a restarted server adopts them)")
-            await srv.stop()
+            console.print(f"stopping (tasks keep running; a restarted {what} adopts them)")
+            await process.stop()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run())
@@ -215,8 +234,6 @@ def worker(
     """Run a worker: a node that runs tasks for managers elsewhere, with its own ingress."""
     import socket
 
-    import uvloop
-
     from ..worker import Worker, WorkerConfig
 
     _logging(log_level)
@@ -233,31 +250,19 @@ def worker(
         docker_network=docker_network,
     )
 
-    async def run() -> None:
-        wrk = Worker(config)
-        await wrk.start()
-        _tune_gc()
-        stopped = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopped.set)
+    wrk = Worker(config)
+
+    def banner() -> str:
         shared = wrk.ingress.shared_port if wrk.ingress else None
-        console.print(
+        return (
             f"Warren {__version__} worker {name} joined\n"
             f"  managers {', '.join(wrk.link.managers)}\n"
             f"  address  {advertise}\n"
             f"  ingress  {config.ingress_host}:{shared} (by host), and each published port\n"
-            f"  data     {config.data_dir}",
-            highlight=False,
+            f"  data     {config.data_dir}"
         )
-        try:
-            await stopped.wait()
-        finally:
-            console.print("stopping (tasks keep running; a restarted worker adopts them)")
-            await wrk.stop()
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(run())
+    _serve(wrk, banner, "worker")
 
 
 def _logging(log_level: str) -> None:

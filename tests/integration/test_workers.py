@@ -1,0 +1,201 @@
+"""Remote workers against a real server: the join, what a node's token may and may not do, and a
+worker (in this process) running a service's tasks, reporting them, and fencing itself when no
+manager answers for its lease's ttl."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from warren.domain.specs import ServiceSpec
+from warren.domain.tasks import DesiredState, Task
+from warren.server import EmbeddedServer, ServerConfig
+from warren.worker import Worker, WorkerConfig
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    config = ServerConfig(data_dir=tmp_path / "m", api="127.0.0.1:0", http_port=0, worker=False)
+    with EmbeddedServer(config) as embedded:
+        yield embedded
+
+
+def api(embedded: EmbeddedServer) -> str:
+    assert embedded.server is not None
+    return embedded.server.api_url
+
+
+def call(
+    embedded: EmbeddedServer, method: str, path: str, token: str, body: Any = None
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.request(method, api(embedded) + path, json=body, headers=headers, timeout=10)
+
+
+def join(embedded: EmbeddedServer, node: str) -> str:
+    with embedded.client() as c:
+        token = c.join_token()
+    answer = call(embedded, "POST", "/v1/worker/join", token, {"node": node})
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["nodeToken"])
+
+
+def node_body(name: str) -> dict[str, Any]:
+    return {
+        "node": {
+            "name": name, "address": "127.0.0.1", "cpus": 2, "memory": 2**30,
+            "drivers": ["process"], "registeredAt": 0, "updatedAt": 0,
+        },
+        "ttl": 10,
+    }  # fmt: skip
+
+
+def fake_service(name: str = "web", replicas: int = 2) -> ServiceSpec:
+    return ServiceSpec.model_validate(
+        {"name": name, "image": "web:1", "driver": "fake", "replicas": replicas}
+    )
+
+
+def test_joining_needs_the_join_token(manager: EmbeddedServer) -> None:
+    wrong = call(manager, "POST", "/v1/worker/join", "wrn-join-nope", {"node": "w1"})
+    assert wrong.status_code == 401
+    assert "invalid join token" in wrong.json()["error"]["message"]
+    token = join(manager, "w1")
+    assert token.startswith("wrn-node.w1.")
+    with manager.client() as c:
+        bad_name = call(manager, "POST", "/v1/worker/join", c.join_token(), {"node": "-x y"})
+    assert bad_name.status_code == 400 and bad_name.json()["error"]["field"] == "node"
+
+
+def test_a_node_token_is_for_its_own_node_and_its_workers_calls_only(
+    manager: EmbeddedServer,
+) -> None:
+    token = join(manager, "w1")
+    # The admin API: forbidden, with a word on why.
+    for method, path in (("GET", "/v1/services"), ("GET", "/v1/cluster/join-token")):
+        answer = call(manager, method, path, token)
+        assert answer.status_code == 403, path
+        assert "worker's calls only" in answer.json()["error"]["message"]
+    # A tampered token is no token.
+    assert (
+        call(manager, "PUT", "/v1/worker/node", token[:-2] + "00", node_body("w1")).status_code
+        == 401
+    )
+    # Its own node only.
+    assert call(manager, "PUT", "/v1/worker/node", token, node_body("w2")).status_code == 403
+    registered = call(manager, "PUT", "/v1/worker/node", token, node_body("w1"))
+    assert registered.status_code == 200
+    lease = registered.json()["lease"]
+    beat = call(manager, "POST", "/v1/worker/heartbeat", token, {"lease": lease, "ttl": 10})
+    assert beat.json() == {"lease": lease, "renewed": True}
+    # Another lease (the leader's, say) is never kept alive on a node's behalf.
+    body = {"lease": 987654321, "ttl": 10}
+    other = call(manager, "POST", "/v1/worker/heartbeat", token, body)
+    assert other.json()["renewed"] is False and other.json()["lease"] not in (lease, 987654321)
+
+    with manager.client() as c:
+        c.create_service(fake_service())
+    # No task of w1: the service's revisions and tasks are not its business.
+    assert call(manager, "GET", "/v1/worker/revisions/web/1", token).status_code == 403
+
+
+def test_a_worker_reports_observed_state_of_its_own_tasks_only(
+    manager: EmbeddedServer, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        worker = Worker(worker_config(manager, tmp_path, "w1"))
+        await worker.start()
+        try:
+            async with asyncio.timeout(10):
+                await worker.connected.wait()
+            with manager.client() as c:
+                c.create_service(fake_service())
+            async with asyncio.timeout(10):
+                while len(running(manager)) < 2:
+                    await asyncio.sleep(0.05)
+        finally:
+            await worker.stop()
+
+    asyncio.run(scenario())
+    token = (tmp_path / "w1" / "node.token").read_text().strip()
+    task = running(manager)[0]
+    current = call(manager, "GET", f"/v1/worker/tasks/{task.id}", token).json()
+    revision = current["modRevision"]
+    path = f"/v1/worker/tasks/{task.id}"
+
+    def report(changed: Task, rev: int = revision, tok: str = token) -> httpx.Response:
+        body = {"task": changed.to_wire(), "modRevision": rev}
+        return call(manager, "PUT", path, tok, body)
+
+    desired = task.model_copy(update={"desired_state": DesiredState.SHUTDOWN})
+    answer = report(desired)
+    assert answer.status_code == 403 and "desired_state" in answer.json()["error"]["message"]
+    assert report(task.model_copy(update={"message": "x"}), revision - 1).status_code == 409
+    stranger = join(manager, "w2")
+    assert report(task.model_copy(update={"message": "x"}), tok=stranger).status_code == 403
+    assert call(manager, "GET", path, stranger).status_code == 403
+    ok = report(task.model_copy(update={"message": "seen"}))
+    assert ok.status_code == 200 and ok.json()["modRevision"] > revision
+
+
+def worker_config(embedded: EmbeddedServer, tmp_path: Path, name: str, **kw: Any) -> WorkerConfig:
+    with embedded.client() as c:
+        token = c.join_token()
+    return WorkerConfig(
+        managers=(api(embedded),), token=token, data_dir=tmp_path / name, node_name=name,
+        http_port=0, **kw,
+    )  # fmt: skip
+
+
+def running(embedded: EmbeddedServer) -> list[Task]:
+    with embedded.client() as c:
+        return [t for t in c.list_tasks("web") if t.state == "running" and t.wants_running]
+
+
+def test_a_worker_runs_its_tasks_and_fences_them_when_no_manager_answers(
+    tmp_path: Path,
+) -> None:
+    config = ServerConfig(data_dir=tmp_path / "m", api="127.0.0.1:0", http_port=0, worker=False)
+    embedded = EmbeddedServer(config).__enter__()
+    stopped = False
+
+    def stop_manager() -> None:
+        nonlocal stopped
+        if not stopped:
+            stopped = True
+            embedded.__exit__(None, None, None)
+
+    async def scenario() -> None:
+        worker = Worker(worker_config(embedded, tmp_path, "w1", heartbeat_ttl=1.0))
+        await worker.start()
+        try:
+            async with asyncio.timeout(10):
+                await worker.connected.wait()
+            with embedded.client() as c:
+                c.create_service(fake_service())
+            async with asyncio.timeout(10):
+                while len(running(embedded)) < 2:
+                    await asyncio.sleep(0.05)
+            assert worker.agent is not None
+            fake = worker.agent.drivers["fake"][0]
+            assert len(fake.running()) == 2  # type: ignore[attr-defined]
+            # Every manager gone: after the lease's ttl, the worker stops its tasks itself.
+            await asyncio.to_thread(stop_manager)
+            async with asyncio.timeout(3):
+                while fake.running():  # type: ignore[attr-defined]
+                    await asyncio.sleep(0.05)
+            assert not worker.connected.is_set()
+        finally:
+            await worker.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop_manager()
