@@ -220,3 +220,24 @@ def test_killing_an_etcd_member_is_only_a_short_stall(cluster: Cluster) -> None:
     assert snap.failed == 0, snap.errors
     assert took < 10, f"{took:.2f}s"
     cluster.wait_ready()  # every worker still heartbeats
+
+
+def test_a_restarted_worker_adopts_its_running_tasks(cluster: Cluster) -> None:
+    with cluster.client() as c:
+        c.create_service(demo())
+    wait_for(lambda: ready_on(cluster), 30, "6 ready tasks")
+    with cluster.client() as c:
+        before = {t.id: t.runtime_id for t in c.list_tasks("web") if t.wants_running}
+    w2 = cluster.workers["w2"]
+    url = f"http://{cluster.workers['w1'].address}:{PUBLISHED}/"
+    with LoadGenerator(url, rate=100, connections=4) as load:
+        w2.kill()  # the worker process only: its tasks keep running
+        cluster.start_worker("w2")  # back within the lease's ttl: nothing moves
+        time.sleep(HEARTBEAT_TTL + 1)
+    snap = load.stop()
+    assert snap.failed == 0, snap.errors
+    with cluster.client() as c:
+        after = {t.id: t.runtime_id for t in c.list_tasks("web") if t.wants_running}
+        assert {n.name: n.status for n, _ in c.list_nodes()}["w2"] == "ready"
+    assert after == before  # the same tasks, the same processes
+    assert ready_on(cluster)
