@@ -29,13 +29,16 @@ from .agent import Agent, FakeDriver, StoreDispatcher
 from .agent.runtimes import close_runtimes, local_runtimes
 from .api import ApiContext, create_app
 from .api.metrics import build_metrics
+from .api.tokens import node_token
+from .api.workers import TrafficBatch
 from .client import Client
 from .clocks import SystemClock
 from .control.assigning import AssignmentFeed, RouteBroadcast
 from .control.leading import DEFAULT_TTL, Election
 from .control.plane import ControlPlane
+from .control.traffic import ClusterTraffic
 from .domain.deployments import DeploymentStatus
-from .domain.errors import UnavailableError, ValidationError, WarrenError
+from .domain.errors import ConflictError, UnavailableError, ValidationError, WarrenError
 from .domain.nodes import Node
 from .domain.services import Service
 from .domain.specs import ServiceSpec
@@ -43,6 +46,7 @@ from .domain.tasks import Task
 from .ingress import Ingress
 from .paths import token_path
 from .ports import Clock, StateStore
+from .reporting import TrafficReporter
 from .store import MemoryStore, open_store
 from .store.cluster import ClusterStore
 from .store.fencing import FencedStore
@@ -182,6 +186,7 @@ class Server:
         self.plane: ControlPlane | None = None
         self.election: Election | None = None
         self.ingress: Ingress | None = None
+        self.reporter: TrafficReporter | None = None
         self.agents: dict[str, Agent] = {}
         self._api: _EmbeddedUvicorn | None = None
         self._api_task: asyncio.Task[None] | None = None
@@ -212,7 +217,9 @@ class Server:
         fenced = FencedStore(self.store) if shared else None
         writer = ClusterStore(fenced, self.clock) if fenced else self.cluster
         routes = RouteBroadcast(self.ingress)
-        self.plane = ControlPlane(writer, self.clock, routes, self.ingress)
+        # The analysis judges the traffic of every node's ingress, this one's and the rest.
+        self.traffic = ClusterTraffic(self.ingress)
+        self.plane = ControlPlane(writer, self.clock, routes, self.traffic)
         self.plane.tasks.on_change(self._dispatch)
         feed = AssignmentFeed(self.plane.tasks, routes)
         await self.plane.start(lead=not shared)
@@ -225,8 +232,11 @@ class Server:
                 self.plane.lead,
                 self.plane.follow,
                 cfg.leader_ttl,
+                api=self.reachable_api_url,
             )
             self.election.start()
+            self.reporter = TrafficReporter(self.ingress, self._report_to, self._own_token)
+            self.reporter.start()
         for agent in self._build_agents():
             self.agents[agent.name] = agent
             await agent.start(functools.partial(self._assigned, agent.name))
@@ -240,6 +250,8 @@ class Server:
                 metrics=build_metrics(self.plane, self.ingress),
                 info=self._info,
                 assignments=feed.stream,
+                traffic=self._take_traffic,
+                leader_api=self._leader_api,
             )
         )
         host, port = self.api_address
@@ -348,6 +360,25 @@ class Server:
         async for line in agent.follow(task):
             yield line
 
+    def _leader_api(self) -> str | None:
+        return self.election.leader_api if self.election else self.reachable_api_url
+
+    async def _report_to(self, fresh: bool) -> str | None:
+        """Where this manager sends its ingress's traffic: the leader, unless it is us."""
+        if self.election is None or self.election.leading:
+            return None
+        return self.election.leader_api
+
+    async def _own_token(self) -> str:
+        assert self.cluster is not None
+        return node_token(await self.cluster.cluster_secret(), self.config.node_name)
+
+    def _take_traffic(self, node: str, batches: list[TrafficBatch]) -> None:
+        if self.election is not None and not self.election.leading:
+            raise ConflictError(f"not the leader (the leader is {self.election.leader})")
+        for batch in batches:
+            self.traffic.add(node, batch.service, batch.revision, batch.samples)
+
     def _info(self) -> dict[str, Any]:
         ingress = self.ingress
         return {
@@ -362,7 +393,11 @@ class Server:
             **(
                 self.election.info()
                 if self.election
-                else {"leader": True, "leaderName": self.config.node_name}
+                else {
+                    "leader": True,
+                    "leaderName": self.config.node_name,
+                    "leaderApi": self.reachable_api_url,
+                }
             ),
         }
 
@@ -371,6 +406,15 @@ class Server:
     @property
     def api_url(self) -> str:
         host, port = self.api_address
+        return f"http://{host}:{port}"
+
+    @property
+    def reachable_api_url(self) -> str:
+        """The API's URL as other nodes reach it: an API on every interface is reached on
+        this node's address."""
+        host, port = self.api_address
+        if host in ("0.0.0.0", "::", ""):
+            host = self.config.advertise
         return f"http://{host}:{port}"
 
     def request_stop(self) -> None:
@@ -386,6 +430,8 @@ class Server:
         """Stop serving; running tasks are left running for the next server to adopt."""
         if self.election is not None:  # hand over first: another manager leads at once
             await self.election.stop()
+        if self.reporter is not None:
+            await self.reporter.close()
         if self._api is not None:
             self._api.should_exit = True
         if self._api_task is not None:

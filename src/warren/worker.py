@@ -46,6 +46,7 @@ from .domain.services import Revision
 from .domain.tasks import Task
 from .ingress import Ingress
 from .ports import Clock, Route
+from .reporting import TrafficReporter
 from .server import lock_data_dir, node_record, start_ingress
 
 __all__ = ["ManagerLink", "RemoteDispatcher", "Worker", "WorkerConfig"]
@@ -254,6 +255,8 @@ class Worker:
         self.connected = asyncio.Event()
         """Set while the agent runs (started, not fenced)."""
         self._stopped = asyncio.Event()
+        self.reporter: TrafficReporter | None = None
+        self._leader_api: str | None = None
 
     # ── start and stop ───────────────────────────────────────────────────────────────────────
 
@@ -277,8 +280,21 @@ class Worker:
         self.agent = Agent(
             node, self.dispatcher, drivers, self.clock, self.ingress, cfg.heartbeat_ttl
         )
+        self.reporter = TrafficReporter(self.ingress, self._leader, self._token)
+        self.reporter.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._follow()), loop.create_task(self._watch_lease())]
+
+    async def _leader(self, fresh: bool) -> str | None:
+        """The leader's API, for the traffic reports: asked of a manager when not known yet,
+        or when a report to it failed."""
+        if fresh or self._leader_api is None:
+            with contextlib.suppress(WarrenError):
+                self._leader_api = (await self.link.call("GET", "/v1/worker/leader"))["api"]
+        return self._leader_api
+
+    async def _token(self) -> str:
+        return self.link.token
 
     async def _join(self) -> None:
         """The node's token: kept from an earlier join, else got with the join token."""
@@ -317,6 +333,8 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if self.reporter is not None:
+            await self.reporter.close()
         if self.agent is not None:
             with contextlib.suppress(WarrenError):
                 await self.agent.stop()

@@ -241,3 +241,40 @@ def test_a_restarted_worker_adopts_its_running_tasks(cluster: Cluster) -> None:
         assert {n.name: n.status for n, _ in c.list_nodes()}["w2"] == "ready"
     assert after == before  # the same tasks, the same processes
     assert ready_on(cluster)
+
+
+def test_a_canary_is_judged_on_the_traffic_of_every_nodes_ingress(cluster: Cluster) -> None:
+    canary = {
+        "steps": [{"setWeight": 50}, {"pause": "4s"}],
+        "analysis": {"interval": "2s", "successRate": 0.95, "minRequests": 20},
+    }
+    with cluster.client() as c:
+        c.create_service(demo(replicas=4, strategy="canary", canary=canary))
+    wait_for(lambda: ready_on(cluster, replicas=4), 30, "4 ready tasks")
+    # The traffic comes in on the workers only: the leader's own ingress sees none of it.
+    loads = [
+        LoadGenerator(f"http://{cluster.workers[w].address}:{PUBLISHED}/", rate=60, connections=3)
+        for w in ("w1", "w2")
+    ]
+    for load in loads:
+        load.start()
+    try:
+        with cluster.client() as c:
+            c.patch_service("web", {"env": {"VERSION": "v2", "FAIL_RATE": "1.0"}})
+            bad = wait_for(
+                lambda: (d := c.list_deployments("web")[-1]).phase.terminal and d, 30, "the end"
+            )
+            assert bad.phase != "succeeded"
+            assert "success rate" in bad.message, bad.message
+            c.patch_service("web", {"env": {"VERSION": "v3"}})  # the failed one was reverted
+            good = wait_for(
+                lambda: (
+                    (d := c.list_deployments("web")[-1]).phase.terminal and d.to_revision == 3 and d
+                ),
+                40,
+                "the good canary's end",
+            )
+            assert good.phase == "succeeded", good.message
+    finally:
+        for load in loads:
+            load.stop()

@@ -54,7 +54,7 @@ from .schemas import (
     TaskPatch,
 )
 from .tokens import NODE_TOKEN_PREFIX
-from .workers import AssignmentSource, bearer, worker_routes
+from .workers import AssignmentSource, TrafficSink, bearer, worker_routes
 
 __all__ = ["ApiContext", "ClusterView", "create_app"]
 
@@ -118,6 +118,9 @@ class ApiContext:
     info: Callable[[], dict[str, Any]] | None = None
     assignments: AssignmentSource | None = None
     """The streams of remote workers (``control.assigning``)."""
+    traffic: TrafficSink | None = None
+    """Takes the other nodes' ingress traffic (``control.traffic``)."""
+    leader_api: Callable[[], str | None] | None = None
 
 
 async def _follow_lines(
@@ -187,7 +190,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         body = ctx.metrics() if ctx.metrics else b""
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    app.include_router(worker_routes(cluster, ctx.assignments))
+    app.include_router(worker_routes(cluster, ctx.assignments, ctx.traffic, ctx.leader_api))
 
     # ── services ─────────────────────────────────────────────────────────────────────────────
 

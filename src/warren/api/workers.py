@@ -30,6 +30,10 @@ __all__ = ["AssignmentSource", "bearer", "worker_routes"]
 AssignmentSource = Callable[[str], AsyncIterator[bytes]]
 """Given a node name: its assignment stream, NDJSON (see ``control.assigning``)."""
 
+TrafficSink = Callable[[str, list["TrafficBatch"]], None]
+"""Takes a node's ingress traffic for the leader's analysis; ConflictError when this manager
+does not lead."""
+
 
 def bearer(request: Request) -> str:
     header = request.headers.get("authorization", "")
@@ -58,6 +62,17 @@ class TaskReport(Model):
     mod_revision: int
 
 
+class TrafficBatch(Model):
+    service: str
+    revision: int
+    samples: list[tuple[float, float, bool]] = Field(max_length=100_000)
+    """(age in seconds, latency in seconds, failed), oldest first."""
+
+
+class TrafficReport(Model):
+    batches: list[TrafficBatch] = Field(max_length=10_000)
+
+
 class EventReport(Model):
     kind: str = Field(pattern=r"^task\.[a-z_]+$")
     message: str = Field(max_length=2000)
@@ -80,7 +95,12 @@ async def worker_node(request: Request) -> str:
 NodeAuth = Annotated[str, Depends(worker_node)]
 
 
-def worker_routes(cluster: ClusterStore, assignments: AssignmentSource | None) -> APIRouter:
+def worker_routes(
+    cluster: ClusterStore,
+    assignments: AssignmentSource | None,
+    traffic: TrafficSink | None = None,
+    leader_api: Callable[[], str | None] | None = None,
+) -> APIRouter:
     router = APIRouter(prefix="/v1/worker", tags=["workers"])
 
     async def own_task(node: str, task_id: str) -> tuple[Task, int]:
@@ -153,6 +173,19 @@ def worker_routes(cluster: ClusterStore, assignments: AssignmentSource | None) -
         if not any(t.node == node and t.revision == number for t in tasks):
             raise ForbiddenError(f"no task of {service} revision {number} is on node {node}")
         return (await cluster.get_revision(service, number)).to_wire()
+
+    @router.get("/leader")
+    async def leader(node: NodeAuth) -> dict[str, Any]:
+        """Where to send traffic reports: the leading manager's API (null: none right now)."""
+        return {"api": leader_api() if leader_api else None}
+
+    @router.post("/traffic", status_code=204)
+    async def report_traffic(body: TrafficReport, node: NodeAuth) -> None:
+        """What the node's ingress answered lately, for the leader's analysis (409 from a
+        manager that does not lead)."""
+        if traffic is None:
+            raise NotFoundError("this server does not judge releases")
+        traffic(node, body.batches)
 
     @router.post("/events", status_code=201)
     async def record(body: EventReport, node: NodeAuth) -> dict[str, Any]:

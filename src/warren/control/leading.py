@@ -46,12 +46,19 @@ _REVOKE_TIMEOUT = 1.0
 """Bound on the best-effort revoke when stepping down: past it, the lease expires by itself."""
 
 
-def _name_of(kv: KeyValue) -> str:
+def _leader_of(kv: KeyValue) -> tuple[str, str | None]:
+    """The leader's name and API URL, from its key."""
     try:
         value = json.loads(kv.value)
-        return str(value["name"]) if isinstance(value, dict) else "?"
+        if isinstance(value, dict):
+            return str(value["name"]), value.get("api") or None
     except (ValueError, KeyError):
-        return "?"
+        pass
+    return "?", None
+
+
+def _name_of(kv: KeyValue) -> str:
+    return _leader_of(kv)[0]
 
 
 class Election:
@@ -69,6 +76,7 @@ class Election:
         on_deposed: Callable[[], Awaitable[None]],
         ttl: float = DEFAULT_TTL,
         key: str = LEADER_KEY,
+        api: str = "",
     ) -> None:
         self._store = store
         self._fenced = fenced
@@ -81,6 +89,10 @@ class Election:
         self.leading = False
         self.leader: str | None = None
         """The leader's name as last seen (ours while we lead); None while nobody leads."""
+        self.api = api
+        """Our API's URL, in the leader key while we lead: where the other nodes send their
+        ingress's traffic for the analysis."""
+        self.leader_api: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -103,10 +115,10 @@ class Election:
                 current = await self._read()
                 while True:
                     if current is None:
-                        self.leader = None
+                        self.leader = self.leader_api = None
                         current = await self._campaign()
                         continue
-                    self.leader = _name_of(current)
+                    self.leader, self.leader_api = _leader_of(current)
                     current = await self._until_changed(current.create_revision)
             except asyncio.CancelledError:
                 raise
@@ -159,7 +171,7 @@ class Election:
         as it is afterwards: the winner's when we lost, re-read after our term."""
         granted_at = self._clock.now()
         lease = await self._store.grant(self.ttl)
-        value = json.dumps({"name": self.name, "since": granted_at}).encode()
+        value = json.dumps({"name": self.name, "since": granted_at, "api": self.api}).encode()
         try:
             res = await self._store.txn([Compare.absent(self.key)], [Put(self.key, value, lease)])
         except BaseException:
@@ -180,7 +192,7 @@ class Election:
                 fenced_off.set_result(f"a write was fenced off: {reason}")
 
         self._fenced.arm(fence, on_lost)
-        self.leading, self.leader = True, self.name
+        self.leading, self.leader, self.leader_api = True, self.name, self.api or None
         log.info("leading the managers (fence: revision %d, lease ttl %gs)", fence, self.ttl)
         ends: list[asyncio.Future[str]] = [
             asyncio.ensure_future(self._keep_alive(lease, granted_at)),
@@ -193,7 +205,7 @@ class Election:
             log.warning("no longer leading: %s", done.pop().result())
         finally:
             self._fenced.disarm()  # first: no write from here on
-            self.leading, self.leader = False, None
+            self.leading, self.leader, self.leader_api = False, None, None
             for end in ends:
                 end.cancel()
             for end in ends:
@@ -249,4 +261,4 @@ class Election:
         return True
 
     def info(self) -> dict[str, Any]:
-        return {"leader": self.leading, "leaderName": self.leader}
+        return {"leader": self.leading, "leaderName": self.leader, "leaderApi": self.leader_api}

@@ -1258,6 +1258,23 @@ class Ingress:
             errors += failed
         return Window(len(latencies), errors, tuple(latencies))
 
+    def samples_since(self, since: float) -> list[tuple[str, int, list[tuple[float, float, bool]]]]:
+        """(service, revision, requests answered after the monotonic time ``since``: (monotonic
+        time, latency, failed), oldest first) — what a node sends to the leader's analysis."""
+        found = []
+        for (service, revision), stats in self._rev_stats.items():
+            recent = stats.recent
+            if not recent or recent[-1][0] <= since:
+                continue
+            newer = []
+            for sample in reversed(recent):
+                if sample[0] <= since:
+                    break
+                newer.append(sample)
+            newer.reverse()
+            found.append((service, revision, newer))
+        return found
+
     def in_flight(self, address: str) -> int:
         """Requests sent to ``address`` and not yet answered."""
         return self._in_flight.get(address, 0)

@@ -1,0 +1,58 @@
+"""The traffic of every node's ingress, for the leader's analysis: its own ingress's windows,
+and the requests the other nodes' ingresses saw, sent here every ``PUSH`` seconds
+(``warren.reporting``). A canary is judged on all of its traffic, wherever it came in.
+
+Remote samples are kept in memory, per node and revision (the last ``RECENT_KEPT``, at most
+``KEEP`` seconds): a new leader starts without the others' history, so its first windows hold
+only what came since it leads (``minRequests`` guards against judging too little)."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from ..ports import RECENT_KEPT, MetricSource, Window
+
+__all__ = ["KEEP", "ClusterTraffic", "Sample"]
+
+KEEP = 900.0
+
+Sample = tuple[float, float, bool]
+"""(monotonic time here, latency in seconds, failed)."""
+
+
+class ClusterTraffic:
+    def __init__(self, local: MetricSource) -> None:
+        self.local = local
+        self._remote: dict[tuple[str, int], dict[str, deque[Sample]]] = {}
+
+    def add(
+        self, node: str, service: str, revision: int, samples: Iterable[tuple[float, float, bool]]
+    ) -> None:
+        """``samples``: (age in seconds at arrival, latency, failed), oldest first."""
+        now = time.monotonic()
+        kept = self._remote.setdefault((service, revision), {})
+        queue = kept.get(node)
+        if queue is None:
+            queue = kept[node] = deque(maxlen=RECENT_KEPT)
+        for age, latency, failed in samples:
+            queue.append((now - age, latency, failed))
+        while queue and queue[0][0] < now - KEEP:
+            queue.popleft()
+
+    def window(self, service: str, revision: int, seconds: float) -> Window:
+        own = self.local.window(service, revision, seconds)
+        nodes = self._remote.get((service, revision))
+        if not nodes:
+            return own
+        since = time.monotonic() - seconds
+        latencies = list(own.latencies)
+        errors = own.errors
+        for queue in nodes.values():
+            for at, latency, failed in reversed(queue):
+                if at < since:
+                    break
+                latencies.append(latency)
+                errors += failed
+        return Window(len(latencies), errors, tuple(latencies))

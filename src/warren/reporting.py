@@ -1,0 +1,100 @@
+"""A node's ingress traffic, sent to the leader: every ``PUSH`` seconds, the requests it
+answered since the last time, per service and revision (their age, latency and outcome) — so
+that the leader's analysis (``control.traffic``) judges a canary on every node's traffic. Sent
+by workers and by the managers that do not lead; a failed send is tried again with the next one
+(the ingress keeps its last ``RECENT_KEPT`` requests per revision)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from .ingress import Ingress
+
+__all__ = ["PUSH", "TrafficReporter"]
+
+log = logging.getLogger("warren.reporting")
+
+PUSH = 0.5
+
+
+class TrafficReporter:
+    def __init__(
+        self,
+        ingress: Ingress,
+        leader: Callable[[bool], Awaitable[str | None]],
+        token: Callable[[], Awaitable[str]],
+    ) -> None:
+        """``leader(fresh)``: the leader's API URL (``fresh``: the last send to it failed,
+        look again), None when there is nobody to send to (no leader known, or this node
+        leads); ``token()``: this node's token."""
+        self.ingress = ingress
+        self.leader = leader
+        self.token = token
+        self._http = httpx.AsyncClient(timeout=2.0)
+        self._since = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+        self.failed_sends = 0
+        self._stale = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="traffic")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._http.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(PUSH)
+            try:
+                await self.send()
+            except Exception:  # never let one bad round end the reports
+                log.exception("traffic report failed")
+
+    async def send(self) -> bool:
+        """Send what is new; whether there was nothing to send or it was received."""
+        batches = self.ingress.samples_since(self._since)
+        if not batches:
+            return True
+        url = await self.leader(self._stale)
+        newest = max(samples[-1][0] for _, _, samples in batches)
+        if url is None:
+            self._since = newest  # the leader reads this ingress itself, or nobody judges
+            return True
+        now = time.monotonic()
+        body = {
+            "batches": [
+                {
+                    "service": service,
+                    "revision": revision,
+                    "samples": [[round(now - at, 4), round(lat, 6), bool(f)] for at, lat, f in s],
+                }
+                for service, revision, s in batches
+            ]
+        }
+        headers = {"Authorization": f"Bearer {await self.token()}"}
+        try:
+            response = await self._http.post(f"{url}/v1/worker/traffic", json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return self._failed(f"{url}: {exc!r}")
+        if response.status_code >= 300:
+            return self._failed(f"{url} answered {response.status_code}: {response.text[:200]}")
+        self._since = newest
+        self._stale = False
+        return True
+
+    def _failed(self, why: str) -> bool:
+        self.failed_sends += 1
+        self._stale = True
+        if self.failed_sends in (1, 10) or self.failed_sends % 100 == 0:
+            log.warning(
+                "traffic report to the leader failed (%d so far): %s", self.failed_sends, why
+            )
+        return False
