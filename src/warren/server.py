@@ -17,18 +17,17 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-
-import uvicorn
 
 from . import __version__
 from .agent import Agent, FakeDriver, StoreDispatcher
 from .agent.runtimes import close_runtimes, local_runtimes
 from .api import ApiContext, create_app
 from .api.metrics import build_metrics
+from .api.serving import HttpServer, parse_address
 from .api.tokens import node_token
 from .api.workers import TrafficBatch
 from .client import Client
@@ -38,7 +37,7 @@ from .control.leading import DEFAULT_TTL, Election
 from .control.plane import ControlPlane
 from .control.traffic import ClusterTraffic
 from .domain.deployments import DeploymentStatus
-from .domain.errors import ConflictError, UnavailableError, ValidationError, WarrenError
+from .domain.errors import ConflictError, UnavailableError, WarrenError
 from .domain.nodes import Node
 from .domain.services import Service
 from .domain.specs import ServiceSpec
@@ -64,14 +63,6 @@ __all__ = [
 
 log = logging.getLogger("warren.server")
 T = TypeVar("T")
-
-
-def parse_address(value: str, field_name: str = "--api") -> tuple[str, int]:
-    """``127.0.0.1:7070`` → ("127.0.0.1", 7070); ``:7070`` → ("127.0.0.1", 7070)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValidationError(f"expected HOST:PORT, got {value!r}", field_name)
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def _memory_bytes() -> int:
@@ -168,14 +159,6 @@ class _PlaneView:
         return {name: tasks.values() for name, tasks in self._plane.index.by_service.items()}
 
 
-class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn inside our own loop: the server, not uvicorn, owns the signal handlers."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 class Server:
     def __init__(self, config: ServerConfig, clock: Clock | None = None) -> None:
         self.config = config
@@ -188,11 +171,8 @@ class Server:
         self.ingress: Ingress | None = None
         self.reporter: TrafficReporter | None = None
         self.agents: dict[str, Agent] = {}
-        self._api: _EmbeddedUvicorn | None = None
-        self._api_task: asyncio.Task[None] | None = None
-        self._api_socket: socket.socket | None = None
+        self.http: HttpServer | None = None
         self._lock_fd: int | None = None
-        self.api_address: tuple[str, int] = ("", 0)
         self._stopped = asyncio.Event()
 
     # ── start ────────────────────────────────────────────────────────────────────────────────
@@ -207,7 +187,7 @@ class Server:
     async def _start(self) -> None:
         cfg = self.config
         self._prepare_data_dir()
-        self._api_socket = self._bind_api()
+        self.http = HttpServer(cfg.api)
         self.store = open_store(cfg.store, cfg.data_dir, self.clock)
         self.cluster = ClusterStore(self.store, self.clock)
         self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port)
@@ -254,22 +234,8 @@ class Server:
                 leader_api=self._leader_api,
             )
         )
-        host, port = self.api_address
-        self._api = _EmbeddedUvicorn(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-        )
-        self._api_task = asyncio.get_running_loop().create_task(
-            self._api.serve(sockets=[self._api_socket])
-        )
-        for _ in range(500):
-            if self._api.started or self._api_task.done():
-                break
-            await asyncio.sleep(0.01)
-        if not self._api.started:
-            raise UnavailableError("the API did not start")
-        log.info(
-            "warren %s: API on http://%s:%d, data in %s", __version__, host, port, cfg.data_dir
-        )
+        await self.http.start(app)
+        log.info("warren %s: API on %s, data in %s", __version__, self.api_url, cfg.data_dir)
 
     def _prepare_data_dir(self) -> None:
         data = self.config.data_dir
@@ -283,23 +249,6 @@ class Server:
             with os.fdopen(fd, "w") as f:
                 f.write(self.token + "\n")
         os.chmod(path, 0o600)
-
-    def _bind_api(self) -> socket.socket:
-        host, port = parse_address(self.config.api)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-            sock.listen(128)
-        except OSError as exc:
-            sock.close()
-            raise UnavailableError(
-                f"cannot listen on {host}:{port} (--api): {exc.strerror or exc}"
-            ) from None
-        sock.setblocking(False)
-        self.api_address = (host, int(sock.getsockname()[1]))
-        return sock
 
     def _build_agents(self) -> list[Agent]:
         assert self.cluster is not None
@@ -404,6 +353,10 @@ class Server:
     # ── run and stop ─────────────────────────────────────────────────────────────────────────
 
     @property
+    def api_address(self) -> tuple[str, int]:
+        return self.http.address if self.http else ("", 0)
+
+    @property
     def api_url(self) -> str:
         host, port = self.api_address
         return f"http://{host}:{port}"
@@ -421,9 +374,9 @@ class Server:
         self._stopped.set()
 
     async def wait(self) -> None:
-        assert self._api_task is not None
+        assert self.http is not None and self.http.task is not None
         stopped = asyncio.ensure_future(self._stopped.wait())
-        await asyncio.wait({stopped, self._api_task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({stopped, self.http.task}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
 
     async def stop(self) -> None:
@@ -432,14 +385,8 @@ class Server:
             await self.election.stop()
         if self.reporter is not None:
             await self.reporter.close()
-        if self._api is not None:
-            self._api.should_exit = True
-        if self._api_task is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                async with asyncio.timeout(5):
-                    await self._api_task
-        elif self._api_socket is not None:
-            self._api_socket.close()
+        if self.http is not None:
+            await self.http.stop()
         for agent in self.agents.values():
             with contextlib.suppress(WarrenError):
                 await agent.stop()
