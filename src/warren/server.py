@@ -28,7 +28,7 @@ from .agent.runtimes import close_runtimes, local_runtimes
 from .api import ApiContext, create_app
 from .api.metrics import build_metrics
 from .api.serving import HttpServer, parse_address
-from .api.tokens import node_token
+from .api.tokens import logs_token, node_token
 from .api.workers import TrafficBatch
 from .client import Client
 from .clocks import SystemClock
@@ -44,6 +44,7 @@ from .domain.specs import ServiceSpec
 from .domain.tasks import Task
 from .ingress import Ingress
 from .paths import token_path
+from .peers import NodeLogs
 from .ports import Clock, StateStore
 from .reporting import TrafficReporter
 from .store import MemoryStore, open_store
@@ -170,6 +171,7 @@ class Server:
         self.election: Election | None = None
         self.ingress: Ingress | None = None
         self.reporter: TrafficReporter | None = None
+        self.node_logs = NodeLogs()
         self.agents: dict[str, Agent] = {}
         self.http: HttpServer | None = None
         self._lock_fd: int | None = None
@@ -232,6 +234,8 @@ class Server:
                 assignments=feed.stream,
                 traffic=self._take_traffic,
                 leader_api=self._leader_api,
+                node=cfg.node_name,
+                logs_token=self._own_logs_token if cfg.worker else None,
             )
         )
         await self.http.start(app)
@@ -259,6 +263,7 @@ class Server:
                 cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network
             )
             node = node_record(cfg.node_name, tuple(drivers), self.clock, cfg.advertise)
+            node = node.model_copy(update={"api": self.reachable_api_url})
             agents.append(
                 Agent(
                     node,
@@ -297,17 +302,35 @@ class Server:
                 agent.task_changed(old, new)
 
     async def _logs(self, task: Task, tail: int | None) -> list[str]:
+        """A task's logs: from this server's agent, or from the node that runs it."""
         agent = self.agents.get(task.node or "")
-        if agent is None:
-            raise UnavailableError(f"task {task.id} runs on node {task.node}, not on this server")
-        return await agent.logs(task, tail)
+        if agent is not None:
+            return await agent.logs(task, tail)
+        node, token = await self._peer(task)
+        return await self.node_logs.lines(node, task, token, tail)
 
     async def _follow(self, task: Task) -> AsyncIterator[str]:
         agent = self.agents.get(task.node or "")
-        if agent is None:
-            raise UnavailableError(f"task {task.id} runs on node {task.node}, not on this server")
-        async for line in agent.follow(task):
+        if agent is not None:
+            async for line in agent.follow(task):
+                yield line
+            return
+        node, token = await self._peer(task)
+        async for line in self.node_logs.follow(node, task, token):
             yield line
+
+    async def _peer(self, task: Task) -> tuple[Node, str]:
+        """The node that runs ``task``, and the token that reads its logs."""
+        assert self.cluster is not None
+        if not task.node:
+            raise UnavailableError(f"task {task.id} is not on a node")
+        node = await self.cluster.get_node(task.node)
+        return node, logs_token(await self.cluster.cluster_secret(), node.name)
+
+    async def _own_logs_token(self) -> str | None:
+        """The token other managers read this server's tasks' logs with."""
+        assert self.cluster is not None
+        return logs_token(await self.cluster.cluster_secret(), self.config.node_name)
 
     def _leader_api(self) -> str | None:
         return self.election.leader_api if self.election else self.reachable_api_url
@@ -385,6 +408,7 @@ class Server:
             await self.election.stop()
         if self.reporter is not None:
             await self.reporter.close()
+        await self.node_logs.close()
         if self.http is not None:
             await self.http.stop()
         for agent in self.agents.values():

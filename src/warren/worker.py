@@ -31,6 +31,8 @@ import httpx
 from . import __version__
 from .agent import Agent
 from .agent.runtimes import close_runtimes, local_runtimes
+from .api.nodes import node_app, node_routes
+from .api.serving import HttpServer
 from .client import api_error
 from .clocks import SystemClock
 from .domain.errors import (
@@ -54,6 +56,7 @@ __all__ = ["ManagerLink", "RemoteDispatcher", "Worker", "WorkerConfig"]
 log = logging.getLogger("warren.worker")
 
 NODE_TOKEN_FILE = "node.token"
+LOGS_TOKEN_FILE = "logs.token"
 RETRY = 0.5
 """Seconds between attempts to reach a manager again."""
 STREAM_IDLE = 6.0
@@ -73,6 +76,8 @@ class WorkerConfig:
     ingress_host: str = "127.0.0.1"
     http_port: int | None = 8000
     heartbeat_ttl: float = 10.0
+    api: str | None = None
+    """``HOST:PORT`` where the managers read this node's tasks' logs; None: not served."""
     docker_network: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -257,6 +262,8 @@ class Worker:
         self._stopped = asyncio.Event()
         self.reporter: TrafficReporter | None = None
         self._leader_api: str | None = None
+        self.http: HttpServer | None = None
+        self._logs_token: str | None = None
 
     # ── start and stop ───────────────────────────────────────────────────────────────────────
 
@@ -276,7 +283,7 @@ class Worker:
             cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network
         )
         node = node_record(cfg.node_name, tuple(drivers), self.clock, cfg.advertise)
-        node = node.model_copy(update={"labels": cfg.labels})
+        node = node.model_copy(update={"labels": cfg.labels, "api": await self._serve_logs()})
         self.agent = Agent(
             node, self.dispatcher, drivers, self.clock, self.ingress, cfg.heartbeat_ttl
         )
@@ -296,10 +303,37 @@ class Worker:
     async def _token(self) -> str:
         return self.link.token
 
+    async def _serve_logs(self) -> str | None:
+        """Serve the node's tasks' logs to the managers on ``--api``; its URL."""
+        cfg = self.config
+        if cfg.api is None or self._logs_token is None:
+            return None
+        self.http = HttpServer(cfg.api, "--api")
+        routes = node_routes(
+            cfg.node_name, self._expected_logs_token, self._logs, self._follow_logs
+        )
+        await self.http.start(node_app(routes))
+        host, port = self.http.address
+        return f"http://{cfg.advertise if host in ('0.0.0.0', '::') else host}:{port}"
+
+    async def _expected_logs_token(self) -> str | None:
+        return self._logs_token
+
+    async def _logs(self, task: Task, tail: int | None) -> list[str]:
+        assert self.agent is not None
+        return await self.agent.logs(task, tail)
+
+    async def _follow_logs(self, task: Task) -> AsyncIterator[str]:
+        assert self.agent is not None
+        async for line in self.agent.follow(task):
+            yield line
+
     async def _join(self) -> None:
         """The node's token: kept from an earlier join, else got with the join token."""
         cfg = self.config
         path = cfg.data_dir / NODE_TOKEN_FILE
+        with contextlib.suppress(OSError):
+            self._logs_token = (cfg.data_dir / LOGS_TOKEN_FILE).read_text().strip() or None
         if cfg.token.startswith("wrn-node."):
             self.link.token = cfg.token
             return
@@ -315,9 +349,10 @@ class Worker:
         except AuthError as exc:
             raise AuthError(f"cannot join: {exc.message}") from None
         self.link.token = answer["nodeToken"]
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.link.token + "\n")
+        self._logs_token = answer.get("logsToken")
+        _write_secret(path, self.link.token)
+        if self._logs_token:
+            _write_secret(cfg.data_dir / LOGS_TOKEN_FILE, self._logs_token)
         log.info("joined as node %s", cfg.node_name)
 
     def request_stop(self) -> None:
@@ -335,6 +370,8 @@ class Worker:
         self._tasks = []
         if self.reporter is not None:
             await self.reporter.close()
+        if self.http is not None:
+            await self.http.stop()
         if self.agent is not None:
             with contextlib.suppress(WarrenError):
                 await self.agent.stop()
@@ -438,3 +475,9 @@ class Worker:
             self.connected.clear()
             await self.agent.fence()
             self._reconnect = True
+
+
+def _write_secret(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")

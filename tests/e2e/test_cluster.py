@@ -54,6 +54,12 @@ def test_a_service_runs_on_every_worker_and_every_ingress_reaches_every_task(
             url = f"http://{worker.address}:{PUBLISHED}/"
             answered = {http.get(url).json()["task"] for _ in range(12)}
             assert answered == ids, worker.name
+    # Any manager shows the logs of the tasks on every node.
+    for manager in cluster.managers:
+        with cluster.client(manager) as c:
+            logs = c.logs("web", tail=5)
+        assert {entry["task"] for entry in logs} == ids
+        assert not [e for e in logs if e["line"].startswith("[warren]")], logs
 
 
 def others(cluster: Cluster, leader: str) -> str:

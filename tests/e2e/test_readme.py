@@ -152,6 +152,7 @@ def test_running_a_cluster(hosts: Network, tmp_path: Path) -> None:
         result = wait_for(succeeds, 30, readme_command)
         outputs[readme_command] = result.stdout
     assert '"version": "v1"' in outputs["curl -s 10.0.0.3:18080/"]
+    assert "listening on" in outputs["warren service logs web --tail 1"]
     assert outputs["warren cluster join-token -q > join.token"] == ""
     with Client(f"http://{machines[1].address}:7070", data_dir=tmp_path / "h1/data/warren") as c:
         tasks = [t for t in c.list_tasks("web") if t.wants_running and t.ready]

@@ -19,21 +19,16 @@ from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..domain.base import error_from_details, parse_model
+from ..domain.base import parse_model
 from ..domain.deployments import Deployment, DeploymentKind, Phase, Reason
 from ..domain.errors import (
     AuthError,
     ConflictError,
-    DriverError,
     ForbiddenError,
-    InvalidTransitionError,
     NotFoundError,
-    StoreError,
     UnavailableError,
     ValidationError,
     WarrenError,
@@ -46,6 +41,8 @@ from ..domain.tasks import Task
 from ..planning.draining import drain_status
 from ..planning.previewing import plan_rollout
 from ..store.cluster import EVENTS, ClusterStore, decode
+from .errors import install_error_handlers
+from .nodes import node_routes
 from .schemas import (
     RollbackRequest,
     ScaleRequest,
@@ -59,30 +56,6 @@ from .workers import AssignmentSource, TrafficSink, bearer, worker_routes
 __all__ = ["ApiContext", "ClusterView", "create_app"]
 
 log = logging.getLogger("warren.api")
-
-_STATUS: list[tuple[type[WarrenError], int]] = [
-    (ValidationError, 400),
-    (ForbiddenError, 403),
-    (AuthError, 401),
-    (NotFoundError, 404),
-    (ConflictError, 409),
-    (InvalidTransitionError, 409),
-    (DriverError, 502),
-    (UnavailableError, 503),
-    (StoreError, 503),
-]
-
-
-def _status_of(exc: WarrenError) -> int:
-    return next((code for cls, code in _STATUS if isinstance(exc, cls)), 400)
-
-
-def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if field:
-        body["field"] = field
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
 async def authorized(request: Request) -> None:
@@ -121,6 +94,9 @@ class ApiContext:
     traffic: TrafficSink | None = None
     """Takes the other nodes' ingress traffic (``control.traffic``)."""
     leader_api: Callable[[], str | None] | None = None
+    node: str = ""
+    logs_token: Callable[[], Awaitable[str | None]] | None = None
+    """This server runs tasks: other managers read their logs with this token."""
 
 
 async def _follow_lines(
@@ -157,27 +133,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.token = ctx.token.encode()
     app.state.cluster = cluster
 
-    # ── errors ───────────────────────────────────────────────────────────────────────────────
-
-    @app.exception_handler(WarrenError)
-    async def _warren_error(request: Request, exc: WarrenError) -> JSONResponse:
-        field = exc.field if isinstance(exc, ValidationError) else None
-        return _error(_status_of(exc), exc.code, exc.message, field)
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = error_from_details(list(exc.errors()), skip=("body", "query", "path"))
-        return _error(400, err.code, err.message, err.field)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return _error(exc.status_code, code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return _error(500, "internal", "internal error; the server log has the details")
+    install_error_handlers(app)
 
     # ── open routes ──────────────────────────────────────────────────────────────────────────
 
@@ -191,6 +147,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.include_router(worker_routes(cluster, ctx.assignments, ctx.traffic, ctx.leader_api))
+    if ctx.logs_token is not None and ctx.logs is not None and ctx.follow is not None:
+        app.include_router(node_routes(ctx.node, ctx.logs_token, ctx.logs, ctx.follow))
 
     # ── services ─────────────────────────────────────────────────────────────────────────────
 
@@ -348,8 +306,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
             t for t in sorted(tasks, key=lambda t: (t.slot, t.created_at)) if t.state != "pending"
         ]
         for t in shown:
-            for line in await ctx.logs(t, tail):
-                lines.append({"task": t.id, "line": line})
+            try:
+                found = await ctx.logs(t, tail)
+            except WarrenError as exc:  # one node away: the others' logs still shown
+                found = [f"[warren] cannot read the logs of {t.id}: {exc.message}"]
+            lines.extend({"task": t.id, "line": line} for line in found)
         if not follow:
             return {"service": name, "lines": lines}
         assert ctx.follow is not None

@@ -23,7 +23,7 @@ from ..domain.events import Level
 from ..domain.nodes import Node
 from ..domain.tasks import Task
 from ..store.cluster import HEARTBEATS, ClusterStore
-from .tokens import NODE_NAME, node_of, node_token
+from .tokens import NODE_NAME, logs_token, node_of, node_token
 
 __all__ = ["AssignmentSource", "bearer", "worker_routes"]
 
@@ -120,9 +120,11 @@ def worker_routes(
                 "letters, digits, '.', '_' and '-', up to 63, starting with a letter or digit",
                 "node",
             )
+        secret = await cluster.cluster_secret()
         return {
             "node": body.node,
-            "nodeToken": node_token(await cluster.cluster_secret(), body.node),
+            "nodeToken": node_token(secret, body.node),
+            "logsToken": logs_token(secret, body.node),
         }
 
     @router.put("/node")

@@ -219,6 +219,12 @@ def worker(
     http_port: Annotated[
         int, typer.Option("--http-port", min=0, max=65535, help="Shared port, routed by host.")
     ] = 8000,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api", help="Where the managers read this node's tasks' logs [ADVERTISE:7071]."
+        ),
+    ] = None,
     heartbeat_ttl: Annotated[
         float,
         typer.Option(
@@ -247,6 +253,7 @@ def worker(
         ingress_host=ingress_host or advertise,
         http_port=http_port,
         heartbeat_ttl=heartbeat_ttl,
+        api=api or f"{advertise}:7071",
         docker_network=docker_network,
     )
 
@@ -258,6 +265,7 @@ def worker(
             f"Warren {__version__} worker {name} joined\n"
             f"  managers {', '.join(wrk.link.managers)}\n"
             f"  address  {advertise}\n"
+            f"  logs     {wrk.http.url if wrk.http else '-'} (read by the managers)\n"
             f"  ingress  {config.ingress_host}:{shared} (by host), and each published port\n"
             f"  data     {config.data_dir}"
         )

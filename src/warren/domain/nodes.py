@@ -31,6 +31,8 @@ class Node(Model):
     name: str
     address: str = "127.0.0.1"
     """Where the ingress and probes reach this node's tasks."""
+    api: str | None = None
+    """Where the managers read this node's tasks' logs (``POST /v1/node/logs``)."""
     cpus: float = Field(ge=0)
     memory: int = Field(ge=0)
     labels: dict[str, str] = {}

@@ -1,0 +1,67 @@
+"""The route a node serves its tasks' logs on, to the managers: ``POST /v1/node/logs`` — on the
+API of a ``warren server`` that runs tasks, and on the small API of a ``warren worker``
+(``--api``). A manager shows the node's logs token (``api.tokens.logs_token``), so that asking
+any manager for a service's logs reaches the tasks on every node."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import StreamingResponse
+from pydantic import Field
+
+from ..domain.base import Model
+from ..domain.errors import AuthError, ForbiddenError
+from ..domain.tasks import Task
+from .errors import install_error_handlers
+from .workers import bearer
+
+__all__ = ["LogsRequest", "node_app", "node_routes"]
+
+
+class LogsRequest(Model):
+    task: Task
+    tail: int = Field(100, ge=1, le=100_000)
+    follow: bool = False
+
+
+def node_routes(
+    node: str,
+    token: Callable[[], Awaitable[str | None]],
+    logs: Callable[[Task, int | None], Awaitable[list[str]]],
+    follow: Callable[[Task], AsyncIterator[str]],
+) -> APIRouter:
+    """``token()``: the logs token this node expects (None: it serves no logs)."""
+    router = APIRouter(prefix="/v1/node", tags=["nodes"])
+
+    @router.post("/logs", response_model=None)
+    async def task_logs(body: LogsRequest, request: Request) -> dict[str, Any] | StreamingResponse:
+        """The last ``tail`` lines of one of this node's tasks; ``follow``: then each new line,
+        one JSON string per line, until the caller goes."""
+        expected = await token()
+        if expected is None or not hmac.compare_digest(bearer(request).encode(), expected.encode()):
+            raise AuthError("invalid logs token")
+        if body.task.node != node:
+            raise ForbiddenError(f"task {body.task.id} is not on node {node}")
+        if not body.follow:
+            return {"lines": await logs(body.task, body.tail)}
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for line in follow(body.task):
+                yield json.dumps(line).encode() + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    return router
+
+
+def node_app(router: APIRouter) -> FastAPI:
+    """The API of a worker: its node's routes only."""
+    app = FastAPI(title="Warren worker", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

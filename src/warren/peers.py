@@ -1,0 +1,61 @@
+"""A manager reading the logs of a task on another node (a worker, or a manager that runs
+tasks): ``POST /v1/node/logs`` on the node's ``api``, with the node's logs token."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+
+from .client import api_error
+from .domain.errors import UnavailableError, WarrenError
+from .domain.nodes import Node
+from .domain.tasks import Task
+
+__all__ = ["NodeLogs"]
+
+
+class NodeLogs:
+    def __init__(self, timeout: float = 5.0) -> None:
+        self._http = httpx.AsyncClient(timeout=timeout)
+
+    def _request(self, node: Node, task: Task, token: str, **extra: object) -> dict[str, object]:
+        if not node.api:
+            raise UnavailableError(f"node {node.name} serves no logs (a worker older than this?)")
+        return {
+            "url": f"{node.api}/v1/node/logs",
+            "json": {"task": task.to_wire(), **extra},
+            "headers": {"Authorization": f"Bearer {token}"},
+        }
+
+    async def lines(self, node: Node, task: Task, token: str, tail: int | None) -> list[str]:
+        req = self._request(node, task, token, tail=tail or 100_000)
+        try:
+            response = await self._http.post(**req)  # type: ignore[arg-type]
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"node {node.name} does not answer ({exc!r})") from None
+        error = api_error(response)
+        if error is not None:
+            raise error
+        return list(response.json()["lines"])
+
+    async def follow(self, node: Node, task: Task, token: str) -> AsyncIterator[str]:
+        req = self._request(node, task, token, tail=1, follow=True)
+        try:
+            async with self._http.stream(
+                "POST",
+                timeout=httpx.Timeout(5.0, read=None),
+                **req,  # type: ignore[arg-type]
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise api_error(response) or WarrenError(f"node {node.name}: {response.text}")
+                async for line in response.aiter_lines():
+                    if line:
+                        yield json.loads(line)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"node {node.name} does not answer ({exc!r})") from None
+
+    async def close(self) -> None:
+        await self._http.aclose()
