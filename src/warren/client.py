@@ -307,6 +307,10 @@ class Client:
         """The node takes new tasks again (tasks that moved away stay where they are)."""
         return NodeSummary.model_validate(self.request("POST", f"/v1/nodes/{name}/activate"))
 
+    def remove_node(self, name: str) -> list[str]:
+        """Forget a node that is down; the ids of its tasks that were ended."""
+        return list(self.request("DELETE", f"/v1/nodes/{name}")["tasksEnded"])
+
     def join_token(self, rotate: bool = False) -> str:
         """The token remote workers join with (``rotate``: replace it)."""
         params = {"rotate": "true"} if rotate else {}

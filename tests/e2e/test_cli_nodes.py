@@ -1,4 +1,4 @@
-"""``warren node ls | inspect | drain | activate`` against a real server with simulated nodes,
+"""``warren node ls | inspect | drain | activate | rm`` against a real server with simulated nodes,
 as a user types them; errors are one line and exit 1."""
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def test_node_commands(sim_server: ServerProcess) -> None:
 
 def test_node_errors(sim_server: ServerProcess) -> None:
     env = sim_server.env()
-    for command in ("inspect", "drain", "activate"):
+    for command in ("inspect", "drain", "activate", "rm"):
         result = warren("node", command, "nope", env=env)
         one_line_error(result, "node 'nope' not found")
         assert result.returncode == 1
@@ -97,3 +97,6 @@ def test_node_errors(sim_server: ServerProcess) -> None:
     one_line_error(warren("node", "inspect", "sim-1", "-o", "xml", env=env), "--output")
     one_line_error(warren("node", "drain", env=env), "Missing argument 'name'")
     one_line_error(warren("node", "ls", env={**env, "WARREN_TOKEN": "wrong"}), "invalid token")
+    one_line_error(
+        warren("node", "rm", "sim-1", env=env), "node sim-1 is ready: only a node that is down"
+    )

@@ -157,6 +157,12 @@ def test_a_dead_workers_tasks_run_elsewhere_within_the_node_timeout(cluster: Clu
     assert took <= HEARTBEAT_TTL + 2, f"{took:.2f}s"
     # Requests in flight to w3's tasks when it died fail: nothing else.
     assert snap.failed <= 10, snap.errors
+    # Its machine is gone for good: the operator forgets it, and its tasks end.
+    with cluster.client() as c:
+        ended = c.remove_node("w3")
+        tasks = {t.id: t for t in c.list_tasks("web")}
+        assert ended and all(tasks[tid].state == "stopped" for tid in ended)
+        assert "w3" not in {n.name for n, _ in c.list_nodes()}
 
 
 def test_a_worker_cut_off_stops_its_tasks_so_none_runs_twice_beyond_the_stop_grace(

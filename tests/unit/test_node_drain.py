@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.helpers import SimCluster
-from warren.domain.errors import NotFoundError
+from warren.domain.errors import ConflictError, NotFoundError
 from warren.domain.nodes import NodeAvailability
 from warren.domain.specs import ServiceSpec
 from warren.domain.tasks import Task
@@ -178,3 +178,25 @@ async def test_a_dead_nodes_tasks_run_elsewhere_and_are_stopped_when_it_returns(
     assert all(after[tid].state == "stopped" for tid in lost)
     assert not set(lost) & set(sim.drivers["n1"].running())
     assert {t.node for t in live(list(after.values()))} == {"n2", "n3"}
+
+
+async def test_a_node_down_for_good_is_removed_and_its_tasks_end(sim: SimCluster) -> None:
+    await start_web(sim)
+    with pytest.raises(ConflictError, match="node n1 is ready: only a node that is down"):
+        await sim.cluster.remove_node("n1")
+    on_n1 = {t.id for t in live(await sim.cluster.list_tasks("web")) if t.node == "n1"}
+    await sim.agents.pop("n1").stop()
+    await sim.advance(11)
+    await sim.quiesce()
+    assert set(await sim.cluster.remove_node("n1")) == on_n1
+    await sim.quiesce()
+    with pytest.raises(NotFoundError):
+        await sim.cluster.get_node("n1")
+    tasks = {t.id: t for t in await sim.cluster.list_tasks("web")}
+    assert {tasks[tid].state for tid in on_n1} == {"stopped"}
+    assert {tasks[tid].message for tid in on_n1} == {"node n1 removed"}
+    # The service can now be removed completely: nothing waits for a dead node.
+    await sim.cluster.delete_service("web")
+    await sim.advance(30)
+    await sim.quiesce()
+    assert await sim.cluster.list_tasks("web") == []

@@ -33,7 +33,7 @@ from ..domain.errors import (
     ValidationError,
     WarrenError,
 )
-from ..domain.events import Event
+from ..domain.events import Event, Level
 from ..domain.nodes import Node, NodeAvailability, NodeSummary
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec, Strategy, patch_spec
@@ -506,6 +506,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def activate_node(name: str, _: Auth) -> dict[str, Any]:
         """The node takes new tasks again; tasks that moved away are not moved back."""
         return await _set_availability(name, NodeAvailability.ACTIVE)
+
+    @app.delete("/v1/nodes/{name}", tags=["nodes"])
+    async def remove_node(name: str, _: Auth) -> dict[str, Any]:
+        """Forget a node that is down for good; its tasks end as stopped (409 for a node that
+        is ready)."""
+        ended = await cluster.remove_node(name)
+        message = f"node {name} removed ({len(ended)} task(s) of it ended)"
+        await cluster.record("node.removed", message, Level.WARNING, node=name)
+        return {"node": name, "tasksEnded": ended}
 
     @app.get("/v1/events", tags=["events"])
     async def list_events(

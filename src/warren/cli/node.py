@@ -1,4 +1,4 @@
-"""``warren node …``: ls, inspect, drain, activate."""
+"""``warren node …``: ls, inspect, drain, activate, rm."""
 
 from __future__ import annotations
 
@@ -119,3 +119,13 @@ def activate(name: str) -> None:
     with Client() as client:
         client.activate_node(name)
     console.print(f"node {name} active: it takes new tasks again", markup=False)
+
+
+@app.command("rm")
+def remove(name: str) -> None:
+    """Forget a node that is down for good (its machine is gone): its tasks, already replaced
+    on other nodes, end as stopped. A node that is ready cannot be removed."""
+    with Client() as client:
+        ended = client.remove_node(name)
+    tasks = f"; {len(ended)} task(s) it had ended" if ended else ""
+    console.print(f"node {name} removed{tasks}", markup=False)

@@ -36,10 +36,10 @@ from ..domain.deployments import (
 )
 from ..domain.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from ..domain.events import Event, Level
-from ..domain.nodes import Node, NodeAvailability
+from ..domain.nodes import Node, NodeAvailability, NodeStatus
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec
-from ..domain.tasks import OBSERVED_FIELDS, DesiredState, Task
+from ..domain.tasks import OBSERVED_FIELDS, DesiredState, Task, TaskState
 from ..ports import Clock, Compare, Delete, KeyValue, Op, Put, StateStore
 
 __all__ = [
@@ -504,6 +504,39 @@ class ClusterStore:
             if (await self.raw.txn([Compare.unchanged(kv)], [Put(kv.key, encode(new))])).succeeded:
                 return new
         raise ConflictError(f"node {name!r} is being changed by someone else; try again")
+
+    async def remove_node(self, name: str) -> list[str]:
+        """Forget a node that is down for good: its tasks (which no agent will report any
+        more) end as stopped, and its record goes. A node that is ready cannot be removed
+        (ConflictError): stop its worker first. If it comes back, it registers as new and
+        stops the tasks it still had. Returns the ids of the tasks ended."""
+        for _ in range(10):
+            kv = await self.raw.get(f"{NODES}{name}")
+            if kv is None:
+                raise NotFoundError(f"node {name!r} not found")
+            if decode(Node, kv).status != NodeStatus.DOWN:
+                raise ConflictError(
+                    f"node {name} is ready: only a node that is down can be removed "
+                    "(stop its worker, or drain it first)"
+                )
+            now = self.clock.now()
+            compares: list[Compare] = [Compare.unchanged(kv)]
+            ops: list[Op] = [Delete(kv.key)]
+            ended: list[str] = []
+            for task_kv in (await self.raw.range(TASKS))[0]:
+                task = decode(Task, task_kv)
+                if task.node != name or not task.state.active:
+                    continue
+                if task.state != TaskState.STOPPING and task.state != TaskState.PENDING:
+                    task = task.transition(TaskState.STOPPING, now)
+                done = task.transition(TaskState.STOPPED, now, message=f"node {name} removed")
+                done = done.changed(now, desired_state=DesiredState.SHUTDOWN)
+                compares.append(Compare.unchanged(task_kv))
+                ops.append(Put(task_kv.key, encode(done)))
+                ended.append(task.id)
+            if (await self.raw.txn(compares, ops)).succeeded:
+                return ended
+        raise ConflictError(f"node {name!r} kept changing while being removed; try again")
 
     # ── credentials of remote workers ────────────────────────────────────────────────────────
 
