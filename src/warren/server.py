@@ -196,6 +196,14 @@ class Server:
         # A store only this process opens has one manager, which leads; on a shared one (etcd)
         # the managers elect a leader, whose controllers write through a fenced store.
         shared = not isinstance(self.store, MemoryStore)
+        if shared:
+            # One admin token for the cluster: the first manager's, which the others take
+            # (and keep in their data dir), so the CLI's token works with every manager.
+            cluster_token = await self.cluster.admin_token(self.token)
+            if cluster_token != self.token:
+                log.info("using the cluster's admin token (%s)", token_path(cfg.data_dir))
+                self.token = cluster_token
+                self._write_token()
         fenced = FencedStore(self.store) if shared else None
         writer = ClusterStore(fenced, self.clock) if fenced else self.cluster
         routes = RouteBroadcast(self.ingress)
@@ -249,10 +257,13 @@ class Server:
             self.token = path.read_text().strip()
         if not self.token:
             self.token = secrets.token_urlsafe(32)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(self.token + "\n")
+            self._write_token()
         os.chmod(path, 0o600)
+
+    def _write_token(self) -> None:
+        fd = os.open(token_path(self.config.data_dir), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.token + "\n")
 
     def _build_agents(self) -> list[Agent]:
         assert self.cluster is not None

@@ -11,6 +11,7 @@ import pytest
 
 from tests.cluster import HEARTBEAT_TTL, Cluster
 from tests.servers import pid_alive, wait_for
+from warren.client import Client
 from warren.demo.load import LoadGenerator
 from warren.domain.specs import ServiceSpec
 
@@ -54,6 +55,12 @@ def test_a_service_runs_on_every_worker_and_every_ingress_reaches_every_task(
             url = f"http://{worker.address}:{PUBLISHED}/"
             answered = {http.get(url).json()["task"] for _ in range(12)}
             assert answered == ids, worker.name
+    # One admin token for the cluster: the first manager's works with the second.
+    m1, m2 = cluster.managers["m1"], cluster.managers["m2"]
+    token = (m1.data_dir / "admin.token").read_text().strip()
+    assert (m2.data_dir / "admin.token").read_text().strip() == token
+    with Client(m2.api, token=token) as c:
+        assert c.info()["node"] == "m2"
     # Any manager shows the logs of the tasks on every node.
     for manager in cluster.managers:
         with cluster.client(manager) as c:

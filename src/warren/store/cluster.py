@@ -12,6 +12,7 @@ Key layout (one prefix per kind; values are the camelCase JSON of the domain mod
     /deployments/{service}/{n:08d}    Deployment   rollouts, oldest first; the newest drives
     /cluster/secret                   bytes        signs the node tokens of remote workers
     /cluster/join-token               str          what `warren worker --token` joins with
+    /cluster/admin-token              str          the admin token of every manager
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ EVENTS = "/events/"
 DEPLOYMENTS = "/deployments/"
 CLUSTER_SECRET = "/cluster/secret"
 JOIN_TOKEN = "/cluster/join-token"
+ADMIN_TOKEN = "/cluster/admin-token"
 DEPLOYMENTS_KEPT = 50
 EVENTS_KEPT = 1000
 REVISIONS_CACHED = 10_000
@@ -554,6 +556,10 @@ class ClusterStore:
     async def cluster_secret(self) -> bytes:
         """The key that signs node tokens, the same for every manager of the cluster."""
         return await self._get_or_create(CLUSTER_SECRET, lambda: secrets.token_bytes(32))
+
+    async def admin_token(self, mine: str) -> str:
+        """The cluster's admin token: the first manager's (``mine``, if there is none yet)."""
+        return (await self._get_or_create(ADMIN_TOKEN, mine.encode)).decode()
 
     async def join_token(self, rotate: bool = False) -> str:
         """The token remote workers join with (``rotate``: a new one; the old stops working —
