@@ -5,7 +5,8 @@ manager answers for its lease's ttl."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,18 +111,8 @@ def test_a_worker_reports_observed_state_of_its_own_tasks_only(
     manager: EmbeddedServer, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        worker = Worker(worker_config(manager, tmp_path, "w1"))
-        await worker.start()
-        try:
-            async with asyncio.timeout(10):
-                await worker.connected.wait()
-            with manager.client() as c:
-                c.create_service(fake_service())
-            async with asyncio.timeout(10):
-                while len(running(manager)) < 2:
-                    await asyncio.sleep(0.05)
-        finally:
-            await worker.stop()
+        async with serving_worker(manager, tmp_path):
+            pass
 
     asyncio.run(scenario())
     token = (tmp_path / "w1" / "node.token").read_text().strip()
@@ -154,6 +145,26 @@ def worker_config(embedded: EmbeddedServer, tmp_path: Path, name: str, **kw: Any
     )  # fmt: skip
 
 
+@contextlib.asynccontextmanager
+async def serving_worker(
+    embedded: EmbeddedServer, tmp_path: Path, **config: Any
+) -> AsyncIterator[Worker]:
+    """A worker joined to ``embedded``, running the 2 tasks of a fake service."""
+    worker = Worker(worker_config(embedded, tmp_path, "w1", **config))
+    await worker.start()
+    try:
+        async with asyncio.timeout(10):
+            await worker.connected.wait()
+        with embedded.client() as c:
+            c.create_service(fake_service())
+        async with asyncio.timeout(10):
+            while len(running(embedded)) < 2:
+                await asyncio.sleep(0.05)
+        yield worker
+    finally:
+        await worker.stop()
+
+
 def running(embedded: EmbeddedServer) -> list[Task]:
     with embedded.client() as c:
         return [t for t in c.list_tasks("web") if t.state == "running" and t.wants_running]
@@ -173,16 +184,7 @@ def test_a_worker_runs_its_tasks_and_fences_them_when_no_manager_answers(
             embedded.__exit__(None, None, None)
 
     async def scenario() -> None:
-        worker = Worker(worker_config(embedded, tmp_path, "w1", heartbeat_ttl=1.0))
-        await worker.start()
-        try:
-            async with asyncio.timeout(10):
-                await worker.connected.wait()
-            with embedded.client() as c:
-                c.create_service(fake_service())
-            async with asyncio.timeout(10):
-                while len(running(embedded)) < 2:
-                    await asyncio.sleep(0.05)
+        async with serving_worker(embedded, tmp_path, heartbeat_ttl=1.0) as worker:
             assert worker.agent is not None
             fake = worker.agent.drivers["fake"][0]
             assert len(fake.running()) == 2  # type: ignore[attr-defined]
@@ -192,8 +194,6 @@ def test_a_worker_runs_its_tasks_and_fences_them_when_no_manager_answers(
                 while fake.running():  # type: ignore[attr-defined]
                     await asyncio.sleep(0.05)
             assert not worker.connected.is_set()
-        finally:
-            await worker.stop()
 
     try:
         asyncio.run(scenario())
