@@ -1,8 +1,9 @@
-"""A node's ingress traffic, sent to the leader: every ``PUSH`` seconds, the requests it
+"""A node's ingress traffic, sent to the managers: every ``PUSH`` seconds, the requests it
 answered since the last time, per service and revision (their age, latency and outcome) — so
-that the leader's analysis (``control.traffic``) judges a canary on every node's traffic. Sent
-by workers and by the managers that do not lead; a failed send is tried again with the next one
-(the ingress keeps its last ``RECENT_KEPT`` requests per revision)."""
+that the leader's analysis (``control.traffic``) judges a canary on every node's traffic. A
+worker sends to every manager it knows (a manager that takes over has the workers' history
+already), a manager that does not lead to the leader; when no destination took it, the next
+send tries again (the ingress keeps its last ``RECENT_KEPT`` requests per revision)."""
 
 from __future__ import annotations
 
@@ -26,20 +27,18 @@ class TrafficReporter:
     def __init__(
         self,
         ingress: Ingress,
-        leader: Callable[[bool], Awaitable[str | None]],
+        destinations: Callable[[], list[str]],
         token: Callable[[], Awaitable[str]],
     ) -> None:
-        """``leader(fresh)``: the leader's API URL (``fresh``: the last send to it failed,
-        look again), None when there is nobody to send to (no leader known, or this node
-        leads); ``token()``: this node's token."""
+        """``destinations()``: the API URLs to send to (none: nobody to send to — this node
+        leads, or no leader is known); ``token()``: this node's token."""
         self.ingress = ingress
-        self.leader = leader
+        self.destinations = destinations
         self.token = token
         self._http = httpx.AsyncClient(timeout=2.0)
         self._since = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self.failed_sends = 0
-        self._stale = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="traffic")
@@ -63,9 +62,9 @@ class TrafficReporter:
         batches = self.ingress.samples_since(self._since)
         if not batches:
             return True
-        url = await self.leader(self._stale)
+        urls = self.destinations()
         newest = max(samples[-1][0] for _, _, samples in batches)
-        if url is None:
+        if not urls:
             self._since = newest  # the leader reads this ingress itself, or nobody judges
             return True
         now = time.monotonic()
@@ -80,19 +79,22 @@ class TrafficReporter:
             ]
         }
         headers = {"Authorization": f"Bearer {await self.token()}"}
+        sent = await asyncio.gather(*(self._post(url, body, headers) for url in urls))
+        if any(sent):
+            self._since = newest
+        return any(sent)
+
+    async def _post(self, url: str, body: object, headers: dict[str, str]) -> bool:
         try:
             response = await self._http.post(f"{url}/v1/worker/traffic", json=body, headers=headers)
         except httpx.HTTPError as exc:
             return self._failed(f"{url}: {exc!r}")
         if response.status_code >= 300:
             return self._failed(f"{url} answered {response.status_code}: {response.text[:200]}")
-        self._since = newest
-        self._stale = False
         return True
 
     def _failed(self, why: str) -> bool:
         self.failed_sends += 1
-        self._stale = True
         if self.failed_sends in (1, 10) or self.failed_sends % 100 == 0:
             log.warning(
                 "traffic report to the leader failed (%d so far): %s", self.failed_sends, why

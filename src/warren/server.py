@@ -37,7 +37,7 @@ from .control.leading import DEFAULT_TTL, Election
 from .control.plane import ControlPlane
 from .control.traffic import ClusterTraffic
 from .domain.deployments import DeploymentStatus
-from .domain.errors import ConflictError, UnavailableError, WarrenError
+from .domain.errors import UnavailableError, WarrenError
 from .domain.nodes import Node
 from .domain.services import Service
 from .domain.specs import ServiceSpec
@@ -241,7 +241,6 @@ class Server:
                 info=self._info,
                 assignments=feed.stream,
                 traffic=self._take_traffic,
-                leader_api=self._leader_api,
                 node=cfg.node_name,
                 logs_token=self._own_logs_token if cfg.worker else None,
             )
@@ -343,22 +342,18 @@ class Server:
         assert self.cluster is not None
         return logs_token(await self.cluster.cluster_secret(), self.config.node_name)
 
-    def _leader_api(self) -> str | None:
-        return self.election.leader_api if self.election else self.reachable_api_url
-
-    async def _report_to(self, fresh: bool) -> str | None:
+    def _report_to(self) -> list[str]:
         """Where this manager sends its ingress's traffic: the leader, unless it is us."""
-        if self.election is None or self.election.leading:
-            return None
-        return self.election.leader_api
+        if self.election is None or self.election.leading or not self.election.leader_api:
+            return []
+        return [self.election.leader_api]
 
     async def _own_token(self) -> str:
         assert self.cluster is not None
         return node_token(await self.cluster.cluster_secret(), self.config.node_name)
 
     def _take_traffic(self, node: str, batches: list[TrafficBatch]) -> None:
-        if self.election is not None and not self.election.leading:
-            raise ConflictError(f"not the leader (the leader is {self.election.leader})")
+        # Kept by every manager, the leader or not: whoever leads next judges with it.
         for batch in batches:
             self.traffic.add(node, batch.service, batch.revision, batch.samples)
 

@@ -261,7 +261,6 @@ class Worker:
         """Set while the agent runs (started, not fenced)."""
         self._stopped = asyncio.Event()
         self.reporter: TrafficReporter | None = None
-        self._leader_api: str | None = None
         self.http: HttpServer | None = None
         self._logs_token: str | None = None
 
@@ -287,18 +286,10 @@ class Worker:
         self.agent = Agent(
             node, self.dispatcher, drivers, self.clock, self.ingress, cfg.heartbeat_ttl
         )
-        self.reporter = TrafficReporter(self.ingress, self._leader, self._token)
+        self.reporter = TrafficReporter(self.ingress, lambda: self.link.managers, self._token)
         self.reporter.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._follow()), loop.create_task(self._watch_lease())]
-
-    async def _leader(self, fresh: bool) -> str | None:
-        """The leader's API, for the traffic reports: asked of a manager when not known yet,
-        or when a report to it failed."""
-        if fresh or self._leader_api is None:
-            with contextlib.suppress(WarrenError):
-                self._leader_api = (await self.link.call("GET", "/v1/worker/leader"))["api"]
-        return self._leader_api
 
     async def _token(self) -> str:
         return self.link.token

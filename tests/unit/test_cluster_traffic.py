@@ -3,7 +3,7 @@ sent, by age."""
 
 from __future__ import annotations
 
-from warren.control.traffic import ClusterTraffic
+from warren.control.traffic import KEEP, ClusterTraffic
 from warren.ports import Window
 
 
@@ -23,3 +23,12 @@ def test_a_window_holds_the_own_ingress_and_the_recent_samples_of_every_node() -
     assert sorted(window.latencies) == [0.01, 0.02, 0.03, 0.04, 0.05]
     assert traffic.window("web", 1, 10) == Window(1, 1, (0.9,))
     assert traffic.window("api", 1, 10) == Window(0, 0, ())
+
+
+def test_samples_older_than_kept_are_forgotten() -> None:
+    traffic = ClusterTraffic(Own())
+    traffic.add("w1", "old", 1, [(KEEP + 60, 0.1, False)])
+    for _ in range(200):  # the pruning runs now and then
+        traffic.add("w1", "web", 3, [(0.1, 0.01, False)])
+    assert traffic.window("old", 1, KEEP * 2) == Window(0, 0, ())
+    assert ("old", 1) not in traffic._remote

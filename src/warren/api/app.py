@@ -93,7 +93,6 @@ class ApiContext:
     """The streams of remote workers (``control.assigning``)."""
     traffic: TrafficSink | None = None
     """Takes the other nodes' ingress traffic (``control.traffic``)."""
-    leader_api: Callable[[], str | None] | None = None
     node: str = ""
     logs_token: Callable[[], Awaitable[str | None]] | None = None
     """This server runs tasks: other managers read their logs with this token."""
@@ -146,7 +145,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         body = ctx.metrics() if ctx.metrics else b""
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    app.include_router(worker_routes(cluster, ctx.assignments, ctx.traffic, ctx.leader_api))
+    app.include_router(worker_routes(cluster, ctx.assignments, ctx.traffic))
     if ctx.logs_token is not None and ctx.logs is not None and ctx.follow is not None:
         app.include_router(node_routes(ctx.node, ctx.logs_token, ctx.logs, ctx.follow))
 

@@ -31,8 +31,7 @@ AssignmentSource = Callable[[str], AsyncIterator[bytes]]
 """Given a node name: its assignment stream, NDJSON (see ``control.assigning``)."""
 
 TrafficSink = Callable[[str, list["TrafficBatch"]], None]
-"""Takes a node's ingress traffic for the leader's analysis; ConflictError when this manager
-does not lead."""
+"""Takes a node's ingress traffic for the analysis."""
 
 
 def bearer(request: Request) -> str:
@@ -99,7 +98,6 @@ def worker_routes(
     cluster: ClusterStore,
     assignments: AssignmentSource | None,
     traffic: TrafficSink | None = None,
-    leader_api: Callable[[], str | None] | None = None,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/worker", tags=["workers"])
 
@@ -176,15 +174,10 @@ def worker_routes(
             raise ForbiddenError(f"no task of {service} revision {number} is on node {node}")
         return (await cluster.get_revision(service, number)).to_wire()
 
-    @router.get("/leader")
-    async def leader(node: NodeAuth) -> dict[str, Any]:
-        """Where to send traffic reports: the leading manager's API (null: none right now)."""
-        return {"api": leader_api() if leader_api else None}
-
     @router.post("/traffic", status_code=204)
     async def report_traffic(body: TrafficReport, node: NodeAuth) -> None:
-        """What the node's ingress answered lately, for the leader's analysis (409 from a
-        manager that does not lead)."""
+        """What the node's ingress answered lately, for the analysis of whichever manager
+        leads (every manager keeps it)."""
         if traffic is None:
             raise NotFoundError("this server does not judge releases")
         traffic(node, body.batches)

@@ -26,6 +26,7 @@ class ClusterTraffic:
     def __init__(self, local: MetricSource) -> None:
         self.local = local
         self._remote: dict[tuple[str, int], dict[str, deque[Sample]]] = {}
+        self._adds = 0
 
     def add(
         self, node: str, service: str, revision: int, samples: Iterable[tuple[float, float, bool]]
@@ -38,8 +39,20 @@ class ClusterTraffic:
             queue = kept[node] = deque(maxlen=RECENT_KEPT)
         for age, latency, failed in samples:
             queue.append((now - age, latency, failed))
-        while queue and queue[0][0] < now - KEEP:
-            queue.popleft()
+        self._adds += 1
+        if self._adds % 200 == 0:
+            self._prune(now - KEEP)
+
+    def _prune(self, before: float) -> None:
+        """Forget samples older than KEEP: revisions long gone take no memory."""
+        for key, nodes in list(self._remote.items()):
+            for node, queue in list(nodes.items()):
+                while queue and queue[0][0] < before:
+                    queue.popleft()
+                if not queue:
+                    del nodes[node]
+            if not nodes:
+                del self._remote[key]
 
     def window(self, service: str, revision: int, seconds: float) -> Window:
         own = self.local.window(service, revision, seconds)
