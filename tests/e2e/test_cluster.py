@@ -96,6 +96,9 @@ def test_the_other_manager_finishes_a_rolling_update_when_the_leader_is_killed(
     with LoadGenerator(url, rate=150, connections=6) as load, cluster.client(survivor) as c:
         c.patch_service("web", {"env": {"VERSION": "v2"}})
         wait_for(lambda: c.list_deployments("web")[-1].step in (2, 3), 30, "batch 2 of 6")
+        with cluster.client(leader.name) as on_leader:  # acknowledged by the leader, then…
+            acked = demo(replicas=1).model_copy(update={"name": "acked", "ports": ()})
+            on_leader.create_service(acked)
         leader.kill()
         killed = time.monotonic()
         wait_for(lambda: c.info()["leader"], 5, "the survivor to lead")
@@ -111,6 +114,8 @@ def test_the_other_manager_finishes_a_rolling_update_when_the_leader_is_killed(
     assert done.step == 6  # batch by batch: no batch twice
     assert slots_on_revision(cluster, survivor, 2) == dict.fromkeys(range(1, 7), 1)
     assert ready_on(cluster)
+    with cluster.client(survivor) as c:  # …not lost with it
+        assert c.get_service("acked").spec.replicas == 1
 
 
 def test_the_other_manager_promotes_a_canary_paused_when_the_leader_is_killed(
