@@ -45,6 +45,19 @@ def test_bad_flags_name_the_flag() -> None:
     one_line_error(result, "--health-interval", "expected a duration")
     result = warren("service", "create", "web", "--command", "x", "--replicas", "-1")
     one_line_error(result, "--replicas")
+    result = warren("service", "create", "web", "--command", "x", "--health-start-period", "9s")
+    one_line_error(result, "needs --health-http, --health-tcp or --health-cmd")
+
+
+def test_health_check_flags_reach_the_spec(server: ServerProcess) -> None:
+    env = server.env()
+    created = warren(
+        "service", "create", "slow", "--command", "sleep 60", "--health-tcp",
+        "--health-start-period", "30s", "--health-retries", "2", env=env,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    check = server.client().get_service("slow").spec.health_check
+    assert check is not None and (check.start_period, check.retries) == (30.0, 2)
 
 
 def test_errors_from_the_server(server: ServerProcess, tmp_path: Path) -> None:

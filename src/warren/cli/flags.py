@@ -60,9 +60,13 @@ class HealthFlags:
         interval: float | None,
         timeout: float | None,
         retries: int | None,
+        start_period: float | None = None,
     ) -> None:
         self.http, self.tcp, self.cmd = http, tcp, cmd
-        self.timings = {"interval": interval, "timeout": timeout, "retries": retries}
+        self.timings = {
+            "interval": interval, "timeout": timeout, "retries": retries,
+            "startPeriod": start_period,
+        }  # fmt: skip
 
     def to_spec(self) -> dict[str, Any] | None:
         kinds = [k for k, on in (("http", self.http), ("tcp", self.tcp), ("exec", self.cmd)) if on]

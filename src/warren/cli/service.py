@@ -56,6 +56,14 @@ HealthCmd = Annotated[str | None, typer.Option("--health-cmd", help="Exec probe 
 Interval = Annotated[float | None, typer.Option("--health-interval", parser=DURATION)]
 Timeout = Annotated[float | None, typer.Option("--health-timeout", parser=DURATION)]
 Retries = Annotated[int | None, typer.Option("--health-retries", min=1)]
+StartPeriod = Annotated[
+    float | None,
+    typer.Option(
+        "--health-start-period",
+        parser=DURATION,
+        help="Failed probes do not count this long after a start (slow starters).",
+    ),
+]
 Strategy = Annotated[str | None, typer.Option("--strategy", help="rolling | blue-green | canary")]
 Parallelism = Annotated[int | None, typer.Option("--parallelism", min=0)]
 Delay = Annotated[float | None, typer.Option("--delay", parser=DURATION)]
@@ -100,6 +108,7 @@ def _changes(flags: dict[str, Any]) -> dict[str, Any]:
     check = HealthFlags(
         flags["health_http"], flags["health_tcp"], flags["health_cmd"],
         flags["health_interval"], flags["health_timeout"], flags["health_retries"],
+        flags["health_start_period"],
     ).to_spec()  # fmt: skip
     if check is not None:
         changes["healthCheck"] = check
@@ -131,6 +140,7 @@ def create(
     health_interval: Interval = None,
     health_timeout: Timeout = None,
     health_retries: Retries = None,
+    health_start_period: StartPeriod = None,
     strategy: Strategy = None,
     parallelism: Parallelism = None,
     delay: Delay = None,
@@ -266,6 +276,7 @@ def update(
     health_interval: Interval = None,
     health_timeout: Timeout = None,
     health_retries: Retries = None,
+    health_start_period: StartPeriod = None,
     strategy: Strategy = None,
     parallelism: Parallelism = None,
     delay: Delay = None,
