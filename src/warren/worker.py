@@ -31,6 +31,7 @@ import httpx
 from . import __version__
 from .agent import Agent
 from .agent.runtimes import close_runtimes, local_runtimes
+from .api.metrics import build_metrics
 from .api.nodes import node_app, node_routes
 from .api.serving import HttpServer
 from .client import api_error
@@ -77,7 +78,8 @@ class WorkerConfig:
     http_port: int | None = 8000
     heartbeat_ttl: float = 10.0
     api: str | None = None
-    """``HOST:PORT`` where the managers read this node's tasks' logs; None: not served."""
+    """``HOST:PORT`` where the managers read this node's tasks' logs, and Prometheus its
+    ingress's ``/metrics``; None: not served."""
     docker_network: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -282,7 +284,7 @@ class Worker:
             cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network
         )
         node = node_record(cfg.node_name, tuple(drivers), self.clock, cfg.advertise)
-        node = node.model_copy(update={"labels": cfg.labels, "api": await self._serve_logs()})
+        node = node.model_copy(update={"labels": cfg.labels, "api": await self._serve_api()})
         self.agent = Agent(
             node, self.dispatcher, drivers, self.clock, self.ingress, cfg.heartbeat_ttl
         )
@@ -294,8 +296,9 @@ class Worker:
     async def _token(self) -> str:
         return self.link.token
 
-    async def _serve_logs(self) -> str | None:
-        """Serve the node's tasks' logs to the managers on ``--api``; its URL."""
+    async def _serve_api(self) -> str | None:
+        """Serve the node's API on ``--api``: its tasks' logs (to the managers) and
+        ``/metrics``; its URL."""
         cfg = self.config
         if cfg.api is None or self._logs_token is None:
             return None
@@ -303,7 +306,7 @@ class Worker:
         routes = node_routes(
             cfg.node_name, self._expected_logs_token, self._logs, self._follow_logs
         )
-        await self.http.start(node_app(routes))
+        await self.http.start(node_app(routes, build_metrics(None, self.ingress)))
         host, port = self.http.address
         return f"http://{cfg.advertise if host in ('0.0.0.0', '::') else host}:{port}"
 

@@ -55,6 +55,9 @@ def test_a_service_runs_on_every_worker_and_every_ingress_reaches_every_task(
             url = f"http://{worker.address}:{PUBLISHED}/"
             answered = {http.get(url).json()["task"] for _ in range(12)}
             assert answered == ids, worker.name
+            # Each worker's ingress counts its own traffic, for Prometheus.
+            scraped = http.get(f"http://{worker.address}:7071/metrics").text
+            assert 'warren_ingress_requests_total{service="web"} 12.0' in scraped
     # One admin token for the cluster: the first manager's works with the second.
     m1, m2 = cluster.managers["m1"], cluster.managers["m2"]
     token = (m1.data_dir / "admin.token").read_text().strip()

@@ -1,5 +1,6 @@
 """Prometheus metrics of one server, collected at scrape time from the control plane's caches
-and the data plane's counters (no global registry: each server has its own)."""
+and the data plane's counters (no global registry: each server has its own). A worker has no
+control plane: its ``/metrics`` shows its ingress's counters only."""
 
 from __future__ import annotations
 
@@ -24,40 +25,13 @@ __all__ = ["build_metrics"]
 
 
 class _WarrenCollector(Collector):
-    def __init__(self, plane: ControlPlane, traffic: DataPlane | None) -> None:
+    def __init__(self, plane: ControlPlane | None, traffic: DataPlane | None) -> None:
         self.plane = plane
         self.traffic = traffic
 
     def collect(self) -> Iterable[Metric]:
-        services = GaugeMetricFamily("warren_services", "Services defined.")
-        services.add_metric([], len(self.plane.services.items))
-        yield services
-        tasks = GaugeMetricFamily(
-            "warren_tasks", "Tasks by service and observed state.", labels=["service", "state"]
-        )
-        counts: Counter[tuple[str, str]] = Counter(
-            (t.service, str(t.state)) for t in self.plane.tasks.items.values()
-        )
-        for (service, state), n in sorted(counts.items()):
-            tasks.add_metric([service, state], n)
-        yield tasks
-        ready = GaugeMetricFamily(
-            "warren_tasks_ready", "Ready tasks by service.", labels=["service"]
-        )
-        ready_counts: Counter[str] = Counter(
-            t.service
-            for t in self.plane.tasks.items.values()
-            if t.ready and t.state == TaskState.RUNNING
-        )
-        for service, n in sorted(ready_counts.items()):
-            ready.add_metric([service], n)
-        yield ready
-        nodes = GaugeMetricFamily("warren_nodes", "Nodes by status.", labels=["status"])
-        node_counts = Counter(str(n.status) for n in self.plane.nodes.items.values())
-        for status, n in sorted(node_counts.items()):
-            nodes.add_metric([status], n)
-        yield nodes
-        yield from self._deploy()
+        if self.plane is not None:
+            yield from self._cluster(self.plane)
         if self.traffic is None:
             return
         yield from _traffic(
@@ -69,7 +43,38 @@ class _WarrenCollector(Collector):
             {(s, str(r)): v for (s, r), v in self.traffic.revision_stats().items()},
         )
 
-    def _deploy(self) -> Iterable[Metric]:
+    def _cluster(self, plane: ControlPlane) -> Iterable[Metric]:
+        services = GaugeMetricFamily("warren_services", "Services defined.")
+        services.add_metric([], len(plane.services.items))
+        yield services
+        tasks = GaugeMetricFamily(
+            "warren_tasks", "Tasks by service and observed state.", labels=["service", "state"]
+        )
+        counts: Counter[tuple[str, str]] = Counter(
+            (t.service, str(t.state)) for t in plane.tasks.items.values()
+        )
+        for (service, state), n in sorted(counts.items()):
+            tasks.add_metric([service, state], n)
+        yield tasks
+        ready = GaugeMetricFamily(
+            "warren_tasks_ready", "Ready tasks by service.", labels=["service"]
+        )
+        ready_counts: Counter[str] = Counter(
+            t.service
+            for t in plane.tasks.items.values()
+            if t.ready and t.state == TaskState.RUNNING
+        )
+        for service, n in sorted(ready_counts.items()):
+            ready.add_metric([service], n)
+        yield ready
+        nodes = GaugeMetricFamily("warren_nodes", "Nodes by status.", labels=["status"])
+        node_counts = Counter(str(n.status) for n in plane.nodes.items.values())
+        for status, n in sorted(node_counts.items()):
+            nodes.add_metric([status], n)
+        yield nodes
+        yield from self._deploy(plane)
+
+    def _deploy(self, plane: ControlPlane) -> Iterable[Metric]:
         """The seed's deploy_* metrics, per service and strategy."""
         labels = ["service", "strategy"]
         total = GaugeMetricFamily(
@@ -81,11 +86,11 @@ class _WarrenCollector(Collector):
         progress = GaugeMetricFamily(
             "warren_deploy_progress_percent", "Slots updated / replicas x 100.", labels=labels
         )
-        for service, key in sorted(self.plane.latest.latest_key.items()):
-            d = self.plane.deployments.items.get(key)
+        for service, key in sorted(plane.latest.latest_key.items()):
+            d = plane.deployments.items.get(key)
             if d is None:
                 continue
-            tasks = self.plane.index.tasks(service)
+            tasks = plane.index.tasks(service)
             lv = [service, str(d.strategy)]
             total.add_metric(lv, sum(1 for t in tasks if t.state.active))
             ready.add_metric(lv, sum(1 for t in tasks if t.ready and t.revision == d.to_revision))
@@ -94,7 +99,7 @@ class _WarrenCollector(Collector):
         yield total
         yield ready
         yield progress
-        m = self.plane.metrics
+        m = plane.metrics
         for name, help_text, values in (
             ("warren_deploy_success", "Deployments that succeeded.", m.success),
             ("warren_deploy_failed", "Deployments that failed or rolled back.", m.failed),
@@ -157,7 +162,7 @@ def _traffic(
     yield from (requests, errors, inflight, latency)
 
 
-def build_metrics(plane: ControlPlane, traffic: DataPlane | None) -> Callable[[], bytes]:
+def build_metrics(plane: ControlPlane | None, traffic: DataPlane | None) -> Callable[[], bytes]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_WarrenCollector(plane, traffic))
     return lambda: generate_latest(registry)

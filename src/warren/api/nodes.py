@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
 
 from ..domain.base import Model
@@ -59,9 +59,17 @@ def node_routes(
     return router
 
 
-def node_app(router: APIRouter) -> FastAPI:
-    """The API of a worker: its node's routes only."""
+def node_app(router: APIRouter, metrics: Callable[[], bytes] | None = None) -> FastAPI:
+    """The API of a worker: its node's routes, and ``/metrics`` (its ingress's counters, for
+    Prometheus; open, like a manager's)."""
     app = FastAPI(title="Warren worker", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
     app.include_router(router)
+    if metrics is not None:
+        scrape = metrics
+
+        @app.get("/metrics", response_class=Response)
+        async def prometheus() -> Response:
+            return Response(scrape(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     return app

@@ -222,7 +222,9 @@ def worker(
     api: Annotated[
         str | None,
         typer.Option(
-            "--api", help="Where the managers read this node's tasks' logs [ADVERTISE:7071]."
+            "--api",
+            help="Where the managers read this node's tasks' logs, and Prometheus its "
+            "/metrics [ADVERTISE:7071].",
         ),
     ] = None,
     heartbeat_ttl: Annotated[
@@ -265,7 +267,7 @@ def worker(
             f"Warren {__version__} worker {name} joined\n"
             f"  managers {', '.join(wrk.link.managers)}\n"
             f"  address  {advertise}\n"
-            f"  logs     {wrk.http.url if wrk.http else '-'} (read by the managers)\n"
+            f"  api      {wrk.http.url if wrk.http else '-'} (logs for the managers, /metrics)\n"
             f"  ingress  {config.ingress_host}:{shared} (by host), and each published port\n"
             f"  data     {config.data_dir}"
         )
