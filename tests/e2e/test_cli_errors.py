@@ -46,7 +46,19 @@ def test_bad_flags_name_the_flag() -> None:
     result = warren("service", "create", "web", "--command", "x", "--replicas", "-1")
     one_line_error(result, "--replicas")
     result = warren("service", "create", "web", "--command", "x", "--health-start-period", "9s")
-    one_line_error(result, "needs --health-http, --health-tcp or --health-cmd")
+    one_line_error(result, "--health-start-period: needs --health-http, --health-tcp or --health")
+
+
+def test_usage_errors_are_one_line() -> None:
+    for args, needle in (
+        (("service", "logs", "web", "--tail", "0"), "--tail"),
+        (("service", "create", "web", "--bogus"), "--bogus"),
+        (("nosuch",), "nosuch"),
+    ):
+        result = warren(*args)
+        one_line_error(result, needle, "-h`)")
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_health_check_flags_reach_the_spec(server: ServerProcess) -> None:

@@ -48,8 +48,25 @@ def test_canary_plan() -> None:
     assert plan.steps[0].tasks == {"old": 4, "new": 2}  # enough canaries for 50%
     assert [s.weights.get("new") for s in plan.steps[1:5]] == [10, 10, 50, 50]
     assert plan.steps[2].earliest_at == 30.0 and plan.steps[4].earliest_at is None
-    assert "every 10s" in plan.steps[1].analysis
+    assert plan.steps[1].analysis == "every 10s: success rate >= 0.99, min 20 requests"
     assert plan.peak_tasks == 8 and plan.earliest_finish is None
+
+
+@pytest.mark.parametrize(
+    ("analysis", "text"),
+    [
+        ({"maxLatencyP99": "500ms"}, "every 10s: p99 <= 0.5s, min 20 requests"),
+        (
+            {"mode": "baseline", "minRequests": 50},
+            "every 10s: no worse than stable, min 50 requests",
+        ),
+        ({}, "every 10s: min 20 requests"),
+    ],
+)
+def test_canary_plan_names_only_the_checks_set(analysis: dict[str, Any], text: str) -> None:
+    steps = [{"setWeight": 10}, {"pause": "30s"}]
+    base = spec(strategy="canary", canary={"steps": steps, "analysis": analysis})
+    assert plan_rollout(base, 1, changed(base)).steps[1].analysis == text
 
 
 def test_blue_green_plan() -> None:

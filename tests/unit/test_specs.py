@@ -378,6 +378,15 @@ def test_patch_switches_command_to_image_and_back() -> None:
     assert (back.image, back.command) == (None, ("python", "app.py"))
 
 
+def test_patch_replaces_the_probe_kind_and_keeps_its_timings() -> None:
+    http = patch_spec(CMD_SPEC, {"healthCheck": {"http": {"path": "/healthz"}, "retries": 5}})
+    tcp = patch_spec(http, {"healthCheck": {"tcp": {}}})
+    assert tcp.health_check is not None and tcp.health_check.kind == "tcp"
+    assert (tcp.health_check.http, tcp.health_check.retries) == (None, 5)
+    slower = patch_spec(tcp, {"healthCheck": {"interval": 10}})
+    assert slower.health_check is not None and slower.health_check.kind == "tcp"
+
+
 def test_patch_keeps_what_it_does_not_mention() -> None:
     patched = patch_spec(IMG_SPEC, {"image": "nginx:1.28", "deploy": {"strategy": "canary"}})
     assert patched.image == "nginx:1.28"

@@ -75,7 +75,7 @@ class _WarrenCollector(Collector):
         yield from self._deploy(plane)
 
     def _deploy(self, plane: ControlPlane) -> Iterable[Metric]:
-        """The seed's deploy_* metrics, per service and strategy."""
+        """The Go deploy package's deploy_* metrics, per service and strategy."""
         labels = ["service", "strategy"]
         total = GaugeMetricFamily(
             "warren_deploy_tasks_total", "Tasks of the service's deployment.", labels=labels

@@ -18,9 +18,13 @@ app = typer.Typer(help="Join remote workers to the cluster.", no_args_is_help=Tr
 def join_token(
     rotate: Annotated[
         bool,
-        typer.Option("--rotate", help="Replace the token; nodes that joined keep working."),
+        typer.Option(
+            "--rotate", metavar="", help="Replace the token; nodes that joined keep working."
+        ),
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print the token only.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", metavar="", help="Print the token only.")
+    ] = False,
 ) -> None:
     """The token a remote worker joins with: `warren worker --manager URL --token TOKEN`.
     It lets a worker register its node, follow its tasks and report their state — nothing

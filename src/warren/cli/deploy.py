@@ -1,5 +1,5 @@
-"""``warren deploy …`` (status, history, pause, resume, abort) and the live view of a rollout
-that ``service update`` and ``service rollback`` follow until it ends."""
+"""``warren deploy …`` (status, history, pause, resume, abort, promote, plan) and the live view
+of a rollout that ``service update`` and ``service rollback`` follow until it ends."""
 
 from __future__ import annotations
 
@@ -100,7 +100,9 @@ def decisions_table(deployment: Deployment | DeploymentStatus, last: int = 10) -
 @app.command()
 def status(
     name: str,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until it ends.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", metavar="", help="Refresh until it ends.")
+    ] = False,
     output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
 ) -> None:
     """Rollout status: tasks by state, phase, step, the last decisions."""
@@ -168,7 +170,9 @@ def resume(name: str) -> None:
 @app.command()
 def promote(
     name: str,
-    full: Annotated[bool, typer.Option("--full", help="Skip every remaining step.")] = False,
+    full: Annotated[
+        bool, typer.Option("--full", metavar="", help="Skip every remaining step.")
+    ] = False,
 ) -> None:
     """Canary: skip the current pause (--full: all remaining steps). Blue/green: switch now."""
     with Client() as client:
@@ -243,13 +247,23 @@ def follow(client: Client, service: str, deployment_id: str) -> None:
 @app.command()
 def plan(
     name: str,
-    image: Annotated[str | None, typer.Option("--image")] = None,
-    command: Annotated[str | None, typer.Option("--command")] = None,
-    env: Annotated[list[str], typer.Option("--env", "-e", help="K=V; repeatable.")] = [],  # noqa: B006
-    env_rm: Annotated[list[str], typer.Option("--env-rm")] = [],  # noqa: B006
-    replicas: Annotated[int | None, typer.Option("--replicas", "-r", min=0)] = None,
-    strategy: Annotated[str | None, typer.Option("--strategy")] = None,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="The whole new spec.")] = None,
+    image: Annotated[str | None, typer.Option("--image", metavar="IMAGE")] = None,
+    command: Annotated[str | None, typer.Option("--command", metavar="CMD")] = None,
+    env: Annotated[
+        list[str], typer.Option("--env", "-e", metavar="K=V", help="Set K; repeatable.")
+    ] = [],  # noqa: B006
+    env_rm: Annotated[
+        list[str], typer.Option("--env-rm", metavar="K", help="Remove K; repeatable.")
+    ] = [],  # noqa: B006
+    replicas: Annotated[int | None, typer.Option("--replicas", "-r", min=0, metavar="N")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option("--strategy", metavar="NAME", help="rolling | blue-green | canary."),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", metavar="FILE", help="The whole new spec (any other change)."),
+    ] = None,
 ) -> None:
     """Show the rollout a change would perform — steps, tasks per revision, weights, analysis,
     earliest finish, peak tasks — without performing it. Impossible settings are refused."""

@@ -49,6 +49,12 @@ def parse_publish(values: list[str]) -> list[dict[str, int]]:
     return ports
 
 
+_TIMING_FLAGS = {
+    "interval": "--health-interval", "timeout": "--health-timeout",
+    "retries": "--health-retries", "startPeriod": "--health-start-period",
+}  # fmt: skip
+
+
 class HealthFlags:
     """--health-http/--health-tcp/--health-cmd and their timings → ``healthCheck``."""
 
@@ -76,7 +82,8 @@ class HealthFlags:
         if not kinds:
             if timings:
                 raise ValidationError(
-                    "needs --health-http, --health-tcp or --health-cmd", "--health-interval"
+                    "needs --health-http, --health-tcp or --health-cmd",
+                    _TIMING_FLAGS[next(iter(timings))],
                 )
             return None
         check: dict[str, Any] = dict(timings)

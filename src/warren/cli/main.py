@@ -1,7 +1,9 @@
-"""The ``warren`` command: ``server``, ``service …``, ``apply``, ``demo``.
+"""The ``warren`` command: ``server``, ``worker``, ``service …``, ``deploy …``, ``node …``,
+``cluster …``, ``apply``, ``demo``.
 
-``main`` is the console script: it turns every WarrenError (and any unexpected error) into one
-line on stderr and exit status 1 — never a traceback.
+``main`` is the console script: it turns every WarrenError and unexpected error into one line on
+stderr and exit status 1, a usage error (a bad flag or value) into one line and exit status 2 —
+never a traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 import typer
 
@@ -52,28 +54,71 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+        bool,
+        typer.Option(
+            "--version", metavar="", callback=_version, is_eager=True, help="Show version."
+        ),
     ] = False,
 ) -> None:
     pass
 
 
+# Options of both `server` and `worker`.
+NodeName = Annotated[
+    str | None, typer.Option("--node-name", metavar="NAME", help="Default: the host's name.")
+]
+Advertise = Annotated[
+    str,
+    typer.Option(
+        "--advertise",
+        metavar="ADDR",
+        help="This node's address, in a cluster: its tasks listen on it, "
+        "and the other nodes' ingresses reach them there.",
+    ),
+]
+HttpPort = Annotated[
+    int,
+    typer.Option(
+        "--http-port", min=0, max=65535, metavar="PORT", help="Shared port, routed by host."
+    ),
+]
+DockerNetwork = Annotated[
+    str | None,
+    typer.Option(
+        "--docker-network",
+        metavar="NAME",
+        help="Engine network for containers (default: the engine's own). The engine is "
+        "found from DOCKER_HOST, /var/run/docker.sock or /run/podman/podman.sock.",
+    ),
+]
+LogLevel = Annotated[
+    str, typer.Option("--log-level", metavar="LEVEL", help="debug | info | warning | error.")
+]
+
+
 @app.command()
 def server(
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="State, logs and the admin token.")
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            metavar="DIR",
+            help="State, logs and the admin token (default: $XDG_DATA_HOME/warren or "
+            "~/.local/share/warren).",
+        ),
     ] = None,
-    api: Annotated[str, typer.Option("--api", help="API address.")] = "127.0.0.1:7070",
+    api: Annotated[
+        str, typer.Option("--api", metavar="ADDR:PORT", help="API address.")
+    ] = "127.0.0.1:7070",
     ingress_host: Annotated[
-        str, typer.Option("--ingress-host", help="Address the ingress listens on.")
+        str, typer.Option("--ingress-host", metavar="ADDR", help="Address the ingress listens on.")
     ] = "127.0.0.1",
-    http_port: Annotated[
-        int, typer.Option("--http-port", min=0, max=65535, help="Shared port, routed by host.")
-    ] = 8000,
+    http_port: HttpPort = 8000,
     store: Annotated[
         str,
         typer.Option(
             "--store",
+            metavar="STORE",
             help="sqlite | sqlite:///PATH | memory | etcd://HOST:PORT,HOST:PORT/PREFIX "
             "(several managers on one etcd elect a leader).",
         ),
@@ -83,28 +128,18 @@ def server(
         typer.Option(
             "--leader-ttl",
             parser=DURATION,
+            metavar="DUR",
+            show_default="2s",
             help="etcd store: the leader's lease; another manager takes over within it.",
         ),
     ] = 2.0,
-    node_name: Annotated[str | None, typer.Option("--node-name")] = None,
-    no_worker: Annotated[bool, typer.Option("--no-worker", help="Run no tasks here.")] = False,
-    advertise: Annotated[
-        str,
-        typer.Option(
-            "--advertise",
-            help="This node's address, in a cluster: its tasks listen on it, "
-            "and the other nodes' ingresses reach them there.",
-        ),
-    ] = "127.0.0.1",
-    docker_network: Annotated[
-        str | None,
-        typer.Option(
-            "--docker-network",
-            help="Engine network for containers (default: the engine's own). The engine is "
-            "found from DOCKER_HOST, /var/run/docker.sock or /run/podman/podman.sock.",
-        ),
-    ] = None,
-    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    node_name: NodeName = None,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", metavar="", help="Run no tasks here.")
+    ] = False,
+    advertise: Advertise = "127.0.0.1",
+    docker_network: DockerNetwork = None,
+    log_level: LogLevel = "info",
     simulate_nodes: Annotated[int, typer.Option("--simulate-nodes", hidden=True, min=0)] = 0,
 ) -> None:
     """Run a Warren server: store, control plane, ingress, API and (unless --no-worker) a
@@ -190,6 +225,7 @@ def worker(
         str,
         typer.Option(
             "--manager",
+            metavar="URL[,URL]",
             help="The managers' API URLs, comma-separated (the next one is used "
             "when one stops answering).",
         ),
@@ -197,34 +233,38 @@ def worker(
     token: Annotated[
         str,
         typer.Option(
-            "--token", envvar="WARREN_JOIN_TOKEN", help="From `warren cluster join-token`."
+            "--token",
+            envvar="WARREN_JOIN_TOKEN",
+            metavar="TOKEN",
+            help="From `warren cluster join-token` (or $WARREN_JOIN_TOKEN).",
         ),
     ],
-    node_name: Annotated[str | None, typer.Option("--node-name")] = None,
-    advertise: Annotated[
-        str,
-        typer.Option(
-            "--advertise",
-            help="This node's address: its tasks listen on it, and the other "
-            "nodes' ingresses reach them there.",
-        ),
-    ] = "127.0.0.1",
+    node_name: NodeName = None,
+    advertise: Advertise = "127.0.0.1",
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="The node's token, task records, logs.")
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            metavar="DIR",
+            help="The node's token, task records, logs (default: the server's data dir/worker).",
+        ),
     ] = None,
     ingress_host: Annotated[
         str | None,
-        typer.Option("--ingress-host", help="Address the ingress listens on [--advertise]."),
+        typer.Option(
+            "--ingress-host",
+            metavar="ADDR",
+            help="Address the ingress listens on (default: --advertise).",
+        ),
     ] = None,
-    http_port: Annotated[
-        int, typer.Option("--http-port", min=0, max=65535, help="Shared port, routed by host.")
-    ] = 8000,
+    http_port: HttpPort = 8000,
     api: Annotated[
         str | None,
         typer.Option(
             "--api",
+            metavar="ADDR:PORT",
             help="Where the managers read this node's tasks' logs, and Prometheus its "
-            "/metrics [ADVERTISE:7071].",
+            "/metrics (default: ADVERTISE:7071).",
         ),
     ] = None,
     heartbeat_ttl: Annotated[
@@ -232,12 +272,14 @@ def worker(
         typer.Option(
             "--heartbeat-ttl",
             parser=DURATION,
+            metavar="DUR",
+            show_default="10s",
             help="The node's lease: the managers replace "
             "its tasks this long after it goes silent, and it stops them itself.",
         ),
     ] = 10.0,
-    docker_network: Annotated[str | None, typer.Option("--docker-network")] = None,
-    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    docker_network: DockerNetwork = None,
+    log_level: LogLevel = "info",
 ) -> None:
     """Run a worker: a node that runs tasks for managers elsewhere, with its own ingress."""
     import socket
@@ -297,7 +339,9 @@ def apply(
 
 @app.command()
 def demo(
-    keep: Annotated[bool, typer.Option("--keep", help="Leave the server running.")] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", metavar="", help="Leave the server running.")
+    ] = False,
 ) -> None:
     """Start an embedded server in a temporary directory and show Warren at work."""
     from ..demo.scenario import run_demo
@@ -305,9 +349,25 @@ def demo(
     run_demo(keep=keep)
 
 
+_click: Any = sys.modules[typer.BadParameter.__module__]
+"""The exceptions of the click that typer runs on (newer typers carry a copy of their own)."""
+
+
 def main() -> None:
     try:
-        app()  # standalone: usage errors print themselves and exit 2
+        code = app(standalone_mode=False)
+    except _click.NoArgsIsHelpError as exc:
+        sys.exit(exc.exit_code)  # the help is printed already
+    except _click.UsageError as exc:  # a bad flag or value: one line too, and where to look
+        command = exc.ctx.command_path if exc.ctx is not None else "warren"
+        fail(f"{exc.format_message()} (see `{command} -h`)")
+        sys.exit(exc.exit_code)
+    except _click.ClickException as exc:
+        fail(exc.format_message())
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        fail("interrupted")
+        sys.exit(130)
     except WarrenError as exc:
         fail(exc.message)
         sys.exit(1)
@@ -319,3 +379,5 @@ def main() -> None:
             raise
         fail(f"unexpected {type(exc).__name__}: {exc} (run with WARREN_DEBUG=1 for details)")
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)  # typer.Exit(code): without standalone mode, click returns it

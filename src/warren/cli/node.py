@@ -17,7 +17,10 @@ from .output import ago, console
 
 __all__ = ["app"]
 
-app = typer.Typer(help="List nodes; drain them for maintenance.", no_args_is_help=True)
+app = typer.Typer(
+    help="List and inspect nodes; drain them for maintenance, activate them, forget dead ones.",
+    no_args_is_help=True,
+)
 
 
 def _memory(size: int) -> str:

@@ -1,4 +1,4 @@
-"""``warren service …``: create, ls, inspect, ps, scale, update, rm, logs."""
+"""``warren service …``: create, ls, inspect, ps, scale, update, rollback, rm, logs."""
 
 from __future__ import annotations
 
@@ -26,60 +26,183 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Create and manage services.", no_args_is_help=True)
 
-# Options shared by create and update.
-Image = Annotated[str | None, typer.Option("--image", help="Container image (docker driver).")]
+# Options shared by create and update. Defaults in the help are the spec's (docs/services.md);
+# an update changes only the flags it is given.
+Image = Annotated[
+    str | None, typer.Option("--image", metavar="IMAGE", help="Container image (docker driver).")
+]
 Command = Annotated[
     str | None,
     typer.Option(
-        "--command", help="Command line to run (process driver); with --image, the container's."
+        "--command",
+        metavar="CMD",
+        help="Command line to run (process driver); with --image, the container's.",
     ),
 ]
 Driver = Annotated[
     str | None,
-    typer.Option("--driver", help="docker | process (default: docker with --image, else process)."),
+    typer.Option(
+        "--driver",
+        metavar="NAME",
+        help="docker | process (default: docker with --image, else process).",
+    ),
 ]
 Pull = Annotated[
     str | None,
-    typer.Option("--pull", help="always | if-not-present | never: pulling the image (docker)."),
+    typer.Option(
+        "--pull",
+        metavar="POLICY",
+        help="always | if-not-present | never: pulling the image (docker; default always).",
+    ),
 ]
 StopSignal = Annotated[
-    str | None, typer.Option("--stop-signal", help="Signal that asks a task to stop (SIGTERM).")
+    str | None,
+    typer.Option(
+        "--stop-signal", metavar="SIG", help="Signal that asks a task to stop (default SIGTERM)."
+    ),
 ]
-Env = Annotated[list[str], typer.Option("--env", "-e", help="K=V; repeatable.")]
+Env = Annotated[list[str], typer.Option("--env", "-e", metavar="K=V", help="Set K; repeatable.")]
 Publish = Annotated[
-    list[str], typer.Option("--publish", "-p", help="Ingress port: PORT or PORT:TARGET.")
+    list[str],
+    typer.Option(
+        "--publish",
+        "-p",
+        metavar="PORT[:TARGET]",
+        help="Ingress port (repeatable); TARGET: the task's.",
+    ),
 ]
-Host = Annotated[str | None, typer.Option("--host", help="Route this host on the shared port.")]
-HealthHttp = Annotated[str | None, typer.Option("--health-http", help="HTTP probe path.")]
-HealthTcp = Annotated[bool, typer.Option("--health-tcp", help="TCP connect probe.")]
-HealthCmd = Annotated[str | None, typer.Option("--health-cmd", help="Exec probe command.")]
-Interval = Annotated[float | None, typer.Option("--health-interval", parser=DURATION)]
-Timeout = Annotated[float | None, typer.Option("--health-timeout", parser=DURATION)]
-Retries = Annotated[int | None, typer.Option("--health-retries", min=1)]
+Host = Annotated[
+    str | None,
+    typer.Option("--host", metavar="HOST", help="Route this host on the shared port."),
+]
+Replicas = Annotated[
+    int | None, typer.Option("--replicas", "-r", min=0, metavar="N", help="Tasks (default 1).")
+]
+HealthHttp = Annotated[
+    str | None, typer.Option("--health-http", metavar="PATH", help="HTTP probe: GET this path.")
+]
+HealthTcp = Annotated[
+    bool, typer.Option("--health-tcp", metavar="", help="TCP probe: connect to the task's port.")
+]
+HealthCmd = Annotated[
+    str | None,
+    typer.Option("--health-cmd", metavar="CMD", help="Exec probe: this command exits 0."),
+]
+Interval = Annotated[
+    float | None,
+    typer.Option("--health-interval", parser=DURATION, metavar="DUR", help="Default 1s."),
+]
+Timeout = Annotated[
+    float | None,
+    typer.Option("--health-timeout", parser=DURATION, metavar="DUR", help="Default 1s."),
+]
+Retries = Annotated[
+    int | None,
+    typer.Option(
+        "--health-retries",
+        min=1,
+        metavar="N",
+        help="Failed probes in a row that make a task unhealthy (default 3).",
+    ),
+]
 StartPeriod = Annotated[
     float | None,
     typer.Option(
         "--health-start-period",
         parser=DURATION,
-        help="Failed probes do not count this long after a start (slow starters).",
+        metavar="DUR",
+        help="Failed probes do not count this long after a start (slow starters; default 0s).",
     ),
 ]
-Strategy = Annotated[str | None, typer.Option("--strategy", help="rolling | blue-green | canary")]
-Parallelism = Annotated[int | None, typer.Option("--parallelism", min=0)]
-Delay = Annotated[float | None, typer.Option("--delay", parser=DURATION)]
-FailureAction = Annotated[
-    str | None, typer.Option("--failure-action", help="rollback | pause | continue")
+Strategy = Annotated[
+    str | None,
+    typer.Option("--strategy", metavar="NAME", help="rolling (default) | blue-green | canary."),
 ]
-Order = Annotated[str | None, typer.Option("--order", help="start-first | stop-first")]
-Monitor = Annotated[float | None, typer.Option("--monitor", parser=DURATION)]
-MaxFailureRatio = Annotated[float | None, typer.Option("--max-failure-ratio", min=0, max=1)]
-HealthyDeadline = Annotated[float | None, typer.Option("--healthy-deadline", parser=DURATION)]
-ProgressDeadline = Annotated[float | None, typer.Option("--progress-deadline", parser=DURATION)]
-RollbackParallelism = Annotated[int | None, typer.Option("--rollback-parallelism", min=0)]
-RollbackOrder = Annotated[str | None, typer.Option("--rollback-order")]
-StopGrace = Annotated[float | None, typer.Option("--stop-grace", parser=DURATION)]
-DrainTimeout = Annotated[float | None, typer.Option("--drain-timeout", parser=DURATION)]
-
+Parallelism = Annotated[
+    int | None,
+    typer.Option(
+        "--parallelism", min=0, metavar="N", help="Tasks replaced at a time (default 1; 0: all)."
+    ),
+]
+Delay = Annotated[
+    float | None,
+    typer.Option("--delay", parser=DURATION, metavar="DUR", help="Between batches (default 0s)."),
+]
+FailureAction = Annotated[
+    str | None,
+    typer.Option(
+        "--failure-action", metavar="ACTION", help="rollback (default) | pause | continue."
+    ),
+]
+Order = Annotated[
+    str | None,
+    typer.Option("--order", metavar="ORDER", help="start-first (default) | stop-first."),
+]
+Monitor = Annotated[
+    float | None,
+    typer.Option(
+        "--monitor",
+        parser=DURATION,
+        metavar="DUR",
+        help="How long a new task must stay healthy to count (default 5s).",
+    ),
+]
+MaxFailureRatio = Annotated[
+    float | None,
+    typer.Option(
+        "--max-failure-ratio",
+        min=0,
+        max=1,
+        metavar="R",
+        help="Share of new tasks that may fail before the failure action (default 0).",
+    ),
+]
+HealthyDeadline = Annotated[
+    float | None,
+    typer.Option(
+        "--healthy-deadline",
+        parser=DURATION,
+        metavar="DUR",
+        help="A new task not ready by then has failed (default 1m).",
+    ),
+]
+ProgressDeadline = Annotated[
+    float | None,
+    typer.Option(
+        "--progress-deadline",
+        parser=DURATION,
+        metavar="DUR",
+        help="A deployment with no progress that long has failed (default 10m).",
+    ),
+]
+RollbackParallelism = Annotated[
+    int | None,
+    typer.Option(
+        "--rollback-parallelism", min=0, metavar="N", help="Rollback batch size (default 0: all)."
+    ),
+]
+RollbackOrder = Annotated[
+    str | None,
+    typer.Option("--rollback-order", metavar="ORDER", help="start-first (default) | stop-first."),
+]
+StopGrace = Annotated[
+    float | None,
+    typer.Option(
+        "--stop-grace",
+        parser=DURATION,
+        metavar="DUR",
+        help="From the stop signal to SIGKILL (default 10s).",
+    ),
+]
+DrainTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--drain-timeout",
+        parser=DURATION,
+        metavar="DUR",
+        help="How long in-flight requests may take once out of routing (default 5s).",
+    ),
+]
 
 _DEPLOY_FLAGS = (
     "strategy", "parallelism", "delay", "failure_action", "order", "monitor",
@@ -130,7 +253,7 @@ def create(
     driver: Driver = None,
     pull: Pull = None,
     stop_signal: StopSignal = None,
-    replicas: Annotated[int | None, typer.Option("--replicas", "-r", min=0)] = None,
+    replicas: Replicas = None,
     env: Env = [],  # noqa: B006 (typer reads the default; it is never mutated)
     publish: Publish = [],  # noqa: B006
     host: Host = None,
@@ -266,8 +389,10 @@ def update(
     pull: Pull = None,
     stop_signal: StopSignal = None,
     env: Env = [],  # noqa: B006
-    env_rm: Annotated[list[str], typer.Option("--env-rm", help="Remove K; repeatable.")] = [],  # noqa: B006
-    replicas: Annotated[int | None, typer.Option("--replicas", "-r", min=0)] = None,
+    env_rm: Annotated[
+        list[str], typer.Option("--env-rm", metavar="K", help="Remove K; repeatable.")
+    ] = [],  # noqa: B006
+    replicas: Replicas = None,
     publish: Publish = [],  # noqa: B006
     host: Host = None,
     health_http: HealthHttp = None,
@@ -290,7 +415,9 @@ def update(
     rollback_order: RollbackOrder = None,
     stop_grace: StopGrace = None,
     drain_timeout: DrainTimeout = None,
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return at once.")] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", metavar="", help="Return at once.")
+    ] = False,
 ) -> None:
     """Change a service. A change of image, command, env, health check … makes a new revision
     and starts a deployment; without --detach, follows it live and exits 0 only if it succeeds."""
@@ -318,7 +445,9 @@ def rollback(
     to_revision: Annotated[
         int | None, typer.Option("--to-revision", min=1, help="Default: the previous one.")
     ] = None,
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return at once.")] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", metavar="", help="Return at once.")
+    ] = False,
 ) -> None:
     """Go back to the previous revision (or --to-revision N) with the rollback config."""
     with Client() as client:
@@ -342,11 +471,15 @@ def remove(names: Annotated[list[str], typer.Argument(help="Services to remove."
 @app.command()
 def logs(
     name: str,
-    tail: Annotated[int, typer.Option("--tail", "-n", min=1)] = 100,
+    tail: Annotated[
+        int, typer.Option("--tail", "-n", min=1, metavar="N", help="The last N lines of each task.")
+    ] = 100,
     task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
     follow: Annotated[
         bool,
-        typer.Option("--follow", "-f", help="Then print new lines as they come (Ctrl-C ends)."),
+        typer.Option(
+            "--follow", "-f", metavar="", help="Then print new lines as they come (Ctrl-C ends)."
+        ),
     ] = False,
 ) -> None:
     """Print the recent output of a service's tasks."""

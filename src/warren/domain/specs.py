@@ -566,6 +566,9 @@ def _merge(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_PROBE_KINDS = ("http", "tcp", "exec")
+
+
 def patch_spec(
     spec: ServiceSpec, changes: Mapping[str, Any], env_rm: Iterable[str] = ()
 ) -> ServiceSpec:
@@ -577,6 +580,10 @@ def patch_spec(
         changes = {"command": None, **changes}
     if "command" in changes and changes["command"] is not None and spec.image is not None:
         changes = {"image": None, **changes}
+    check = changes.get("healthCheck")
+    if isinstance(check, Mapping) and any(check.get(kind) is not None for kind in _PROBE_KINDS):
+        # A probe of another kind replaces the old one: merged, the spec would have both.
+        changes = {**changes, "healthCheck": {**dict.fromkeys(_PROBE_KINDS), **check}}
     merged = _merge(spec.to_wire(), changes)
     for key in env_rm:
         if key not in merged.get("env", {}):

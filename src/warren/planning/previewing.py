@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..domain.specs import BlueGreenConfig, CanaryConfig, ServiceSpec, Strategy
+from ..domain.specs import Analysis, BlueGreenConfig, CanaryConfig, ServiceSpec, Strategy
 from .strategies.traffic import canary_count
 
 __all__ = ["PlannedStep", "RolloutPlan", "plan_rollout"]
@@ -81,6 +81,25 @@ def _rolling(spec: ServiceSpec, revision: int) -> RolloutPlan:
     )  # fmt: skip
 
 
+def _judged_on(analysis: Analysis) -> str:
+    """What a window must show, as ``planning.analysis`` judges it."""
+    if analysis.mode == "baseline":
+        checks = ["no worse than stable"]
+    else:
+        checks = [
+            f"{label} {sign} {value:g}{unit}"
+            for label, sign, value, unit in (
+                ("success rate", ">=", analysis.success_rate, ""),
+                ("p95", "<=", analysis.max_latency_p95, "s"),
+                ("p99", "<=", analysis.max_latency_p99, "s"),
+            )
+            if value is not None
+        ]
+    checks += [m.name for m in analysis.metrics]
+    checks += [w.name for w in analysis.webhooks if w.type == "rollout"]
+    return ", ".join([*checks, f"min {analysis.min_requests} requests"])
+
+
 def _canary(spec: ServiceSpec, revision: int) -> RolloutPlan:
     cfg = spec.deploy.canary or CanaryConfig()
     n = spec.replicas
@@ -91,12 +110,7 @@ def _canary(spec: ServiceSpec, revision: int) -> RolloutPlan:
     at: float | None = 0.0
     weight = 0
     analysis = cfg.analysis
-    window = (
-        f"every {analysis.interval:g}s: success rate >= {analysis.success_rate}, "
-        f"min {analysis.min_requests} requests ({analysis.mode})"
-        if analysis
-        else ""
-    )
+    window = f"every {analysis.interval:g}s: {_judged_on(analysis)}" if analysis else ""
     for i, step in enumerate(cfg.steps, 1):
         if step.set_weight is not None:
             weight = step.set_weight
