@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
+from .control.traffic import KEEP
 from .ingress import Ingress
 
 __all__ = ["PUSH", "TrafficReporter"]
@@ -73,7 +74,12 @@ class TrafficReporter:
                 {
                     "service": service,
                     "revision": revision,
-                    "samples": [[round(now - at, 4), round(lat, 6), bool(f)] for at, lat, f in s],
+                    # Older than the managers keep (a long outage): not worth sending.
+                    "samples": [
+                        [round(now - at, 4), round(lat, 6), bool(f)]
+                        for at, lat, f in s
+                        if now - at < KEEP
+                    ],
                 }
                 for service, revision, s in batches
             ]

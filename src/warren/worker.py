@@ -34,6 +34,7 @@ from .agent.runtimes import close_runtimes, local_runtimes
 from .api.metrics import build_metrics
 from .api.nodes import node_app, node_routes
 from .api.serving import HttpServer
+from .api.tokens import NODE_TOKEN_PREFIX
 from .client import api_error
 from .clocks import SystemClock
 from .domain.errors import (
@@ -85,8 +86,9 @@ class WorkerConfig:
 
 
 class ManagerLink:
-    """HTTP to the managers, one at a time: a call that cannot reach the current one moves to
-    the next, until each was tried once."""
+    """HTTP to the managers, one at a time: a call that cannot reach the current one, or that
+    it answers with a 5xx (a manager cut off from the store answers 503), moves to the next,
+    until each was tried once."""
 
     def __init__(self, managers: Sequence[str], timeout: float) -> None:
         if not managers:
@@ -96,6 +98,8 @@ class ManagerLink:
         ]
         self.current = 0
         self.token = ""
+        self._timeout = httpx.Timeout(timeout)
+        """For calls; streams wait up to STREAM_IDLE for their next line (pings come sooner)."""
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, read=STREAM_IDLE),
             headers={"User-Agent": f"warren-worker/{__version__}"},
@@ -118,18 +122,19 @@ class ManagerLink:
                     url + path,
                     json=body,
                     headers={"Authorization": f"Bearer {token or self.token}"},
+                    timeout=self._timeout,
                 )
             except httpx.HTTPError as exc:
                 problems.append(f"{url}: {_reason(exc)}")
                 self._next()
                 continue
             error = api_error(response)
-            if error is not None:
-                raise error
             if response.status_code >= 500:
-                problems.append(f"{url}: answered {response.status_code}")
+                problems.append(f"{url}: {error.message if error else response.status_code}")
                 self._next()
                 continue
+            if error is not None:
+                raise error
             return response.json()
         raise UnavailableError(f"no manager answers ({'; '.join(problems)})")
 
@@ -144,6 +149,9 @@ class ManagerLink:
                 if response.status_code >= 400:
                     await response.aread()
                     error = api_error(response)
+                    if response.status_code >= 500:
+                        self._next()
+                        raise UnavailableError(f"{url}: {error or response.status_code}")
                     raise error or UnavailableError(f"{url} answered {response.status_code}")
                 async for line in response.aiter_lines():
                     if line:
@@ -258,6 +266,9 @@ class Worker:
         self._running = False
         """The agent runs (started, and not fenced since)."""
         self._starting: asyncio.Task[None] | None = None
+        self._fencing = False
+        """Stopping every task after the lease was lost: the agent must not start meanwhile
+        (it would adopt the processes being stopped)."""
         self._reconnect = False
         self.connected = asyncio.Event()
         """Set while the agent runs (started, not fenced)."""
@@ -328,12 +339,18 @@ class Worker:
         path = cfg.data_dir / NODE_TOKEN_FILE
         with contextlib.suppress(OSError):
             self._logs_token = (cfg.data_dir / LOGS_TOKEN_FILE).read_text().strip() or None
-        if cfg.token.startswith("wrn-node."):
+        if cfg.token.startswith(NODE_TOKEN_PREFIX):
+            owner = cfg.token[len(NODE_TOKEN_PREFIX) :].rpartition(".")[0]
+            if owner != cfg.node_name:
+                raise ValidationError(
+                    f"this is node {owner}'s token: give --node-name {owner}, or a join token",
+                    "--token",
+                )
             self.link.token = cfg.token
             return
         with contextlib.suppress(OSError):
             saved = path.read_text().strip()
-            if saved.startswith(f"wrn-node.{cfg.node_name}."):
+            if saved.startswith(f"{NODE_TOKEN_PREFIX}{cfg.node_name}."):
                 self.link.token = saved
                 return
         try:
@@ -390,6 +407,11 @@ class Worker:
                 problem = exc.message
             except AuthError as exc:
                 problem = exc.message  # a rotated secret, or a removed node: say it, keep trying
+            except WarrenError as exc:
+                problem = exc.message
+            except Exception as exc:  # a message we cannot read: never stop following
+                log.exception("assignments: unexpected error")
+                problem = f"{type(exc).__name__}: {exc}"
             if problem != said:
                 log.warning("assignments: %s; trying again", problem)
                 said = problem
@@ -400,7 +422,10 @@ class Worker:
         fresh: set[str] = set()
         routes: set[str] = set()
         synced = False
+        url = self.link.url
         async for message in self.link.lines("/v1/worker/assignments"):
+            if self.link.url != url:
+                return  # calls moved to another manager: follow that one's stream
             kind = message.get("type")
             if kind == "task":
                 task = Task.model_validate(message["task"])
@@ -419,7 +444,7 @@ class Worker:
                     self._gone(tid)
                 stale = set(self.ingress.routes) - routes
                 await self.ingress.update(dict.fromkeys(stale))
-                if not self._running and self._starting is None:
+                if not self._running and self._starting is None and not self._fencing:
                     self._starting = asyncio.get_running_loop().create_task(self._start_agent())
             if self._reconnect:
                 self._reconnect = False
@@ -467,8 +492,12 @@ class Worker:
             )  # fmt: skip
             self._running = False
             self.connected.clear()
-            await self.agent.fence()
-            self._reconnect = True
+            self._fencing = True
+            try:
+                await self.agent.fence()
+            finally:
+                self._fencing = False
+                self._reconnect = True
 
 
 def _write_secret(path: Path, value: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from warren.api.serving import MAX_BODY
+from warren.domain.errors import ValidationError
 from warren.domain.specs import ServiceSpec
 from warren.domain.tasks import DesiredState, Task
 from warren.server import EmbeddedServer, ServerConfig
@@ -96,15 +99,47 @@ def test_a_node_token_is_for_its_own_node_and_its_workers_calls_only(
     lease = registered.json()["lease"]
     beat = call(manager, "POST", "/v1/worker/heartbeat", token, {"lease": lease, "ttl": 10})
     assert beat.json() == {"lease": lease, "renewed": True}
-    # Another lease (the leader's, say) is never kept alive on a node's behalf.
+    # Another lease (the leader's, say) is never kept alive on a node's behalf; while the
+    # node's heartbeat is bound to a live lease, another lease is a second worker: refused.
     body = {"lease": 987654321, "ttl": 10}
     other = call(manager, "POST", "/v1/worker/heartbeat", token, body)
-    assert other.json()["renewed"] is False and other.json()["lease"] not in (lease, 987654321)
+    assert other.status_code == 409 and "second worker" in other.json()["error"]["message"]
+    beat = call(manager, "POST", "/v1/worker/heartbeat", token, {"lease": lease, "ttl": 10})
+    assert beat.json() == {"lease": lease, "renewed": True}
+    # A machine joining under the name of a live node is refused.
+    with manager.client() as c:
+        again = call(manager, "POST", "/v1/worker/join", c.join_token(), {"node": "w1"})
+    assert again.status_code == 409 and "--node-name" in again.json()["error"]["message"]
 
     with manager.client() as c:
         c.create_service(fake_service())
     # No task of w1: the service's revisions and tasks are not its business.
     assert call(manager, "GET", "/v1/worker/revisions/web/1", token).status_code == 403
+
+
+def test_bodies_are_bounded_before_any_token_is_read(manager: EmbeddedServer) -> None:
+    url = api(manager) + "/v1/worker/traffic"
+    big = b"[" + b"0," * (MAX_BODY // 2) + b"0]"
+    assert httpx.post(url, content=big, timeout=30).status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        yield from (big[i : i + 65536] for i in range(0, len(big), 65536))
+
+    chunked = httpx.post(url, content=chunks(), timeout=30)
+    assert chunked.status_code == 413 and "larger than" in chunked.json()["error"]["message"]
+    # A small chunked body still reaches the route (and its token check).
+    assert httpx.post(url, content=iter([b"{}"]), timeout=10).status_code == 401
+
+
+def test_a_traffic_report_from_the_future_is_refused(manager: EmbeddedServer) -> None:
+    token = join(manager, "w1")
+    batch = {"service": "web", "revision": 1, "samples": [[-5.0, 0.01, False]]}
+    answer = call(manager, "POST", "/v1/worker/traffic", token, {"batches": [batch]})
+    assert answer.status_code == 400, answer.text
+    batch["samples"] = [[0.5, 0.01, False]]
+    assert (
+        call(manager, "POST", "/v1/worker/traffic", token, {"batches": [batch]}).status_code == 204
+    )
 
 
 def test_a_worker_reports_observed_state_of_its_own_tasks_only(
@@ -163,6 +198,15 @@ async def serving_worker(
         yield worker
     finally:
         await worker.stop()
+
+
+def test_a_worker_refuses_another_nodes_token(manager: EmbeddedServer, tmp_path: Path) -> None:
+    token = join(manager, "w2")
+    config = worker_config(manager, tmp_path, "w1")
+    worker = Worker(dataclasses.replace(config, token=token))
+    with pytest.raises(ValidationError) as info:
+        asyncio.run(worker.start())
+    assert info.value.field == "--token" and "--node-name w2" in info.value.message
 
 
 def running(embedded: EmbeddedServer) -> list[Task]:

@@ -11,10 +11,15 @@ from collections.abc import Generator
 from typing import Any
 
 import uvicorn
+from starlette.responses import JSONResponse
 
 from ..domain.errors import UnavailableError, ValidationError
 
-__all__ = ["HttpServer", "parse_address"]
+__all__ = ["MAX_BODY", "HttpServer", "parse_address"]
+
+MAX_BODY = 8 * 1024 * 1024
+"""The largest request body the APIs take (a service spec is a few kB, a traffic report of a
+busy node under 1 MB)."""
 
 
 def parse_address(value: str, field_name: str = "--api") -> tuple[str, int]:
@@ -31,6 +36,51 @@ class _EmbeddedUvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+class _BodyLimit:
+    """Refuses a request body over ``limit`` bytes with 413 before the app reads it — FastAPI
+    parses a JSON body before a route's token check, so without this anyone who reaches the port
+    could make the server hold any amount. A chunked body (no Content-Length) is read here, up
+    to the limit, and handed on whole."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        if b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body"):
+                break
+        first: list[Any] = [{"type": "http.request", "body": bytes(body), "more_body": False}]
+
+        async def replay() -> Any:
+            return first.pop() if first else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
+        error = {"code": "too_large", "message": f"request body larger than {self.limit} bytes"}
+        await JSONResponse({"error": error}, status_code=413)(scope, receive, send)
 
 
 class HttpServer:
@@ -62,7 +112,13 @@ class HttpServer:
     async def start(self, app: Any) -> None:
         host, port = self.address
         self._server = _EmbeddedUvicorn(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+            uvicorn.Config(
+                _BodyLimit(app, MAX_BODY),
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+            )
         )
         assert self.socket is not None
         self.task = asyncio.get_running_loop().create_task(

@@ -14,7 +14,8 @@ import re
 __all__ = ["NODE_NAME", "NODE_TOKEN_PREFIX", "logs_token", "node_of", "node_token"]
 
 NODE_TOKEN_PREFIX = "wrn-node."
-NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+"""A node's name (``fullmatch``: no trailing newline slips through)."""
 
 
 def _mac(secret: bytes, node: str) -> str:
@@ -35,6 +36,6 @@ def node_of(secret: bytes, token: str) -> str | None:
     if not token.startswith(NODE_TOKEN_PREFIX):
         return None
     node, _, mac = token[len(NODE_TOKEN_PREFIX) :].rpartition(".")
-    if not NODE_NAME.match(node):
+    if not NODE_NAME.fullmatch(node):
         return None
     return node if hmac.compare_digest(mac.encode(), _mac(secret, node).encode()) else None

@@ -17,11 +17,19 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from ..agent.dispatching import bind_heartbeat
+from ..control.traffic import KEEP
 from ..domain.base import Model
-from ..domain.errors import AuthError, ForbiddenError, NotFoundError, ValidationError
+from ..domain.errors import (
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ValidationError,
+)
 from ..domain.events import Level
 from ..domain.nodes import Node
 from ..domain.tasks import Task
+from ..ports import RECENT_KEPT
 from ..store.cluster import HEARTBEATS, ClusterStore
 from .tokens import NODE_NAME, logs_token, node_of, node_token
 
@@ -61,15 +69,21 @@ class TaskReport(Model):
     mod_revision: int
 
 
+Age = Annotated[float, Field(ge=0, le=KEEP)]
+"""How long ago a request was answered: never in the future, never older than kept."""
+Latency = Annotated[float, Field(ge=0, le=3600)]
+
+
 class TrafficBatch(Model):
-    service: str
-    revision: int
-    samples: list[tuple[float, float, bool]] = Field(max_length=100_000)
-    """(age in seconds, latency in seconds, failed), oldest first."""
+    service: str = Field(max_length=63)
+    revision: int = Field(ge=1)
+    samples: list[tuple[Age, Latency, bool]] = Field(max_length=RECENT_KEPT)
+    """(age in seconds, latency in seconds, failed), oldest first: at most what an ingress
+    keeps per revision."""
 
 
 class TrafficReport(Model):
-    batches: list[TrafficBatch] = Field(max_length=10_000)
+    batches: list[TrafficBatch] = Field(max_length=1000)
 
 
 class EventReport(Model):
@@ -113,10 +127,17 @@ def worker_routes(
         token = bearer(request)
         if not hmac.compare_digest(token.encode(), (await cluster.join_token()).encode()):
             raise AuthError("invalid join token (see `warren cluster join-token`)")
-        if not NODE_NAME.match(body.node):
+        if not NODE_NAME.fullmatch(body.node):
             raise ValidationError(
                 "letters, digits, '.', '_' and '-', up to 63, starting with a letter or digit",
                 "node",
+            )
+        if await cluster.raw.get(f"{HEARTBEATS}{body.node}") is not None:
+            # Two machines of one name would run the same tasks: the second must pick another.
+            raise ConflictError(
+                f"node {body.node} is already in the cluster and alive: give this machine "
+                "another --node-name (or, if it is that node started again without its data "
+                "dir, start it once `warren node ls` says the node is down)"
             )
         secret = await cluster.cluster_secret()
         return {
@@ -144,6 +165,13 @@ def worker_routes(
                 return {"lease": body.lease, "renewed": True}
             except NotFoundError:
                 pass
+        elif kv is not None:
+            # Registered since by another process with this node's token: two workers as one
+            # node. Refused, so that this one fences its tasks instead of running them twice.
+            raise ConflictError(
+                f"node {node}'s heartbeat is held by another worker that registered as {node} "
+                "since: is a second worker running with this node's token?"
+            )
         return {"lease": await bind_heartbeat(cluster, node, body.ttl), "renewed": False}
 
     @router.get("/assignments")
