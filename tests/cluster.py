@@ -49,6 +49,7 @@ class Member:
     data_dir: Path
     argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
+    runs_tasks: bool = True
 
     @property
     def name(self) -> str:
@@ -121,18 +122,25 @@ class Cluster:
 
         return wait_for(find, 15, "a leader")
 
-    def start_manager(self, name: str) -> Member:
+    def start_manager(self, name: str, tasks: bool = False) -> Member:
+        """A manager; ``tasks``: one that runs tasks too (its node's lease HEARTBEAT_TTL)."""
         host = self.network[name]
         data = self.root / name
+        runs = (
+            ["--advertise", host.address, "--heartbeat-ttl", f"{HEARTBEAT_TTL:g}s"]
+            if tasks
+            else ["--no-worker"]
+        )
         m = Member(
             host,
             data,
             [
-                "server", "--store", self.store_url, "--node-name", name, "--no-worker",
+                "server", "--store", self.store_url, "--node-name", name, *runs,
                 "--data-dir", str(data), "--api", f"{host.address}:{API_PORT}",
                 "--ingress-host", host.address, "--http-port", str(HTTP_PORT),
                 "--leader-ttl", f"{LEADER_TTL:g}s",
             ],
+            runs_tasks=tasks,
         ).start()  # fmt: skip
         self.managers[name] = m
 
@@ -173,8 +181,9 @@ class Cluster:
         try:
             wait_for(ready, timeout, f"nodes {sorted(names)} ready")
         except AssertionError:
-            logs = "\n".join(f"--- {w}\n{self.workers[w].log()}" for w in names)
-            raise AssertionError(f"workers not ready:\n{logs}") from None
+            members = {**self.managers, **self.workers}
+            logs = "\n".join(f"--- {w}\n{members[w].log()}" for w in names)
+            raise AssertionError(f"nodes not ready:\n{logs}") from None
 
     def logs(self) -> str:
         return "\n".join(
@@ -186,6 +195,8 @@ class Cluster:
             w.crash()
         for m in self.managers.values():
             m.kill()
+            if m.runs_tasks:
+                m.crash()
         self.etcd.stop()
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import __version__
-from .agent import Agent, FakeDriver, StoreDispatcher
+from .agent import Agent, FakeDriver, LeaseWatch, StoreDispatcher
 from .agent.runtimes import close_runtimes, local_runtimes
 from .api import ApiContext, create_app
 from .api.metrics import build_metrics
@@ -143,6 +143,8 @@ class ServerConfig:
     simulate_nodes: int = 0
     """Extra fake-driver nodes, for benchmarks and tests."""
     heartbeat_ttl: float = 10.0
+    """The node's lease: the leader replaces this node's tasks this long after its heartbeats
+    stop; with a shared store, a manager cut off from it that long stops them itself."""
     leader_ttl: float = DEFAULT_TTL
     """With a shared store (etcd): how long a crashed leader's lease outlives it."""
 
@@ -173,6 +175,8 @@ class Server:
         self.reporter: TrafficReporter | None = None
         self.node_logs = NodeLogs()
         self.agents: dict[str, Agent] = {}
+        self._watches: list[asyncio.Task[None]] = []
+        """The agents' lease watches (shared store only), and their restarts after a fence."""
         self.http: HttpServer | None = None
         self._lock_fd: int | None = None
         self._stopped = asyncio.Event()
@@ -230,6 +234,8 @@ class Server:
         for agent in self._build_agents():
             self.agents[agent.name] = agent
             await agent.start(functools.partial(self._assigned, agent.name))
+            if shared:
+                self._watch_lease(agent)
         app = create_app(
             ApiContext(
                 cluster=self.cluster,
@@ -298,6 +304,35 @@ class Server:
                 )
             )
         return agents
+
+    def _watch_lease(self, agent: Agent) -> None:
+        """On a shared store, a manager cut off from it for its node's lease is declared down
+        by the leader, which starts its tasks elsewhere: like a worker, it stops them, and
+        starts again once the store answers (reporting them stopped)."""
+        dispatcher = agent.dispatcher
+        assert isinstance(dispatcher, StoreDispatcher)
+
+        async def fenced() -> None:
+            self._watches.append(asyncio.get_running_loop().create_task(restart()))
+
+        async def restart() -> None:
+            delay = 0.5
+            while True:
+                try:
+                    await agent.start(functools.partial(self._assigned, agent.name))
+                    log.info("node %s: the store answers again; agent started", agent.name)
+                    return
+                except WarrenError as exc:
+                    log.debug("node %s: cannot start yet: %s", agent.name, exc)
+                    with contextlib.suppress(WarrenError):
+                        await agent.stop()
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+        watch = LeaseWatch(
+            agent, lambda: dispatcher.renewed_at, self.config.heartbeat_ttl, self.clock, fenced
+        )
+        self._watches.append(asyncio.get_running_loop().create_task(watch.run()))
 
     # ── wiring ───────────────────────────────────────────────────────────────────────────────
 
@@ -417,6 +452,10 @@ class Server:
         await self.node_logs.close()
         if self.http is not None:
             await self.http.stop()
+        for watch in self._watches:
+            watch.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)
+        self._watches.clear()
         for agent in self.agents.values():
             with contextlib.suppress(WarrenError):
                 await agent.stop()

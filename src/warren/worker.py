@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from . import __version__
-from .agent import Agent
+from .agent import Agent, LeaseWatch
 from .agent.runtimes import close_runtimes, local_runtimes
 from .api.metrics import build_metrics
 from .api.nodes import node_app, node_routes
@@ -266,9 +266,7 @@ class Worker:
         self._running = False
         """The agent runs (started, and not fenced since)."""
         self._starting: asyncio.Task[None] | None = None
-        self._fencing = False
-        """Stopping every task after the lease was lost: the agent must not start meanwhile
-        (it would adopt the processes being stopped)."""
+        self.lease_watch: LeaseWatch | None = None
         self._reconnect = False
         self.connected = asyncio.Event()
         """Set while the agent runs (started, not fenced)."""
@@ -301,8 +299,16 @@ class Worker:
         )
         self.reporter = TrafficReporter(self.ingress, lambda: self.link.managers, self._token)
         self.reporter.start()
+        self.lease_watch = LeaseWatch(
+            self.agent,
+            lambda: self.dispatcher.renewed_at,
+            cfg.heartbeat_ttl,
+            self.clock,
+            self._fenced,
+            self._lost,
+        )
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._watch_lease())]
+        self._tasks = [loop.create_task(self._follow()), loop.create_task(self.lease_watch.run())]
 
     async def _token(self) -> str:
         return self.link.token
@@ -444,7 +450,8 @@ class Worker:
                     self._gone(tid)
                 stale = set(self.ingress.routes) - routes
                 await self.ingress.update(dict.fromkeys(stale))
-                if not self._running and self._starting is None and not self._fencing:
+                fencing = self.lease_watch is not None and self.lease_watch.fencing
+                if not self._running and self._starting is None and not fencing:
                     self._starting = asyncio.get_running_loop().create_task(self._start_agent())
             if self._reconnect:
                 self._reconnect = False
@@ -478,26 +485,13 @@ class Worker:
         finally:
             self._starting = None
 
-    async def _watch_lease(self) -> None:
-        """Fence when the node's lease must have expired: no heartbeat for ``ttl`` seconds."""
-        ttl = self.config.heartbeat_ttl
-        while True:
-            await self.clock.sleep(min(0.25, ttl / 8))
-            if not self._running or time.monotonic() - self.dispatcher.renewed_at <= ttl:
-                continue
-            assert self.agent is not None
-            log.warning(
-                "node %s: no manager reached for %.1fs (the lease's ttl): stopping every task "
-                "— they run elsewhere now", self.agent.name, ttl,
-            )  # fmt: skip
-            self._running = False
-            self.connected.clear()
-            self._fencing = True
-            try:
-                await self.agent.fence()
-            finally:
-                self._fencing = False
-                self._reconnect = True
+    def _lost(self) -> None:
+        self._running = False
+        self.connected.clear()
+
+    async def _fenced(self) -> None:
+        """The lease watch stopped every task: start again from a fresh snapshot."""
+        self._reconnect = True
 
 
 def _write_secret(path: Path, value: str) -> None:

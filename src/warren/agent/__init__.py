@@ -3,7 +3,8 @@ reports their observed state. Must not import control, api, ingress or the CLI."
 
 from .dispatching import StoreDispatcher
 from .drivers import FakeDriver, ProcessDriver
+from .fencing import LeaseWatch
 from .probing import NetworkProber
 from .supervising import Agent
 
-__all__ = ["Agent", "FakeDriver", "NetworkProber", "ProcessDriver", "StoreDispatcher"]
+__all__ = ["Agent", "FakeDriver", "LeaseWatch", "NetworkProber", "ProcessDriver", "StoreDispatcher"]

@@ -4,6 +4,7 @@ side of that API uses the same store calls."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from ..domain.errors import NotFoundError
@@ -29,19 +30,27 @@ class StoreDispatcher:
         self._node = ""
         self._ttl = 0.0
         self._lease = 0
+        self.renewed_at = 0.0
+        """time.monotonic() when the lease was last known alive (the call's start): on a shared
+        store, a manager's agent fences its tasks when that is older than the ttl."""
 
     async def register(self, node: Node, ttl: float) -> None:
+        sent = time.monotonic()
         await self.cluster.put_node(node)
         self._node, self._ttl = node.name, ttl
         self._lease = await bind_heartbeat(self.cluster, node.name, ttl)
+        self.renewed_at = sent
 
     async def heartbeat(self) -> bool:
+        sent = time.monotonic()
         try:
             await self.cluster.raw.keepalive(self._lease)
-            return True
+            renewed = True
         except NotFoundError:
             self._lease = await bind_heartbeat(self.cluster, self._node, self._ttl)
-            return False
+            renewed = False
+        self.renewed_at = sent
+        return renewed
 
     async def revision(self, service: str, number: int) -> Revision:
         return await self.cluster.get_revision(service, number)

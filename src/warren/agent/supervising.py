@@ -67,6 +67,11 @@ class Agent:
     def name(self) -> str:
         return self.node.name
 
+    @property
+    def running(self) -> bool:
+        """Started, and not stopped (or fenced) since."""
+        return self._started
+
     async def start(self, assigned: Callable[[], Iterable[Task]]) -> None:
         """Register the node, then take charge of ``assigned()`` (this node's tasks in the
         store, read after every await here so that no change is missed): adopt what still

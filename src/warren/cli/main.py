@@ -91,6 +91,17 @@ DockerNetwork = Annotated[
         "found from DOCKER_HOST, /var/run/docker.sock or /run/podman/podman.sock.",
     ),
 ]
+HeartbeatTtl = Annotated[
+    float,
+    typer.Option(
+        "--heartbeat-ttl",
+        parser=DURATION,
+        metavar="DUR",
+        show_default="10s",
+        help="The node's lease: the leader replaces its tasks this long after it goes silent; "
+        "a worker (or a manager on etcd) cut off that long stops them itself.",
+    ),
+]
 LogLevel = Annotated[
     str, typer.Option("--log-level", metavar="LEVEL", help="debug | info | warning | error.")
 ]
@@ -139,6 +150,7 @@ def server(
     ] = False,
     advertise: Advertise = "127.0.0.1",
     docker_network: DockerNetwork = None,
+    heartbeat_ttl: HeartbeatTtl = 10.0,
     log_level: LogLevel = "info",
     simulate_nodes: Annotated[int, typer.Option("--simulate-nodes", hidden=True, min=0)] = 0,
 ) -> None:
@@ -160,6 +172,7 @@ def server(
         advertise=advertise,
         docker_network=docker_network,
         leader_ttl=leader_ttl,
+        heartbeat_ttl=heartbeat_ttl,
         simulate_nodes=simulate_nodes,
     )
 
@@ -267,17 +280,7 @@ def worker(
             "/metrics (default: ADVERTISE:7071).",
         ),
     ] = None,
-    heartbeat_ttl: Annotated[
-        float,
-        typer.Option(
-            "--heartbeat-ttl",
-            parser=DURATION,
-            metavar="DUR",
-            show_default="10s",
-            help="The node's lease: the managers replace "
-            "its tasks this long after it goes silent, and it stops them itself.",
-        ),
-    ] = 10.0,
+    heartbeat_ttl: HeartbeatTtl = 10.0,
     docker_network: DockerNetwork = None,
     log_level: LogLevel = "info",
 ) -> None:
