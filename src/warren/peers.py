@@ -19,6 +19,12 @@ __all__ = ["NodeLogs"]
 class NodeLogs:
     def __init__(self, timeout: float = 5.0) -> None:
         self._http = httpx.AsyncClient(timeout=timeout)
+        # Follows hold their connection as long as someone watches: a pool of their own, so
+        # that many of them never starve the reads.
+        self._follows = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, read=None),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+        )
 
     def _request(self, node: Node, task: Task, token: str, **extra: object) -> dict[str, object]:
         if not node.api:
@@ -35,22 +41,20 @@ class NodeLogs:
             response = await self._http.post(**req)  # type: ignore[arg-type]
         except httpx.HTTPError as exc:
             raise UnavailableError(f"node {node.name} does not answer ({exc!r})") from None
-        error = api_error(response)
-        if error is not None:
-            raise error
-        return list(response.json()["lines"])
+        if response.status_code >= 400:
+            raise api_error(response) or _answered(node, response)
+        try:
+            return list(response.json()["lines"])
+        except (ValueError, KeyError, TypeError):
+            raise _answered(node, response) from None
 
     async def follow(self, node: Node, task: Task, token: str) -> AsyncIterator[str]:
         req = self._request(node, task, token, tail=1, follow=True)
         try:
-            async with self._http.stream(
-                "POST",
-                timeout=httpx.Timeout(5.0, read=None),
-                **req,  # type: ignore[arg-type]
-            ) as response:
+            async with self._follows.stream("POST", **req) as response:  # type: ignore[arg-type]
                 if response.status_code >= 400:
                     await response.aread()
-                    raise api_error(response) or WarrenError(f"node {node.name}: {response.text}")
+                    raise api_error(response) or _answered(node, response)
                 async for line in response.aiter_lines():
                     if line:
                         yield json.loads(line)
@@ -59,3 +63,11 @@ class NodeLogs:
 
     async def close(self) -> None:
         await self._http.aclose()
+        await self._follows.aclose()
+
+
+def _answered(node: Node, response: httpx.Response) -> WarrenError:
+    """An answer that is not the node API's (a proxy's error page, say)."""
+    return UnavailableError(
+        f"node {node.name} answered {response.status_code}: {response.text[:200]!r}"
+    )

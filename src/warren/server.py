@@ -175,6 +175,7 @@ class Server:
         self.reporter: TrafficReporter | None = None
         self.node_logs = NodeLogs()
         self.agents: dict[str, Agent] = {}
+        self.feed: AssignmentFeed | None = None
         self._watches: list[asyncio.Task[None]] = []
         """The agents' lease watches (shared store only), and their restarts after a fence."""
         self.http: HttpServer | None = None
@@ -215,7 +216,7 @@ class Server:
         self.traffic = ClusterTraffic(self.ingress)
         self.plane = ControlPlane(writer, self.clock, routes, self.traffic)
         self.plane.tasks.on_change(self._dispatch)
-        feed = AssignmentFeed(self.plane.tasks, routes)
+        feed = self.feed = AssignmentFeed(self.plane.tasks, routes)
         await self.plane.start(lead=not shared)
         if fenced is not None:
             self.election = Election(
@@ -450,6 +451,8 @@ class Server:
         if self.reporter is not None:
             await self.reporter.close()
         await self.node_logs.close()
+        if self.feed is not None:
+            self.feed.close()  # else the HTTP server waits for the workers' streams to end
         if self.http is not None:
             await self.http.stop()
         for watch in self._watches:

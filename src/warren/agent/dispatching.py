@@ -4,6 +4,7 @@ side of that API uses the same store calls."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -18,9 +19,16 @@ __all__ = ["StoreDispatcher", "bind_heartbeat"]
 
 
 async def bind_heartbeat(cluster: ClusterStore, node: str, ttl: float) -> int:
-    """A fresh lease of ``ttl`` seconds with the node's heartbeat key bound to it."""
+    """A fresh lease of ``ttl`` seconds with the node's heartbeat key bound to it; the lease it
+    was bound to before is revoked (it holds nothing now), so that registering again and again
+    leaves no lease behind."""
+    key = f"{HEARTBEATS}{node}"
+    old = await cluster.raw.get(key)
     lease = await cluster.raw.grant(ttl)
-    await cluster.raw.put(f"{HEARTBEATS}{node}", encode(Heartbeat(node=node)), lease=lease)
+    await cluster.raw.put(key, encode(Heartbeat(node=node)), lease=lease)
+    if old is not None and old.lease and old.lease != lease:
+        with contextlib.suppress(NotFoundError):
+            await cluster.raw.revoke(old.lease)
     return lease
 
 

@@ -109,7 +109,11 @@ async def _follow_lines(
     queue: asyncio.Queue[dict[str, str]] = asyncio.Queue(maxsize=10_000)
 
     async def pump(task: Task) -> None:
-        async for line in follow(task):
+        try:
+            async for line in follow(task):
+                await queue.put({"task": task.id, "line": line})
+        except WarrenError as exc:  # one node away: say so, and follow the others
+            line = f"[warren] cannot follow the logs of {task.id}: {exc.message}"
             await queue.put({"task": task.id, "line": line})
 
     pumps = [asyncio.ensure_future(pump(t)) for t in tasks]
@@ -120,6 +124,7 @@ async def _follow_lines(
     finally:
         for p in pumps:
             p.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -304,11 +309,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
         shown = [
             t for t in sorted(tasks, key=lambda t: (t.slot, t.created_at)) if t.state != "pending"
         ]
-        for t in shown:
+        read = ctx.logs
+
+        async def task_lines(t: Task) -> list[str]:
             try:
-                found = await ctx.logs(t, tail)
+                return await read(t, tail)
             except WarrenError as exc:  # one node away: the others' logs still shown
-                found = [f"[warren] cannot read the logs of {t.id}: {exc.message}"]
+                return [f"[warren] cannot read the logs of {t.id}: {exc.message}"]
+
+        # At once: a node that does not answer costs its timeout once, not once per task.
+        for t, found in zip(shown, await asyncio.gather(*map(task_lines, shown)), strict=True):
             lines.extend({"task": t.id, "line": line} for line in found)
         if not follow:
             return {"service": name, "lines": lines}

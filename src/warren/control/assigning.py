@@ -84,6 +84,12 @@ class AssignmentFeed:
             else:
                 queue.put_nowait(line)
 
+    def close(self) -> None:
+        """End every stream (the server stops): its worker moves to another manager."""
+        for _, queue in self._streams:
+            queue.put_nowait(None)
+        self._streams.clear()
+
     def _task_message(self, key: str, task: Task) -> bytes:
         kv = self.tasks.kvs[key]
         return _line({"type": "task", "task": task.to_wire(), "modRevision": kv.mod_revision})
