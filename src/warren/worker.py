@@ -445,8 +445,9 @@ class Worker:
                 routes.add(name)
             elif kind == "synced" and not synced:
                 synced = True
-                # The snapshot is the truth: what it did not mention is gone.
-                for tid in set(self.dispatcher.tasks) - fresh:
+                # The snapshot is the truth: what it did not mention is gone — unless we know
+                # it at a later revision than the snapshot's (a manager whose cache lags).
+                for tid in not_in_snapshot(self.dispatcher.tasks, fresh, message.get("revision")):
                     self._gone(tid)
                 stale = set(self.ingress.routes) - routes
                 await self.ingress.update(dict.fromkeys(stale))
@@ -492,6 +493,19 @@ class Worker:
     async def _fenced(self) -> None:
         """The lease watch stopped every task: start again from a fresh snapshot."""
         self._reconnect = True
+
+
+def not_in_snapshot(
+    known: dict[str, tuple[Task, int]], snapshot: set[str], revision: int | None
+) -> list[str]:
+    """The tasks a manager's snapshot (at store ``revision``) shows gone: those it did not
+    mention, except what we know at a later revision — the manager's cache lags (it has just
+    taken over, or its watch has just resumed), and dropping them would stop healthy tasks."""
+    return [
+        tid
+        for tid, (_, mod_revision) in known.items()
+        if tid not in snapshot and (not revision or mod_revision <= revision)
+    ]
 
 
 def _write_secret(path: Path, value: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.servers import wait_for
 from warren.api.serving import MAX_BODY
 from warren.domain.errors import ValidationError
 from warren.domain.specs import ServiceSpec
@@ -115,6 +117,29 @@ def test_a_node_token_is_for_its_own_node_and_its_workers_calls_only(
         c.create_service(fake_service())
     # No task of w1: the service's revisions and tasks are not its business.
     assert call(manager, "GET", "/v1/worker/revisions/web/1", token).status_code == 403
+
+
+def test_the_assignment_stream_starts_with_the_nodes_tasks_and_where_they_stand(
+    manager: EmbeddedServer,
+) -> None:
+    token = join(manager, "w1")
+    body = node_body("w1")
+    body["node"]["drivers"] = ["fake"]
+    assert call(manager, "PUT", "/v1/worker/node", token, body).status_code == 200
+    with manager.client() as c:
+        c.create_service(fake_service())
+        wait_for(lambda: sum(t.node == "w1" for t in c.list_tasks("web")) == 2, 10, "placed")
+    headers = {"Authorization": f"Bearer {token}"}
+    url = api(manager) + "/v1/worker/assignments"
+    messages: list[dict[str, Any]] = []
+    with httpx.stream("GET", url, headers=headers, timeout=10) as stream:
+        for line in stream.iter_lines():
+            messages.append(json.loads(line))
+            if messages[-1]["type"] == "synced":
+                break
+    tasks = [m for m in messages if m["type"] == "task"]
+    assert len(tasks) == 2 and all(m["task"]["node"] == "w1" for m in tasks)
+    assert messages[-1]["revision"] >= max(m["modRevision"] for m in tasks)
 
 
 def test_bodies_are_bounded_before_any_token_is_read(manager: EmbeddedServer) -> None:

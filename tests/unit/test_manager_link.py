@@ -1,4 +1,5 @@
-"""A worker's link to the managers: which answers move it to the next manager."""
+"""A worker's link to the managers: which answers move it to the next manager, and what a
+manager's snapshot says is gone."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import httpx
 import pytest
 
 from warren.domain.errors import ConflictError, UnavailableError
-from warren.worker import ManagerLink
+from warren.domain.tasks import Task
+from warren.worker import ManagerLink, not_in_snapshot
 
 A, B = "http://a:7070", "http://b:7070"
 
@@ -50,3 +52,14 @@ def test_no_manager_answering_is_one_error_naming_each() -> None:
     with pytest.raises(UnavailableError) as info:
         asyncio.run(link.call("GET", "/v1/worker/tasks/x"))
     assert "a has no store" in info.value.message and "b has no store" in info.value.message
+
+
+def test_a_snapshot_drops_only_what_it_has_seen() -> None:
+    def task(tid: str) -> Task:
+        return Task.model_validate(
+            {"id": tid, "service": "web", "revision": 1, "slot": 1, "createdAt": 0, "updatedAt": 0}
+        )
+
+    known = {"old": (task("old"), 10), "kept": (task("kept"), 11), "newer": (task("newer"), 30)}
+    assert not_in_snapshot(known, {"kept"}, 20) == ["old"]
+    assert sorted(not_in_snapshot(known, {"kept"}, None)) == ["newer", "old"]

@@ -119,7 +119,9 @@ class AssignmentFeed:
             _line({"type": "route", "service": name, "route": route.to_wire()})
             for name, route in self.routes.routes.items()
         ]
-        snapshot.append(_line({"type": "synced"}))
+        # The store revision the snapshot stands at: a task the worker knows at a later one is
+        # newer than this manager's cache (it lags), not gone.
+        snapshot.append(_line({"type": "synced", "revision": self.tasks.revision}))
         entry = (node, queue)
         self._streams.add(entry)
         try:
