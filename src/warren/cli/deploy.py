@@ -77,10 +77,14 @@ def status_table(status: DeploymentStatus) -> Table:
             shares = ", ".join(f"revision {rev}: {w}%" for rev, w in status.weights.items())
             table.add_row("weights", shares)
         analyses = [d for d in status.decisions if d.reason.startswith("Analysis")]
-        if analyses:
-            last = analyses[-1]
+        # The last window judged, with its figures (a verdict on the release has none).
+        judged = [d for d in analyses if d.measured] or analyses
+        if judged:
+            last = judged[-1]
             figures = ", ".join(f"{k} {v}" for k, v in last.measured.items())
-            table.add_row("analysis", f"{last.reason}: {last.message} ({figures})")
+            table.add_row(
+                "analysis", f"{last.reason}: {last.message}" + (f" ({figures})" if figures else "")
+            )
         if status.message:
             table.add_row("message", status.message)
     return table
