@@ -1,8 +1,8 @@
 """A node's ingress traffic, sent to the managers: every ``PUSH`` seconds, the requests it
 answered since the last time, per service and revision (their age, latency and outcome) — so
 that the leader's analysis (``control.traffic``) judges a canary on every node's traffic. A
-worker sends to every manager it knows (a manager that takes over has the workers' history
-already), a manager that does not lead to the leader; when no destination took it, the next
+worker sends to every manager it knows, a manager to every other manager (``control.roster``):
+one that takes over has everyone's history already. When no destination took it, the next
 send tries again (the ingress keeps its last ``RECENT_KEPT`` requests per revision)."""
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from .clocks import SystemClock
 from .control.assigning import AssignmentFeed, RouteBroadcast
 from .control.leading import DEFAULT_TTL, Election
 from .control.plane import ControlPlane
+from .control.roster import Roster
 from .control.traffic import ClusterTraffic
 from .domain.deployments import DeploymentStatus
 from .domain.errors import UnavailableError, WarrenError
@@ -171,6 +172,7 @@ class Server:
         self.cluster: ClusterStore | None = None
         self.plane: ControlPlane | None = None
         self.election: Election | None = None
+        self.roster: Roster | None = None
         self.ingress: Ingress | None = None
         self.reporter: TrafficReporter | None = None
         self.node_logs = NodeLogs()
@@ -230,6 +232,8 @@ class Server:
                 api=self.reachable_api_url,
             )
             self.election.start()
+            self.roster = Roster(self.store, cfg.node_name, self.reachable_api_url, self.clock)
+            await self.roster.start()
             self.reporter = TrafficReporter(self.ingress, self._report_to, self._own_token)
             self.reporter.start()
         for agent in self._build_agents():
@@ -379,10 +383,9 @@ class Server:
         return logs_token(await self.cluster.cluster_secret(), self.config.node_name)
 
     def _report_to(self) -> list[str]:
-        """Where this manager sends its ingress's traffic: the leader, unless it is us."""
-        if self.election is None or self.election.leading or not self.election.leader_api:
-            return []
-        return [self.election.leader_api]
+        """Where this manager sends its ingress's traffic: every other manager (whichever of
+        them leads next judges with it)."""
+        return list(self.roster.others.values()) if self.roster is not None else []
 
     async def _own_token(self) -> str:
         assert self.cluster is not None
@@ -450,6 +453,8 @@ class Server:
             await self.election.stop()
         if self.reporter is not None:
             await self.reporter.close()
+        if self.roster is not None:
+            await self.roster.stop()
         await self.node_logs.close()
         if self.feed is not None:
             self.feed.close()  # else the HTTP server waits for the workers' streams to end

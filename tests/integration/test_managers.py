@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.etcd import EtcdCluster
@@ -286,3 +287,46 @@ def test_a_single_server_leads_without_an_election(tmp_path: Path) -> None:
         info = client.info()
         assert (info["leader"], info["leaderName"]) == (True, config.node_name)
         assert embedded.server is not None and embedded.server.election is None
+
+
+def test_every_manager_keeps_the_traffic_of_the_others_ingresses(
+    etcd_server: EtcdCluster, etcd_prefix: str, tmp_path: Path
+) -> None:
+    """The leader's own ingress too: a manager that takes over judges with its history."""
+    url = f"etcd://{etcd_server.endpoints[0]}{etcd_prefix}"
+
+    def config(name: str) -> ServerConfig:
+        return ServerConfig(
+            data_dir=tmp_path / name, api="127.0.0.1:0", http_port=0, store=url, node_name=name
+        )
+
+    spec = ServiceSpec.model_validate(
+        {
+            "name": "web", "command": ["python", "-m", "warren.demo.app"], "host": "web.test",
+            "healthCheck": {"http": {"path": "/healthz"}, "interval": "1s"},
+        }
+    )  # fmt: skip
+    with EmbeddedServer(config("mgr-a")) as a, EmbeddedServer(config("mgr-b")) as b:
+        assert a.server is not None and b.server is not None
+        assert a.server.election is not None
+        leader, follower = (a, b) if a.server.election.leading else (b, a)
+        assert leader.server is not None and follower.server is not None
+        with leader.client() as c:
+            c.create_service(spec)
+            wait_for(lambda: any(t.ready for t in c.list_tasks("web")), 20, "a ready task")
+        assert leader.server.ingress is not None and leader.server.roster is not None
+        roster = leader.server.roster
+        wait_for(lambda: len(roster.others) == 1, 5, "the leader to know the other manager")
+        port = leader.server.ingress.shared_port
+        for _ in range(20):
+            answer = httpx.get(f"http://127.0.0.1:{port}/", headers={"Host": "web.test"})
+            assert answer.status_code == 200
+        traffic = follower.server.traffic
+        name = leader.server.config.node_name
+
+        def seen() -> int:
+            return sum(len(q) for n, q in traffic._remote.get(("web", 1), {}).items() if n == name)
+
+        wait_for(lambda: seen() >= 20, 5, "the leader's requests at the other manager")
+        with leader.client() as c:
+            c.delete_service("web")

@@ -3,8 +3,9 @@ and the requests the other nodes' ingresses saw, sent here every ``PUSH`` second
 (``warren.reporting``). A canary is judged on all of its traffic, wherever it came in.
 
 Remote samples are kept in memory, per node and revision (the last ``RECENT_KEPT``, at most
-``KEEP`` seconds): a new leader starts without the others' history, so its first windows hold
-only what came since it leads (``minRequests`` guards against judging too little)."""
+``KEEP`` seconds), by every manager: one that takes over has the history of every ingress
+(managers and workers alike) up to its last report; only a manager started afresh begins empty
+(``minRequests`` guards against judging too little)."""
 
 from __future__ import annotations
 
