@@ -398,6 +398,17 @@ class Server:
 
     def _info(self) -> dict[str, Any]:
         ingress = self.ingress
+        leading: dict[str, Any] = (
+            self.election.info()
+            if self.election
+            else {
+                "leader": True,
+                "leaderName": self.config.node_name,
+                "leaderApi": self.reachable_api_url,
+            }
+        )
+        managers = {self.config.node_name: self.reachable_api_url}
+        managers.update(self.roster.others if self.roster else {})
         return {
             "node": self.config.node_name,
             "dataDir": str(self.config.data_dir),
@@ -407,15 +418,11 @@ class Server:
             "ingressProblems": {
                 str(k): v for k, v in (ingress.problems if ingress else {}).items()
             },
-            **(
-                self.election.info()
-                if self.election
-                else {
-                    "leader": True,
-                    "leaderName": self.config.node_name,
-                    "leaderApi": self.reachable_api_url,
-                }
-            ),
+            **leading,
+            "managers": [
+                {"name": name, "api": api, "leader": name == leading["leaderName"]}
+                for name, api in sorted(managers.items())
+            ],
         }
 
     # ── run and stop ─────────────────────────────────────────────────────────────────────────

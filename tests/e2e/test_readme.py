@@ -154,6 +154,10 @@ def test_running_a_cluster(hosts: Network, tmp_path: Path) -> None:
     assert '"version": "v1"' in outputs["curl -s 10.0.0.3:18080/"]
     assert "listening on" in outputs["warren service logs web --tail 1"]
     assert outputs["warren cluster join-token -q > join.token"] == ""
+    status = outputs["warren cluster status"]  # both managers, one of them leading
+    managers = [line.split() for line in status.splitlines() if line.startswith(" n")]
+    assert sorted(m[0] for m in managers) == ["n1", "n2"], status
+    assert sum(m[-1] == "yes" for m in managers) == 1, status
     with Client(f"http://{machines[1].address}:7070", data_dir=tmp_path / "h1/data/warren") as c:
         tasks = [t for t in c.list_tasks("web") if t.wants_running and t.ready]
         nodes = {n.name: n for n, _ in c.list_nodes()}

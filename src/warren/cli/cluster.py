@@ -1,17 +1,42 @@
-"""``warren cluster …``: what it takes for other machines to join."""
+"""``warren cluster …``: who leads, and what it takes for other machines to join."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from ..client import Client
 from .output import console
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Join remote workers to the cluster.", no_args_is_help=True)
+app = typer.Typer(
+    help="The cluster's managers and leader; join remote workers to it.", no_args_is_help=True
+)
+
+
+@app.command()
+def status() -> None:
+    """The store, the managers and which one leads, and how many nodes are ready."""
+    with Client() as client:
+        info = client.info()
+        nodes = [node for node, _ in client.list_nodes()]
+    ready = sum(n.status == "ready" for n in nodes)
+    console.print(f"store     {info.get('store')}", highlight=False, markup=False)
+    leader = info.get("leaderName") or "none (an election is under way)"
+    console.print(f"leader    {leader}", highlight=False, markup=False)
+    console.print(
+        f"nodes     {ready} ready, {len(nodes) - ready} down", highlight=False, markup=False
+    )
+    table = Table(box=None, header_style="bold")
+    for column in ("MANAGER", "API", "LEADER"):
+        table.add_column(column)
+    for manager in info.get("managers", []):
+        table.add_row(manager["name"], manager["api"], "yes" if manager["leader"] else "")
+    console.print()
+    console.print(table)
 
 
 @app.command("join-token")

@@ -23,6 +23,8 @@ log = logging.getLogger("warren.control")
 MANAGERS = "/managers/"
 TTL = 10.0
 """A manager that stops without a word (kill -9) leaves the roster this long after."""
+READ_EVERY = 1.0
+"""A new manager is known to the others this long after it starts, at the most."""
 
 
 class Roster:
@@ -32,7 +34,7 @@ class Roster:
         self.api = api
         self.clock = clock
         self.others: dict[str, str] = {}
-        """The other managers' API URLs, by name (read every ``TTL / 5`` seconds)."""
+        """The other managers' API URLs, by name (read every ``READ_EVERY`` seconds)."""
         self._lease = 0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -78,7 +80,7 @@ class Roster:
 
     async def _follow(self) -> None:
         while True:
-            await self.clock.sleep(TTL / 5)
+            await self.clock.sleep(READ_EVERY)
             try:
                 await self._read()
             except WarrenError as exc:
