@@ -389,7 +389,10 @@ class Server:
 
     async def _own_token(self) -> str:
         assert self.cluster is not None
-        return node_token(await self.cluster.cluster_secret(), self.config.node_name)
+        name = self.config.node_name
+        return node_token(
+            await self.cluster.cluster_secret(), name, await self.cluster.node_epoch(name)
+        )
 
     def _take_traffic(self, node: str, batches: list[TrafficBatch]) -> None:
         # Kept by every manager, the leader or not: whoever leads next judges with it.

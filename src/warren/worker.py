@@ -411,8 +411,9 @@ class Worker:
                 problem = f"{self.link.url} ended the stream"
             except UnavailableError as exc:
                 problem = exc.message
-            except AuthError as exc:
-                problem = exc.message  # a rotated secret, or a removed node: say it, keep trying
+            except AuthError as exc:  # a removed node, a new cluster: say it, keep trying
+                token = self.config.data_dir / NODE_TOKEN_FILE
+                problem = f"{exc.message}; this node's token is in {token}"
             except WarrenError as exc:
                 problem = exc.message
             except Exception as exc:  # a message we cannot read: never stop following

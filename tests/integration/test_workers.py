@@ -225,6 +225,27 @@ async def serving_worker(
         await worker.stop()
 
 
+def test_a_removed_nodes_token_stops_working_and_it_joins_again(
+    manager: EmbeddedServer,
+) -> None:
+    token = join(manager, "w1")
+    body = node_body("w1")
+    body["ttl"] = 1  # and no heartbeat: down in about a second
+    assert call(manager, "PUT", "/v1/worker/node", token, body).status_code == 200
+    with manager.client() as c:
+
+        def down() -> bool:
+            return {n.name: n.status for n, _ in c.list_nodes()}.get("w1") == "down"
+
+        wait_for(down, 10, "w1 down")
+        c.remove_node("w1")
+    refused = call(manager, "PUT", "/v1/worker/node", token, node_body("w1"))
+    assert refused.status_code == 401 and "join again" in refused.json()["error"]["message"]
+    again = join(manager, "w1")
+    assert again != token
+    assert call(manager, "PUT", "/v1/worker/node", again, node_body("w1")).status_code == 200
+
+
 def test_a_worker_refuses_another_nodes_token(manager: EmbeddedServer, tmp_path: Path) -> None:
     token = join(manager, "w2")
     config = worker_config(manager, tmp_path, "w1")

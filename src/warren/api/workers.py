@@ -31,7 +31,7 @@ from ..domain.nodes import Node
 from ..domain.tasks import Task
 from ..ports import RECENT_KEPT
 from ..store.cluster import HEARTBEATS, ClusterStore
-from .tokens import NODE_NAME, logs_token, node_of, node_token
+from .tokens import NODE_NAME, claimed_node, logs_token, node_token, valid
 
 __all__ = ["AssignmentSource", "bearer", "worker_routes"]
 
@@ -94,14 +94,16 @@ class EventReport(Model):
 
 
 async def worker_node(request: Request) -> str:
-    """The node whose token came with the request (checked with the cluster's secret, which
-    ``create_app`` leaves in ``app.state.cluster``)."""
+    """The node whose token came with the request (checked with the cluster's secret and the
+    node's epoch, from ``app.state.cluster``)."""
     state = request.app.state
+    cluster: ClusterStore = state.cluster
     if getattr(state, "node_secret", None) is None:
-        state.node_secret = await state.cluster.cluster_secret()
-    node = node_of(state.node_secret, bearer(request))
-    if node is None:
-        raise AuthError("invalid node token")
+        state.node_secret = await cluster.cluster_secret()
+    token = bearer(request)
+    node = claimed_node(token)
+    if node is None or not valid(state.node_secret, token, node, await cluster.node_epoch(node)):
+        raise AuthError("invalid node token (a node removed with `warren node rm` must join again)")
     return node
 
 
@@ -142,7 +144,7 @@ def worker_routes(
         secret = await cluster.cluster_secret()
         return {
             "node": body.node,
-            "nodeToken": node_token(secret, body.node),
+            "nodeToken": node_token(secret, body.node, await cluster.node_epoch(body.node)),
             "logsToken": logs_token(secret, body.node),
         }
 

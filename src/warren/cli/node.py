@@ -127,7 +127,8 @@ def activate(name: str) -> None:
 @app.command("rm")
 def remove(name: str) -> None:
     """Forget a node that is down for good (its machine is gone): its tasks, already replaced
-    on other nodes, end as stopped. A node that is ready cannot be removed."""
+    on other nodes, end as stopped, and its token stops working (to come back, it must join
+    again). A node that is ready cannot be removed."""
     with Client() as client:
         ended = client.remove_node(name)
     tasks = f"; {len(ended)} task(s) it had ended" if ended else ""

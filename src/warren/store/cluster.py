@@ -48,6 +48,7 @@ __all__ = [
     "EVENTS",
     "HEARTBEATS",
     "NODES",
+    "NODE_EPOCHS",
     "REVISIONS",
     "SERVICES",
     "TASKS",
@@ -70,6 +71,8 @@ DEPLOYMENTS = "/deployments/"
 CLUSTER_SECRET = "/cluster/secret"
 JOIN_TOKEN = "/cluster/join-token"
 ADMIN_TOKEN = "/cluster/admin-token"
+NODE_EPOCHS = "/cluster/epochs/"
+"""How many times each node was removed: its token must be of its current epoch."""
 DEPLOYMENTS_KEPT = 50
 EVENTS_KEPT = 1000
 REVISIONS_CACHED = 10_000
@@ -510,8 +513,9 @@ class ClusterStore:
     async def remove_node(self, name: str) -> list[str]:
         """Forget a node that is down for good: its tasks (which no agent will report any
         more) end as stopped, and its record goes. A node that is ready cannot be removed
-        (ConflictError): stop its worker first. If it comes back, it registers as new and
-        stops the tasks it still had. Returns the ids of the tasks ended."""
+        (ConflictError): stop its worker first. Its token stops working (the node's epoch goes
+        up): if it comes back, it must join again, and then stops the tasks it still had.
+        Returns the ids of the tasks ended."""
         for _ in range(10):
             kv = await self.raw.get(f"{NODES}{name}")
             if kv is None:
@@ -522,8 +526,14 @@ class ClusterStore:
                     "(stop its worker, or drain it first)"
                 )
             now = self.clock.now()
-            compares: list[Compare] = [Compare.unchanged(kv)]
-            ops: list[Op] = [Delete(kv.key)]
+            epoch_kv = await self.raw.get(f"{NODE_EPOCHS}{name}")
+            epoch = int(epoch_kv.value) if epoch_kv is not None else 0
+            # The node's token stops working: back, it must join again.
+            compares: list[Compare] = [
+                Compare.unchanged(kv),
+                Compare.unchanged(epoch_kv) if epoch_kv else Compare.absent(f"{NODE_EPOCHS}{name}"),
+            ]
+            ops: list[Op] = [Delete(kv.key), Put(f"{NODE_EPOCHS}{name}", b"%d" % (epoch + 1))]
             ended: list[str] = []
             for task_kv in (await self.raw.range(TASKS))[0]:
                 task = decode(Task, task_kv)
@@ -552,6 +562,11 @@ class ClusterStore:
             if (await self.raw.txn([Compare.absent(key)], [Put(key, value)])).succeeded:
                 return value
         raise ConflictError(f"{key} kept changing; try again")
+
+    async def node_epoch(self, name: str) -> int:
+        """How many times node ``name`` was removed (its token carries this)."""
+        kv = await self.raw.get(f"{NODE_EPOCHS}{name}")
+        return int(kv.value) if kv is not None else 0
 
     async def cluster_secret(self) -> bytes:
         """The key that signs node tokens, the same for every manager of the cluster."""
