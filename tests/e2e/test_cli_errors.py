@@ -106,3 +106,18 @@ def test_errors_from_the_server(server: ServerProcess, tmp_path: Path) -> None:
     wrong = {**env, "WARREN_TOKEN": "wrong"}
     one_line_error(warren("service", "ls", env=wrong), "invalid token")
     assert warren("service", "rm", "web", env=env).returncode == 0
+
+
+def test_deploy_plan_takes_the_update_flags(server: ServerProcess) -> None:
+    env = server.env()
+    created = warren("service", "create", "planned", "--command", "sleep 60", "-r", "4", env=env)
+    assert created.returncode == 0, created.stderr
+    plan = warren(
+        "deploy", "plan", "planned", "--env", "V=2", "--parallelism", "2", "--delay", "3s",
+        env={**env, "COLUMNS": "150"},
+    )  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    assert "batch 1/2: slots 1-2" in plan.stdout and "batch 2/2: slots 3-4" in plan.stdout
+    assert "earliest finish: +13s" in plan.stdout, plan.stdout  # 2 monitors of 5s, a 3s delay
+    one_line_error(warren("deploy", "plan", "planned", "--parallelism", "-1", env=env), "--para")
+    assert warren("service", "rm", "planned", env=env).returncode == 0

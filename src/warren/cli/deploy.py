@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Group
@@ -19,8 +19,40 @@ from ..client import Client
 from ..domain.deployments import Deployment, DeploymentStatus, Phase
 from ..domain.durations import format_duration
 from ..domain.errors import WarrenError
+from .changes import (
+    Command,
+    Delay,
+    DrainTimeout,
+    Driver,
+    Env,
+    EnvRm,
+    FailureAction,
+    HealthCmd,
+    HealthHttp,
+    HealthTcp,
+    HealthyDeadline,
+    Host,
+    Image,
+    Interval,
+    MaxFailureRatio,
+    Monitor,
+    Order,
+    Parallelism,
+    ProgressDeadline,
+    Publish,
+    Pull,
+    Replicas,
+    Retries,
+    RollbackOrder,
+    RollbackParallelism,
+    StartPeriod,
+    StopGrace,
+    StopSignal,
+    Strategy,
+    Timeout,
+    spec_changes,
+)  # fmt: skip
 from .documents import load_services
-from .flags import parse_env
 from .output import ago, console
 
 __all__ = ["app", "follow"]
@@ -251,26 +283,45 @@ def follow(client: Client, service: str, deployment_id: str) -> None:
 @app.command()
 def plan(
     name: str,
-    image: Annotated[str | None, typer.Option("--image", metavar="IMAGE")] = None,
-    command: Annotated[str | None, typer.Option("--command", metavar="CMD")] = None,
-    env: Annotated[
-        list[str], typer.Option("--env", "-e", metavar="K=V", help="Set K; repeatable.")
-    ] = [],  # noqa: B006
-    env_rm: Annotated[
-        list[str], typer.Option("--env-rm", metavar="K", help="Remove K; repeatable.")
-    ] = [],  # noqa: B006
-    replicas: Annotated[int | None, typer.Option("--replicas", "-r", min=0, metavar="N")] = None,
-    strategy: Annotated[
-        str | None,
-        typer.Option("--strategy", metavar="NAME", help="rolling | blue-green | canary."),
-    ] = None,
+    image: Image = None,
+    command: Command = None,
+    driver: Driver = None,
+    pull: Pull = None,
+    stop_signal: StopSignal = None,
+    env: Env = [],  # noqa: B006
+    env_rm: EnvRm = [],  # noqa: B006
+    replicas: Replicas = None,
+    publish: Publish = [],  # noqa: B006
+    host: Host = None,
+    health_http: HealthHttp = None,
+    health_tcp: HealthTcp = False,
+    health_cmd: HealthCmd = None,
+    health_interval: Interval = None,
+    health_timeout: Timeout = None,
+    health_retries: Retries = None,
+    health_start_period: StartPeriod = None,
+    strategy: Strategy = None,
+    parallelism: Parallelism = None,
+    delay: Delay = None,
+    failure_action: FailureAction = None,
+    order: Order = None,
+    monitor: Monitor = None,
+    max_failure_ratio: MaxFailureRatio = None,
+    healthy_deadline: HealthyDeadline = None,
+    progress_deadline: ProgressDeadline = None,
+    rollback_parallelism: RollbackParallelism = None,
+    rollback_order: RollbackOrder = None,
+    stop_grace: StopGrace = None,
+    drain_timeout: DrainTimeout = None,
     file: Annotated[
         Path | None,
-        typer.Option("--file", "-f", metavar="FILE", help="The whole new spec (any other change)."),
+        typer.Option("--file", "-f", metavar="FILE", help="The whole new spec instead."),
     ] = None,
 ) -> None:
     """Show the rollout a change would perform — steps, tasks per revision, weights, analysis,
-    earliest finish, peak tasks — without performing it. Impossible settings are refused."""
+    earliest finish, peak tasks — without performing it; the change flags are those of
+    `service update`. Impossible settings are refused."""
+    changes = spec_changes(locals())
     with Client() as client:
         if file is not None:
             specs = load_services(file)
@@ -279,17 +330,6 @@ def plan(
                 raise WarrenError(f"{file} holds no service named {name!r}")
             result = client.plan(name, spec.to_wire(), replace=True)
         else:
-            changes: dict[str, Any] = {}
-            if image is not None:
-                changes["image"] = image
-            if command is not None:
-                changes["command"] = command
-            if env:
-                changes["env"] = parse_env(env)
-            if replicas is not None:
-                changes["replicas"] = replicas
-            if strategy is not None:
-                changes["deploy"] = {"strategy": strategy}
             result = client.plan(name, changes, env_rm)
     to = result["to_revision"]
     head = f"{result['strategy']}: revision {result['from_revision']}"
