@@ -42,7 +42,7 @@ Pull = Annotated[
     typer.Option(
         "--pull",
         metavar="POLICY",
-        help="always | if-not-present | never: pulling the image (docker; default always).",
+        help="always | if-not-present | never: pulling the image (docker; default if-not-present).",
     ),
 ]
 StopSignal = Annotated[
