@@ -379,8 +379,11 @@ class DataPlane(Protocol):
         ...
 
     async def drain(self, address: str, timeout: float) -> int:
-        """Send no new request to ``address``; wait up to ``timeout`` for its in-flight requests.
-        Returns how many were still in flight at the end (0 when drained)."""
+        """Send no new request to ``address``; wait up to ``timeout`` for its in-flight requests;
+        answer those still in flight then 504 Gateway Timeout (a response already under way is
+        cut) and stop waiting on them, so that stopping the task next cuts none of them: a
+        client never gets 502 for a drained endpoint. Returns how many were still in flight at
+        the end of ``timeout`` (0 when drained)."""
         ...
 
     def stats(self) -> Mapping[str, RouteStats]: ...

@@ -47,8 +47,9 @@ class Upstream:
     ``/chunked`` answers chunked; ``/close`` answers with ``Connection: close``; ``/garbage``
     answers no HTTP at all; ``/early`` sends a 103 before its 200; ``/until-close`` has no
     length and closes; ``/reset`` closes without answering; ``/cut`` promises 100 bytes, sends
-    10 and closes; ``/big?n=`` sends n bytes; ``/nocontent`` answers 204; anything else answers
-    200 with a JSON echo.
+    10 and closes; ``/drip`` promises 10 bytes, sends 5 and waits for ``release`` before the rest;
+    ``/big?n=`` sends n bytes; ``/nocontent`` answers 204; anything else answers 200 with a JSON
+    echo.
 
     ``close_idle``: close the connection right after each response (without saying so), as an
     upstream with a very short keep-alive timeout does. ``one_per_conn``: answer one request per
@@ -82,6 +83,14 @@ class Upstream:
             writer.close()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=WAIT)
+
+    def die(self) -> None:
+        """What stopping a task does to its server: it listens no more, and its connections
+        close with their requests unanswered."""
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
 
     def endpoint(self, revision: int = 1) -> Endpoint:
         return Endpoint(self.address, f"task-{self.name}", revision)
@@ -172,6 +181,14 @@ class Upstream:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
             await writer.drain()
             return False
+        elif path == "/drip":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")
+            await writer.drain()
+            self.slow_started.set()
+            await self.release.wait()
+            writer.write(b"56789")
+            await writer.drain()
+            return True
         elif path == "/big":
             n = int(args["n"])
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
@@ -911,23 +928,86 @@ async def test_half_closed_client_still_gets_its_answer(
         assert await at_eof(reader)
 
 
-async def test_drain_times_out_with_the_count_left(ingress: Ingress, upstream: Factory) -> None:
+async def test_a_request_that_outlives_the_drain_gets_504(
+    ingress: Ingress, upstream: Factory
+) -> None:
+    # The drain ends with the request unanswered; the agent then stops the task, and its
+    # connection dies with it. The client must get the ingress's 504 at the drain timeout, not
+    # the 502 of a connection cut when the process goes.
     a = await upstream("a")
     await ingress.update(web(a))
+    loop = asyncio.get_running_loop()
     async with client(ingress) as c:
         slow = asyncio.create_task(c.get("/slow"))
         await asyncio.wait_for(a.slow_started.wait(), WAIT)
-        assert await ingress.drain(a.address, 0.05) == 1
+        began = loop.time()
+        assert await ingress.drain(a.address, 0.3) == 1  # answered 504 by the ingress
+        a.die()  # what the agent does next: SIGTERM, the process is gone
+        r = await asyncio.wait_for(slow, WAIT)
+        took = loop.time() - began
+        assert (r.status_code, r.text) == (
+            504,
+            f"gateway timeout: {a.address} was drained and did not answer within 0.3s\n",
+        )
+        assert 0.3 <= took < 2.0, took
+        assert ingress.in_flight(a.address) == 0
         async with client(ingress) as other:
             r = await other.get("/")
             assert (r.status_code, r.text) == (503, "service web has no ready task\n")
-        a.release.set()
-        assert (await asyncio.wait_for(slow, WAIT)).status_code == 200
-    assert await ingress.drain(a.address, 0.05) == 0
-    await ingress.update({"web": None})
-    await ingress.update(web(a))  # it left every route: no longer drained
-    async with client(ingress) as c:
-        assert (await c.get("/")).status_code == 200
+    stats = ingress.stats()["web"]
+    assert (stats.requests, stats.errors_5xx, stats.in_flight) == (2, 2, 0)
+    assert await ingress.drain(a.address, 0.05) == 0  # nothing left in flight
+
+
+async def test_a_request_still_connecting_at_the_drain_timeout_gets_504(
+    make_ingress: IngressFactory,
+) -> None:
+    ingress = await make_ingress(connect_timeout=WAIT)
+    with contextlib.ExitStack() as stack:
+        # A listener whose accept queue is full: the kernel drops new SYNs, so connecting to it
+        # hangs (until the ingress's connect timeout, far beyond the drain).
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        for _ in range(3):
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(listener.getsockname())
+        route = Route("web", host="web.test", endpoints=(Endpoint(address, "task-full", 1),))
+        await ingress.update({"web": route})
+        async with client(ingress) as c:
+            asking = asyncio.create_task(c.get("/"))
+            async with asyncio.timeout(WAIT):
+                while not ingress.in_flight(address):
+                    await asyncio.sleep(0.005)
+            assert await ingress.drain(address, 0.05) == 1
+            assert ingress.in_flight(address) == 0
+            r = await asyncio.wait_for(asking, WAIT)
+            assert (r.status_code, r.text) == (
+                504,
+                f"gateway timeout: {address} was drained and did not answer within 0.05s\n",
+            )
+
+
+async def test_a_response_still_streaming_at_the_drain_timeout_is_cut(
+    ingress: Ingress, upstream: Factory
+) -> None:
+    # Its head is with the client: no 504 can follow it. The ingress closes the client's
+    # connection (the short body tells the client the response is incomplete) and forgets the
+    # upstream, so that stopping the task finds nothing in flight.
+    a = await upstream("a")
+    await ingress.update(web(a))
+    async with raw(ingress.shared_port or 0) as (reader, writer):
+        writer.write(b"GET /drip HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert await asyncio.wait_for(reader.readexactly(5), WAIT) == b"01234"
+        await asyncio.wait_for(a.slow_started.wait(), WAIT)
+        assert await ingress.drain(a.address, 0.05) == 1
+        assert ingress.in_flight(a.address) == 0
+        assert await at_eof(reader)
 
 
 async def test_route_updates_under_load_lose_no_request(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -99,6 +100,36 @@ def test_serves_replaces_readopts_and_removes(
     assert not any(pid_alive(pid) for pid in running.values())
     with pytest.raises(NotFoundError):
         client.get_service("web")
+
+
+def test_a_request_that_outlives_the_drain_gets_504(server: ServerProcess) -> None:
+    # The task answers in 10 s; scaled to 0, it is drained for 300 ms, then stopped. The
+    # request in flight must get the ingress's 504 at the end of the drain, never the 502 of a
+    # connection that dies with the process.
+    port = free_port()
+    client = server.client()
+    spec = demo_spec(port, replicas=1, LATENCY_MS="10000")
+    client.create_service(spec.model_copy(update={"drain_timeout": 0.3, "stop_grace": 1.0}))
+    wait_for(lambda: ready(client, 1), 20, "1 ready task")
+    task = client.list_tasks("web")[0]
+    answered: list[httpx.Response] = []
+
+    def ask() -> None:
+        with httpx.Client(timeout=15) as http:
+            answered.append(http.get(f"http://127.0.0.1:{port}/"))
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    in_flight = 'warren_ingress_in_flight{service="web"} 1.0'
+    wait_for(lambda: in_flight in httpx.get(f"{server.addr}/metrics").text, 10, "the request")
+    began = time.monotonic()
+    client.scale_service("web", 0)
+    asking.join(15)
+    took = time.monotonic() - began
+    assert answered, "no answer"
+    assert answered[0].status_code == 504, answered[0].text
+    assert took < 5.0, took  # at the drain timeout, long before the task would have answered
+    wait_for(lambda: not pid_alive(int(task.runtime_id or 0)), 10, "the task to stop")
 
 
 def test_update_scale_and_logs(server: ServerProcess) -> None:

@@ -365,9 +365,16 @@ class Supervisor:
         agent = self.agent
         await self._become(TaskState.STOPPING)
         if agent.dataplane is not None and handle.endpoint:
+            # The data plane answers 504 to the requests that outlive the drain timeout before
+            # it returns: the stop below then cuts none of them (no 502).
             left = await agent.dataplane.drain(handle.endpoint, spec.drain_timeout)
             if left:
-                log.warning("%s: %d request(s) still in flight after the drain", self.task.id, left)
+                log.warning(
+                    "%s: %d request(s) outlived the drain timeout (%gs): answered 504",
+                    self.task.id,
+                    left,
+                    spec.drain_timeout,
+                )
         status = await self.driver.stop(self.task.id, spec.stop_grace)
         await self._become(final, exit_code=status.exit_code, message=why)
 

@@ -191,7 +191,10 @@ DrainTimeout = Annotated[
         "--drain-timeout",
         parser=DURATION,
         metavar="DUR",
-        help="How long in-flight requests may take once out of routing (default 5s).",
+        help=(
+            "How long in-flight requests may take once out of routing; one still running then"
+            " gets 504 (default 5s)."
+        ),
     ),
 ]
 

@@ -11,8 +11,9 @@ The common path (pooled upstream, keep-alive client) creates no task and runs no
 costs the parser callbacks, one header scan and one ``join`` for the upstream request, a few byte
 searches to rewrite the response head, one write each way, and one set of counters (its
 revision's). Response timeouts are checked by one sweep over the requests waiting on an upstream
-(``Ingress._sweep``), not by a timer per request. On this design's cost per request, and what it
-is spent on, see the ingress section of ``bench/README.md``.
+(``Ingress._sweep``), not by a timer per request. A drain that runs out answers the requests
+still in flight 504 (``Ingress.drain``), so that stopping the task cuts none. On this design's
+cost per request, and what it is spent on, see the ingress section of ``bench/README.md``.
 
 Must not import control, agent, api or store: only ``ports``, ``domain``, the standard library,
 httptools and uvloop.
@@ -807,13 +808,19 @@ class _Exchange:
     def time_out(self, timeout: float) -> None:
         """Nothing moved for ``timeout`` seconds (see ``Ingress._sweep``)."""
         conn = self.upstream
-        self.upstream = None
-        if conn is not None:
-            conn.discard()
         if conn is not None and conn.paused:
             reason = f"client read nothing for {timeout:g}s"
         else:
             reason = f"{self.address} sent nothing for {timeout:g}s"
+        self.give_up(reason)
+
+    def give_up(self, reason: str) -> None:
+        """Stop waiting on the upstream (a connection being opened for this request included:
+        it is let go when it comes) and answer 504; a response already under way is cut."""
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.discard()
         log.debug("ingress: timeout: %s (service %s)", reason, self.entry.service)
         if not self.head_sent:
             self.fail(504, f"gateway timeout: {reason}")
@@ -1110,7 +1117,8 @@ class Ingress:
         self._clients: set[_Client] = set()
         self._upstreams: set[_Upstream] = set()
         self._pools: dict[str, list[_Upstream]] = {}
-        self._connecting: set[asyncio.Task[_Upstream]] = set()
+        self._connecting: dict[asyncio.Task[_Upstream], _Exchange] = {}
+        """Connections being opened, and the exchange each is for."""
         self._in_flight: dict[str, int] = {}
         self._drained: dict[str, list[asyncio.Future[None]]] = {}
         self._stats: dict[str, RouteStats] = {}
@@ -1224,7 +1232,26 @@ class Ingress:
             if not waiters and self._drained.get(address) is waiters:
                 del self._drained[address]
             fut.cancel()
-        return self._in_flight.get(address, 0)
+        left = self._in_flight.get(address, 0)
+        if left:
+            self._give_up_on(address, timeout)
+        return left
+
+    def _give_up_on(self, address: str, timeout: float) -> None:
+        """Answer 504 to the requests still in flight to ``address`` at the end of its drain.
+
+        The caller stops the task next: left waiting, these requests would be cut with the
+        process, and their clients would get 502 (a broken upstream) at some later moment of
+        the stop. Answering them here, when the drain timeout ends, tells the client the truth
+        (the upstream took too long), at a known time, and leaves nothing in flight to cut — as
+        kamal-proxy does. Rare (once per drain that runs out), so a scan of the requests
+        waiting on an upstream or on a connection costs nothing on the hot path."""
+        reason = f"{address} was drained and did not answer within {timeout:g}s"
+        # An exchange that retries on a fresh connection is in both.
+        late = {ex for ex in (*self._waiting, *self._connecting.values()) if ex.address == address}
+        for ex in late:
+            if not ex.done:
+                ex.give_up(reason)
 
     def stats(self) -> Mapping[str, RouteStats]:
         """Per service, since the ingress started (a snapshot)."""
@@ -1351,7 +1378,7 @@ class Ingress:
 
     def _connect(self, ex: _Exchange, address: str) -> None:
         task = self._loop.create_task(self._open(address))
-        self._connecting.add(task)
+        self._connecting[task] = ex
         task.add_done_callback(lambda t: self._connected(t, ex, address))
 
     async def _open(self, address: str) -> _Upstream:
@@ -1363,7 +1390,7 @@ class Ingress:
         return conn
 
     def _connected(self, task: asyncio.Task[_Upstream], ex: _Exchange, address: str) -> None:
-        self._connecting.discard(task)
+        self._connecting.pop(task, None)
         try:
             if task.cancelled():
                 if not self._closing:
