@@ -3,6 +3,7 @@ clock, driven step by step."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from warren.agent import Agent, FakeDriver, StoreDispatcher
@@ -10,7 +11,7 @@ from warren.clocks import FakeClock
 from warren.control.plane import ControlPlane
 from warren.domain.nodes import Node
 from warren.domain.tasks import Task
-from warren.ports import DataPlane, Driver, Prober
+from warren.ports import DataPlane, Driver, MetricSource, Prober, Route, RouteStats, Window
 from warren.store import MemoryStore
 from warren.store.cluster import ClusterStore
 
@@ -21,6 +22,48 @@ def node(name: str, cpus: float = 8, memory: int = 16 * 1024**3) -> Node:
     )
 
 
+class RecordingPlane:
+    """A data plane that keeps the routes it is given (what the ingress would apply)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+
+    async def update(self, routes: Mapping[str, Route | None]) -> None:
+        for name, route in routes.items():
+            if route is None:
+                self.routes.pop(name, None)
+            else:
+                self.routes[name] = route
+
+    async def drain(self, address: str, timeout: float) -> int:
+        return 0
+
+    def stats(self) -> Mapping[str, RouteStats]:
+        return {}
+
+    def revision_stats(self) -> Mapping[tuple[str, int], RouteStats]:
+        return {}
+
+    def weights(self, service: str) -> dict[int, int]:
+        return dict(self.routes[service].weights)
+
+    def revisions(self, service: str) -> set[int]:
+        """The revisions whose endpoints get traffic."""
+        return {e.revision for e in self.routes[service].endpoints}
+
+
+class SteadyTraffic:
+    """Every revision answers ``requests`` requests per window, ``errors`` of them 5xx."""
+
+    def __init__(self, requests: int = 100, errors: int = 0) -> None:
+        self.requests, self.errors = requests, errors
+        self.by_revision: dict[int, tuple[int, int]] = {}
+
+    def window(self, service: str, revision: int, seconds: float) -> Window:
+        requests, errors = self.by_revision.get(revision, (self.requests, self.errors))
+        return Window(requests, errors, (0.01,) * requests)
+
+
 @dataclass
 class SimCluster:
     """A control plane and ``nodes`` agents, each with its own fake driver (its "engine")."""
@@ -28,11 +71,12 @@ class SimCluster:
     clock: FakeClock = field(default_factory=FakeClock)
     nodes: int = 2
     dataplane: DataPlane | None = None
+    metrics: MetricSource | None = None
 
     async def start(self) -> SimCluster:
         self.store = MemoryStore(self.clock, reap_interval=1.0)
         self.cluster = ClusterStore(self.store, self.clock)
-        self.plane = ControlPlane(self.cluster, self.clock, self.dataplane)
+        self.plane = ControlPlane(self.cluster, self.clock, self.dataplane, self.metrics)
         self.drivers = {f"n{i}": FakeDriver(self.clock) for i in range(1, self.nodes + 1)}
         self.agents: dict[str, Agent] = {}
         self.plane.tasks.on_change(self._dispatch)

@@ -233,13 +233,18 @@ class Client:
         path = f"/v1/services/{service}/deployment/resume"
         return Deployment.model_validate(self.request("POST", path))
 
-    def promote_deployment(self, service: str, full: bool = False) -> Deployment:
+    def promote_deployment(
+        self, service: str, full: bool = False, force: bool = False
+    ) -> Deployment:
+        """Refused (ConflictError) while the new revision's tasks are not all ready, unless
+        ``force``."""
         path = f"/v1/services/{service}/deployment/promote"
-        params = {"full": "true"} if full else {}
+        params = {k: "true" for k, on in (("full", full), ("force", force)) if on}
         return Deployment.model_validate(self.request("POST", path, params=params))
 
     def abort_deployment(self, service: str) -> Deployment:
-        """Returns the rollback deployment it started (or the failed one)."""
+        """Returns the aborted deployment (rolling back to the revision it started from, or
+        failed)."""
         path = f"/v1/services/{service}/deployment/abort"
         return Deployment.model_validate(self.request("POST", path))
 

@@ -19,8 +19,6 @@ Must not import the server, the API or the CLI.
 
 from __future__ import annotations
 
-from collections import Counter
-
 from .domain.deployments import DeploymentStatus
 from .domain.errors import ValidationError, WarrenError
 from .domain.specs import Strategy
@@ -62,18 +60,15 @@ class Deployer:
         if isinstance(self.manager, DeploymentManager):
             return self.manager.deployment_status(service_id)
         service = self.manager.get_service(service_id)
-        tasks = self.manager.list_tasks_by_service(service_id)
-        wanted = [t for t in tasks if t.wants_running]
-        return DeploymentStatus(
-            service_id=service_id,
+        return DeploymentStatus.of(
             service_name=service.name,
             image=service.spec.version_label,
             strategy=str(service.spec.deploy.strategy),
             revision=service.revision,
-            desired_tasks=service.spec.replicas,
-            ready_tasks=sum(1 for t in wanted if t.ready and t.revision == service.revision),
-            total_tasks=sum(1 for t in tasks if t.state.active),
-            tasks=dict(Counter(str(t.state) for t in wanted)),
+            replicas=service.spec.replicas,
+            deployments=(),
+            tasks=self.manager.list_tasks_by_service(service_id),
+            now=0.0,
         )
 
     def rollback_deployment(

@@ -122,7 +122,10 @@ def test_pause_resume_and_abort(server: ServerProcess) -> None:
     aborted = warren(server, "deploy", "abort", "api")
     assert aborted.returncode == 0, aborted.stderr
     wait_for(
-        lambda: client.list_deployments("api")[-1].phase == Phase.SUCCEEDED,
+        lambda: (
+            [d.phase for d in client.list_deployments("api")[-2:]]
+            == [Phase.ROLLED_BACK, Phase.SUCCEEDED]
+        ),
         20,
         "the abort's rollback to finish",
     )

@@ -13,6 +13,7 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from warren.domain import transitions
 from warren.domain.deployments import DECISIONS_KEPT, Deployment, Phase, Reason, RolloutConfig
 from warren.domain.services import Service
 from warren.domain.specs import (
@@ -26,8 +27,8 @@ from warren.domain.specs import (
 from warren.domain.tasks import DesiredState, Task, TaskState
 from warren.planning.analysis import Outcome, Sample, judge
 from warren.planning.reconciling import SlotTarget, plan_service
-from warren.planning.rollouts import RolloutView, Step, slot_revisions
-from warren.planning.strategies import blue_green_step, canary_step
+from warren.planning.rollouts import RolloutView, Step
+from warren.planning.strategies import blue_green_step, canary_step, slot_revisions
 
 S = TaskState
 STABLE, NEW = 1, 2
@@ -75,8 +76,9 @@ class Scenario:
 
     @property
     def analysis(self) -> Analysis | None:
-        cfg = self.canary if self.strategy == Strategy.CANARY else self.blue_green
-        return cfg.analysis if cfg is not None else None
+        if self.strategy == Strategy.CANARY:
+            return (self.canary or CanaryConfig()).with_defaults().analysis
+        return self.blue_green.analysis if self.blue_green is not None else None
 
 
 def revisions_of(target: SlotTarget) -> tuple[int, ...]:
@@ -244,20 +246,16 @@ class World:
             self.left = True
             return False
         if action == "resume" and d.phase == Phase.PAUSED:
-            self.deployment = d.decide(
-                now, Reason.RESUMED, "resumed by the operator", action="resume",
-                phase=Phase.PROGRESSING, paused_reason="", progress_at=now, analysis_at=now,
-            )  # fmt: skip
+            self.deployment = transitions.resume(d, now)
         else:  # the API refuses to resume a release awaiting promotion: promote it instead
             self.deployment = self._promote(d, "full" if action == "full" else "step")
         return True
 
     def _promote(self, d: Deployment, what: str) -> Deployment:
-        return d.decide(
-            self.now, Reason.PROMOTED, f"promote ({what}) asked by the operator",
-            action="promote", phase=Phase.PROGRESSING, promote=what, paused_reason="",
-            analysis_at=self.now,
-        )  # fmt: skip
+        """As the controller applies ``promote`` (forced: the operator here does not wait for
+        the canary tasks to be ready)."""
+        message = f"promote ({what}) asked by the operator"
+        return transitions.promote(d, self.now, what == "full", message)
 
     def run(self) -> None:
         """Round after round until the release has ended and the tasks have settled, or waits
@@ -349,7 +347,7 @@ class World:
             assert dict(d.weights) == {STABLE: 100, NEW: 0}
             assert step.revert_to == STABLE
         else:
-            assert step.revert_to is None
+            assert step.revert_to == old.reverted_to  # written once, with the failure
         assert step.rollback_to is None  # a release undoes itself by weight, never by rollback
 
         # 6. Weights take only the steps' values (plus 0 and 100), in step order.
@@ -367,7 +365,8 @@ class World:
         if self.sc.strategy == Strategy.BLUE_GREEN:
             return [0, 100]
         assert self.sc.canary is not None
-        steps = [s.set_weight for s in self.sc.canary.steps if s.set_weight is not None]
+        canary = self.sc.canary.with_defaults()
+        steps = [s.set_weight for s in canary.steps if s.set_weight is not None]
         return collapse([0, *steps])
 
 

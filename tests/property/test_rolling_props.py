@@ -19,7 +19,8 @@ from warren.domain.specs import (
 )
 from warren.domain.tasks import DesiredState, Task, TaskState
 from warren.planning.reconciling import plan_service
-from warren.planning.rollouts import RolloutView, slot_revisions
+from warren.planning.rollouts import RolloutView
+from warren.planning.strategies import slot_revisions
 from warren.planning.strategies.rolling import next_step
 
 S = TaskState

@@ -34,8 +34,10 @@ from warren.domain.deployments import (
     Reason,
 )
 from warren.domain.errors import ConflictError, NotFoundError, ValidationError
+from warren.domain.requests import Intent
 from warren.domain.specs import ServiceSpec, UpdateOrder
 from warren.domain.tasks import Task, TaskState
+from warren.planning.releases import last_good_revision
 from warren.store.cluster import DEPLOYMENTS_KEPT
 
 SERVICES = ("api", "web")
@@ -334,23 +336,12 @@ class DeploymentMachine(RuleBasedStateMachine):
 
     @rule(which=st.integers(0, 1))
     def pause(self, which: int) -> None:
-        """As ``POST /v1/services/{name}/deployment/pause`` does."""
+        """``POST /v1/services/{name}/deployment/pause``: the request, which the deployment
+        controller applies."""
         name = self._pick(which, Phase.PROGRESSING)
         if name is None:
             return
-        now = self.cluster.clock.now()
-
-        def change(d: Deployment) -> Deployment:
-            if d.phase == Phase.PAUSED:
-                return d
-            if d.phase != Phase.PROGRESSING:
-                raise ConflictError(f"deployment {d.id} is {d.phase}, not progressing")
-            return d.decide(
-                now, Reason.MANUAL_PAUSE, "paused by the operator", action="pause",
-                phase=Phase.PAUSED, paused_reason="paused by the operator",
-            )  # fmt: skip
-
-        self.run(self.cluster.cluster.change_deployment(name, change))
+        self.run(self.cluster.cluster.ask(name, Intent.PAUSE))
         # A paused rollout waits for a human: its outcome is no longer certain.
         if name in self.expect:
             self.expect[name].checked = False
@@ -358,23 +349,11 @@ class DeploymentMachine(RuleBasedStateMachine):
 
     @rule(which=st.integers(0, 1))
     def resume(self, which: int) -> None:
-        """As ``POST /v1/services/{name}/deployment/resume`` does."""
+        """``POST /v1/services/{name}/deployment/resume``."""
         name = self._pick(which, Phase.PAUSED)
         if name is None:
             return
-        now = self.cluster.clock.now()
-
-        def change(d: Deployment) -> Deployment:
-            if d.phase == Phase.PROGRESSING:
-                return d
-            if d.phase != Phase.PAUSED:
-                raise ConflictError(f"deployment {d.id} is {d.phase}, not paused")
-            return d.decide(
-                now, Reason.RESUMED, "resumed by the operator", action="resume",
-                phase=Phase.PROGRESSING, paused_reason="", progress_at=now,
-            )  # fmt: skip
-
-        self.run(self.cluster.cluster.change_deployment(name, change))
+        self.run(self.cluster.cluster.ask(name, Intent.RESUME))
         self.run(self.cluster.quiesce())
 
     @rule(which=st.integers(0, 1))
@@ -666,7 +645,9 @@ class DeploymentMachine(RuleBasedStateMachine):
             rollback = by_id[d.rolled_back_by]
             assert rollback.phase == Phase.SUCCEEDED, (exp, summary)
             assert ds[-1].id == rollback.id, (exp, summary)
-            assert revision == exp.from_revision, (exp, revision)
+            # Back to the revision it started from if that one ever succeeded, else to the last
+            # that did (issue 12, item 15).
+            assert revision == last_good_revision(ds, d), (exp, revision, summary)
         if final:
             event(f"outcome checked: {exp.kind}")
 

@@ -159,7 +159,7 @@ def test_the_first_weight_waits_for_the_pre_rollout_webhooks() -> None:
 
 
 def test_passing_pre_rollout_webhooks_let_the_weight_move_once() -> None:
-    (gate,) = hook_checks(started(), canary_view(started()).analysis, "pre-rollout")
+    (gate,) = hook_checks(started(), analysis(), "pre-rollout")
     passed = {gate.key: CheckResult(gate.label, Outcome.PASS, "pre-rollout webhook gate: HTTP 200")}
     step = next_step(canary_view(started(), passed))
     assert step.deployment.weights == ((1, 80), (2, 20))
@@ -168,7 +168,7 @@ def test_passing_pre_rollout_webhooks_let_the_weight_move_once() -> None:
 
 
 def test_a_failing_pre_rollout_webhook_fails_the_canary_before_any_traffic() -> None:
-    (gate,) = hook_checks(started(), canary_view(started()).analysis, "pre-rollout")
+    (gate,) = hook_checks(started(), analysis(), "pre-rollout")
     failed = {gate.key: CheckResult(gate.label, Outcome.FAIL, "pre-rollout webhook gate: HTTP 500")}
     step = next_step(canary_view(started(), failed))
     d = step.deployment

@@ -92,10 +92,6 @@ def test_blue_green_plan() -> None:
             "would never be analysed",
         ),
         (
-            {"strategy": "canary", "canary": {"steps": [], "analysis": {"interval": "10s"}}},
-            "would never be analysed",
-        ),
-        (
             {"strategy": "blue-green",
              "blueGreen": {"soak": "5s", "analysis": {"interval": "10s"}}},
             "no window would close",
@@ -105,6 +101,27 @@ def test_blue_green_plan() -> None:
 def test_settings_that_cannot_work_are_refused(deploy: dict[str, Any], words: str) -> None:
     with pytest.raises(ValidationError, match=words):
         spec(**deploy)
+
+
+@pytest.mark.parametrize("canary", [None, {}, {"steps": []}, {"analysis": {"interval": "30s"}}])
+def test_a_canary_without_steps_runs_the_judged_defaults(canary: dict[str, Any] | None) -> None:
+    """Issue 12, item 11: a canary given no steps was promoted at once, untested. The default is
+    10% → 50% → 100%, each weight held for one analysis window and judged (by the analysis
+    given, else success rate >= 95% over at least 20 requests), and ``deploy plan`` says so."""
+    deploy: dict[str, Any] = {"strategy": "canary"}
+    if canary is not None:
+        deploy["canary"] = canary
+    base = spec(**deploy)
+    plan = plan_rollout(base, 1, changed(base))
+    weights = [s.weights.get("new") for s in plan.steps]
+    assert weights == [0, 10, 10, 50, 50, 100], plan.steps
+    interval = "30s" if canary and "analysis" in canary else "10s"
+    assert plan.steps[1].analysis.startswith(f"every {interval}:"), plan.steps[1]
+    if canary is None or "analysis" not in canary:
+        assert plan.steps[1].analysis == ("every 10s: success rate >= 0.95, min 20 requests"), (
+            plan.steps[1]
+        )
+    assert any("no canary steps given" in note for note in plan.notes), plan.notes
 
 
 def test_a_good_canary_is_accepted() -> None:

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from warren.domain import transitions
 from warren.domain.deployments import Deployment, DeploymentKind, Phase, Reason, RolloutConfig
 from warren.domain.specs import Analysis, BlueGreenConfig, CanaryConfig, CanaryStep, Strategy
 from warren.domain.tasks import Task, TaskState
 from warren.planning.analysis import Sample
 from warren.planning.reconciling import SlotTarget
-from warren.planning.rollouts import RolloutView, Step, slot_revisions
-from warren.planning.strategies import blue_green_step, canary_step, rollback_step
+from warren.planning.rollouts import RolloutView, Step
+from warren.planning.strategies import blue_green_step, canary_step, rollback_step, slot_revisions
 from warren.planning.strategies.canary import canary_slots
 
 STABLE, NEW = 1, 2
@@ -151,19 +152,13 @@ class Release:
             self.now = step.requeue_at
 
     def promote(self, full: bool = False) -> Release:
-        """``warren deploy promote [--full]``, as the API records it."""
+        """``warren deploy promote [--full]``, as the deployment controller applies it."""
         what = "full" if full else "step"
-        self.d = self.d.decide(
-            self.now, Reason.PROMOTED, f"promote ({what})", action="promote",
-            phase=Phase.PROGRESSING, promote=what, paused_reason="", analysis_at=self.now,
-        )  # fmt: skip
+        self.d = transitions.promote(self.d, self.now, full, f"promote ({what})")
         return self
 
     def resume(self) -> Release:
-        self.d = self.d.decide(
-            self.now, Reason.RESUMED, "resumed", action="resume", phase=Phase.PROGRESSING,
-            paused_reason="", progress_at=self.now, analysis_at=self.now,
-        )  # fmt: skip
+        self.d = transitions.resume(self.d, self.now)
         return self
 
     def reasons(self) -> list[str]:
@@ -220,7 +215,13 @@ CANARY_RUNS: dict[str, tuple[list[CanaryStep], list[bool], list[Any], float]] = 
         [START, w(80, 20), w(40, 60), ()],
         10.0,
     ),
-    "no steps: straight to promotion": ([], [], [START, ()], 0.0),
+    # Issue 12, item 11: no steps promoted at once, untested; now the judged defaults.
+    "no steps: 10%, 50%, each held a window, then promotion": (
+        [],
+        [],
+        [START, w(90, 10), w(50, 50), ()],
+        20.0,
+    ),
     "promote --full at the first pause skips 50%": (
         [weight(10), pause(), weight(50), pause()],
         [True],
@@ -267,7 +268,7 @@ def test_a_timed_pause_waits_and_asks_to_be_called_back_when_it_ends() -> None:
     [
         (10, [weight(10), weight(50)], None, (1, 2, 3, 4, 5)),  # enough for the largest weight
         (10, [weight(1)], None, (1,)),  # 1% still needs one task
-        (10, [], None, (1,)),  # no weight at all: one
+        (10, [], None, (1, 2, 3, 4, 5)),  # no steps: the defaults, up to 50%
         (4, [weight(30)], None, (1, 2)),  # ceil(1.2)
         (3, [weight(100)], None, (1, 2, 3)),
         (10, [weight(50)], 2, (1, 2)),  # canaryReplicas wins

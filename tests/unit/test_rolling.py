@@ -11,7 +11,8 @@ from warren.domain.services import Service
 from warren.domain.specs import FailureAction, ServiceSpec, UpdateOrder
 from warren.domain.tasks import DesiredState, Task, TaskState
 from warren.planning.reconciling import plan_service
-from warren.planning.rollouts import RolloutView, Step, slot_revisions
+from warren.planning.rollouts import RolloutView, Step
+from warren.planning.strategies import slot_revisions
 from warren.planning.strategies.rolling import next_step
 
 S = TaskState
@@ -324,7 +325,7 @@ def test_failed_new_task_with_rollback_rolls_back_to_the_previous_revision() -> 
     assert s.rollback_to == 1 == d.from_revision
     assert s.deployment.failed_tasks == ("web.1.r2",)
     assert reasons(s.deployment) == [Reason.TASK_FAILED, Reason.TASK_FAILED]
-    assert s.deployment.decisions[-1].action == "roll back to revision 1"
+    assert s.deployment.decisions[-1].action == "roll back"
     assert "exit code 1" in s.deployment.message
     assert s.deployment.finished_at is None  # the rollback deployment finishes it
 
@@ -341,21 +342,28 @@ def test_failed_new_task_with_pause_pauses() -> None:
 
 
 def test_failed_new_task_with_continue_is_logged_and_the_rollout_goes_on() -> None:
+    """Issue 12, item 9: with ``continue`` the failed slot was retried until the progress
+    deadline, and its re-failures counted past the slots ("5 of 4 failed"). As in Swarm: the
+    failure is recorded, the next batch starts, every slot ends on the new revision; a slot
+    counts once."""
     d = deployment(2, config={"failure_action": A.CONTINUE}, step=1, target_slots=(1,))
     s = step(d, [old(1), failed_new(1), old(2)], T0 + 5)
     assert s.deployment.phase == Phase.PROGRESSING
     assert s.rollback_to is None
-    assert reasons(s.deployment) == [Reason.TASK_FAILED, Reason.FAILURE_IGNORED]
+    assert reasons(s.deployment) == [
+        Reason.TASK_FAILED, Reason.FAILURE_IGNORED, Reason.BATCH_READY, Reason.BATCH_STARTED,
+    ]  # fmt: skip
     assert s.deployment.failed_tasks == ("web.1.r2",)
-    assert s.deployment.step == 1  # the slot is not done: wait for its restart
+    assert (s.deployment.step, s.deployment.target_slots) == (2, (1, 2))
 
-    # The slot's restarted task turns ready: the next batch starts, the failure is not recounted.
-    restarted = task(1, 2, suffix="b", created_at=T0 + 6, ready_at=T0 + 7)
-    tasks = [old(1, S.STOPPED), failed_new(1), restarted, old(2)]
+    # Slot 2 moves; slot 1's restart fails again: the restart policy's, not counted again.
+    again = task(1, 2, S.FAILED, suffix="b", ready=False, created_at=T0 + 6, message="exit 1")
+    tasks = [old(1, S.STOPPED), failed_new(1), again, *moved(2, ready_at=T0 + 7)]
     s = step(s.deployment, tasks, T0 + 8)
-    assert s.deployment.step == 2
     assert s.deployment.failed_tasks == ("web.1.r2",)
-    assert s.deployment.phase == Phase.PROGRESSING
+    assert s.deployment.failed_slots == (1,)
+    assert s.deployment.phase == Phase.SUCCEEDED
+    assert "2/2 tasks on revision 2, 1 failed slot(s)" in s.deployment.message
 
 
 def test_rollback_action_without_a_previous_revision_pauses() -> None:
@@ -444,7 +452,7 @@ def test_max_failure_ratio_half_of_six_tolerates_three(failures: int, phase: Pha
     if phase == Phase.ROLLING_BACK:
         assert s.rollback_to == 1
         assert s.deployment.decisions[-1].reason == Reason.MAX_FAILURE_RATIO_EXCEEDED
-        assert f"{failures} of 6 new tasks failed" in s.deployment.message
+        assert f"{failures} of 6 slots failed" in s.deployment.message
     else:
         assert s.rollback_to is None
         assert s.deployment.decisions[-1].reason == Reason.TASK_FAILED
@@ -464,10 +472,10 @@ def test_max_failure_ratio_acts_on_the_fourth_failure_one_at_a_time() -> None:
         else:
             assert d.phase == Phase.ROLLING_BACK
             assert s.rollback_to == 1
-            assert "4 of 6 new tasks failed (max failure ratio 0.5)" in d.message
+            assert "4 of 6 slots failed (max failure ratio 0.5)" in d.message
 
 
-def test_each_failed_task_is_counted_once() -> None:
+def test_each_failed_slot_is_counted_once() -> None:
     d = deployment(6, config={"parallelism": 2, "max_failure_ratio": 0.5}, step=1)
     d = d.model_copy(update={"target_slots": (1, 2)})
     tasks = [old(s) for s in range(1, 7)] + [failed_new(1)]
@@ -476,10 +484,11 @@ def test_each_failed_task_is_counted_once() -> None:
     again = step(first, tasks, T0 + 6).deployment
     assert again.failed_tasks == ("web.1.r2",)
     assert len(again.decisions) == len(first.decisions)
-    # A second failure in the same slot (a restart that crashed too) is a new one.
+    # A second failure in the same slot (a restart that crashed too) is the restart policy's:
+    # a slot counts once, so the count never exceeds the slots.
     tasks.append(failed_new(1, suffix="b"))
     third = step(again, tasks, T0 + 7).deployment
-    assert third.failed_tasks == ("web.1.r2", "web.1.r2b")
+    assert third.failed_tasks == ("web.1.r2",)
 
 
 NOT_COUNTED = {
@@ -599,7 +608,7 @@ def test_a_rollback_deployment_never_rolls_back(
     assert s.rollback_to is None
     assert s.deployment.phase == phase
     if phase == Phase.PROGRESSING:
-        assert s.deployment.decisions[-1].reason == Reason.FAILURE_IGNORED
+        assert Reason.FAILURE_IGNORED in reasons(s.deployment)
 
 
 # --- success -----------------------------------------------------------------------------------
@@ -744,3 +753,16 @@ def test_a_rollback_leaves_a_slot_it_counts_as_done_on_its_revision() -> None:
     plan = plan_service("web", service(2, revision=1), tasks, T0 + 3, revisions)
     assert [(n.slot, n.revision) for n in plan.create] == []
     assert revisions == {1: 1, 2: 1}
+
+
+def test_batch_ready_names_the_slots_of_a_short_last_batch() -> None:
+    """Issue 12, item 13: 3 replicas, parallelism 2 — batch 2 is slot 3 alone, and its
+    BatchReady said "slots 2, 3"."""
+    d = deployment(3, config={"parallelism": 2})
+    s = step(d, world(3), T0)
+    assert s.deployment.batch == (1, 2)
+    s = step(s.deployment, world(3, done=(1, 2)), T0 + 2)
+    assert s.deployment.batch == (3,)
+    s = step(s.deployment, world(3, done=(1, 2, 3)), T0 + 4)
+    ready = [x.message for x in s.deployment.decisions if x.reason == Reason.BATCH_READY]
+    assert ready == ["batch 1 ready: slots 1, 2", "batch 2 ready: slots 3"]

@@ -169,7 +169,7 @@ def test_spec_is_frozen() -> None:
             "deploy.canary.steps.0.pause",
             "a pause is a duration or {}",
         ),
-        ({"deploy": {"strategy": "big-bang"}}, "deploy.strategy", "'rolling'"),
+        ({"deploy": {"strategy": "big-bang"}}, "deploy.strategy", "blue-green, canary, rolling"),
         ({"deploy": {"updateConfig": {"order": "x"}}}, "deploy.updateConfig.order", "start-first"),
         ({"resources": {"memory": "12Q"}}, "resources.memory", "expected a size like 256Mi"),
         ({"resources": {"cpus": -1}}, "resources.cpus", "greater than or equal to 0"),

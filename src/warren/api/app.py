@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .. import __version__
 from ..domain.base import parse_model
-from ..domain.deployments import Deployment, DeploymentKind, Phase, Reason
+from ..domain.deployments import Deployment
 from ..domain.errors import (
     AuthError,
     ConflictError,
@@ -35,11 +35,13 @@ from ..domain.errors import (
 )
 from ..domain.events import Event, Level
 from ..domain.nodes import Node, NodeAvailability, NodeSummary
+from ..domain.requests import Answer, Intent
 from ..domain.services import Revision, Service
-from ..domain.specs import ServiceSpec, Strategy, patch_spec
+from ..domain.specs import ServiceSpec, patch_spec
 from ..domain.tasks import Task
 from ..planning.draining import drain_status
 from ..planning.previewing import plan_rollout
+from ..planning.releases import starts_from
 from ..store.cluster import EVENTS, ClusterStore, decode
 from .errors import install_error_handlers
 from .nodes import node_routes
@@ -56,6 +58,11 @@ from .workers import AssignmentSource, TrafficSink, bearer, worker_routes
 __all__ = ["ApiContext", "ClusterView", "create_app"]
 
 log = logging.getLogger("warren.api")
+
+REQUEST_WAIT = 5.0
+"""How long an operator's request waits for the deployment controller's answer."""
+PROMOTE_WAIT = 3.0
+"""How long ``promote`` then waits for the switch (or step) to be decided."""
 
 
 async def authorized(request: Request) -> None:
@@ -254,7 +261,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
             if patch.replace
             else patch_spec(service.spec, patch.spec, patch.env_rm)
         )
-        return asdict(plan_rollout(service.spec, service.revision, new))
+        latest = await cluster.latest_deployment(name)
+        start = starts_from(latest[0] if latest else None, service.revision)
+        current = service.spec
+        if start != service.revision:  # an unpromoted release: its stable revision serves
+            current = (await cluster.get_revision(name, start)).spec
+        plan = plan_rollout(current, start, new, await cluster.next_revision(name))
+        return asdict(plan)
 
     @app.post("/v1/services/{name}/scale", tags=["services"])
     async def scale_service(name: str, body: ScaleRequest, _: Auth) -> dict[str, Any]:
@@ -348,63 +361,47 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 return d.to_wire()
         raise NotFoundError(f"deployment {deployment_id!r} of service {name!r} not found")
 
+    async def _ask(
+        name: str, intent: Intent, full: bool = False, force: bool = False
+    ) -> Deployment:
+        """Store the operator's request, wait for the deployment controller's answer (it alone
+        writes deployments), and return the deployment as it left it. Refused: 409 with the
+        reason; no answer in time (no leader): withdrawn, 503 — nothing was done."""
+        await cluster.get_service(name)
+        asked = await cluster.ask(name, intent, full, force)
+        answered = await cluster.answer_of(asked, REQUEST_WAIT)
+        if answered is None:
+            raise UnavailableError(
+                f"no manager applied the {intent} within {REQUEST_WAIT:g}s (is a leader "
+                "elected?); nothing was done — try again"
+            )
+        if answered.answer == Answer.REFUSED:
+            raise ConflictError(answered.message)
+        for d in await cluster.list_deployments(name):
+            if d.id == asked.deployment:
+                return d
+        raise NotFoundError(f"deployment {asked.deployment} of service {name!r} is gone")
+
     @app.post("/v1/services/{name}/deployment/pause", tags=["deployments"])
     async def pause(name: str, _: Auth) -> dict[str, Any]:
-        now = cluster.clock.now()
-
-        def change(d: Deployment) -> Deployment:
-            if d.phase == Phase.PAUSED:
-                return d
-            if d.phase != Phase.PROGRESSING:
-                raise ConflictError(f"deployment {d.id} is {d.phase}, not progressing")
-            return d.decide(
-                now, Reason.MANUAL_PAUSE, "paused by the operator", action="pause",
-                phase=Phase.PAUSED, paused_reason="paused by the operator",
-            )  # fmt: skip
-
-        d = await cluster.change_deployment(name, change)
+        """Pause the active rollout: no new batch or step until resumed."""
+        d = await _ask(name, Intent.PAUSE)
         await cluster.record("deployment.paused", f"deployment {d.id} paused", service=name)
         return d.to_wire()
 
     @app.post("/v1/services/{name}/deployment/resume", tags=["deployments"])
     async def resume(name: str, _: Auth) -> dict[str, Any]:
-        now = cluster.clock.now()
-
-        def change(d: Deployment) -> Deployment:
-            if d.phase == Phase.PROGRESSING:
-                return d
-            if d.phase != Phase.PAUSED:
-                raise ConflictError(f"deployment {d.id} is {d.phase}, not paused")
-            return d.decide(
-                now, Reason.RESUMED, "resumed by the operator", action="resume",
-                phase=Phase.PROGRESSING, paused_reason="", progress_at=now, analysis_at=now,
-            )  # fmt: skip
-
-        d = await cluster.change_deployment(name, change)
+        d = await _ask(name, Intent.RESUME)
         await cluster.record("deployment.progressing", f"deployment {d.id} resumed", service=name)
         return d.to_wire()
 
-    PROMOTE_WAIT = 3.0
-
     @app.post("/v1/services/{name}/deployment/promote", tags=["deployments"])
-    async def promote(name: str, _: Auth, full: bool = False) -> dict[str, Any]:
+    async def promote(
+        name: str, _: Auth, full: bool = False, force: bool = False
+    ) -> dict[str, Any]:
         """Canary: skip the current pause (``full``: every remaining step). Blue/green: switch
-        now."""
-        now = cluster.clock.now()
-
-        def change(d: Deployment) -> Deployment:
-            if d.phase not in (Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_PROMOTION):
-                raise ConflictError(f"deployment {d.id} is {d.phase}: nothing to promote")
-            if d.strategy == Strategy.ROLLING or d.kind != DeploymentKind.UPDATE:
-                raise ConflictError(f"deployment {d.id} is a rolling {d.kind}: nothing to promote")
-            what = "full" if full else "step"
-            return d.decide(
-                now, Reason.PROMOTED, f"promote ({what}) asked by the operator",
-                action="promote", phase=Phase.PROGRESSING, promote=what, paused_reason="",
-                analysis_at=now,
-            )  # fmt: skip
-
-        d = await cluster.change_deployment(name, change)
+        now. Refused (409) while the new revision's tasks are not all ready, unless ``force``."""
+        d = await _ask(name, Intent.PROMOTE, full, force)
         await cluster.record("deployment.promoted", f"deployment {d.id} promoted", service=name)
         return (await _applied(d)).to_wire()
 
@@ -425,34 +422,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.post("/v1/services/{name}/deployment/abort", tags=["deployments"])
     async def abort(name: str, _: Auth) -> dict[str, Any]:
-        """Stop the active rollout and go back to the revision it started from."""
-        latest = await cluster.latest_deployment(name)
-        if latest is None or not latest[0].active:
-            raise ConflictError(f"service {name!r} has no active deployment to abort")
-        d = latest[0]
-        if d.from_revision is None or d.kind == DeploymentKind.ROLLBACK:
-            now = cluster.clock.now()
-            ended = await cluster.change_deployment(
-                name,
-                lambda d: d.decide(
-                    now,
-                    Reason.ABORTED,
-                    "aborted by the operator",
-                    action="stop",
-                    phase=Phase.FAILED,
-                    finished_at=now,
-                ),
-            )
-            return ended.to_wire()
-        _service, rollback, _rev = await cluster.rollback_service(
-            name, d.from_revision, Reason.ABORTED
-        )
-        await cluster.record(
-            "deployment.aborted",
-            f"deployment {d.id} aborted: rolling back to revision {d.from_revision}",
-            service=name,
-        )
-        return rollback.to_wire()
+        """Stop the active rollout and go back to the revision it started from (the answer is
+        the aborted deployment; its rollback follows at once)."""
+        d = await _ask(name, Intent.ABORT)
+        await cluster.record("deployment.aborted", f"deployment {d.id}: {d.message}", service=name)
+        return d.to_wire()
 
     @app.post("/v1/services/{name}/rollback", tags=["deployments"])
     async def rollback(name: str, body: RollbackRequest, _: Auth) -> dict[str, Any]:

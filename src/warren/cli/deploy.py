@@ -117,6 +117,12 @@ def status_table(status: DeploymentStatus) -> Table:
             table.add_row(
                 "analysis", f"{last.reason}: {last.message}" + (f" ({figures})" if figures else "")
             )
+        if status.rollback_id:
+            table.add_row(
+                "rollback",
+                f"{status.rollback_id} to revision {status.rolled_back_to}: "
+                f"{_phase(status.rollback_phase)}",
+            )
         if status.message:
             table.add_row("message", status.message)
     return table
@@ -162,6 +168,8 @@ def status(
                 if st.done:
                     break
                 time.sleep(0.25)
+        if not st.succeeded:
+            raise WarrenError(f"deployment {st.deployment_id} {st.phase}: {st.message}")
 
 
 @app.command()
@@ -209,10 +217,15 @@ def promote(
     full: Annotated[
         bool, typer.Option("--full", metavar="", help="Skip every remaining step.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", metavar="", help="Even while the new tasks are not all ready."),
+    ] = False,
 ) -> None:
-    """Canary: skip the current pause (--full: all remaining steps). Blue/green: switch now."""
+    """Canary: skip the current pause (--full: all remaining steps). Blue/green: switch now.
+    Refused while the new revision's tasks are not all ready (--force to promote anyway)."""
     with Client() as client:
-        d = client.promote_deployment(name, full)
+        d = client.promote_deployment(name, full, force)
     console.print(f"deployment {d.id}: {d.message}")
 
 

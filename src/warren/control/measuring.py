@@ -58,12 +58,18 @@ class DeployMetrics:
             return
         # Always touched, so that the series exists (at 0) once the service has had a rollout.
         self.delay_seconds[labels] += max(0.0, new.delay_total - old.delay_total)
-        for decision in new.decisions[len(old.decisions) :]:
+        # The log keeps the last DECISIONS_KEPT: the count says how many of them are new.
+        fresh = min(new.decision_count - old.decision_count, len(new.decisions))
+        for decision in new.decisions[len(new.decisions) - fresh :] if fresh > 0 else ():
             if decision.reason == Reason.BATCH_READY and "batch_seconds" in decision.measured:
                 batch = self.batch_duration.setdefault(labels, Histogram(BATCH_BUCKETS))
                 batch.observe(float(decision.measured["batch_seconds"]))
         if old.phase == new.phase or new.kind != DeploymentKind.UPDATE:
             return
+        if new.reverted_to is not None and old.reverted_to is None:
+            # A canary or green that failed went back to its stable revision: a rollback,
+            # without a rollback deployment.
+            self.rollback[labels] += 1
         if new.phase == Phase.SUCCEEDED:
             self.success[labels] += 1
         elif new.phase in (Phase.FAILED, Phase.ROLLING_BACK):

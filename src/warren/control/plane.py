@@ -14,6 +14,7 @@ from typing import Any
 
 from ..domain.deployments import Deployment
 from ..domain.nodes import Heartbeat, Node
+from ..domain.requests import OperatorRequest
 from ..domain.services import Revision, Service
 from ..domain.tasks import Task
 from ..ports import Clock, DataPlane, MetricSource
@@ -21,6 +22,7 @@ from ..store.cluster import (
     DEPLOYMENTS,
     HEARTBEATS,
     NODES,
+    REQUESTS,
     REVISIONS,
     SERVICES,
     TASKS,
@@ -54,6 +56,7 @@ class ControlPlane:
         self.nodes = Informer(store, NODES, Node)
         self.heartbeats = Informer(store, HEARTBEATS, Heartbeat)
         self.deployments = Informer(store, DEPLOYMENTS, Deployment)
+        self.requests = Informer(store, REQUESTS, OperatorRequest)
         self.index = TaskIndex(self.tasks, self.revisions)
         self.latest = DeploymentIndex(self.deployments)
         self.reconciler = Reconciler(
@@ -77,6 +80,8 @@ class ControlPlane:
             self.index,
             clock,
             metrics,
+            nodes=self.nodes,
+            requests=self.requests,
         )
         self.metrics = DeployMetrics(self.deployments)
         self.node_watcher = NodeWatcher(cluster, self.nodes, set(), clock)
@@ -101,8 +106,8 @@ class ControlPlane:
             self.deployments.on_change(self.routing.deployment_changed)
             self.controllers.append(self.routing)
         self._informers: list[Informer[Any]] = [
-            self.revisions, self.deployments, self.services, self.nodes, self.heartbeats,
-            self.tasks,
+            self.revisions, self.deployments, self.requests, self.services, self.nodes,
+            self.heartbeats, self.tasks,
         ]  # fmt: skip
 
         self.leads = False

@@ -16,7 +16,7 @@ import logging
 import secrets
 from collections.abc import Iterable
 
-from ..domain.deployments import Deployment, Phase
+from ..domain.deployments import Deployment
 from ..domain.events import Level
 from ..domain.nodes import Node, NodeStatus
 from ..domain.services import Revision, Service
@@ -24,7 +24,7 @@ from ..domain.specs import UpdateOrder
 from ..domain.tasks import DesiredState, Task, TaskState, task_id
 from ..planning.placement import PlacementRequest, place, why_unplaced
 from ..planning.reconciling import plan_service
-from ..planning.rollouts import slot_revisions
+from ..planning.strategies import drives, slot_revisions
 from ..ports import Clock, Compare, Delete, Op, Put
 from ..store.cluster import (
     DEPLOYMENTS,
@@ -32,6 +32,7 @@ from ..store.cluster import (
     TASKS,
     ClusterStore,
     encode,
+    request_key,
     revision_key,
     service_key,
     task_key,
@@ -153,12 +154,7 @@ class Reconciler(Controller):
         if service is not None and self._deployment_lags(service, deployment, tasks, now):
             return now + LAG_RETRY
         slot_map, order = None, UpdateOrder.START_FIRST
-        if (
-            service is not None
-            and deployment is not None
-            and deployment.to_revision == service.revision
-            and deployment.phase != Phase.SUCCEEDED
-        ):
+        if service is not None and deployment is not None and drives(service, deployment):
             slot_map = slot_revisions(deployment, tasks, service.spec.replicas)
             order = deployment.config.order
         draining = {n.name for n in self.nodes.values() if n.draining}
@@ -234,6 +230,7 @@ class Reconciler(Controller):
         if plan.forget_revisions:
             ops.append(Delete(f"{REVISIONS}{name}/", prefix=True))
             ops.append(Delete(f"{DEPLOYMENTS}{name}/", prefix=True))
+            ops.append(Delete(request_key(name)))
 
         if ops:
             res = await self.cluster.raw.txn(compares, ops)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from ..domain.deployments import Deployment, DeploymentKind
 from ..domain.nodes import Node
 from ..domain.services import Revision, Service
-from ..domain.specs import BlueGreenConfig, ServiceSpec, Strategy
+from ..domain.specs import ServiceSpec
 from ..domain.tasks import Task, TaskState
+from ..planning.strategies import RouteExtras, kind_of
 from ..ports import Clock, DataPlane, Endpoint, Pin, Route
 from ..store.cluster import revision_key, service_key
 from ..store.informing import Informer
@@ -29,37 +30,22 @@ def route_for(
 ) -> Route:
     """The route of ``service``: its ready tasks, and — while a canary or blue/green release
     runs — the weights per revision, the preview pin and the sticky cookie (``release``: the new
-    revision's spec)."""
+    revision's spec). (The canary of a release a newer update dropped is shut down by the
+    reconciler as soon as its slot's stable task is ready — at once — and so leaves the route.)"""
     endpoints = tuple(
         Endpoint(t.endpoint, t.id, t.revision)
         for t in sorted(tasks, key=lambda t: (t.slot, t.id))
         if t.endpoint and t.ready and t.wants_running and t.state == TaskState.RUNNING
     )
     weights = deployment.weights if deployment is not None else ()
-    pins: tuple[Pin, ...] = ()
-    if (
-        deployment is not None
-        and deployment.active
-        and deployment.kind == DeploymentKind.UPDATE
-        and deployment.strategy == Strategy.BLUE_GREEN
-    ):
-        blue_green = release.deploy.blue_green if release is not None else None
-        header = blue_green.preview_header if blue_green else BlueGreenConfig().preview_header
-        pins = (Pin(deployment.to_revision, header=header),)
-    sticky_cookie: str | None = None
-    canary = release.deploy.canary if release is not None else None
-    if (
-        deployment is not None
-        and deployment.kind == DeploymentKind.UPDATE
-        and deployment.strategy == Strategy.CANARY
-        # Stable and canary both weighted. Not only while active: a failed canary keeps
-        # weights (stable 100, canary 0) so that its sticky clients are moved back with a new
-        # cookie; a promoted one has none, and leftover cookies are then ignored.
-        and len(weights) > 1
-        and canary is not None
-        and canary.sticky_sessions
-    ):
-        sticky_cookie = canary.sticky_cookie
+    extras = RouteExtras()
+    if deployment is not None and deployment.kind == DeploymentKind.UPDATE:
+        extras = kind_of(deployment).route_extras(deployment, release)
+    pins = (
+        (Pin(deployment.to_revision, header=extras.preview_header),)
+        if deployment is not None and extras.preview_header
+        else ()
+    )
     return Route(
         service=service.name,
         ports=tuple(p.published for p in service.spec.ports),
@@ -67,7 +53,7 @@ def route_for(
         endpoints=endpoints,
         weights=weights,
         pins=pins,
-        sticky_cookie=sticky_cookie,
+        sticky_cookie=extras.sticky_cookie,
     )
 
 

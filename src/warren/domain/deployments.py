@@ -20,6 +20,8 @@ Phases::
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -27,6 +29,7 @@ from pydantic import Field
 
 from .base import Model
 from .specs import FailureAction, RollbackConfig, Strategy, UpdateConfig, UpdateOrder
+from .tasks import Task, current_tasks
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -39,7 +42,7 @@ __all__ = [
     "Reason",
     "RolloutConfig",
     "deployment_id",
-    "previous_revision",
+    "status_deployment",
 ]
 
 
@@ -102,6 +105,7 @@ class Reason(StrEnum):
     RESUMED = "Resumed"
     ABORTED = "Aborted"
     FAILURE_IGNORED = "FailureIgnored"
+    FAST_ROLLBACK = "FastRollback"
     WEBHOOKS_PASSED = "WebhooksPassed"
     WEBHOOK_FAILED = "WebhookFailed"
     WEBHOOKS_CALLED = "WebhooksCalled"
@@ -179,7 +183,8 @@ class Deployment(Model):
     id: str
     service: str
     kind: DeploymentKind = DeploymentKind.UPDATE
-    strategy: Strategy = Strategy.ROLLING
+    strategy: str = Strategy.ROLLING.value
+    """The name of a registered strategy (``planning.strategies``)."""
     from_revision: int | None
     to_revision: int
     replicas: int
@@ -191,8 +196,16 @@ class Deployment(Model):
     """Slots moved to ``to_revision`` (in order). Slots not in it keep the revision they run."""
     ready_slots: int = 0
     """Slots done so far (new task ready, monitored, old task gone): progress."""
+    done_slots: tuple[int, ...] = ()
+    """The target slots seen done: a slot done stays done — a task that crashes after its
+    monitor period is the restart policy's, not the rollout's (as in Swarm)."""
     failed_tasks: tuple[str, ...] = ()
     """Tasks of ``to_revision`` counted as failures (each at most once)."""
+    failed_slots: tuple[int, ...] = ()
+    """The slots those tasks ran in (each at most once): what the failure ratio counts, so
+    that a slot whose replacements keep failing counts once, never more than the slots."""
+    batch: tuple[int, ...] = ()
+    """The slots of the current batch (the last ``BatchStarted``)."""
     started_at: float
     updated_at: float
     finished_at: float | None = None
@@ -227,9 +240,18 @@ class Deployment(Model):
     (``post-rollout``): each runs once per deployment."""
     rollback_of: str | None = None
     """For a rollback: the id of the deployment it undoes."""
+    cause: str = ""
+    """For a rollback: why it was started (``ManualRollback``, ``AutomaticRollback``,
+    ``Aborted``, ``FastRollback``)."""
     rolled_back_by: str | None = None
+    reverted_to: int | None = None
+    """A canary or blue/green release that failed before promotion: the stable revision the
+    service went back to (in the same write), without a rollback deployment."""
     conditions: tuple[Condition, ...] = ()
     decisions: tuple[Decision, ...] = ()
+    decision_count: int = 0
+    """Decisions made so far: the log keeps the last DECISIONS_KEPT, and this tells a reader
+    how many are new since it last looked."""
     message: str = ""
     """The latest human summary: why it is paused, failed, rolled back …"""
 
@@ -246,7 +268,33 @@ class Deployment(Model):
         measured: dict[str, Any] | None = None,
         **changes: Any,
     ) -> Deployment:
-        """This deployment with a decision appended (the log keeps the last DECISIONS_KEPT)."""
+        """This deployment with a decision appended and some of its *progress* changed (the log
+        keeps the last DECISIONS_KEPT). Only the fields of PROGRESS_FIELDS may change here, and
+        their values are checked: a phase moves only by a transition
+        (``domain.transitions``)."""
+        unknown = set(changes) - PROGRESS_FIELDS
+        if unknown:
+            raise TypeError(f"not a progress field of a deployment: {', '.join(sorted(unknown))}")
+        return self.logged(now, reason, message, action, measured, **changes)
+
+    def advance(self, now: float, **changes: Any) -> Deployment:
+        """Progress too small for the log (slots done, a window's start): checked like
+        ``decide``."""
+        unknown = set(changes) - PROGRESS_FIELDS
+        if unknown:
+            raise TypeError(f"not a progress field of a deployment: {', '.join(sorted(unknown))}")
+        return self.checked(updated_at=now, **changes)
+
+    def logged(
+        self,
+        now: float,
+        reason: Reason | str,
+        message: str,
+        action: str = "",
+        measured: dict[str, Any] | None = None,
+        **changes: Any,
+    ) -> Deployment:
+        """``decide`` without the progress check: for ``domain.transitions`` alone."""
         entry = Decision(
             time=now,
             step=changes.get("step", self.step),
@@ -256,32 +304,42 @@ class Deployment(Model):
             action=action,
         )
         decisions = (*self.decisions, entry)[-DECISIONS_KEPT:]
-        return self.model_copy(
-            update={"decisions": decisions, "updated_at": now, "message": message, **changes}
+        return self.checked(
+            decisions=decisions,
+            decision_count=self.decision_count + 1,
+            updated_at=now,
+            message=message,
+            **changes,
         )
+
+    def checked(self, **changes: Any) -> Deployment:
+        """A copy with ``changes``, validated like a record read from the store: an unknown
+        field or a value of the wrong kind (``phase="not-a-phase"``) is an error, not a
+        record that breaks its reader later."""
+        data = {name: getattr(self, name) for name in type(self).model_fields}
+        unknown = set(changes) - set(data)
+        if unknown:
+            raise TypeError(f"not a field of a deployment: {', '.join(sorted(unknown))}")
+        return type(self).model_validate({**data, **changes})
 
     def with_condition(self, condition: Condition) -> Deployment:
         others = tuple(c for c in self.conditions if c.type != condition.type)
         return self.model_copy(update={"conditions": (*others, condition)})
 
 
+PROGRESS_FIELDS = frozenset(
+    {
+        "step", "target_slots", "ready_slots", "done_slots", "failed_tasks", "failed_slots",
+        "batch",
+        "batch_started_at", "batch_ready_at", "progress_at", "delay_total", "weights",
+        "canary_step", "pause_until", "analysis_at", "analysis_failures", "promoting", "promote",
+        "green_ready_at", "switched_at", "hooks_done",
+    }
+)  # fmt: skip
+"""What a planner may change as a rollout goes on. The rest — phase, finish, links between
+deployments, identity — changes only through ``domain.transitions``."""
+
 DECISIONS_KEPT = 200
-
-
-def previous_revision(deployments: list[Deployment], current: int) -> int | None:
-    """The revision that served before ``current`` went live: what ``warren service rollback``
-    goes back to. The update that made ``current`` live says; after an automatic rollback that
-    is the last good revision before it, never the failed one. Failing that (``current`` came
-    back by a rollback), the revision that rollback left — so two rollbacks flip back and forth,
-    as in Swarm."""
-    succeeded = [d for d in reversed(deployments) if d.phase == Phase.SUCCEEDED]
-    for d in succeeded:
-        if d.kind == DeploymentKind.UPDATE and d.to_revision == current and d.from_revision:
-            return d.from_revision
-    for d in succeeded:
-        if d.to_revision == current and d.from_revision:
-            return d.from_revision
-    return None
 
 
 def deployment_id(service: str, sequence: int) -> str:
@@ -289,10 +347,28 @@ def deployment_id(service: str, sequence: int) -> str:
     return f"{service}-{sequence}"
 
 
+def status_deployment(
+    deployments: Sequence[Deployment],
+) -> tuple[Deployment | None, Deployment | None]:
+    """What a service's status is about: its newest deployment — but when that is the
+    automatic rollback (or the abort) of an update, the update itself, with the rollback inside
+    it: the status of a release that failed is never the "succeeded" of its rollback. Returns
+    ``(deployment, its rollback or None)``."""
+    if not deployments:
+        return None, None
+    newest = deployments[-1]
+    undoing = newest.cause in (Reason.AUTOMATIC_ROLLBACK, Reason.ABORTED)
+    if newest.kind == DeploymentKind.ROLLBACK and undoing and newest.rollback_of:
+        undone = next((d for d in deployments if d.id == newest.rollback_of), None)
+        if undone is not None:
+            return undone, newest
+    return newest, None
+
+
 class DeploymentStatus(Model):
     """The seed's DeploymentStatus, and more: what ``warren deploy status`` and
-    ``Deployer.get_deployment_status`` show. Computed from the service, its newest deployment
-    and its tasks; never stored."""
+    ``Deployer.get_deployment_status`` show. Computed from the service, its deployments and its
+    tasks; never stored. It is about the service's last release (``status_deployment``)."""
 
     service_id: str
     service_name: str
@@ -306,7 +382,8 @@ class DeploymentStatus(Model):
     total_tasks: int
     """Tasks that hold (or may soon hold) a process or container, any revision."""
     tasks: dict[str, int]
-    """Tasks that want to run, by observed state."""
+    """The current tasks by observed state: each slot's tasks that want to run, without those
+    a newer task of the slot has replaced (``domain.tasks.current_tasks``)."""
     deployment_id: str | None = None
     kind: str | None = None
     phase: Phase | None = None
@@ -323,11 +400,19 @@ class DeploymentStatus(Model):
     weights: dict[str, int] = {}
     """Traffic share per revision (percent), as the ingress applies it."""
     decisions: tuple[Decision, ...] = ()
-    """The last few decisions of the deployment."""
+    """The last few decisions of the deployment (and of its rollback)."""
+    rollback_id: str | None = None
+    """The automatic rollback (or abort) that undid the update, if any."""
+    rollback_phase: Phase | None = None
+    rolled_back_to: int | None = None
 
     @property
     def done(self) -> bool:
         return self.phase is None or self.phase.terminal
+
+    @property
+    def succeeded(self) -> bool:
+        return self.phase is None or self.phase == Phase.SUCCEEDED
 
     @staticmethod
     def of(
@@ -336,12 +421,15 @@ class DeploymentStatus(Model):
         strategy: str,
         revision: int,
         replicas: int,
-        deployment: Deployment | None,
-        states: dict[str, int],
-        ready: int,
-        total: int,
+        deployments: Sequence[Deployment],
+        tasks: Sequence[Task],
         now: float,
     ) -> DeploymentStatus:
+        newest = deployments[-1] if deployments else None
+        revisions = {revision}
+        if newest is not None and newest.active:
+            revisions |= {r for r in (newest.from_revision, newest.to_revision) if r is not None}
+        current = current_tasks(tasks, revisions)
         status = DeploymentStatus(
             service_id=service_name,
             service_name=service_name,
@@ -349,14 +437,15 @@ class DeploymentStatus(Model):
             strategy=strategy,
             revision=revision,
             desired_tasks=replicas,
-            ready_tasks=ready,
-            total_tasks=total,
-            tasks=states,
+            ready_tasks=sum(1 for t in current if t.ready and t.revision == revision),
+            total_tasks=sum(1 for t in tasks if t.state.active),
+            tasks=dict(Counter(str(t.state) for t in current)),
         )
-        if deployment is None:
+        d, rollback = status_deployment(deployments)
+        if d is None:
             return status
-        d = deployment
         per_batch = d.config.parallelism or max(d.replicas, 1)
+        decisions = d.decisions if rollback is None else (*d.decisions, *rollback.decisions)
         return status.model_copy(
             update={
                 "deployment_id": d.id,
@@ -372,7 +461,10 @@ class DeploymentStatus(Model):
                 "finished_at": d.finished_at,
                 "elapsed": (d.finished_at or now) - d.started_at,
                 "message": d.message,
-                "weights": {str(rev): w for rev, w in d.weights},
-                "decisions": d.decisions[-10:],
+                "weights": {str(rev): w for rev, w in deployments[-1].weights},
+                "decisions": decisions[-10:],
+                "rollback_id": rollback.id if rollback else None,
+                "rollback_phase": rollback.phase if rollback else None,
+                "rolled_back_to": rollback.to_revision if rollback else None,
             }
         )

@@ -13,13 +13,15 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from .base import Duration, Model, parse_model
 from .errors import ValidationError
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_ANALYSIS",
+    "DEFAULT_WEIGHTS",
     "Analysis",
     "BlueGreenConfig",
     "CanaryConfig",
@@ -38,6 +40,7 @@ __all__ = [
     "RollbackConfig",
     "ServiceSpec",
     "Strategy",
+    "StrategyName",
     "TcpCheck",
     "UpdateConfig",
     "UpdateOrder",
@@ -45,8 +48,10 @@ __all__ = [
     "parse_condition",
     "parse_memory",
     "patch_spec",
+    "register_strategy_name",
     "service_from_document",
     "service_to_document",
+    "unregister_strategy_name",
 ]
 
 API_VERSION = "warren.io/v1"
@@ -60,9 +65,35 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class Strategy(StrEnum):
+    """The strategies Warren ships; ``deploy.strategy`` takes any registered name
+    (``planning.strategies.register``)."""
+
     ROLLING = "rolling"
     BLUE_GREEN = "blue-green"
     CANARY = "canary"
+
+
+_STRATEGY_NAMES: set[str] = {s.value for s in Strategy}
+"""What ``deploy.strategy`` accepts: the registry's names (``planning.strategies``)."""
+
+
+def register_strategy_name(name: str) -> None:
+    _STRATEGY_NAMES.add(name)
+
+
+def unregister_strategy_name(name: str) -> None:
+    if name not in {s.value for s in Strategy}:
+        _STRATEGY_NAMES.discard(name)
+
+
+def _known_strategy(value: Any) -> Any:
+    if isinstance(value, str) and value not in _STRATEGY_NAMES:
+        choices = ", ".join(sorted(_STRATEGY_NAMES))
+        raise ValueError(f"unknown strategy {value!r}: expected one of {choices}")
+    return value
+
+
+StrategyName = Annotated[str, BeforeValidator(_known_strategy)]
 
 
 class FailureAction(StrEnum):
@@ -335,12 +366,34 @@ class Analysis(Model):
 
 class CanaryConfig(Model):
     steps: tuple[CanaryStep, ...] = ()
+    """None given: DEFAULT_WEIGHTS, each held for an analysis window (``with_defaults``)."""
     canary_replicas: int | None = Field(None, ge=1)
     analysis: Analysis | None = None
     sticky_sessions: bool = False
     """While the canary has traffic, a client stays on the revision that first answered it
     (a cookie set by the ingress), as long as that revision keeps a weight above 0."""
     sticky_cookie: str = Field("warren-revision", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    @property
+    def defaulted(self) -> bool:
+        return not self.steps
+
+    def with_defaults(self) -> CanaryConfig:
+        """A canary is never promoted untested: without steps it runs 10% → 50% → 100%, each
+        weight held for one analysis window and judged — by the given analysis, else by
+        DEFAULT_ANALYSIS (success rate ≥ 95% over at least 20 requests; fewer pauses the
+        release for a person)."""
+        if self.steps:
+            return self
+        analysis = self.analysis or DEFAULT_ANALYSIS
+        hold = CanaryStep(pause=analysis.interval)
+        steps = tuple(s for w in DEFAULT_WEIGHTS for s in (CanaryStep(set_weight=w), hold))
+        return self.model_copy(update={"steps": steps, "analysis": analysis})
+
+
+DEFAULT_WEIGHTS = (10, 50)
+"""The weights of a canary given no steps; promotion to 100% follows."""
+DEFAULT_ANALYSIS = Analysis(interval=10.0, success_rate=0.95, min_requests=20)
 
 
 class BlueGreenConfig(Model):
@@ -353,7 +406,7 @@ class BlueGreenConfig(Model):
 
 
 class DeployConfig(Model):
-    strategy: Strategy = Strategy.ROLLING
+    strategy: StrategyName = Strategy.ROLLING.value
     update_config: UpdateConfig = UpdateConfig()
     rollback_config: RollbackConfig = RollbackConfig()
     canary: CanaryConfig | None = None
@@ -478,7 +531,12 @@ def _cannot_finish(deploy: DeployConfig) -> str | None:
             "not even be judged before the rollout times out"
         )
     canary = deploy.canary
-    if deploy.strategy == Strategy.CANARY and canary is not None and canary.analysis is not None:
+    if (
+        deploy.strategy == Strategy.CANARY
+        and canary is not None
+        and canary.analysis is not None
+        and not canary.defaulted  # the default steps hold each weight one window
+    ):
         interval = canary.analysis.interval
         weighted = False
         window_fits = False

@@ -12,13 +12,14 @@ task's node. ::
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from enum import StrEnum
 from typing import Any
 
 from .base import Model
 from .errors import InvalidTransitionError
 
-__all__ = ["OBSERVED_FIELDS", "DesiredState", "Task", "TaskState", "task_id"]
+__all__ = ["OBSERVED_FIELDS", "DesiredState", "Task", "TaskState", "current_tasks", "task_id"]
 
 
 class TaskState(StrEnum):
@@ -115,3 +116,19 @@ class Task(Model):
     @property
     def wants_running(self) -> bool:
         return self.desired_state == DesiredState.RUNNING
+
+
+def current_tasks(tasks: Iterable[Task], revisions: Collection[int] | None = None) -> list[Task]:
+    """The tasks that stand for their slot now: those that want to run, minus the ended ones
+    that are history — replaced by a newer task of the slot, or of a revision the service has
+    left (``revisions``: those it runs or moves between). A slot whose new task is ready is not
+    also "failed"; nor is a service whose failed update was rolled back."""
+    wanted = [t for t in tasks if t.wants_running]
+    newest: dict[int, float] = {}
+    for t in wanted:
+        newest[t.slot] = max(newest.get(t.slot, t.created_at), t.created_at)
+    return [
+        t for t in wanted
+        if t.state.active
+        or (t.created_at >= newest[t.slot] and (revisions is None or t.revision in revisions))
+    ]  # fmt: skip

@@ -7,16 +7,16 @@ ready for ``monitor``, and no task of another revision is still active in the sl
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..domain.deployments import Deployment, DeploymentKind, Phase, Reason
-from ..domain.specs import Analysis, BlueGreenConfig, CanaryConfig, Strategy
+from ..domain.deployments import Deployment, Phase, Reason
+from ..domain.specs import BlueGreenConfig, CanaryConfig
 from ..domain.tasks import Task, TaskState
 from .analysis import Sample
 from .checks import Check, CheckKey, CheckResult
-from .reconciling import SlotTarget
 
 __all__ = [
     "Failure",
@@ -28,7 +28,6 @@ __all__ = [
     "find_failures",
     "monitor_ends",
     "slot_done",
-    "slot_revisions",
 ]
 
 
@@ -47,33 +46,44 @@ class RolloutView:
     checks: Mapping[CheckKey, CheckResult] = field(default_factory=dict)
     """The answers of the external checks (webhooks, provider metrics) run so far for this
     deployment."""
+    down: frozenset[str] = frozenset()
+    """Nodes whose heartbeat stopped: their tasks are lost to the rollout (replaced at once,
+    never waited for, never a failure of the release)."""
 
     @property
-    def analysis(self) -> Analysis | None:
-        """The release's analysis (and webhooks), by the deployment's strategy."""
-        strategy = self.deployment.strategy
-        if strategy == Strategy.CANARY and self.canary is not None:
-            return self.canary.analysis
-        if strategy == Strategy.BLUE_GREEN and self.blue_green is not None:
-            return self.blue_green.analysis
-        return None
+    def live_tasks(self) -> list[Task]:
+        """The tasks not lost with a node that is down."""
+        return [t for t in self.tasks if t.node not in self.down] if self.down else [*self.tasks]
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
     """A planner's decision: the deployment's next record (equal to the input when there is
-    nothing to do), whether to start a rollback to ``rollback_to`` now, whether to make
-    ``revert_to`` the service's revision again without a rollback (a failed canary: the stable
-    revision never moved), and when to look again even if nothing changes (a monitor period, a
-    delay or a pause ending, an analysis window closing, a deadline falling due). ``checks``:
-    external checks the planner needs answered before it can go on (the controller runs them
-    and syncs again when they have answered)."""
+    nothing to do), and when to look again even if nothing changes (a monitor period, a delay or
+    a pause ending, an analysis window closing, a deadline falling due). ``checks``: external
+    checks the planner needs answered before it can go on (the controller runs them and syncs
+    again when they have answered).
+
+    What the controller does besides storing the record is read from the record itself, so that
+    a crash between the decision and the act changes nothing: a deployment rolling_back with no
+    rollback linked gets its rollback started; a failed one with ``reverted_to`` has the
+    service's revision set back in the same write."""
 
     deployment: Deployment
-    rollback_to: int | None = None
-    revert_to: int | None = None
     requeue_at: float | None = None
     checks: tuple[Check, ...] = ()
+
+    @property
+    def rollback_to(self) -> int | None:
+        """The revision the update started from, when a rollback was decided (the controller
+        goes back to the last revision that succeeded: this one, unless it never did)."""
+        d = self.deployment
+        decided = d.phase == Phase.ROLLING_BACK and d.rolled_back_by is None
+        return d.from_revision if decided else None
+
+    @property
+    def revert_to(self) -> int | None:
+        return self.deployment.reverted_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +91,7 @@ class Failure:
     task_id: str
     reason: Reason
     message: str
+    slot: int = 0
 
 
 def by_slot(tasks: Iterable[Task]) -> dict[int, list[Task]]:
@@ -91,61 +102,6 @@ def by_slot(tasks: Iterable[Task]) -> dict[int, list[Task]]:
     for group in slots.values():
         group.sort(key=lambda t: (t.created_at, t.id), reverse=True)
     return slots
-
-
-def slot_revisions(
-    deployment: Deployment | None, tasks: Iterable[Task], replicas: int
-) -> dict[int, SlotTarget]:
-    """The revision each slot should run while ``deployment`` drives the service. Rolling: its
-    target slots run ``to_revision``; every other slot keeps the revision of its newest live
-    task, else of its newest task (a slot the rollout has not reached yet is left alone, even if
-    its task crashes and is restarted); a slot with no task at all (scaled up mid-rollout) gets
-    ``to_revision``. Canary and blue/green: see ``_side_by_side``."""
-    if deployment is None:
-        return {}
-    side_by_side = _side_by_side(deployment, replicas)
-    if side_by_side is not None:
-        return side_by_side
-    targets = set(deployment.target_slots)
-    slots = by_slot(t for t in tasks if t.wants_running)
-    # A rollback its planner has not looked at yet may be an instant switch back to warm tasks
-    # (blue beside green): until it has decided, a slot keeps every revision it runs.
-    undecided = deployment.kind == DeploymentKind.ROLLBACK and not targets
-    result: dict[int, SlotTarget] = {}
-    for slot in range(1, replicas + 1):
-        group = slots.get(slot)
-        if slot in targets or not group:
-            result[slot] = deployment.to_revision
-            continue
-        # The live task's revision first: a crashed task of the revision being left must
-        # not come back while the slot still runs a live task of another one.
-        live = [t for t in group if t.state.active]
-        running = tuple(dict.fromkeys(t.revision for t in live))
-        if undecided and len(running) > 1:
-            result[slot] = running
-        else:
-            result[slot] = (live or group)[0].revision
-    return result
-
-
-def _side_by_side(d: Deployment, replicas: int) -> dict[int, SlotTarget] | None:
-    """Canary and blue/green updates run both revisions in their target slots (a canary task
-    beside a stable one; green beside blue) and the stable one alone elsewhere, until
-    promotion; then the new one everywhere. A release that ended without promotion leaves the
-    stable revision alone everywhere."""
-    if d.kind != DeploymentKind.UPDATE or d.strategy == Strategy.ROLLING or d.promoting:
-        return None
-    stable = d.from_revision
-    if stable is None or d.phase == Phase.SUCCEEDED:
-        return None
-    if d.phase.terminal:
-        # Failed (or superseded) before promotion: the stable revision everywhere, also in the
-        # moment before the service is reverted to it — its tasks were never to be touched.
-        return {slot: stable for slot in range(1, replicas + 1)}
-    targets = set(d.target_slots)
-    pair = (stable, d.to_revision)
-    wanted = set(range(1, replicas + 1)) | targets
-    return {slot: pair if slot in targets else stable for slot in sorted(wanted)}
 
 
 def slot_done(tasks: Sequence[Task], revision: int, monitor: float, now: float) -> bool:
@@ -169,28 +125,47 @@ def monitor_ends(tasks: Sequence[Task], revision: int, monitor: float) -> float 
 
 
 def find_failures(
-    deployment: Deployment, tasks: Iterable[Task], now: float, healthy_deadline: float
+    deployment: Deployment,
+    tasks: Iterable[Task],
+    now: float,
+    healthy_deadline: float,
+    monitor: float = math.inf,
 ) -> tuple[list[Failure], float | None]:
     """Tasks of the new revision in the deployment's target slots that failed since it started
     and were not counted yet: ended on their own with an error, failed their health check, or
-    not ready within ``healthy_deadline``. Also: when the next healthy deadline falls due."""
+    not ready within ``healthyDeadline``. Also: when the next healthy deadline falls due.
+
+    - A slot counts once: a slot already counted (its failure tolerated, or ignored with
+      ``failureAction: continue``) is left to the restart policy — its later tasks are not
+      failures of the release, so the count never exceeds the slots.
+    - ``monitor`` bounds it, as in Swarm: a task fails the release before it is ready or
+      within ``monitor`` after it turned ready; a crash later belongs to the restart policy.
+      E.g. monitor 5s, ready at t=1: a crash at t=4 counts, one at t=8 does not.
+    - Tasks on a node that is down are not passed in: lost, not failed (see
+      ``RolloutView.live_tasks``)."""
     targets = set(deployment.target_slots)
     counted = set(deployment.failed_tasks)
+    failed_slots = set(deployment.failed_slots)
     failures: list[Failure] = []
     next_deadline: float | None = None
-    for t in tasks:
+    for t in sorted(tasks, key=lambda t: (t.slot, t.created_at, t.id)):
         if (
             t.revision != deployment.to_revision
             or t.slot not in targets
+            or t.slot in failed_slots
             or t.id in counted
             or t.created_at < deployment.started_at
             or not t.wants_running
         ):
             continue
         if t.state == TaskState.FAILED:
+            ended = t.finished_at if t.finished_at is not None else t.updated_at
+            if t.ready_at is not None and ended > t.ready_at + monitor:
+                continue  # it served past its monitor period: the restart policy's business
             health = t.message.startswith("health check failed")
             reason = Reason.HEALTH_CHECK_FAILED if health else Reason.TASK_FAILED
-            failures.append(Failure(t.id, reason, f"{t.id}: {t.message or 'failed'}"))
+            failures.append(Failure(t.id, reason, f"{t.id}: {t.message or 'failed'}", t.slot))
+            failed_slots.add(t.slot)
         elif t.state.active and t.ready_at is None:
             deadline = t.created_at + healthy_deadline
             if now >= deadline:
@@ -199,8 +174,10 @@ def find_failures(
                         t.id,
                         Reason.HEALTHY_DEADLINE_EXCEEDED,
                         f"{t.id}: not ready {healthy_deadline:g}s after it was created",
+                        t.slot,
                     )
                 )
+                failed_slots.add(t.slot)
             else:
                 next_deadline = deadline if next_deadline is None else min(next_deadline, deadline)
     return failures, next_deadline

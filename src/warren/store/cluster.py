@@ -10,6 +10,8 @@ Key layout (one prefix per kind; values are the camelCase JSON of the domain mod
     /heartbeats/{name}                b""          bound to the node's lease: gone ⇒ node down
     /events/{time_ns:020d}-{rand}     Event
     /deployments/{service}/{n:08d}    Deployment   rollouts, oldest first; the newest drives
+    /requests/{service}               OperatorRequest  pause/resume/promote/abort, for the
+                                                   deployment controller to apply and answer
     /cluster/secret                   bytes        signs the node tokens of remote workers
     /cluster/join-token               str          what `warren worker --token` joins with
     /cluster/admin-token              str          the admin token of every manager
@@ -17,9 +19,9 @@ Key layout (one prefix per kind; values are the camelCase JSON of the domain mod
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -31,16 +33,24 @@ from ..domain.deployments import (
     DeploymentStatus,
     Phase,
     Reason,
-    RolloutConfig,
-    deployment_id,
-    previous_revision,
 )
 from ..domain.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from ..domain.events import Event, Level
 from ..domain.nodes import Node, NodeAvailability, NodeStatus
+from ..domain.requests import Intent, OperatorRequest
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec
 from ..domain.tasks import OBSERVED_FIELDS, DesiredState, Task, TaskState
+from ..planning.releases import (
+    fast_track_target,
+    last_good_revision,
+    new_rollback,
+    new_update,
+    newest_good_revision,
+    previous_revision,
+    starts_from,
+    undone_by_rollback,
+)
 from ..ports import Clock, Compare, Delete, KeyValue, Op, Put, StateStore
 
 __all__ = [
@@ -49,6 +59,7 @@ __all__ = [
     "HEARTBEATS",
     "NODES",
     "NODE_EPOCHS",
+    "REQUESTS",
     "REVISIONS",
     "SERVICES",
     "TASKS",
@@ -56,7 +67,9 @@ __all__ = [
     "decode",
     "deployment_key",
     "encode",
+    "request_key",
     "revision_key",
+    "sequence_of",
     "service_key",
     "task_key",
 ]
@@ -68,6 +81,7 @@ NODES = "/nodes/"
 HEARTBEATS = "/heartbeats/"
 EVENTS = "/events/"
 DEPLOYMENTS = "/deployments/"
+REQUESTS = "/requests/"
 CLUSTER_SECRET = "/cluster/secret"
 JOIN_TOKEN = "/cluster/join-token"
 ADMIN_TOKEN = "/cluster/admin-token"
@@ -98,6 +112,15 @@ def revision_key(service: str, number: int) -> str:
 
 def deployment_key(service: str, sequence: int) -> str:
     return f"{DEPLOYMENTS}{service}/{sequence:08d}"
+
+
+def request_key(service: str) -> str:
+    return f"{REQUESTS}{service}"
+
+
+def sequence_of(deployment_id: str) -> int:
+    """``web-7`` → 7."""
+    return int(deployment_id.rsplit("-", 1)[1])
 
 
 def task_key(task: Task | tuple[str, str]) -> str:
@@ -160,39 +183,36 @@ class ClusterStore:
     ) -> tuple[Service, bool]:
         """Apply ``change`` to the current spec with compare-and-swap (retried on a lost race).
         When the template changed, a new revision is stored and, in the same transaction, a
-        deployment that moves the tasks to it (superseding the active one). Returns (service,
-        whether anything changed)."""
+        deployment that moves the tasks to it — or, when the spec is again the one an
+        unpromoted canary (or blue/green) release started from, a fast-track rollback to that
+        stable revision instead (``planning.releases``). Returns (service, whether anything
+        changed)."""
         for _ in range(10):
             current, kv = await self.get_service(name)
             spec = change(current.spec)
             if spec.name != name:
                 raise ConflictError("a service cannot be renamed")
-            now = self.clock.now()
+            if spec == current.spec:
+                return current, False
+            latest = await self.latest_deployment(name)
             compares = [Compare.unchanged(kv)]
             ops: list[Op] = []
             number = current.revision
-            new_revision = not spec.same_template(current.spec)
-            if new_revision:
-                number = await self._next_revision(name)
-                rev = Revision(service=name, number=number, spec=spec, created_at=now, change=cause)
-                ops.append(Put(revision_key(name, number), encode(rev)))
-                deployment = Deployment(
-                    id="",
-                    service=name,
-                    strategy=spec.deploy.strategy,
-                    from_revision=current.revision,
-                    to_revision=number,
-                    replicas=spec.replicas,
-                    config=RolloutConfig.for_update(spec.deploy.update_config),
-                    started_at=now,
-                    updated_at=now,
-                    progress_at=now,
-                )
-                await self._start_deployment(deployment, compares, ops, f"revision {number}")
-            elif spec == current.spec:
-                return current, False
+            if not spec.same_template(current.spec):
+                active = latest[0] if latest is not None else None
+                stable = await self._stable_spec(active)
+                back_to = fast_track_target(active, stable.get, spec)
+                if back_to is not None:
+                    number = back_to
+                    asked = current.model_copy(update={"spec": spec})
+                    await self._create_rollback(
+                        asked, back_to, Reason.FAST_ROLLBACK, latest, compares, ops
+                    )
+                else:
+                    number = await self._next_revision(name)
+                    await self._create_update(current, spec, number, latest, cause, compares, ops)
             service = current.model_copy(
-                update={"spec": spec, "revision": number, "updated_at": now}
+                update={"spec": spec, "revision": number, "updated_at": self.clock.now()}
             )
             ops.append(Put(kv.key, encode(service)))
             ops.extend(await self._trim_revisions(name, spec, keep=number))
@@ -200,126 +220,134 @@ class ClusterStore:
                 return service, True
         raise ConflictError(f"service {name!r} is being changed by someone else; try again")
 
+    async def _create_update(
+        self,
+        current: Service,
+        spec: ServiceSpec,
+        number: int,
+        latest: tuple[Deployment, KeyValue] | None,
+        cause: str,
+        compares: list[Compare],
+        ops: list[Op],
+    ) -> Deployment:
+        now = self.clock.now()
+        rev = Revision(service=current.name, number=number, spec=spec, created_at=now, change=cause)
+        ops.append(Put(revision_key(current.name, number), encode(rev)))
+        start = starts_from(latest[0] if latest else None, current.revision)
+        sequence = await self._add_deployment_guards(current.name, latest, compares, ops)
+        deployment = new_update(current, number, spec, start, now, sequence)
+        ops.append(Put(deployment_key(current.name, sequence), encode(deployment)))
+        return deployment
+
+    async def _create_rollback(
+        self,
+        service: Service,
+        target: int,
+        cause: Reason,
+        latest: tuple[Deployment, KeyValue] | None,
+        compares: list[Compare],
+        ops: list[Op],
+        note: str = "",
+    ) -> Deployment:
+        """Add to a transaction a rollback of ``service`` (as it stands before the rollback) to
+        ``target``. The deployment it undoes is left to the controller, which links the two."""
+        now = self.clock.now()
+        sequence = await self._add_deployment_guards(service.name, latest, compares, ops)
+        undoes = undone_by_rollback(latest[0] if latest else None)
+        rollback = new_rollback(service, target, cause, now, sequence, undoes, note)
+        ops.append(Put(deployment_key(service.name, sequence), encode(rollback)))
+        return rollback
+
+    async def _add_deployment_guards(
+        self,
+        name: str,
+        latest: tuple[Deployment, KeyValue] | None,
+        compares: list[Compare],
+        ops: list[Op],
+    ) -> int:
+        """The next deployment's sequence number; the transaction fails if another deployment
+        was created meanwhile, or the newest one changed (what it starts from may have). The
+        oldest ended deployments beyond DEPLOYMENTS_KEPT go."""
+        sequence = sequence_of(latest[0].id) + 1 if latest else 1
+        compares.append(Compare.absent(deployment_key(name, sequence)))
+        if latest is not None:
+            compares.append(Compare.unchanged(latest[1]))
+        kvs, _ = await self.raw.range(f"{DEPLOYMENTS}{name}/")
+        excess = len(kvs) + 1 - DEPLOYMENTS_KEPT
+        for kv in kvs[: max(0, excess)]:
+            if decode(Deployment, kv).phase.terminal:
+                ops.append(Delete(kv.key))
+        return sequence
+
+    async def _stable_spec(self, active: Deployment | None) -> dict[int, ServiceSpec]:
+        """The spec of the revision ``active`` started from, if it is active (for a
+        fast-track)."""
+        if active is None or not active.active or active.from_revision is None:
+            return {}
+        try:
+            rev = await self.get_revision(active.service, active.from_revision)
+        except NotFoundError:
+            return {}
+        return {rev.number: rev.spec}
+
     async def rollback_service(
-        self, name: str, to_revision: int | None = None, reason: Reason = Reason.MANUAL_ROLLBACK
+        self,
+        name: str,
+        to_revision: int | None = None,
+        cause: Reason = Reason.MANUAL_ROLLBACK,
+        note: str = "",
     ) -> tuple[Service, Deployment, int]:
-        """Make revision ``to_revision`` (default: the one before the latest deployment) the
-        service's current spec again — no new revision, as in Swarm — and start a rollback
-        deployment to it with the rollback config. The active deployment, if any, becomes
-        rolling_back until the rollback completes. Returns the service, the rollback deployment
-        and the store revision of the change."""
+        """Make revision ``to_revision`` (default: the last good one before the current one,
+        ``planning.releases``) the service's current spec again — no new revision, as in
+        Swarm — and start a rollback deployment to it with the rollback config. Returns the
+        service, the rollback deployment and the store revision of the change."""
         for _ in range(10):
             current, kv = await self.get_service(name)
+            deployments = await self.list_deployments(name)
             latest = await self.latest_deployment(name)
-            target = to_revision
-            if target is None:
-                active = latest[0] if latest is not None and latest[0].active else None
-                if active is not None and active.kind == DeploymentKind.UPDATE:
-                    target = active.from_revision  # undo the update in flight
-                else:
-                    deployments = await self.list_deployments(name)
-                    target = previous_revision(deployments, current.revision)
-                if target is None:
-                    raise ConflictError(f"service {name!r} has no previous revision to go back to")
-            if target == current.revision and not (latest and latest[0].active):
+            # The update in flight — or one whose rollback was decided but not started yet.
+            active = undone_by_rollback(latest[0] if latest is not None else None)
+            target = to_revision or self._rollback_target(name, current, deployments, active)
+            if target == current.revision and active is None:
                 raise ValidationError(
                     f"service {name!r} already runs revision {target}", "toRevision"
                 )
-            revision = await self.get_revision(name, target)
-            now = self.clock.now()
-            spec = revision.spec.model_copy(update={"replicas": current.spec.replicas})
-            deployment = Deployment(
-                id="",
-                service=name,
-                kind=DeploymentKind.ROLLBACK,
-                strategy=current.spec.deploy.strategy,
-                from_revision=current.revision,
-                to_revision=target,
-                replicas=spec.replicas,
-                config=RolloutConfig.for_rollback(
-                    current.spec.deploy.rollback_config, current.spec.deploy.update_config
-                ),
-                started_at=now,
-                updated_at=now,
-                progress_at=now,
-            )
+            # Read from the store, never from a cache: a revision trimmed by
+            # revisionHistoryLimit cannot be rolled back to.
+            revision = await self.get_revision(name, target, cached=False)
             compares = [Compare.unchanged(kv)]
             ops: list[Op] = []
-            started = await self._start_deployment(
-                deployment, compares, ops, f"rollback to revision {target}", reason
+            rollback = await self._create_rollback(
+                current, target, cause, latest, compares, ops, note
             )
+            spec = revision.spec.model_copy(update={"replicas": current.spec.replicas})
             service = current.model_copy(
-                update={"spec": spec, "revision": target, "updated_at": now}
+                update={"spec": spec, "revision": target, "updated_at": self.clock.now()}
             )
             ops.append(Put(kv.key, encode(service)))
             res = await self.raw.txn(compares, ops)
             if res.succeeded:
-                return service, started, res.revision
+                return service, rollback, res.revision
         raise ConflictError(f"service {name!r} is being changed by someone else; try again")
 
-    async def revert_service(self, name: str, revision: int) -> Service:
-        """Make ``revision`` the service's current one again without a deployment: a failed
-        canary or green, whose stable revision never stopped serving."""
-        for _ in range(10):
-            current, kv = await self.get_service(name)
-            if current.revision == revision:
-                return current
-            target = await self.get_revision(name, revision)
-            spec = target.spec.model_copy(update={"replicas": current.spec.replicas})
-            now = self.clock.now()
-            service = current.model_copy(
-                update={"spec": spec, "revision": revision, "updated_at": now}
+    @staticmethod
+    def _rollback_target(
+        name: str, current: Service, deployments: list[Deployment], active: Deployment | None
+    ) -> int:
+        if active is not None and active.kind == DeploymentKind.UPDATE and active.from_revision:
+            target = last_good_revision(deployments, active)  # undo the update in flight
+        else:
+            target = previous_revision(deployments, current.revision)
+        if target is None:
+            failed = sorted(
+                {d.to_revision for d in deployments if d.phase in (Phase.FAILED, Phase.ROLLED_BACK)}
             )
-            res = await self.raw.txn([Compare.unchanged(kv)], [Put(kv.key, encode(service))])
-            if res.succeeded:
-                return service
-        raise ConflictError(f"service {name!r} is being changed by someone else; try again")
-
-    async def _start_deployment(
-        self,
-        deployment: Deployment,
-        compares: list[Compare],
-        ops: list[Op],
-        what: str,
-        reason: Reason = Reason.SUPERSEDED,
-    ) -> Deployment:
-        """Add to a transaction: ``deployment`` under the next sequence number, the active one
-        (if any) superseded — or, for a rollback, marked rolling_back — and history trimmed."""
-        name, now = deployment.service, deployment.started_at
-        kvs, _ = await self.raw.range(f"{DEPLOYMENTS}{name}/")
-        sequence = int(kvs[-1].key.rsplit("/", 1)[1]) + 1 if kvs else 1
-        deployment = deployment.model_copy(update={"id": deployment_id(name, sequence)})
-        key = deployment_key(name, sequence)
-        compares.append(Compare.absent(key))
-        if kvs:
-            previous = decode(Deployment, kvs[-1])
-            # A rollback decided by the planner (rolling_back, not linked yet) is taken over too.
-            undone = previous.phase == Phase.ROLLING_BACK and previous.rolled_back_by is None
-            if previous.active or (undone and deployment.kind == DeploymentKind.ROLLBACK):
-                if deployment.kind == DeploymentKind.ROLLBACK:
-                    ended = previous.model_copy(
-                        update={"phase": Phase.ROLLING_BACK, "rolled_back_by": deployment.id}
-                    )
-                    if not undone:
-                        ended = ended.decide(now, reason, f"rolling back: {what}", action=what)
-                    deployment = deployment.model_copy(update={"rollback_of": previous.id})
-                else:
-                    ended = previous.decide(
-                        now, Reason.SUPERSEDED, f"superseded by {deployment.id} ({what})",
-                        phase=Phase.SUPERSEDED, finished_at=now,
-                    )  # fmt: skip
-                compares.append(Compare.unchanged(kvs[-1]))
-                ops.append(Put(kvs[-1].key, encode(ended)))
-        first = deployment.decide(
-            now,
-            reason if deployment.kind == DeploymentKind.ROLLBACK else Reason.NEW_REVISION,
-            f"{'rollback' if deployment.kind == DeploymentKind.ROLLBACK else 'update'}: "
-            f"revision {deployment.from_revision} → {deployment.to_revision}",
-        )
-        ops.append(Put(key, encode(first)))
-        for old in kvs[: max(0, len(kvs) + 1 - DEPLOYMENTS_KEPT)]:
-            ops.append(Delete(old.key))
-        return first
+            why = f" (revision {', '.join(map(str, failed))} failed)" if failed else ""
+            raise ConflictError(
+                f"service {name!r} has no earlier good revision to roll back to{why}; "
+                "name one with --to-revision"
+            )
+        return target
 
     async def list_deployments(self, service: str) -> list[Deployment]:
         kvs, _ = await self.raw.range(f"{DEPLOYMENTS}{service}/")
@@ -330,50 +358,85 @@ class ClusterStore:
         return (decode(Deployment, kvs[-1]), kvs[-1]) if kvs else None
 
     async def deployment_status(self, name: str) -> DeploymentStatus:
-        """The service's rollout status: its tasks, and its newest deployment."""
+        """The service's rollout status: its tasks, and its last release."""
         service, _kv = await self.get_service(name)
-        latest = await self.latest_deployment(name)
-        tasks = await self.list_tasks(name)
-        wanted = [t for t in tasks if t.wants_running]
         return DeploymentStatus.of(
             service_name=name,
             image=service.spec.version_label,
             strategy=str(service.spec.deploy.strategy),
             revision=service.revision,
             replicas=service.spec.replicas,
-            deployment=latest[0] if latest else None,
-            states=dict(Counter(str(t.state) for t in wanted)),
-            ready=sum(1 for t in wanted if t.ready and t.revision == service.revision),
-            total=sum(1 for t in tasks if t.state.active),
+            deployments=await self.list_deployments(name),
+            tasks=await self.list_tasks(name),
             now=self.clock.now(),
         )
 
-    async def change_deployment(
-        self, service: str, change: Callable[[Deployment], Deployment]
-    ) -> Deployment:
-        """Compare-and-swap the service's latest deployment (pause, resume …)."""
-        for _ in range(10):
-            found = await self.latest_deployment(service)
-            if found is None:
-                raise NotFoundError(f"service {service!r} has no deployment")
-            deployment, kv = found
-            new = change(deployment)
-            if new == deployment:
-                return deployment
-            if (await self.raw.txn([Compare.unchanged(kv)], [Put(kv.key, encode(new))])).succeeded:
-                return new
-        raise ConflictError(f"the deployment of {service!r} kept changing; try again")
+    # ── operator requests ────────────────────────────────────────────────────────────────────
+
+    async def ask(
+        self, service: str, intent: Intent, full: bool = False, force: bool = False
+    ) -> OperatorRequest:
+        """Store an operator's request of the service's newest deployment, for the deployment
+        controller to apply (NotFoundError: no deployment)."""
+        latest = await self.latest_deployment(service)
+        if latest is None:
+            raise NotFoundError(f"service {service!r} has no deployment")
+        request = OperatorRequest(
+            id=secrets.token_hex(8), service=service, deployment=latest[0].id, intent=intent,
+            full=full, force=force, asked_at=self.clock.now(),
+        )  # fmt: skip
+        await self.raw.put(request_key(service), encode(request))
+        return request
+
+    async def answer_of(self, request: OperatorRequest, timeout: float) -> OperatorRequest | None:
+        """The request once answered, within ``timeout`` seconds; else it is withdrawn (if it
+        still waits: nothing will apply it late) and None. The answer may land while it is
+        withdrawn: then it is returned."""
+        key = request_key(request.service)
+        kvs, revision = await self.raw.range(key)
+        kv: KeyValue | None = next((x for x in kvs if x.key == key), None)
+        watch = self.raw.watch(key, revision + 1)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    found = decode(OperatorRequest, kv) if kv is not None else None
+                    if found is None or found.id != request.id:
+                        return None  # replaced by a newer request: that one is answered
+                    if not found.pending:
+                        return found
+                    for event in await anext(watch):
+                        if event.kv.key == key:
+                            kv = None if event.type == "delete" else event.kv
+        except (TimeoutError, StopAsyncIteration):
+            pass
+        finally:
+            await watch.aclose()  # type: ignore[attr-defined]
+        kv = await self.raw.get(key)
+        if kv is None:
+            return None
+        found = decode(OperatorRequest, kv)
+        if found.id == request.id and found.pending:
+            if (await self.raw.txn([Compare.unchanged(kv)], [Delete(key)])).succeeded:
+                return None
+            return await self.answer_of(request, 0.5)
+        return found if found.id == request.id else None
+
+    async def next_revision(self, name: str) -> int:
+        """The number the service's next revision gets."""
+        return await self._next_revision(name)
 
     async def _next_revision(self, name: str) -> int:
         kvs, _ = await self.raw.range(f"{REVISIONS}{name}/")
         return max((int(kv.key.rsplit("/", 1)[1]) for kv in kvs), default=0) + 1
 
     async def _trim_revisions(self, name: str, spec: ServiceSpec, keep: int) -> list[Op]:
-        """Delete revisions beyond ``revisionHistoryLimit`` that no task runs any more."""
+        """Delete revisions beyond ``revisionHistoryLimit`` that no task runs any more — but
+        never the last good one, where a failed update rolls back to."""
         kvs, _ = await self.raw.range(f"{REVISIONS}{name}/")
         numbers = sorted(int(kv.key.rsplit("/", 1)[1]) for kv in kvs)
         limit = spec.deploy.revision_history_limit
         in_use = {t.revision for t in await self.list_tasks(name) if t.state.active}
+        in_use.add(newest_good_revision(await self.list_deployments(name)) or keep)
         excess = [n for n in numbers if n != keep and n not in in_use][
             : max(0, len(numbers) - limit)
         ]
@@ -387,10 +450,12 @@ class ClusterStore:
         if not res.succeeded:
             raise ConflictError(f"service {name!r} changed while being removed; try again")
 
-    async def get_revision(self, service: str, number: int) -> Revision:
-        cached = self._revisions.get((service, number))
-        if cached is not None:
-            return cached
+    async def get_revision(self, service: str, number: int, cached: bool = True) -> Revision:
+        """Revision ``number`` of ``service``; ``cached=False`` reads the store even if this
+        manager has it decoded already (to know it is still kept)."""
+        known = self._revisions.get((service, number)) if cached else None
+        if known is not None:
+            return known
         kv = await self.raw.get(revision_key(service, number))
         if kv is None:
             raise NotFoundError(f"revision {number} of service {service!r} not found")

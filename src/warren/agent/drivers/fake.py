@@ -7,7 +7,9 @@ Knobs (env of the service):
 - ``FAKE_START_DELAY=2s``: start takes that long;
 - ``FAKE_RUN_FOR=10s`` and ``FAKE_EXIT_CODE=N`` (default 0): the task ends on its own;
 - ``FAKE_READY_AFTER=3s``: health probes fail until the task has run that long;
-- ``FAKE_UNHEALTHY=1``: health probes always fail.
+- ``FAKE_UNHEALTHY=1``: health probes always fail;
+- ``FAKE_FLAP=2s``: once ready, health probes pass for 2 s, fail for 2 s, pass … (a flapping
+  health check).
 
 It is also the Prober of its tasks (probes answer from the knobs above).
 """
@@ -138,6 +140,10 @@ class FakeDriver:
         if fake.env.get("FAKE_UNHEALTHY", "") not in ("", "0"):
             return ProbeResult(False, "unhealthy (FAKE_UNHEALTHY)")
         ready_after = parse_duration(fake.env.get("FAKE_READY_AFTER", "0"))
-        if self._clock.now() < fake.handle.started_at + ready_after:
+        since = self._clock.now() - (fake.handle.started_at + ready_after)
+        if since < 0:
             return ProbeResult(False, "not ready yet (FAKE_READY_AFTER)")
+        flap = parse_duration(fake.env.get("FAKE_FLAP", "0"))
+        if flap > 0 and int(since / flap) % 2 == 1:
+            return ProbeResult(False, "flapping (FAKE_FLAP)")
         return ProbeResult(True, "ok")

@@ -1,30 +1,36 @@
 """What canary and blue/green releases share. Pure: how many canary tasks, whether a revision's
 tasks are ready in given slots, one analysis window judged and logged (the ingress's figures
-and the external checks together), a stage's webhooks, and a failed release undone (weight 0
-for the new revision at once, the stable revision current again)."""
+and the external checks together), a stage's webhooks, a failed release undone (weight 0 for the
+new revision at once, the stable revision current again) or paused (``failureAction: pause``),
+and what a window checks, as ``deploy plan`` says it."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-from ...domain.deployments import Deployment, Phase, Reason
-from ...domain.specs import Analysis, CanaryConfig
+from ...domain import transitions
+from ...domain.deployments import Deployment, DeploymentKind, Phase, Reason
+from ...domain.specs import Analysis, CanaryConfig, FailureAction
 from ...domain.tasks import Task, TaskState
 from ..analysis import Outcome, Sample, Verdict, judge
 from ..checks import Check, combine, gather, hook_checks, window_checks
+from ..reconciling import SlotTarget
 from ..rollouts import RolloutView, Step, slot_done
 
 __all__ = [
     "canary_count",
     "fail_release",
     "judge_window",
+    "judged_on",
     "max_weight",
     "pause_inconclusive",
     "post_rollout_step",
     "promoted",
+    "ready_count",
     "ready_in",
     "run_hooks",
+    "side_by_side",
     "weights_of",
 ]
 
@@ -41,15 +47,42 @@ def canary_count(config: CanaryConfig, replicas: int) -> int:
     return max(1, min(replicas, math.ceil(replicas * max_weight(config) / 100)))
 
 
-def ready_in(slots: Mapping[int, Sequence[Task]], revision: int, wanted: Iterable[int]) -> bool:
-    """Every one of ``wanted`` slots has a ready, running task of ``revision``."""
-    return all(
+def ready_count(slots: Mapping[int, Sequence[Task]], revision: int, wanted: Iterable[int]) -> int:
+    """How many of ``wanted`` slots have a ready, running task of ``revision``."""
+    return sum(
         any(
             t.revision == revision and t.ready and t.wants_running and t.state == TaskState.RUNNING
             for t in slots.get(s, ())
         )
         for s in wanted
     )
+
+
+def ready_in(slots: Mapping[int, Sequence[Task]], revision: int, wanted: Iterable[int]) -> bool:
+    """Every one of ``wanted`` slots has a ready, running task of ``revision``."""
+    wanted = tuple(wanted)
+    return ready_count(slots, revision, wanted) == len(wanted)
+
+
+def side_by_side(d: Deployment, replicas: int) -> dict[int, SlotTarget] | None:
+    """Canary and blue/green updates run both revisions in their target slots (a canary task
+    beside a stable one; green beside blue) and the stable one alone elsewhere, until
+    promotion; then the new one everywhere, slot by slot (None: as a rolling update whose
+    target slots are all of them). A release that ended without promotion leaves the stable
+    revision alone everywhere."""
+    if d.kind != DeploymentKind.UPDATE or d.promoting:
+        return None
+    stable = d.from_revision
+    if stable is None or d.phase == Phase.SUCCEEDED:
+        return None
+    if d.phase.terminal:
+        # Failed (or superseded) before promotion: the stable revision everywhere — its tasks
+        # were never to be touched.
+        return {slot: stable for slot in range(1, replicas + 1)}
+    targets = set(d.target_slots)
+    pair = (stable, d.to_revision)
+    wanted = set(range(1, replicas + 1)) | targets
+    return {slot: pair if slot in targets else stable for slot in sorted(wanted)}
 
 
 def weights_of(stable: int | None, new: int, new_weight: int) -> tuple[tuple[int, int], ...]:
@@ -91,10 +124,9 @@ def pause_inconclusive(d: Deployment, now: float, which: str, why: str) -> Deplo
     """Too little to judge is never a silent pass: pause for a human (traffic stays where it
     is; ``warren deploy resume`` judges a new window, ``warren service rollback`` goes back)."""
     reason = f"{which} analysis inconclusive: {why}".lstrip()
-    return d.decide(
-        now, Reason.ANALYSIS_INCONCLUSIVE, reason, action="pause for a human",
-        phase=Phase.PAUSED, paused_reason=reason,
-    )  # fmt: skip
+    return transitions.pause(
+        d, now, Reason.ANALYSIS_INCONCLUSIVE, reason, action="pause for a human"
+    )
 
 
 def run_hooks(
@@ -134,35 +166,29 @@ def promoted(
     if not all(slot_done(slots.get(s, []), d.to_revision, 0.0, now) for s in all_slots):
         return None
     return Step(
-        d.decide(
-            now,
-            reason,
-            message,
-            phase=Phase.SUCCEEDED,
-            finished_at=now,
-            weights=(),
-            ready_slots=view.replicas,
-            target_slots=all_slots,
-        )
-    )
+        transitions.finish(d, now, reason, message, ready_slots=view.replicas,
+                           target_slots=all_slots)
+    )  # fmt: skip
 
 
 def fail_release(d: Deployment, now: float, reason: Reason | str, message: str) -> Step:
-    """A failed canary or green: the new revision gets weight 0 at once, the deployment fails,
-    and the stable revision — which never stopped serving — is the service's revision again."""
+    """A failed canary or green: the new revision gets weight 0 at once. With ``failureAction:
+    pause`` the release waits for a person, its tasks kept (``resume`` gives the canary its
+    weight back and judges again; ``rollback`` or ``abort`` undo it); otherwise it fails and the
+    stable revision — which never stopped serving — is the service's revision again, in the
+    same write."""
     stable = d.from_revision
-    weights = ((stable, 100), (d.to_revision, 0)) if stable is not None else ()
-    d = d.decide(
-        now,
-        reason,
-        message,
-        action=f"weight 0 for revision {d.to_revision}; revision {stable} stays",
-        phase=Phase.FAILED,
-        finished_at=now,
-        weights=weights,
-        promoting=False,
-    )
-    return Step(d, revert_to=stable)
+    if stable is None:
+        return Step(transitions.fail(d, now, reason, message))
+    if d.config.failure_action == FailureAction.PAUSE:
+        return Step(
+            transitions.pause(
+                d, now, reason, message,
+                action=f"weight 0 for revision {d.to_revision}; pause (failure action)",
+                weights=weights_of(stable, d.to_revision, 0),
+            )
+        )  # fmt: skip
+    return Step(transitions.fail_and_revert(d, now, reason, message, stable))
 
 
 def post_rollout_step(view: RolloutView, analysis: Analysis | None) -> Step:
@@ -182,4 +208,23 @@ def post_rollout_step(view: RolloutView, analysis: Analysis | None) -> Step:
         view.now, Reason.WEBHOOKS_CALLED, "; ".join(r.reason for r in results),
         hooks_done=(*d.hooks_done, "post-rollout"),
     )  # fmt: skip
-    return Step(called.model_copy(update={"message": d.message}))
+    return Step(called.checked(message=d.message))
+
+
+def judged_on(analysis: Analysis) -> str:
+    """What a window must show, as ``planning.analysis`` judges it."""
+    if analysis.mode == "baseline":
+        checks = ["no worse than stable"]
+    else:
+        checks = [
+            f"{label} {sign} {value:g}{unit}"
+            for label, sign, value, unit in (
+                ("success rate", ">=", analysis.success_rate, ""),
+                ("p95", "<=", analysis.max_latency_p95, "s"),
+                ("p99", "<=", analysis.max_latency_p99, "s"),
+            )
+            if value is not None
+        ]
+    checks += [m.name for m in analysis.metrics]
+    checks += [w.name for w in analysis.webhooks if w.type == "rollout"]
+    return ", ".join([*checks, f"min {analysis.min_requests} requests"])

@@ -1,0 +1,33 @@
+"""What ``warren deploy plan`` shows: a rollout's steps as a strategy would run them — tasks per
+revision, weights, the analysis of each step, the earliest time it can be reached. Pure data;
+each strategy makes its own (``strategies``), ``previewing`` picks the strategy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["PlannedStep", "RolloutPlan"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    description: str
+    tasks: dict[str, int]
+    """Tasks per revision (``old`` / ``new``) once the step is done."""
+    weights: dict[str, int] = field(default_factory=dict)
+    """Traffic share per revision, when the release sets weights."""
+    analysis: str = ""
+    earliest_at: float | None = 0.0
+    """Seconds after the start at which this step can be done at the earliest (None: it waits
+    for a person)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutPlan:
+    strategy: str
+    from_revision: int
+    to_revision: int | None
+    steps: tuple[PlannedStep, ...]
+    peak_tasks: int
+    earliest_finish: float | None
+    notes: tuple[str, ...] = ()
