@@ -224,3 +224,32 @@ def test_events_stream_over_sse(server: ServerProcess) -> None:
     client.delete_service("web")
     assert done.wait(15), seen
     assert seen[:1] == ["service.created"] and "service.removed" in seen
+
+
+def test_a_service_created_again_runs_its_new_spec(server: ServerProcess) -> None:
+    """Removed, then created again under the same name: its revision 1 is a new one, so its
+    tasks serve the new spec — at once, after a restart, and nothing of the old one is left."""
+    port = free_port()
+    client = server.client()
+    client.create_service(demo_spec(port, replicas=2))
+    wait_for(lambda: ready(client, 2), 20, "2 ready tasks of v1")
+    assert {r["version"] for r in _bodies(port, 4)} == {"v1"}
+    old_pids = set(server.task_pids())
+
+    client.delete_service("web")
+    # Refused while the old tasks are still stopping: created again as soon as they are gone.
+    wait_for(lambda: client.create_service(demo_spec(port, replicas=2, VERSION="v2")), 20, "v2")
+    wait_for(lambda: ready(client, 2), 20, "2 ready tasks of v2")
+    assert {r["version"] for r in _bodies(port, 6)} == {"v2"}
+    assert not any(pid_alive(pid) for pid in old_pids)
+
+    # A restarted server re-adopts the new tasks, and only them.
+    server.stop(signal.SIGTERM)
+    server.start()
+    client = server.client()
+    wait_for(lambda: ready(client, 2), 20, "the re-adopted tasks to be ready")
+    assert {r["version"] for r in _bodies(port, 6)} == {"v2"}
+    running = {int(t.runtime_id or 0) for t in client.list_tasks("web") if t.state.active}
+    assert {pid for pid in server.task_pids() if pid_alive(pid)} == running
+    assert not any(pid_alive(pid) for pid in old_pids)
+    assert "Traceback" not in server.log()

@@ -140,7 +140,9 @@ class ClusterStore:
         self.raw = store
         self.clock = clock
         self._events_written = 0
-        # Revisions never change once stored: every agent and request shares one decoded copy.
+        # A stored revision never changes: every agent and request shares one decoded copy.
+        # Keyed by the key *and* its mod_revision, since the number alone is not unique: a
+        # service removed and created again starts over at revision 1 (see ``get_revision``).
         self._revisions: dict[tuple[str, int], Revision] = {}
 
     # ── services and revisions ───────────────────────────────────────────────────────────────
@@ -312,9 +314,9 @@ class ClusterStore:
                 raise ValidationError(
                     f"service {name!r} already runs revision {target}", "toRevision"
                 )
-            # Read from the store, never from a cache: a revision trimmed by
+            # Read from the store (get_revision always is): a revision trimmed by
             # revisionHistoryLimit cannot be rolled back to.
-            revision = await self.get_revision(name, target, cached=False)
+            revision = await self.get_revision(name, target)
             compares = [Compare.unchanged(kv)]
             ops: list[Op] = []
             rollback = await self._create_rollback(
@@ -450,19 +452,22 @@ class ClusterStore:
         if not res.succeeded:
             raise ConflictError(f"service {name!r} changed while being removed; try again")
 
-    async def get_revision(self, service: str, number: int, cached: bool = True) -> Revision:
-        """Revision ``number`` of ``service``; ``cached=False`` reads the store even if this
-        manager has it decoded already (to know it is still kept)."""
-        known = self._revisions.get((service, number)) if cached else None
-        if known is not None:
-            return known
+    async def get_revision(self, service: str, number: int) -> Revision:
+        """Revision ``number`` of the service as stored now. The key is read every time: `web`
+        removed and created again has a new revision 1 under the same key, written at a later
+        store revision. A cache by (service, number) would hand the old spec to the new one's
+        tasks: nothing tells it of the delete, which the reconciler (maybe another manager's)
+        writes."""
         kv = await self.raw.get(revision_key(service, number))
         if kv is None:
             raise NotFoundError(f"revision {number} of service {service!r} not found")
+        cached = self._revisions.get((kv.key, kv.mod_revision))
+        if cached is not None:
+            return cached
         revision = decode(Revision, kv)
         if len(self._revisions) >= REVISIONS_CACHED:
             self._revisions.clear()
-        self._revisions[(service, number)] = revision
+        self._revisions[(kv.key, kv.mod_revision)] = revision
         return revision
 
     async def list_revisions(self, service: str) -> list[Revision]:
