@@ -3,11 +3,13 @@ answered since the last time, per service and revision (their age, latency and o
 that the leader's analysis (``control.traffic``) judges a canary on every node's traffic. A
 worker sends to every manager it knows, a manager to every other manager (``control.roster``):
 one that takes over has everyone's history already. When no destination took it, the next
-send tries again (the ingress keeps its last ``RECENT_KEPT`` requests per revision)."""
+send tries again (the ingress keeps its last ``RECENT_KEPT`` requests per revision); what a
+manager took but dropped (a service or revision it does not know) is not sent again."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -97,6 +99,11 @@ class TrafficReporter:
             return self._failed(f"{url}: {exc!r}")
         if response.status_code >= 300:
             return self._failed(f"{url} answered {response.status_code}: {response.text[:200]}")
+        # Received, even with batches dropped (of a service removed meanwhile): not sent again.
+        if response.status_code == 200 and log.isEnabledFor(logging.DEBUG):
+            with contextlib.suppress(ValueError, AttributeError):
+                for dropped in response.json().get("dropped", []):
+                    log.debug("%s dropped traffic of %s", url, dropped)
         return True
 
     def _failed(self, why: str) -> bool:

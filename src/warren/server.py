@@ -394,10 +394,13 @@ class Server:
             await self.cluster.cluster_secret(), name, await self.cluster.node_epoch(name)
         )
 
-    def _take_traffic(self, node: str, batches: list[TrafficBatch]) -> None:
+    def _take_traffic(self, node: str, batch: TrafficBatch) -> str:
         # Kept by every manager, the leader or not: whoever leads next judges with it.
-        for batch in batches:
+        assert self.plane is not None
+        why = self.plane.unknown_revision(batch.service, batch.revision)
+        if not why:
             self.traffic.add(node, batch.service, batch.revision, batch.samples)
+        return why
 
     def _info(self) -> dict[str, Any]:
         ingress = self.ingress

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from warren.api.serving import MAX_BODY
 from warren.domain.errors import ValidationError
 from warren.domain.specs import ServiceSpec
 from warren.domain.tasks import DesiredState, Task
+from warren.reporting import TrafficReporter
 from warren.server import EmbeddedServer, ServerConfig
 from warren.worker import Worker, WorkerConfig
 
@@ -158,13 +160,82 @@ def test_bodies_are_bounded_before_any_token_is_read(manager: EmbeddedServer) ->
 
 def test_a_traffic_report_from_the_future_is_refused(manager: EmbeddedServer) -> None:
     token = join(manager, "w1")
+    with manager.client() as c:
+        c.create_service(fake_service())
     batch = {"service": "web", "revision": 1, "samples": [[-5.0, 0.01, False]]}
     answer = call(manager, "POST", "/v1/worker/traffic", token, {"batches": [batch]})
     assert answer.status_code == 400, answer.text
     batch["samples"] = [[0.5, 0.01, False]]
-    assert (
-        call(manager, "POST", "/v1/worker/traffic", token, {"batches": [batch]}).status_code == 204
-    )
+    answer = call(manager, "POST", "/v1/worker/traffic", token, {"batches": [batch]})
+    assert answer.status_code == 200 and answer.json() == {"accepted": 1, "dropped": []}
+
+
+def sent(service: str, revision: int, n: int = 1) -> dict[str, Any]:
+    return {"service": service, "revision": revision, "samples": [[0.1, 0.01, False]] * n}
+
+
+def test_a_traffic_report_drops_what_names_no_revision_of_a_service(
+    manager: EmbeddedServer,
+) -> None:
+    """Traffic of an unknown service or revision is dropped and named in the answer — kept, it
+    would only take the managers' memory — and the rest is taken: a report that mentions a
+    service just removed is still a report (a worker sends it once, not again and again)."""
+    token = join(manager, "w1")
+    with manager.client() as c:
+        c.create_service(fake_service())
+    batches = [sent("web", 1, 2), sent("web", 7), sent("gone", 1)]
+    answer = call(manager, "POST", "/v1/worker/traffic", token, {"batches": batches})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "accepted": 1,
+        "dropped": [
+            {"service": "web", "revision": 7, "reason": "service web has no revision 7"},
+            {"service": "gone", "revision": 1, "reason": "no service gone"},
+        ],
+    }
+    assert manager.server is not None
+    traffic = manager.server.traffic
+    assert traffic.window("web", 1, 60).requests == 2
+    assert traffic.window("web", 7, 60).requests == 0
+    assert traffic.window("gone", 1, 60).requests == 0
+    # Nothing known at all: still an answer the worker takes as received, not an error it
+    # would send the same samples again for.
+    answer = call(manager, "POST", "/v1/worker/traffic", token, {"batches": [sent("gone", 1)]})
+    assert answer.status_code == 200 and answer.json()["accepted"] == 0
+
+
+class RemovedServiceIngress:
+    """An ingress whose traffic names a service that no longer exists, and one that does."""
+
+    def samples_since(self, since: float) -> list[tuple[str, int, list[tuple[float, float, bool]]]]:
+        now = time.monotonic()
+        return [(name, 1, [(now, 0.01, False)]) for name in ("gone", "web") if now > since]
+
+
+def test_a_worker_keeps_reporting_when_a_service_was_just_removed(
+    manager: EmbeddedServer,
+) -> None:
+    token = join(manager, "w1")
+    with manager.client() as c:
+        c.create_service(fake_service())
+
+    async def scenario() -> tuple[bool, int]:
+        async def node_token() -> str:
+            return token
+
+        reporter = TrafficReporter(
+            RemovedServiceIngress(),  # type: ignore[arg-type]
+            lambda: [api(manager)],
+            node_token,
+        )
+        try:
+            return await reporter.send(), reporter.failed_sends
+        finally:
+            await reporter.close()
+
+    assert asyncio.run(scenario()) == (True, 0)
+    assert manager.server is not None
+    assert manager.server.traffic.window("web", 1, 60).requests == 1
 
 
 def test_a_worker_reports_observed_state_of_its_own_tasks_only(

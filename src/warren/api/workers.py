@@ -38,8 +38,9 @@ __all__ = ["AssignmentSource", "bearer", "worker_routes"]
 AssignmentSource = Callable[[str], AsyncIterator[bytes]]
 """Given a node name: its assignment stream, NDJSON (see ``control.assigning``)."""
 
-TrafficSink = Callable[[str, list["TrafficBatch"]], None]
-"""Takes a node's ingress traffic for the analysis."""
+TrafficSink = Callable[[str, "TrafficBatch"], str]
+"""Takes one batch of a node's ingress traffic for the analysis; returns why it was dropped
+("" when taken)."""
 
 
 def bearer(request: Request) -> str:
@@ -204,13 +205,21 @@ def worker_routes(
             raise ForbiddenError(f"no task of {service} revision {number} is on node {node}")
         return (await cluster.get_revision(service, number)).to_wire()
 
-    @router.post("/traffic", status_code=204)
-    async def report_traffic(body: TrafficReport, node: NodeAuth) -> None:
+    @router.post("/traffic")
+    async def report_traffic(body: TrafficReport, node: NodeAuth) -> dict[str, Any]:
         """What the node's ingress answered lately, for the analysis of whichever manager
-        leads (every manager keeps it)."""
+        leads (every manager keeps it). A batch of a service or revision that does not exist
+        (removed a moment ago, say) is dropped and named in ``dropped``; the rest is taken.
+        Still a 200: the worker must not send the same samples again, nor stop sending."""
         if traffic is None:
             raise NotFoundError("this server does not judge releases")
-        traffic(node, body.batches)
+        dropped = []
+        for batch in body.batches:
+            if why := traffic(node, batch):
+                dropped.append(
+                    {"service": batch.service, "revision": batch.revision, "reason": why}
+                )
+        return {"accepted": len(body.batches) - len(dropped), "dropped": dropped}
 
     @router.post("/events", status_code=201)
     async def record(body: EventReport, node: NodeAuth) -> dict[str, Any]:

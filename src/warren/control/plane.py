@@ -27,6 +27,8 @@ from ..store.cluster import (
     SERVICES,
     TASKS,
     ClusterStore,
+    revision_key,
+    service_key,
 )
 from ..store.informing import Informer
 from .checking import CheckRunner
@@ -111,6 +113,16 @@ class ControlPlane:
         ]  # fmt: skip
 
         self.leads = False
+
+    def unknown_revision(self, service: str, number: int) -> str:
+        """Why ``service`` revision ``number`` does not exist here, or "" if it does: traffic
+        of what does not exist is judged by nobody and only takes memory. (A revision reaches
+        the cache long before any of its tasks is ready to get a request.)"""
+        if service_key(service) not in self.services.items:
+            return f"no service {service}"
+        if revision_key(service, number) not in self.revisions.items:
+            return f"service {service} has no revision {number}"
+        return ""
 
     @property
     def writers(self) -> list[Controller]:
