@@ -548,17 +548,22 @@ class ClusterStore:
         return decode(Node, kv)
 
     async def put_node(self, node: Node) -> None:
-        """Register ``node`` (an agent starting). The operator's ``availability`` of a node
-        registered before is kept: a drained node stays drained across agent restarts."""
+        """Register ``node`` (an agent starting). What is not the agent's to say is kept from
+        the node registered before: the operator's ``availability`` (a drained node stays
+        drained across agent restarts) and the ``status``, which the node watcher alone writes,
+        from the node's heartbeat. A new node is down until its heartbeat is seen. (Written
+        ready here, a node back after its lease expired was ready — placeable — before it had
+        a heartbeat, until the watcher wrote it down again and then ready.)"""
         key = f"{NODES}{node.name}"
         for _ in range(10):
             kv = await self.raw.get(key)
             if kv is None:
-                if (await self.raw.txn([Compare.absent(key)], [Put(key, encode(node))])).succeeded:
+                new = node.model_copy(update={"status": NodeStatus.DOWN})
+                if (await self.raw.txn([Compare.absent(key)], [Put(key, encode(new))])).succeeded:
                     return
                 continue
-            availability = decode(Node, kv).availability
-            new = node.model_copy(update={"availability": availability})
+            old = decode(Node, kv)
+            new = node.model_copy(update={"availability": old.availability, "status": old.status})
             if (await self.raw.txn([Compare.unchanged(kv)], [Put(key, encode(new))])).succeeded:
                 return
         raise ConflictError(f"node {node.name!r} kept changing while registering; try again")
