@@ -37,7 +37,8 @@ __all__ = [
 API_PORT = 7070
 HTTP_PORT = 8000
 HEARTBEAT_TTL = 3.0
-"""The workers' lease: a dead or cut-off worker's tasks are replaced this long after."""
+"""The workers' lease (unless a cluster is made with another): a dead or cut-off worker's tasks
+are replaced this long after."""
 LEADER_TTL = 2.0
 
 
@@ -96,6 +97,8 @@ class Cluster:
     managers: dict[str, Member] = field(default_factory=dict)
     workers: dict[str, Member] = field(default_factory=dict)
     join_token: str = ""
+    heartbeat_ttl: float = HEARTBEAT_TTL
+    """The lease of every node that runs tasks."""
 
     @property
     def store_url(self) -> str:
@@ -123,11 +126,11 @@ class Cluster:
         return wait_for(find, 15, "a leader")
 
     def start_manager(self, name: str, tasks: bool = False) -> Member:
-        """A manager; ``tasks``: one that runs tasks too (its node's lease HEARTBEAT_TTL)."""
+        """A manager; ``tasks``: one that runs tasks too (on a lease of ``heartbeat_ttl``)."""
         host = self.network[name]
         data = self.root / name
         runs = (
-            ["--advertise", host.address, "--heartbeat-ttl", f"{HEARTBEAT_TTL:g}s"]
+            ["--advertise", host.address, "--heartbeat-ttl", f"{self.heartbeat_ttl:g}s"]
             if tasks
             else ["--no-worker"]
         )
@@ -164,7 +167,7 @@ class Cluster:
             [
                 "worker", "--manager", managers, "--token", self.join_token,
                 "--node-name", name, "--advertise", host.address, "--data-dir", str(data),
-                "--http-port", str(HTTP_PORT), "--heartbeat-ttl", f"{HEARTBEAT_TTL:g}s",
+                "--http-port", str(HTTP_PORT), "--heartbeat-ttl", f"{self.heartbeat_ttl:g}s",
             ],
         ).start()  # fmt: skip
         self.workers[name] = w
@@ -202,10 +205,15 @@ class Cluster:
 
 @contextlib.contextmanager
 def warren_cluster(
-    network: Network, root: Path, managers: int = 2, workers: int = 3
+    network: Network,
+    root: Path,
+    managers: int = 2,
+    workers: int = 3,
+    heartbeat_ttl: float = HEARTBEAT_TTL,
 ) -> Iterator[Cluster]:
     """Hosts m1…, e3 (the third etcd member when there are only two managers) and w1…; etcd on
-    the first three of them, the managers, then the workers, joined with the cluster's token."""
+    the first three of them, the managers, then the workers, joined with the cluster's token,
+    each on a lease of ``heartbeat_ttl``."""
     manager_names = [f"m{i + 1}" for i in range(managers)]
     etcd_names = [*manager_names, "e3"][:3]
     for name in dict.fromkeys([*manager_names, *etcd_names]):
@@ -214,7 +222,7 @@ def warren_cluster(
     for name in worker_names:
         network.add(name)
     etcd = start_cluster(3, [(network[n].address, network[n].wrapper) for n in etcd_names])
-    cluster = Cluster(network, etcd, root)
+    cluster = Cluster(network, etcd, root, heartbeat_ttl=heartbeat_ttl)
     try:
         for name in manager_names:
             cluster.start_manager(name)
