@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import canary_fail, containers, failover, flip, ingress, rolling, scale
+from bench import canary_fail, containers, crash_rounds, failover, flip, ingress, rolling, scale
 
 BENCHMARKS = {
     "scale": scale.main,
@@ -14,6 +14,7 @@ BENCHMARKS = {
     "canary-fail": canary_fail.main,
     "containers": containers.main,
     "failover": failover.main,
+    "crash-rounds": crash_rounds.main,
 }
 
 
