@@ -723,3 +723,44 @@ async def test_process_wait_on_an_adopted_task_reports_an_unknown_exit_code(
     status = await asyncio.wait_for(waiter, WAIT)
     assert status.exit_code is None
     assert status.reason
+
+
+async def test_process_started_but_never_recorded_is_stopped_and_not_recovered(
+    process: ProcessAdapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The agent dies between the fork and the record (kill -9): nothing may adopt a process it
+    # cannot identify by pid and start time, so the restarted driver finds it by its
+    # WARREN_TASK_ID, stops it, and reports nothing — the agent starts the task again.
+    class AgentKilled(BaseException):
+        pass
+
+    def killed(*args: object) -> None:
+        raise AgentKilled
+
+    monkeypatch.setattr(process.process, "_write_record", killed)
+    with pytest.raises(AgentKilled):
+        await process.start("web.1.a", process.forever())
+    (pid,) = _pids_with(b"WARREN_TASK_ID=web.1.a")
+    state = proc_state(pid)
+    assert state is not None
+    process.pids[pid] = state[1]
+
+    driver = await process.restart()
+
+    assert await driver.recover() == []
+    await eventually(lambda: pid_gone(pid), f"pid {pid}, started but never recorded, is stopped")
+    assert list(process.state_dir.iterdir()) == []
+
+
+def _pids_with(variable: bytes) -> list[int]:
+    """Live processes with ``variable`` (``NAME=value``) in their environment."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                env = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if variable in env and pid_alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found

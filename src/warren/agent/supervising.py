@@ -6,7 +6,8 @@ health, notices its exit, and — when its desired state turns to shutdown — d
 ingress, stops it with the service's grace period, and reports it stopped.
 
 After a restart the agent re-adopts what the driver still runs (``Driver.recover``) instead of
-starting it again, reports as failed what died meanwhile, and stops strays nobody wants.
+starting it again, reports as failed what died meanwhile, stops strays nobody wants, and starts
+again a task whose start the restart cut short (never recorded by the driver: it never ran).
 """
 
 from __future__ import annotations
@@ -261,6 +262,11 @@ class Supervisor:
             return
         self.driver, self.prober = driver, prober
         self.stop_grace = spec.stop_grace
+        # Starting, and the driver has no record of it: the agent died in the middle of the start,
+        # before the driver recorded a process (whatever it had forked, its recover stopped).
+        # Nothing of the task ever ran, so nothing failed: it is started again. Reported failed,
+        # it would count against its release and roll a good one back.
+        cut_short = self.task.state == TaskState.STARTING and self.recovered is None
         handle: TaskHandle | None = None
         if self.recovered is not None and self.recovered.alive:
             handle = self.recovered.handle
@@ -275,7 +281,7 @@ class Supervisor:
             await self._become(TaskState.STOPPED, message="stopped while the agent was away")
             await self.driver.forget(tid)
             return
-        elif self.task.state != TaskState.PENDING:
+        elif self.task.state != TaskState.PENDING and not cut_short:
             await self._become(TaskState.FAILED, message="process ended while the agent was down")
             await self.driver.forget(tid)
             return
@@ -283,6 +289,8 @@ class Supervisor:
             if self._wants_stop:
                 await self._become(TaskState.STOPPED, message="never started")
                 return
+            if cut_short:
+                log.info("starting %s again: its start was cut short by a restart", tid)
             await self._become(TaskState.STARTING)
             try:
                 handle = await self.driver.start(self.task, spec)
