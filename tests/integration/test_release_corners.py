@@ -75,6 +75,8 @@ def test_an_update_during_a_canary_and_back_to_the_stable_spec(
         assert update.returncode == 0, update.stderr
         after_v3 = load.snapshot()
         wait_for(lambda: awaiting(server), 30, "v3's canary awaiting promotion")
+        plan = warren(server, "deploy", "plan", "web", "--env", "VERSION=v1")
+        assert plan.stdout.startswith("fast-track rollback: revision 3 → 1"), plan.stdout
         history = warren(server, "deploy", "history", "web")
         assert "superseded" in history.stdout and "1 → 3" in history.stdout, history.stdout
         status = client.deployment_status("web")
@@ -154,6 +156,11 @@ def test_the_status_of_an_update_rolled_back_and_a_rollback_after_it(
     assert "3/3 ready" in lines["tasks"], shown.stdout
     assert lines["by"].split("state", 1)[1].strip() == "3 running", shown.stdout
     assert "to revision 1: succeeded" in lines["rollback"], shown.stdout
+
+    # What the next update would do names the revision it would make (not "1 → 2").
+    plan = warren(server, "deploy", "plan", "web", "--env", "VERSION=v3")
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.startswith("rolling: revision 1 → 3"), plan.stdout
 
     # A manual rollback now has no good revision before revision 1: refused, nothing changes.
     rollback = warren(server, "service", "rollback", "web")

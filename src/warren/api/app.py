@@ -40,8 +40,8 @@ from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec, patch_spec
 from ..domain.tasks import Task
 from ..planning.draining import drain_status
-from ..planning.previewing import plan_rollout
-from ..planning.releases import starts_from
+from ..planning.previewing import plan_fast_track, plan_rollout
+from ..planning.releases import fast_track_target, starts_from
 from ..store.cluster import EVENTS, ClusterStore, decode
 from .errors import install_error_handlers
 from .nodes import node_routes
@@ -262,10 +262,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
             else patch_spec(service.spec, patch.spec, patch.env_rm)
         )
         latest = await cluster.latest_deployment(name)
-        start = starts_from(latest[0] if latest else None, service.revision)
+        active = latest[0] if latest else None
+        start = starts_from(active, service.revision)
         current = service.spec
         if start != service.revision:  # an unpromoted release: its stable revision serves
             current = (await cluster.get_revision(name, start)).spec
+            if fast_track_target(active, {start: current}.get, new) is not None:
+                return asdict(plan_fast_track(service.revision, start, new.replicas))
         plan = plan_rollout(current, start, new, await cluster.next_revision(name))
         return asdict(plan)
 

@@ -14,7 +14,7 @@ from .previews import PlannedStep, RolloutPlan
 from .strategies import STRATEGIES
 from .strategies.rolling import ROLLING
 
-__all__ = ["PlannedStep", "RolloutPlan", "plan_rollout"]
+__all__ = ["PlannedStep", "RolloutPlan", "plan_fast_track", "plan_rollout"]
 
 
 def plan_rollout(
@@ -30,3 +30,16 @@ def plan_rollout(
         return RolloutPlan("none", revision, None, (step,), max(n, current.replicas), 0.0, (note,))
     kind = STRATEGIES.get(str(new.deploy.strategy), ROLLING)
     return kind.preview(new, revision, next_revision or revision + 1)
+
+
+def plan_fast_track(dropped: int, stable: int, replicas: int) -> RolloutPlan:
+    """The stable spec applied again while the release of ``dropped`` is not promoted: a
+    fast-track rollback (``planning.releases``)."""
+    step = PlannedStep(
+        f"fast-track rollback: revision {stable} keeps every slot; revision {dropped}'s tasks "
+        "stop, no task starts",
+        {"old": replicas},
+        {"old": 100},
+    )
+    note = f"the stable spec again: the unpromoted release of revision {dropped} is dropped"
+    return RolloutPlan("fast-track rollback", dropped, stable, (step,), replicas, 0.0, (note,))
