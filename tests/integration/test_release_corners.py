@@ -77,6 +77,8 @@ def test_an_update_during_a_canary_and_back_to_the_stable_spec(
         wait_for(lambda: awaiting(server), 30, "v3's canary awaiting promotion")
         plan = warren(server, "deploy", "plan", "web", "--env", "VERSION=v1")
         assert plan.stdout.startswith("fast-track rollback: revision 3 → 1"), plan.stdout
+        plan = warren(server, "deploy", "plan", "web", "--replicas", "5")
+        assert "no new revision: only replicas change" in plan.stdout, plan.stdout
         history = warren(server, "deploy", "history", "web")
         assert "superseded" in history.stdout and "1 → 3" in history.stdout, history.stdout
         status = client.deployment_status("web")

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from tests.helpers import RecordingPlane, SimCluster, SteadyTraffic
+from warren.domain import transitions
 from warren.domain.deployments import Deployment, DeploymentKind, Phase, Reason
 from warren.domain.errors import ConflictError, NotFoundError
 from warren.domain.requests import Answer, Intent
 from warren.domain.specs import ServiceSpec
 from warren.domain.tasks import Task
-from warren.store.cluster import sequence_of
+from warren.store.cluster import encode, sequence_of
 
 READY = {"FAKE_READY_AFTER": "1s"}
 
@@ -365,3 +366,107 @@ async def test_a_revision_trimmed_by_the_history_limit_cannot_be_rolled_back_to(
     assert 1 not in [r.number for r in await sim.cluster.list_revisions("web")]
     with pytest.raises(NotFoundError, match="revision 1 of service 'web' not found"):
         await sim.cluster.rollback_service("web", 1)
+
+
+# --- the corners a review of the redesign found --------------------------------------------
+
+
+async def test_a_rollback_decided_before_a_newer_update_never_undoes_it(sim: SimCluster) -> None:
+    """An update rolling back whose rollback had not started when the operator updated again:
+    the stale rollback must not be written over the operator's new revision."""
+    await sim.cluster.create_service(spec(VERSION="v1"))
+    await sim.advance(2)
+    await sim.plane.deployer.stop()  # the decision is made, the controller dies before acting
+    await sim.cluster.update_service("web", lambda _: spec(VERSION="v2"))
+    failed = (await history(sim))[-1]
+    kv = await sim.store.get(f"/deployments/web/{sequence_of(failed.id):08d}")
+    assert kv is not None
+    decided = transitions.roll_back(failed, sim.clock.now(), Reason.TASK_FAILED, "bad", "x")
+    await sim.store.put(kv.key, encode(decided))
+    await sim.cluster.update_service("web", lambda _: spec(VERSION="v3"))
+    started = await sim.cluster.start_rollback(
+        "web", 1, Reason.AUTOMATIC_ROLLBACK, undoes=failed.id
+    )
+    assert started is None
+    assert (await sim.cluster.get_service("web"))[0].revision == 3
+
+
+async def test_a_canary_paused_by_a_failure_is_judged_again_before_its_next_weight(
+    sim: SimCluster,
+) -> None:
+    deploy = {
+        "strategy": "canary",
+        "updateConfig": {"failureAction": "pause", "monitor": "0s"},
+        "canary": {"steps": [{"setWeight": 10}, {"pause": "30s"}, {"setWeight": 50}],
+                   "analysis": {"interval": "2s", "successRate": 0.9}},
+    }  # fmt: skip
+    await sim.cluster.create_service(spec(deploy=deploy, VERSION="v1"))
+    await sim.advance(2)
+    assert isinstance(sim.metrics, SteadyTraffic)
+    sim.metrics.by_revision[2] = (100, 50)
+    await apply(sim, spec(deploy=deploy, VERSION="v2"))
+    await sim.advance(5)
+    assert (await history(sim))[-1].phase == Phase.PAUSED
+    assert plane(sim).weights("web") == {1: 100, 2: 0}
+    await sim.advance(60)  # long past the step's 30 s pause
+    sim.metrics.by_revision[2] = (100, 0)
+    assert await ask(sim, Intent.RESUME) == (Answer.APPLIED, "resumed by the operator")
+    resumed = sim.clock.now()
+    await sim.advance(1)
+    assert plane(sim).weights("web") == {1: 90, 2: 10}  # its weight back, not the next one
+    await sim.advance(35)
+    later = [x for x in (await history(sim))[-1].decisions if x.time >= resumed]
+    weights = [(x.time - resumed, x.message) for x in later if x.reason == Reason.WEIGHT_SET]
+    assert [m for _, m in weights] == ["10% to revision 2 again", "step 3: 50% to revision 2"]
+    assert weights[1][0] >= 30  # the step's pause, and its windows, all over again
+
+
+async def test_a_green_switched_back_and_resumed_passes_its_preview_again(
+    sim: SimCluster,
+) -> None:
+    deploy = {
+        "strategy": "blue-green",
+        "updateConfig": {"failureAction": "pause", "monitor": "0s"},
+        "blueGreen": {"soak": "10s", "scaleDownDelay": "20s",
+                      "analysis": {"interval": "2s", "successRate": 0.9}},
+    }  # fmt: skip
+    await sim.cluster.create_service(spec(deploy=deploy, VERSION="v1"))
+    await sim.advance(2)
+    await apply(sim, spec(deploy=deploy, VERSION="v2"))
+    await sim.advance(4)
+    assert plane(sim).weights("web") == {1: 0, 2: 100}
+    assert isinstance(sim.metrics, SteadyTraffic)
+    sim.metrics.by_revision[2] = (100, 50)
+    await sim.advance(3)
+    assert (await history(sim))[-1].phase == Phase.PAUSED
+    assert plane(sim).weights("web") == {1: 100, 2: 0}
+    sim.metrics.by_revision[2] = (100, 0)
+    await ask(sim, Intent.RESUME)
+    await sim.advance(0.5)
+    assert plane(sim).weights("web") == {1: 100, 2: 0}  # not switched again untested
+    await sim.advance(3)
+    assert plane(sim).weights("web") == {1: 0, 2: 100}
+
+
+async def test_a_canary_resumed_after_a_task_failure_is_not_paused_by_it_again(
+    sim: SimCluster,
+) -> None:
+    deploy = {
+        "strategy": "canary",
+        "updateConfig": {"failureAction": "pause", "monitor": "0s"},
+        "canary": {"steps": [{"setWeight": 25}, {"pause": {}}]},
+    }
+    await sim.cluster.create_service(spec(deploy=deploy, VERSION="v1"))
+    await sim.advance(2)
+    await apply(sim, spec(deploy=deploy, VERSION="v2"))
+    await sim.advance(2)
+    (canary,) = [t for t in await live(sim) if t.revision == 2]
+    assert canary.node is not None
+    sim.drivers[canary.node].crash(canary.id)
+    await sim.quiesce()
+    paused = (await history(sim))[-1]
+    assert paused.phase == Phase.PAUSED and paused.failed_tasks == (canary.id,)
+    await sim.advance(5)  # its replacement is ready
+    await ask(sim, Intent.RESUME)
+    await sim.advance(2)
+    assert (await history(sim))[-1].phase == Phase.AWAITING_PROMOTION

@@ -265,7 +265,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         active = latest[0] if latest else None
         start = starts_from(active, service.revision)
         current = service.spec
-        if start != service.revision:  # an unpromoted release: its stable revision serves
+        if start != service.revision and not current.same_template(new):
+            # A new revision over an unpromoted release: it starts from the stable one.
             current = (await cluster.get_revision(name, start)).spec
             if fast_track_target(active, {start: current}.get, new) is not None:
                 return asdict(plan_fast_track(service.revision, start, new.replicas))
@@ -388,15 +389,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.post("/v1/services/{name}/deployment/pause", tags=["deployments"])
     async def pause(name: str, _: Auth) -> dict[str, Any]:
         """Pause the active rollout: no new batch or step until resumed."""
-        d = await _ask(name, Intent.PAUSE)
-        await cluster.record("deployment.paused", f"deployment {d.id} paused", service=name)
-        return d.to_wire()
+        return (await _ask(name, Intent.PAUSE)).to_wire()
 
     @app.post("/v1/services/{name}/deployment/resume", tags=["deployments"])
     async def resume(name: str, _: Auth) -> dict[str, Any]:
-        d = await _ask(name, Intent.RESUME)
-        await cluster.record("deployment.progressing", f"deployment {d.id} resumed", service=name)
-        return d.to_wire()
+        return (await _ask(name, Intent.RESUME)).to_wire()
 
     @app.post("/v1/services/{name}/deployment/promote", tags=["deployments"])
     async def promote(
@@ -405,7 +402,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Canary: skip the current pause (``full``: every remaining step). Blue/green: switch
         now. Refused (409) while the new revision's tasks are not all ready, unless ``force``."""
         d = await _ask(name, Intent.PROMOTE, full, force)
-        await cluster.record("deployment.promoted", f"deployment {d.id} promoted", service=name)
         return (await _applied(d)).to_wire()
 
     async def _applied(asked: Deployment) -> Deployment:
@@ -427,9 +423,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def abort(name: str, _: Auth) -> dict[str, Any]:
         """Stop the active rollout and go back to the revision it started from (the answer is
         the aborted deployment; its rollback follows at once)."""
-        d = await _ask(name, Intent.ABORT)
-        await cluster.record("deployment.aborted", f"deployment {d.id}: {d.message}", service=name)
-        return d.to_wire()
+        return (await _ask(name, Intent.ABORT)).to_wire()
 
     @app.post("/v1/services/{name}/rollback", tags=["deployments"])
     async def rollback(name: str, body: RollbackRequest, _: Auth) -> dict[str, Any]:

@@ -93,10 +93,10 @@ def status_table(status: DeploymentStatus) -> Table:
         moves = f"{status.kind}: {status.from_revision} → {status.to_revision}"
         table.add_row("deployment", f"{status.deployment_id} ({moves})")
         table.add_row("phase", _phase(status.phase))
-        # Canary and blue/green releases move by steps, not by batches of slots.
+        # Releases by weights (canary, blue/green) move by steps, not by batches of slots.
         where = (
             f"step {status.step}"
-            if status.strategy in ("canary", "blue-green") and status.kind == "update"
+            if status.moves_by == "step"
             else f"batch {status.step}/{status.batches}"
         )
         table.add_row(

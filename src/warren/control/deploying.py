@@ -343,12 +343,15 @@ class DeploymentController(Controller):
         if target != failed.from_revision:
             why = f", the last that succeeded (revision {failed.from_revision} never did)"
         log.info("deployment %s: rolling back to revision %d%s", failed.id, target, why)
-        _, rollback, revision = await self.cluster.rollback_service(
-            failed.service, target, cause, note=why.lstrip(", ")
+        started = await self.cluster.start_rollback(
+            failed.service, target, cause, note=why.lstrip(", "), undoes=failed.id
         )
+        if started is None:
+            return  # a newer deployment took over meanwhile: it supersedes this one
+        _, rollback, revision = started
         await self.deployments.wait_for(revision)
         await self.cluster.record(
-            "deployment.rolling_back",
+            "deployment.rollback",
             f"deployment {failed.id} of {failed.service}: rolling back to revision "
             f"{target}{why} ({rollback.id}): {failed.message}",
             Level.WARNING,

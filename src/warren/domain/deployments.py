@@ -6,15 +6,15 @@ timestamps, conditions, and an append-only decision log — so that a restarted 
 exactly where the last one stood. The planner (``planning.strategies``) turns one record into
 the next; the deployment controller stores it with compare-and-swap.
 
-Phases::
+Phases (their transitions, one pure function per event: ``domain.transitions``)::
 
     progressing ─▶ succeeded
-        │  ▲
-        ▼  │ resume
-      paused
+        │  ▲  ▲
+        ▼  │  └── awaiting_promotion     (canary ``pause: {}``, blue/green without autoPromote)
+      paused                              (resume, promote → progressing)
         │
         ├─▶ failed                      (failure action pause/continue exhausted, or abort)
-        ├─▶ rolling_back ─▶ rolled_back (failure action rollback: a rollback deployment runs)
+        ├─▶ rolling_back ─▶ rolled_back (failure action rollback, abort: a rollback runs)
         └─▶ superseded                  (a newer update of the same service took over)
 """
 
@@ -41,6 +41,7 @@ __all__ = [
     "Phase",
     "Reason",
     "RolloutConfig",
+    "check_progress",
     "deployment_id",
     "status_deployment",
 ]
@@ -232,6 +233,8 @@ class Deployment(Model):
     promote: str = ""
     """A promotion the operator asked for and the planner has not applied yet: ``step`` (skip
     the current pause) or ``full`` (skip every remaining step)."""
+    green_started: bool = False
+    """Blue/green: green's tasks were asked for (even for 0 replicas)."""
     green_ready_at: float | None = None
     switched_at: float | None = None
     """Blue/green: when traffic moved to the new revision."""
@@ -272,17 +275,13 @@ class Deployment(Model):
         keeps the last DECISIONS_KEPT). Only the fields of PROGRESS_FIELDS may change here, and
         their values are checked: a phase moves only by a transition
         (``domain.transitions``)."""
-        unknown = set(changes) - PROGRESS_FIELDS
-        if unknown:
-            raise TypeError(f"not a progress field of a deployment: {', '.join(sorted(unknown))}")
+        check_progress(changes)
         return self.logged(now, reason, message, action, measured, **changes)
 
     def advance(self, now: float, **changes: Any) -> Deployment:
         """Progress too small for the log (slots done, a window's start): checked like
         ``decide``."""
-        unknown = set(changes) - PROGRESS_FIELDS
-        if unknown:
-            raise TypeError(f"not a progress field of a deployment: {', '.join(sorted(unknown))}")
+        check_progress(changes)
         return self.checked(updated_at=now, **changes)
 
     def logged(
@@ -333,11 +332,18 @@ PROGRESS_FIELDS = frozenset(
         "batch",
         "batch_started_at", "batch_ready_at", "progress_at", "delay_total", "weights",
         "canary_step", "pause_until", "analysis_at", "analysis_failures", "promoting", "promote",
-        "green_ready_at", "switched_at", "hooks_done",
+        "green_started", "green_ready_at", "switched_at", "hooks_done",
     }
 )  # fmt: skip
 """What a planner may change as a rollout goes on. The rest — phase, finish, links between
 deployments, identity — changes only through ``domain.transitions``."""
+
+
+def check_progress(changes: dict[str, Any]) -> None:
+    unknown = set(changes) - PROGRESS_FIELDS
+    if unknown:
+        raise TypeError(f"not a progress field of a deployment: {', '.join(sorted(unknown))}")
+
 
 DECISIONS_KEPT = 200
 
@@ -390,6 +396,9 @@ class DeploymentStatus(Model):
     from_revision: int | None = None
     to_revision: int | None = None
     step: int = 0
+    moves_by: str = "batch"
+    """``batch`` (slot by slot) or ``step`` (by weights: canary, blue/green): how ``step``
+    reads."""
     batches: int = 0
     updated_slots: int = 0
     failed_tasks: int = 0
@@ -424,7 +433,9 @@ class DeploymentStatus(Model):
         deployments: Sequence[Deployment],
         tasks: Sequence[Task],
         now: float,
+        weighted: bool = False,
     ) -> DeploymentStatus:
+        """``weighted``: the deployment it is about moves by weights."""
         newest = deployments[-1] if deployments else None
         revisions = {revision}
         if newest is not None and newest.active:
@@ -454,6 +465,7 @@ class DeploymentStatus(Model):
                 "from_revision": d.from_revision,
                 "to_revision": d.to_revision,
                 "step": d.step,
+                "moves_by": "step" if weighted and d.kind == DeploymentKind.UPDATE else "batch",
                 "batches": -(-replicas // per_batch) if replicas else 0,
                 "updated_slots": d.ready_slots,
                 "failed_tasks": len(d.failed_tasks),

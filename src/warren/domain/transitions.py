@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from .deployments import PROGRESS_FIELDS, Condition, Deployment, Phase, Reason
+from .deployments import Condition, Deployment, Phase, Reason, check_progress
 from .errors import InvalidTransitionError
 
 __all__ = [
@@ -143,10 +143,11 @@ def pause(
 
 def resume(d: Deployment, now: float, message: str = "resumed by the operator") -> Deployment:
     """Progress counts again from now: a paused rollout is not late for its deadline; an
-    analysis judges a fresh window."""
+    analysis judges a fresh window, and a canary's timed pause starts over (a canary paused by a
+    failure is judged again before its next weight)."""
     return _move(
         d, Event.RESUME, now, Reason.RESUMED, message, "resume", paused_reason="",
-        progress_at=now, analysis_at=now, analysis_failures=0,
+        progress_at=now, analysis_at=now, analysis_failures=0, pause_until=None,
     )  # fmt: skip
 
 
@@ -253,7 +254,5 @@ def end_rollback(d: Deployment, now: float, rollback: Deployment) -> Deployment:
 
 def _progress(changes: dict[str, Any]) -> dict[str, Any]:
     """Progress that a transition carries along (the failure that caused it, counted)."""
-    unknown = set(changes) - PROGRESS_FIELDS
-    if unknown:
-        raise TypeError(f"not a progress field of a deployment: {', '.join(sorted(unknown))}")
+    check_progress(changes)
     return changes

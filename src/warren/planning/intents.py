@@ -8,8 +8,9 @@ stored the request shows the line. Refusals change nothing:
 - resume: only a paused one (a progressing one: already done);
 - promote: a canary or blue/green update that is active — and whose new revision's tasks are
   all ready (``0/2 canary tasks healthy`` otherwise), unless forced;
-- abort: an active rollout. An update goes back to the revision it started from (a rollback,
-  which the controller starts next); anything else just stops (failed).
+- abort: an active rollout. An update goes back — to the revision it started from, unless that
+  one never succeeded (a rollback, which the controller starts next); anything else just stops
+  (failed).
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ def _abort(view: RolloutView, d: Deployment) -> tuple[Deployment, Answer, str]:
     if not d.active:
         return d, Answer.REFUSED, f"deployment {d.id} is {d.phase}: no active rollout to abort"
     if d.kind == DeploymentKind.UPDATE and d.from_revision is not None:
-        message = f"aborted by the operator: back to revision {d.from_revision}"
-        action = f"roll back to revision {d.from_revision}"
-        aborted = transitions.roll_back(d, view.now, Reason.ABORTED, message, action)
+        # The controller picks the revision: the one it started from, unless that one never
+        # succeeded (then the last good one); the rollback's log says which.
+        message = "aborted by the operator: rolling back"
+        aborted = transitions.roll_back(d, view.now, Reason.ABORTED, message, "roll back")
         return aborted, Answer.APPLIED, message
     message = "aborted by the operator"
     return transitions.fail(d, view.now, Reason.ABORTED, message, "stop"), Answer.APPLIED, message

@@ -20,6 +20,7 @@ supersedes that one, or links it to the rollback that undoes it (``domain.transi
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 from ..domain import transitions
 from ..domain.deployments import (
@@ -32,7 +33,8 @@ from ..domain.deployments import (
 )
 from ..domain.services import Service
 from ..domain.specs import ServiceSpec
-from .strategies import kind_of
+from .strategies import STRATEGIES, kind_of
+from .strategies.rolling import ROLLING
 
 __all__ = [
     "fast_track_target",
@@ -71,18 +73,17 @@ def fast_track_target(
 def new_update(
     service: Service, number: int, spec: ServiceSpec, start: int, now: float, sequence: int
 ) -> Deployment:
-    d = Deployment(
-        id=deployment_id(service.name, sequence),
-        service=service.name,
-        strategy=str(spec.deploy.strategy),
-        from_revision=start,
-        to_revision=number,
-        replicas=spec.replicas,
+    """An update of ``service`` to revision ``number`` (``spec``), from ``start``. A release
+    by weights gives the new revision weight 0 from this very write: a canary an update drops
+    loses its traffic at once, before the new release's first look."""
+    strategy = str(spec.deploy.strategy)
+    weighted = STRATEGIES.get(strategy, ROLLING).weighted
+    d = _new(
+        service.name, sequence, now, strategy=strategy, from_revision=start,
+        to_revision=number, replicas=spec.replicas,
         config=RolloutConfig.for_update(spec.deploy.update_config),
-        started_at=now,
-        updated_at=now,
-        progress_at=now,
-    )
+        weights=((start, 100), (number, 0)) if weighted else (),
+    )  # fmt: skip
     return transitions.start(d, now, Reason.NEW_REVISION, f"update: revision {start} → {number}")
 
 
@@ -107,24 +108,22 @@ def new_rollback(
         and undoes.from_revision == target
         and kind_of(undoes).stable_of(undoes) == target
     )
-    d = Deployment(
-        id=deployment_id(service.name, sequence),
-        service=service.name,
-        kind=DeploymentKind.ROLLBACK,
-        strategy=str(deploy.strategy),
-        from_revision=service.revision,
-        to_revision=target,
-        replicas=service.spec.replicas,
+    d = _new(
+        service.name, sequence, now, kind=DeploymentKind.ROLLBACK, strategy=str(deploy.strategy),
+        from_revision=service.revision, to_revision=target, replicas=service.spec.replicas,
         config=RolloutConfig.for_rollback(deploy.rollback_config, deploy.update_config),
-        started_at=now,
-        updated_at=now,
-        progress_at=now,
-        rollback_of=undoes.id if undoes is not None else None,
-        cause=str(cause),
+        rollback_of=undoes.id if undoes is not None else None, cause=str(cause),
         weights=((target, 100),) if warm else (),
-    )
+    )  # fmt: skip
     message = f"rollback: revision {service.revision} → {target}" + (f", {note}" if note else "")
     return transitions.start(d, now, cause, message)
+
+
+def _new(service: str, sequence: int, now: float, **fields: Any) -> Deployment:
+    return Deployment(
+        id=deployment_id(service, sequence), service=service, started_at=now, updated_at=now,
+        progress_at=now, **fields,
+    )  # fmt: skip
 
 
 def undone_by_rollback(latest: Deployment | None) -> Deployment | None:
@@ -141,8 +140,9 @@ def good_revisions(deployments: Sequence[Deployment]) -> set[int]:
     """Revisions known to have served well (see the module's docstring)."""
     good = {d.to_revision for d in deployments if d.phase == Phase.SUCCEEDED}
     good |= {d.reverted_to for d in deployments if d.reverted_to is not None}
-    if deployments and deployments[0].from_revision is not None:
-        good.add(deployments[0].from_revision)
+    first = deployments[0] if deployments else None
+    if first is not None and first.kind == DeploymentKind.UPDATE and first.from_revision:
+        good.add(first.from_revision)  # what served before (a rollback's, it may have failed)
     return good
 
 
@@ -184,16 +184,20 @@ def last_good_revision(
     return start if _kept(start, kept) else None
 
 
-def previous_revision(deployments: Sequence[Deployment], current: int) -> int | None:
+def previous_revision(
+    deployments: Sequence[Deployment], current: int, kept: Collection[int] | None = None
+) -> int | None:
     """What ``warren service rollback`` goes back to: the good revision that served before
-    ``current`` went live — by the update that made it live, else by the rollback that brought
-    it back (two rollbacks flip between two good revisions, as in Swarm). Never a revision whose
-    update failed: with no good one, None."""
+    ``current`` went live — by the newest deployment that made it live, an update or a rollback
+    (two rollbacks flip between two good revisions, as in Swarm), passing over those that left
+    a failed revision (then an older one says: 1 → 2 succeeded, 2 → 3 failed and was rolled
+    back to 2 → back to 1). Never a revision whose update failed, nor one trimmed: with none,
+    None."""
     good = good_revisions(deployments)
-    succeeded = [d for d in reversed(deployments) if d.phase == Phase.SUCCEEDED]
-    for kind in (DeploymentKind.UPDATE, DeploymentKind.ROLLBACK):
-        for d in succeeded:
-            same = d.kind == kind and d.to_revision == current
-            if same and d.from_revision in good and d.from_revision != current:
-                return d.from_revision
+    for d in reversed(deployments):
+        start = d.from_revision
+        if d.phase != Phase.SUCCEEDED or d.to_revision != current or start == current:
+            continue
+        if start in good and _kept(start, kept):
+            return start
     return None

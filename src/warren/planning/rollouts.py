@@ -130,6 +130,7 @@ def find_failures(
     now: float,
     healthy_deadline: float,
     monitor: float = math.inf,
+    per_slot: bool = True,
 ) -> tuple[list[Failure], float | None]:
     """Tasks of the new revision in the deployment's target slots that failed since it started
     and were not counted yet: ended on their own with an error, failed their health check, or
@@ -142,10 +143,13 @@ def find_failures(
       within ``monitor`` after it turned ready; a crash later belongs to the restart policy.
       E.g. monitor 5s, ready at t=1: a crash at t=4 counts, one at t=8 does not.
     - Tasks on a node that is down are not passed in: lost, not failed (see
-      ``RolloutView.live_tasks``)."""
+      ``RolloutView.live_tasks``).
+
+    ``per_slot=False`` (a canary or green, whose any failure fails it): each task counts once,
+    a slot may fail again."""
     targets = set(deployment.target_slots)
     counted = set(deployment.failed_tasks)
-    failed_slots = set(deployment.failed_slots)
+    failed_slots = set(deployment.failed_slots) if per_slot else set()
     failures: list[Failure] = []
     next_deadline: float | None = None
     for t in sorted(tasks, key=lambda t: (t.slot, t.created_at, t.id)):
@@ -165,7 +169,8 @@ def find_failures(
             health = t.message.startswith("health check failed")
             reason = Reason.HEALTH_CHECK_FAILED if health else Reason.TASK_FAILED
             failures.append(Failure(t.id, reason, f"{t.id}: {t.message or 'failed'}", t.slot))
-            failed_slots.add(t.slot)
+            if per_slot:
+                failed_slots.add(t.slot)
         elif t.state.active and t.ready_at is None:
             deadline = t.created_at + healthy_deadline
             if now >= deadline:
@@ -177,7 +182,8 @@ def find_failures(
                         t.slot,
                     )
                 )
-                failed_slots.add(t.slot)
+                if per_slot:
+                    failed_slots.add(t.slot)
             else:
                 next_deadline = deadline if next_deadline is None else min(next_deadline, deadline)
     return failures, next_deadline

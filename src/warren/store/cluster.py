@@ -33,6 +33,7 @@ from ..domain.deployments import (
     DeploymentStatus,
     Phase,
     Reason,
+    status_deployment,
 )
 from ..domain.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from ..domain.events import Event, Level
@@ -51,6 +52,7 @@ from ..planning.releases import (
     starts_from,
     undone_by_rollback,
 )
+from ..planning.strategies import kind_of
 from ..ports import Clock, Compare, Delete, KeyValue, Op, Put, StateStore
 
 __all__ = [
@@ -275,9 +277,12 @@ class ClusterStore:
         if latest is not None:
             compares.append(Compare.unchanged(latest[1]))
         kvs, _ = await self.raw.range(f"{DEPLOYMENTS}{name}/")
+        kept = [decode(Deployment, kv) for kv in kvs]
+        # Never one an unended deployment waits for (its rollback).
+        needed = {d.rolled_back_by for d in kept if not d.phase.terminal}
         excess = len(kvs) + 1 - DEPLOYMENTS_KEPT
-        for kv in kvs[: max(0, excess)]:
-            if decode(Deployment, kv).phase.terminal:
+        for kv, d in list(zip(kvs, kept, strict=True))[: max(0, excess)]:
+            if d.phase.terminal and d.id not in needed:
                 ops.append(Delete(kv.key))
         return sequence
 
@@ -293,23 +298,40 @@ class ClusterStore:
         return {rev.number: rev.spec}
 
     async def rollback_service(
+        self, name: str, to_revision: int | None = None, cause: Reason = Reason.MANUAL_ROLLBACK
+    ) -> tuple[Service, Deployment, int]:
+        """``warren service rollback``: see ``start_rollback``."""
+        started = await self.start_rollback(name, to_revision, cause)
+        assert started is not None  # only a rollback of one deployment can be refused so
+        return started
+
+    async def start_rollback(
         self,
         name: str,
         to_revision: int | None = None,
         cause: Reason = Reason.MANUAL_ROLLBACK,
         note: str = "",
-    ) -> tuple[Service, Deployment, int]:
+        undoes: str | None = None,
+    ) -> tuple[Service, Deployment, int] | None:
         """Make revision ``to_revision`` (default: the last good one before the current one,
         ``planning.releases``) the service's current spec again — no new revision, as in
         Swarm — and start a rollback deployment to it with the rollback config. Returns the
-        service, the rollback deployment and the store revision of the change."""
+        service, the rollback deployment and the store revision of the change. ``undoes``: the
+        rollback is of that deployment only — None (nothing written) once another is the newest
+        or its rollback exists (an automatic rollback decided before the operator's update must
+        not undo that update)."""
         for _ in range(10):
             current, kv = await self.get_service(name)
             deployments = await self.list_deployments(name)
             latest = await self.latest_deployment(name)
+            if undoes is not None and (
+                latest is None or latest[0].id != undoes or latest[0].rolled_back_by
+            ):
+                return None
             # The update in flight — or one whose rollback was decided but not started yet.
             active = undone_by_rollback(latest[0] if latest is not None else None)
-            target = to_revision or self._rollback_target(name, current, deployments, active)
+            kept = {r.number for r in await self.list_revisions(name)}
+            target = to_revision or self._rollback_target(name, current, deployments, active, kept)
             if target == current.revision and active is None:
                 raise ValidationError(
                     f"service {name!r} already runs revision {target}", "toRevision"
@@ -334,12 +356,16 @@ class ClusterStore:
 
     @staticmethod
     def _rollback_target(
-        name: str, current: Service, deployments: list[Deployment], active: Deployment | None
+        name: str,
+        current: Service,
+        deployments: list[Deployment],
+        active: Deployment | None,
+        kept: set[int],
     ) -> int:
         if active is not None and active.kind == DeploymentKind.UPDATE and active.from_revision:
-            target = last_good_revision(deployments, active)  # undo the update in flight
+            target = last_good_revision(deployments, active, kept)  # undo the update in flight
         else:
-            target = previous_revision(deployments, current.revision)
+            target = previous_revision(deployments, current.revision, kept)
         if target is None:
             failed = sorted(
                 {d.to_revision for d in deployments if d.phase in (Phase.FAILED, Phase.ROLLED_BACK)}
@@ -362,15 +388,18 @@ class ClusterStore:
     async def deployment_status(self, name: str) -> DeploymentStatus:
         """The service's rollout status: its tasks, and its last release."""
         service, _kv = await self.get_service(name)
+        deployments = await self.list_deployments(name)
+        shown, _ = status_deployment(deployments)
         return DeploymentStatus.of(
             service_name=name,
             image=service.spec.version_label,
             strategy=str(service.spec.deploy.strategy),
             revision=service.revision,
             replicas=service.spec.replicas,
-            deployments=await self.list_deployments(name),
+            deployments=deployments,
             tasks=await self.list_tasks(name),
             now=self.clock.now(),
+            weighted=shown is not None and kind_of(shown).weighted,
         )
 
     # ── operator requests ────────────────────────────────────────────────────────────────────
@@ -402,8 +431,10 @@ class ClusterStore:
             async with asyncio.timeout(timeout):
                 while True:
                     found = decode(OperatorRequest, kv) if kv is not None else None
-                    if found is None or found.id != request.id:
-                        return None  # replaced by a newer request: that one is answered
+                    if found is None:
+                        return None
+                    if found.id != request.id:
+                        raise _replaced(request, found)
                     if not found.pending:
                         return found
                     for event in await anext(watch):
@@ -421,7 +452,9 @@ class ClusterStore:
             if (await self.raw.txn([Compare.unchanged(kv)], [Delete(key)])).succeeded:
                 return None
             return await self.answer_of(request, 0.5)
-        return found if found.id == request.id else None
+        if found.id != request.id:
+            raise _replaced(request, found)
+        return found
 
     async def next_revision(self, name: str) -> int:
         """The number the service's next revision gets."""
@@ -697,6 +730,13 @@ class ClusterStore:
         if service:
             events = [e for e in events if e.service == service]
         return events[-limit:]
+
+
+def _replaced(request: OperatorRequest, newer: OperatorRequest) -> ConflictError:
+    return ConflictError(
+        f"a newer request ({newer.intent}) replaced this {request.intent} before it was applied; "
+        "nothing was done for this one"
+    )
 
 
 def _new_join_token() -> bytes:

@@ -96,10 +96,12 @@ def slot_revisions(
     """The revision each slot should run while ``deployment`` drives the service: its
     strategy's slot targets (canary, blue/green: both revisions side by side), else slot by
     slot — the deployment's target slots run ``to_revision``; every other slot keeps what it
-    runs: the revision the update started from if it still serves there (never a canary that
-    a newer update dropped), else the revision of its newest live task, else of its newest task
-    (a slot the rollout has not reached yet is left alone, even if its task crashes and is
-    restarted); a slot with no task at all (scaled up mid-rollout) gets ``to_revision``."""
+    runs: the revision it is to keep if it has a task of it (an update: the one it started
+    from — never a canary that a newer update dropped, even while the stable task restarts; a
+    rollback: the one it goes back to), else the revision of its newest live task, else of its
+    newest task (a slot the rollout has not reached yet is left alone, even if its task crashes
+    and is restarted); a slot with no task at all (scaled up mid-rollout) gets
+    ``to_revision``."""
     if deployment is None:
         return {}
     targets_of = kind_of(deployment).slot_targets(deployment, replicas)
@@ -109,7 +111,9 @@ def slot_revisions(
     slots = by_slot(t for t in tasks if t.wants_running)
     # A rollback its planner has not looked at yet may be an instant switch back to warm tasks
     # (blue beside green): until it has decided, a slot keeps every revision it runs.
-    undecided = deployment.kind == DeploymentKind.ROLLBACK and not targets
+    rollback = deployment.kind == DeploymentKind.ROLLBACK
+    undecided = rollback and not targets
+    keep = deployment.to_revision if rollback else deployment.from_revision
     result: dict[int, SlotTarget] = {}
     for slot in range(1, replicas + 1):
         group = slots.get(slot)
@@ -120,8 +124,8 @@ def slot_revisions(
         running = tuple(dict.fromkeys(t.revision for t in live))
         if undecided and len(running) > 1:
             result[slot] = running
-        elif deployment.from_revision in running:
-            result[slot] = deployment.from_revision
+        elif keep in running or (keep is not None and any(t.revision == keep for t in group)):
+            result[slot] = keep
         else:
             # The live task's revision first: a crashed task of the revision being left must
             # not come back while the slot still runs a live task of another one.

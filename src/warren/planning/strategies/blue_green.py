@@ -28,15 +28,16 @@ from ...domain.deployments import Deployment, Phase, Reason
 from ...domain.specs import Analysis, BlueGreenConfig, FailureAction, ServiceSpec
 from ..analysis import Outcome
 from ..previews import PlannedStep, RolloutPlan
-from ..rollouts import RolloutView, Step, by_slot, find_failures
+from ..rollouts import RolloutView, Step, by_slot
 from .kinds import RouteExtras, StrategyKind
 from .traffic import (
     fail_release,
     judge_window,
     pause_inconclusive,
     promoted,
-    ready_count,
+    promotion_blocker_of,
     ready_in,
+    release_tasks_failed,
     run_hooks,
     side_by_side,
     weights_of,
@@ -64,13 +65,15 @@ def next_step(view: RolloutView) -> Step:
 
 
 def _start_green(view: RolloutView, d: Deployment) -> Deployment:
-    if d.target_slots:
-        return d
+    """Green beside blue in every slot, with no traffic; the slots follow a scale."""
+    slots = tuple(range(1, view.replicas + 1))
+    if d.green_started or d.target_slots:
+        return d if d.target_slots == slots else d.advance(view.now, target_slots=slots)
     blue, green = d.from_revision, d.to_revision
     return d.decide(
         view.now, Reason.CANARY_SCALED,
         f"green: {view.replicas} task(s) of revision {green} beside blue (revision {blue})",
-        target_slots=tuple(range(1, view.replicas + 1)), weights=weights_of(blue, green, 0),
+        target_slots=slots, weights=weights_of(blue, green, 0), green_started=True,
     )  # fmt: skip
 
 
@@ -78,9 +81,9 @@ def _before_switch(view: RolloutView, d: Deployment, cfg: BlueGreenConfig) -> St
     """Green starts, gets ready, passes its pre-rollout webhooks and its preview analysis,
     waits for promotion (or ``autoPromoteAfter``), passes its pre-promotion webhooks: switch."""
     now, green = view.now, d.to_revision
-    failures, health_due = find_failures(d, view.live_tasks, now, d.config.healthy_deadline)
-    if failures:
-        return fail_release(d, now, failures[0].reason, "; ".join(f.message for f in failures))
+    stop, health_due = release_tasks_failed(view, d)
+    if stop is not None:
+        return stop
     if not ready_in(by_slot(view.live_tasks), green, range(1, view.replicas + 1)):
         return Step(d, requeue_at=health_due)
     if d.green_ready_at is None:
@@ -170,7 +173,13 @@ def _after_switch(view: RolloutView, d: Deployment, cfg: BlueGreenConfig) -> Ste
 
 
 def _passed_once(d: Deployment) -> bool:
-    return any(x.reason == Reason.ANALYSIS_PASSED for x in d.decisions)
+    """Green's preview window passed — since it was last switched back from, if it was."""
+    for x in reversed(d.decisions):
+        if x.reason == Reason.SWITCHED_BACK:
+            return False
+        if x.reason == Reason.ANALYSIS_PASSED:
+            return True
+    return False
 
 
 def promotion_blocker(view: RolloutView) -> str | None:
@@ -178,9 +187,7 @@ def promotion_blocker(view: RolloutView) -> str | None:
     d = view.deployment
     if d.switched_at is not None or d.promoting:
         return None
-    slots = tuple(range(1, view.replicas + 1))
-    ready = ready_count(by_slot(view.live_tasks), d.to_revision, slots)
-    return None if ready == len(slots) else f"{ready}/{len(slots)} green tasks healthy"
+    return promotion_blocker_of(view, tuple(range(1, view.replicas + 1)), "green")
 
 
 def stable_of(d: Deployment) -> int | None:
@@ -241,6 +248,7 @@ BLUE_GREEN = StrategyKind(
     analysis=analysis_of,
     route_extras=_route_extras,
     promotable=True,
+    weighted=True,
     promotion_blocker=promotion_blocker,
     stable_of=stable_of,
 )

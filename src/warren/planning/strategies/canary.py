@@ -36,7 +36,7 @@ from ...domain.deployments import Deployment, Phase, Reason
 from ...domain.specs import Analysis, CanaryConfig, ServiceSpec
 from ..analysis import Outcome
 from ..previews import PlannedStep, RolloutPlan
-from ..rollouts import RolloutView, Step, by_slot, earliest, find_failures
+from ..rollouts import RolloutView, Step, by_slot, earliest
 from .kinds import RouteExtras, StrategyKind
 from .traffic import (
     canary_count,
@@ -45,8 +45,9 @@ from .traffic import (
     judged_on,
     pause_inconclusive,
     promoted,
-    ready_count,
+    promotion_blocker_of,
     ready_in,
+    release_tasks_failed,
     run_hooks,
     side_by_side,
     weights_of,
@@ -65,7 +66,7 @@ def canary_slots(view: RolloutView) -> tuple[int, ...]:
 
 
 def next_step(view: RolloutView) -> Step:
-    d, now = view.deployment, view.now
+    d = view.deployment
     # Waiting for `warren deploy promote` (``pause: {}``), the canary keeps its traffic: it is
     # still analysed, and a failure still fails it.
     if d.phase not in (Phase.PROGRESSING, Phase.AWAITING_PROMOTION):
@@ -74,9 +75,9 @@ def next_step(view: RolloutView) -> Step:
     d, stop = _promote_fully(view, d, cfg)
     if stop is not None:
         return stop
-    failures, health_due = find_failures(d, view.live_tasks, now, d.config.healthy_deadline)
-    if failures:
-        return fail_release(d, now, failures[0].reason, "; ".join(f.message for f in failures))
+    stop, health_due = release_tasks_failed(view, d)
+    if stop is not None:
+        return stop
     if d.promoting:
         new = d.to_revision
         message = f"canary promoted: {view.replicas}/{view.replicas} tasks on revision {new}"
@@ -235,9 +236,7 @@ def promotion_blocker(view: RolloutView) -> str | None:
     d = view.deployment
     if d.promoting:
         return None
-    slots = d.target_slots or canary_slots(view)
-    ready = ready_count(by_slot(view.live_tasks), d.to_revision, slots)
-    return None if ready == len(slots) else f"{ready}/{len(slots)} canary tasks healthy"
+    return promotion_blocker_of(view, d.target_slots or canary_slots(view), "canary")
 
 
 def stable_of(d: Deployment) -> int | None:
@@ -311,6 +310,7 @@ CANARY = StrategyKind(
     analysis=analysis_of,
     route_extras=_route_extras,
     promotable=True,
+    weighted=True,
     promotion_blocker=promotion_blocker,
     stable_of=stable_of,
 )

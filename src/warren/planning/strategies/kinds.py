@@ -70,6 +70,9 @@ class StrategyKind:
     route_extras: Callable[[Deployment, ServiceSpec | None], RouteExtras] = _no_route_extras
     promotable: bool = False
     """Whether ``warren deploy promote`` means something to it."""
+    weighted: bool = False
+    """It moves traffic by weights, step by step (the new revision starts at weight 0, in the
+    write that creates the deployment); else slot by slot, in batches."""
     promotion_blocker: Callable[[RolloutView], str | None] = _never_blocks
     """Why a promotion must wait (``0/2 canary tasks healthy``), or None: ``promote`` is
     refused with it unless forced."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from ...domain import transitions
 from ...domain.deployments import Deployment, DeploymentKind, Phase, Reason
@@ -16,7 +17,7 @@ from ...domain.tasks import Task, TaskState
 from ..analysis import Outcome, Sample, Verdict, judge
 from ..checks import Check, combine, gather, hook_checks, window_checks
 from ..reconciling import SlotTarget
-from ..rollouts import RolloutView, Step, slot_done
+from ..rollouts import Failure, RolloutView, Step, by_slot, find_failures, slot_done
 
 __all__ = [
     "canary_count",
@@ -27,10 +28,13 @@ __all__ = [
     "pause_inconclusive",
     "post_rollout_step",
     "promoted",
+    "promotion_blocker_of",
     "ready_count",
     "ready_in",
+    "release_tasks_failed",
     "run_hooks",
     "side_by_side",
+    "tasks_failed",
     "weights_of",
 ]
 
@@ -171,7 +175,32 @@ def promoted(
     )  # fmt: skip
 
 
-def fail_release(d: Deployment, now: float, reason: Reason | str, message: str) -> Step:
+def tasks_failed(d: Deployment, now: float, failures: Sequence[Failure]) -> Step:
+    """New tasks of a canary or green that failed (or never got ready): the release fails —
+    or pauses, counting them, so that a resume does not pause on them again."""
+    counted = (*d.failed_tasks, *(f.task_id for f in failures))
+    message = "; ".join(f.message for f in failures)
+    return fail_release(d, now, failures[0].reason, message, failed_tasks=counted)
+
+
+def release_tasks_failed(view: RolloutView, d: Deployment) -> tuple[Step | None, float | None]:
+    """The Step when new tasks failed (else None), and the next healthy deadline."""
+    failures, due = find_failures(
+        d, view.live_tasks, view.now, d.config.healthy_deadline, per_slot=False
+    )
+    return (tasks_failed(d, view.now, failures) if failures else None), due
+
+
+def promotion_blocker_of(view: RolloutView, slots: Sequence[int], what: str) -> str | None:
+    """``0/2 canary tasks healthy`` while the new revision is not ready in every one of
+    ``slots``: a promotion waits (unless forced)."""
+    ready = ready_count(by_slot(view.live_tasks), view.deployment.to_revision, slots)
+    return None if ready == len(slots) else f"{ready}/{len(slots)} {what} tasks healthy"
+
+
+def fail_release(
+    d: Deployment, now: float, reason: Reason | str, message: str, **progress: Any
+) -> Step:
     """A failed canary or green: the new revision gets weight 0 at once. With ``failureAction:
     pause`` the release waits for a person, its tasks kept (``resume`` gives the canary its
     weight back and judges again; ``rollback`` or ``abort`` undo it); otherwise it fails and the
@@ -185,9 +214,11 @@ def fail_release(d: Deployment, now: float, reason: Reason | str, message: str) 
             transitions.pause(
                 d, now, reason, message,
                 action=f"weight 0 for revision {d.to_revision}; pause (failure action)",
-                weights=weights_of(stable, d.to_revision, 0),
+                weights=weights_of(stable, d.to_revision, 0), **progress,
             )
         )  # fmt: skip
+    if progress:
+        d = d.advance(now, **progress)
     return Step(transitions.fail_and_revert(d, now, reason, message, stable))
 
 
