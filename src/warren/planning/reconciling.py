@@ -34,8 +34,9 @@ was ever ready is replaced 1s after it ended, its replacement 2s after, then 4s,
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import chain
 
 from ..domain.services import Service
 from ..domain.specs import RestartCondition, RestartPolicy, UpdateOrder
@@ -113,6 +114,242 @@ def _revisions(target: SlotTarget) -> tuple[int, ...]:
     return target if isinstance(target, tuple) else (target,)
 
 
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """One slot's tasks, sorted out once for every step (each newest first)."""
+
+    number: int
+    ended: tuple[Task, ...]
+    """The first ``HISTORY_PER_SLOT`` are kept as history, the rest forgotten."""
+    live: tuple[Task, ...]
+    """Want to run and are active, on a node that is not down."""
+    lost: tuple[Task, ...]
+    """Want to run and are active, on a node that is down."""
+    running: tuple[Task, ...]
+    """Active, whatever they want, on a node that is not down: what ``stop-first`` waits for."""
+
+
+def _sort_slot(number: int, tasks: Sequence[Task], down: Collection[str]) -> _Slot:
+    """Sort a slot's tasks into ended, live, lost with a down node, and still running."""
+    newest = _newest_first(tasks)
+    live = [t for t in newest if t.wants_running and t.state.active]
+    return _Slot(
+        number,
+        ended=tuple(t for t in newest if t.state.terminal),
+        live=tuple(t for t in live if t.node not in down),
+        lost=tuple(t for t in live if t.node in down),
+        running=tuple(t for t in newest if t.state.active and t.node not in down),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Steps:
+    """What one step of the plan decides; the plan is the steps joined, in order."""
+
+    create: tuple[NewTask, ...] = ()
+    moves: tuple[NewTask, ...] = ()
+    """Replacements of tasks on draining nodes, started up to the parallelism."""
+    moving: int = 0
+    """Slots whose replacement (off a draining node) is not ready yet."""
+    shutdown: tuple[tuple[str, str], ...] = ()
+    forget: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    requeue_at: float | None = None
+
+
+def _join(steps: Iterable[_Steps]) -> _Steps:
+    """The steps as one, in order; the earliest requeue wins."""
+    parts = list(steps)
+    due = [s.requeue_at for s in parts if s.requeue_at is not None]
+    return _Steps(
+        create=tuple(chain.from_iterable(s.create for s in parts)),
+        moves=tuple(chain.from_iterable(s.moves for s in parts)),
+        moving=sum(s.moving for s in parts),
+        shutdown=tuple(chain.from_iterable(s.shutdown for s in parts)),
+        forget=tuple(chain.from_iterable(s.forget for s in parts)),
+        notes=tuple(chain.from_iterable(s.notes for s in parts)),
+        requeue_at=min(due, default=None),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What every slot of a service is planned with."""
+
+    service: Service
+    now: float
+    order: UpdateOrder
+    draining: Collection[str]
+
+
+def _forget_history(slot: _Slot) -> _Steps:
+    """Forget the slot's ended tasks beyond the newest ``HISTORY_PER_SLOT``."""
+    return _Steps(forget=tuple(t.id for t in slot.ended[HISTORY_PER_SLOT:]))
+
+
+def _shut_down_lost(slot: _Slot) -> _Steps:
+    """Shut down, at once, the tasks lost with a down node: they may still run, but nobody can
+    see or reach them."""
+    return _Steps(shutdown=tuple((t.id, f"node {t.node} is down") for t in slot.lost))
+
+
+def _shut_down_slot(slot: _Slot, why: str) -> _Steps:
+    """A slot no longer wanted (scaled away, or the service removed): shut down its tasks and
+    forget its history too."""
+    return _Steps(
+        forget=tuple(t.id for t in slot.ended[:HISTORY_PER_SLOT]),
+        shutdown=tuple((t.id, why) for t in slot.live),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """The task of a revision a slot keeps, on a node that is not draining (``current``) and on
+    one that is (``old``), and the duplicates to shut down."""
+
+    current: Task | None
+    old: Task | None
+    duplicates: tuple[Task, ...]
+
+
+def _keep_one_task(slot: _Slot, target: int, draining: Collection[str]) -> _Kept:
+    """Which task of revision ``target`` the slot keeps, and which duplicates it shuts down."""
+    # Keep the newest ready task of the revision, else the newest: a duplicate never costs the
+    # slot its only ready task. A task on a draining node is kept apart: it serves until a task
+    # elsewhere is ready to take over.
+    mine = [t for t in slot.live if t.revision == target]
+    current = sorted((t for t in mine if t.node not in draining), key=lambda t: not t.ready)
+    old = sorted((t for t in mine if t.node in draining), key=lambda t: not t.ready)
+    return _Kept(
+        current=current[0] if current else None,
+        old=old[0] if old else None,
+        duplicates=(*current[1:], *old[1:]),
+    )
+
+
+def _restart_after_back_off(new: NewTask, last: Task, ctx: _Context, refused: str) -> _Steps:
+    """Start ``new`` once the restart back-off after ``last`` (the slot's newest ended task of
+    the revision) is over: now, at a later sync (requeue), or never (``refused``, a note).
+    ``new`` with ``replaces`` set is a move, started up to the parallelism."""
+    due = restart_due(last, ctx.service.spec.restart_policy)
+    if due is None:
+        return _Steps(notes=(refused,))
+    attempt, at = due
+    if at <= ctx.now:
+        started = replace(new, attempt=attempt)
+        return _Steps(moves=(started,)) if new.replaces is not None else _Steps(create=(started,))
+    return _Steps(requeue_at=at)
+
+
+def _move_off_draining(
+    slot: _Slot, target: int, kept: _Kept, last: Task | None, ctx: _Context
+) -> _Steps:
+    """The slot's task of revision ``target`` is on a draining node (``kept.old``): shut it down
+    once its replacement elsewhere is ready, wait while the replacement starts, else start one
+    (a move, up to the parallelism; after a failed one, subject to the restart back-off)."""
+    old, current = kept.old, kept.current
+    assert old is not None
+    if current is not None and current.ready:
+        return _Steps(shutdown=((old.id, f"node {old.node} drained: moved to {current.node}"),))
+    if current is not None:
+        return _Steps(moving=1)  # its replacement is starting (or waiting for a node)
+    move = NewTask(slot.number, target, 0, replaces=old.id)
+    if last is None or last.created_at < old.created_at:
+        return _Steps(moves=(move,))
+    # A replacement failed: the next one waits for the restart back-off.
+    why = f"slot {slot.number}: cannot move off node {old.node} (restart policy)"
+    return _restart_after_back_off(move, last, ctx, why)
+
+
+def _create_task(slot: _Slot, target: int, last: Task | None, ctx: _Context) -> _Steps:
+    """The slot has no task of revision ``target``: create one, at once when it is the first or
+    replaces a task lost with its node, else after the restart back-off."""
+    new = NewTask(slot.number, target, 0)
+    if last is None or any(
+        t.revision == target and t.created_at > last.created_at for t in slot.lost
+    ):
+        # A first task, or one replacing a task lost with its node (not a failure of its own:
+        # no back-off).
+        return _Steps(create=(new,))
+    return _restart_after_back_off(
+        new, last, ctx, f"slot {slot.number}: not restarted (restart policy)"
+    )
+
+
+def _plan_revision(slot: _Slot, target: int, ctx: _Context, waiting_for_stop: bool) -> _Steps:
+    """Keep one task of revision ``target`` running in the slot: shut down its duplicates, move
+    it off a draining node, or create it when the slot has none (unless ``stop-first`` still
+    waits for the slot's old tasks to end)."""
+    kept = _keep_one_task(slot, target, ctx.draining)
+    duplicates = _Steps(shutdown=tuple((t.id, "duplicate task in slot") for t in kept.duplicates))
+    last = next((t for t in slot.ended if t.revision == target and t.wants_running), None)
+    if kept.old is not None:
+        return _join([duplicates, _move_off_draining(slot, target, kept, last, ctx)])
+    if kept.current is not None or waiting_for_stop:
+        return duplicates
+    return _join([duplicates, _create_task(slot, target, last, ctx)])
+
+
+def _shut_down_old_revisions(slot: _Slot, wanted: tuple[int, ...], ctx: _Context) -> _Steps:
+    """Shut down the slot's tasks of other revisions: once a task of every wanted revision is
+    ready (``start-first``), or at once (``stop-first``)."""
+    others = [t for t in slot.live if t.revision not in wanted]
+    all_ready = all(any(t.ready for t in slot.live if t.revision == target) for target in wanted)
+    if not others or not (all_ready or ctx.order == UpdateOrder.STOP_FIRST):
+        return _Steps()
+    return _Steps(shutdown=tuple((t.id, f"replaced by revision {wanted[-1]}") for t in others))
+
+
+def _plan_wanted_slot(slot: _Slot, wanted: tuple[int, ...], ctx: _Context) -> _Steps:
+    """A slot the service wants: one task of each wanted revision, the others shut down."""
+    # stop-first: the slot's old tasks must have ended before their replacements start.
+    waiting_for_stop = ctx.order == UpdateOrder.STOP_FIRST and any(
+        t.revision not in wanted for t in slot.running
+    )
+    return _join(
+        [
+            *(_plan_revision(slot, target, ctx, waiting_for_stop) for target in wanted),
+            _shut_down_old_revisions(slot, wanted, ctx),
+        ]
+    )
+
+
+def _plan_slot(slot: _Slot, wanted: tuple[int, ...] | None, ctx: _Context | None) -> _Steps:
+    """One slot's part of the plan: its history trimmed, its lost tasks shut down, then either
+    every task shut down (the slot is not wanted: ``wanted`` None; the service removed: ``ctx``
+    None) or the wanted revisions kept running."""
+    found = [_forget_history(slot), _shut_down_lost(slot)]
+    if ctx is None:
+        return _join([*found, _shut_down_slot(slot, "service removed")])
+    if wanted is None:
+        return _join([*found, _shut_down_slot(slot, "scaled down")])
+    return _join([*found, _plan_wanted_slot(slot, wanted, ctx)])
+
+
+def _wanted_revisions(
+    service: Service | None, slot_revisions: Mapping[int, SlotTarget] | None
+) -> dict[int, tuple[int, ...]]:
+    """Slot → the revisions it should run, for every slot the service wants (none once it is
+    removed)."""
+    if service is None:
+        return {}
+    targets = slot_revisions or {}
+    # Slots a rollout asks for above replicas (rare: more canary tasks than replicas) count too.
+    slots = set(range(1, service.spec.replicas + 1)) | set(targets)
+    return {slot: _revisions(targets.get(slot, service.revision)) for slot in slots}
+
+
+def _start_moves(steps: _Steps, service: Service | None) -> tuple[NewTask, ...]:
+    """The moves to start now: lowest slots first, up to the service's parallelism (0: all at
+    once). Worked example: parallelism 2, one slot already moving, three waiting → one more
+    starts now."""
+    if not steps.moves or service is None:
+        return ()
+    parallelism = service.spec.deploy.update_config.parallelism
+    room = max(0, parallelism - steps.moving) if parallelism else len(steps.moves)
+    return steps.moves[:room]
+
+
 def plan_service(
     name: str,
     service: Service | None,
@@ -131,99 +368,17 @@ def plan_service(
     by_slot: dict[int, list[Task]] = defaultdict(list)
     for t in tasks:
         by_slot[t.slot].append(t)
-    create: list[NewTask] = []
-    shutdown: list[tuple[str, str]] = []
-    forget: list[str] = []
-    notes: list[str] = []
-    requeue_at: float | None = None
-    moves: list[NewTask] = []
-    moving = 0  # slots whose replacement is not ready yet
-
-    replicas = service.spec.replicas if service else 0
-    targets = slot_revisions or {}
-    # Slots a rollout asks for above replicas (rare: more canary tasks than replicas) count too.
-    wanted_slots = set(range(1, replicas + 1)) | (set(targets) if service else set())
-    for slot in sorted(set(by_slot) | wanted_slots):
-        slot_tasks = _newest_first(by_slot.get(slot, []))
-        ended = [t for t in slot_tasks if t.state.terminal]
-        forget.extend(t.id for t in ended[HISTORY_PER_SLOT:])
-        live = [t for t in slot_tasks if t.wants_running and t.state.active]
-        lost = [t for t in live if t.node in down]
-        if lost:
-            shutdown.extend((t.id, f"node {t.node} is down") for t in lost)
-            live = [t for t in live if t.node not in down]
-        if service is None or slot not in wanted_slots:
-            forget.extend(t.id for t in ended[:HISTORY_PER_SLOT])
-            why = "service removed" if service is None else "scaled down"
-            shutdown.extend((t.id, why) for t in live)
-            continue
-        wanted = _revisions(targets.get(slot, service.revision))
-        # stop-first: the slot's old tasks must have ended before their replacements start.
-        waiting_for_stop = order == UpdateOrder.STOP_FIRST and any(
-            t.state.active and t.revision not in wanted and t.node not in down for t in slot_tasks
-        )
-        all_ready = True
-        for target in wanted:
-            # Keep the newest ready task of the revision, else the newest: a duplicate never
-            # costs the slot its only ready task. A task on a draining node is kept apart: it
-            # serves until a task elsewhere is ready to take over.
-            mine = [t for t in live if t.revision == target]
-            current = sorted((t for t in mine if t.node not in draining), key=lambda t: not t.ready)
-            old = sorted((t for t in mine if t.node in draining), key=lambda t: not t.ready)
-            shutdown.extend((t.id, "duplicate task in slot") for t in (*current[1:], *old[1:]))
-            ready = bool(current) and current[0].ready
-            all_ready = all_ready and (ready or (bool(old) and old[0].ready))
-            last = next((t for t in ended if t.revision == target and t.wants_running), None)
-            if old and ready:
-                why = f"node {old[0].node} drained: moved to {current[0].node}"
-                shutdown.append((old[0].id, why))
-            elif old and current:
-                moving += 1  # its replacement is starting (or waiting for a node)
-            elif old and (last is None or last.created_at < old[0].created_at):
-                moves.append(NewTask(slot, target, 0, replaces=old[0].id))
-            elif old:
-                # A replacement failed: the next one waits for the restart back-off.
-                assert last is not None
-                due = restart_due(last, service.spec.restart_policy)
-                if due is None:
-                    why = f"slot {slot}: cannot move off node {old[0].node} (restart policy)"
-                    notes.append(why)
-                elif due[1] <= now:
-                    moves.append(NewTask(slot, target, due[0], replaces=old[0].id))
-                else:
-                    requeue_at = due[1] if requeue_at is None else min(requeue_at, due[1])
-            if current or old or waiting_for_stop:
-                continue
-            if last is None or any(
-                t.revision == target and t.created_at > last.created_at for t in lost
-            ):
-                # A first task, or one replacing a task lost with its node (not a failure of
-                # its own: no back-off).
-                create.append(NewTask(slot, target, 0))
-                continue
-            due = restart_due(last, service.spec.restart_policy)
-            if due is None:
-                notes.append(f"slot {slot}: not restarted (restart policy)")
-            elif due[1] <= now:
-                create.append(NewTask(slot, target, due[0]))
-            else:
-                requeue_at = due[1] if requeue_at is None else min(requeue_at, due[1])
-        others = [t for t in live if t.revision not in wanted]
-        if others and (all_ready or order == UpdateOrder.STOP_FIRST):
-            shutdown.extend((t.id, f"replaced by revision {wanted[-1]}") for t in others)
-
-    # Moves, lowest slots first, up to the service's parallelism (0: all at once). Worked
-    # example: parallelism 2, one slot already moving, three waiting → one more starts now.
-    if moves and service is not None:
-        parallelism = service.spec.deploy.update_config.parallelism
-        room = max(0, parallelism - moving) if parallelism else len(moves)
-        create.extend(moves[:room])
-
+    wanted = _wanted_revisions(service, slot_revisions)
+    ctx = _Context(service, now, order, draining) if service is not None else None
+    steps = _join(
+        _plan_slot(_sort_slot(number, by_slot.get(number, []), down), wanted.get(number), ctx)
+        for number in sorted(set(by_slot) | set(wanted))
+    )
     return ReconcilePlan(
-        create=tuple(create),
-        shutdown=tuple(shutdown),
-        forget=tuple(forget),
-        requeue_at=requeue_at,
+        create=steps.create + _start_moves(steps, service),
+        shutdown=steps.shutdown,
+        forget=steps.forget,
+        requeue_at=steps.requeue_at,
         forget_revisions=service is None and not tasks,
-        notes=tuple(notes),
+        notes=steps.notes,
     )
