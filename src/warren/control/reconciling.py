@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from itertools import chain
 
 from ..domain.deployments import Deployment
 from ..domain.events import Level
@@ -23,7 +25,7 @@ from ..domain.services import Revision, Service
 from ..domain.specs import UpdateOrder
 from ..domain.tasks import DesiredState, Task, TaskState, task_id
 from ..planning.placement import PlacementRequest, place, why_unplaced
-from ..planning.reconciling import plan_service
+from ..planning.reconciling import NewTask, ReconcilePlan, plan_service
 from ..planning.strategies import drives, slot_revisions
 from ..ports import Clock, Compare, Delete, Op, Put
 from ..store.cluster import (
@@ -144,6 +146,8 @@ class Reconciler(Controller):
         return False
 
     async def sync(self, key: str) -> float | None:
+        """Plan service ``key``, then apply the plan as one transaction: create its new tasks,
+        place them and those still waiting, shut down, forget. Returns when to look again."""
         name = key
         service = self.services.items.get(service_key(name))
         tasks = self.index.tasks(name)
@@ -153,103 +157,122 @@ class Reconciler(Controller):
         deployment = self.deployments.latest(name)
         if service is not None and self._deployment_lags(service, deployment, tasks, now):
             return now + LAG_RETRY
+        plan = self._plan(name, service, deployment, tasks, now)
+        new_tasks = _new_tasks(name, plan.create, now)
+        waiting = _waiting_tasks(tasks, plan)
+        placed = self._place(name, waiting + new_tasks, now)
+        writes = _join(
+            [
+                _create(new_tasks, placed),
+                self._update_waiting(waiting, placed),
+                self._shut_down(tasks, plan, now),
+                self._forget(tasks, plan),
+                _forget_revisions(name) if plan.forget_revisions else _Writes(),
+            ]
+        )
+        if writes.ops:
+            if not await self._write(writes):
+                return now  # lost a race with an agent or a user; look again
+            _log_created(new_tasks, plan.create)
+        await self._record_notes(name, plan.notes)
+        return plan.requeue_at
+
+    def _plan(
+        self,
+        name: str,
+        service: Service | None,
+        deployment: Deployment | None,
+        tasks: list[Task],
+        now: float,
+    ) -> ReconcilePlan:
+        """Plan the service with what it depends on besides its tasks: the slots' revisions and
+        the update order of the deployment that drives it (if any), the draining nodes, and the
+        nodes that are down."""
         slot_map, order = None, UpdateOrder.START_FIRST
         if service is not None and deployment is not None and drives(service, deployment):
             slot_map = slot_revisions(deployment, tasks, service.spec.replicas)
             order = deployment.config.order
         draining = {n.name for n in self.nodes.values() if n.draining}
         down = {n.name for n in self.nodes.values() if n.status == NodeStatus.DOWN}
-        plan = plan_service(name, service, tasks, now, slot_map, order, draining, down)
-        compares: list[Compare] = []
-        ops: list[Op] = []
+        return plan_service(name, service, tasks, now, slot_map, order, draining, down)
 
-        new_tasks: list[Task] = []
-        for new in plan.create:
-            tid = task_id(name, new.slot, secrets.token_hex(3))
-            new_tasks.append(
-                Task(
-                    id=tid,
-                    service=name,
-                    revision=new.revision,
-                    slot=new.slot,
-                    created_at=now,
-                    updated_at=now,
-                    attempt=new.attempt,
-                )
-            )
-        # Place the new tasks and any still waiting for a node.
-        waiting = [t for t in tasks if t.node is None and t.state == TaskState.PENDING]
-        # A task the plan shuts down is not placed: it is ended below, in the same transaction.
-        ending = {tid for tid, _why in plan.shutdown}
-        waiting = [t for t in waiting if t.wants_running and t.id not in ending]
-        to_place = waiting + new_tasks
+    def _place(self, name: str, to_place: list[Task], now: float) -> dict[str, Task]:
+        """Place the new tasks and those still waiting for a node: task id → the task on its
+        node, or with the reason no node can take it as its message (when that is news)."""
         placed: dict[str, Task] = {}
-        if to_place:
-            nodes = self.nodes.values()
-            requests = [self._request(t) for t in to_place]
-            where = place(requests, nodes, self.index.loads)
-            for task, req in zip(to_place, requests, strict=True):
-                node = where[task.id]
-                if node is not None:
-                    placed[task.id] = task.changed(now, node=node, message="")
-                else:
-                    reason = why_unplaced(req, nodes, self.index.loads)
-                    if task.message != reason:
-                        placed[task.id] = task.changed(now, message=reason)
-            unplaced = any(where[t.id] is None for t in to_place)
-            if unplaced:
-                self._unplaced.add(name)
+        if not to_place:
+            return placed
+        nodes = self.nodes.values()
+        requests = [self._request(t) for t in to_place]
+        where = place(requests, nodes, self.index.loads)
+        for task, req in zip(to_place, requests, strict=True):
+            node = where[task.id]
+            if node is not None:
+                placed[task.id] = task.changed(now, node=node, message="")
             else:
-                self._unplaced.discard(name)
-        for task in new_tasks:
-            created = placed.get(task.id, task)
-            compares.append(Compare.absent(task_key(created)))
-            ops.append(Put(task_key(created), encode(created)))
-        for task in waiting:
-            if task.id in placed:
-                self._cas(task, placed[task.id], compares, ops)
+                reason = why_unplaced(req, nodes, self.index.loads)
+                if task.message != reason:
+                    placed[task.id] = task.changed(now, message=reason)
+        # A node that turns schedulable wakes the services with tasks still waiting.
+        if any(where[t.id] is None for t in to_place):
+            self._unplaced.add(name)
+        else:
+            self._unplaced.discard(name)
+        return placed
 
+    def _update_waiting(self, waiting: Iterable[Task], placed: Mapping[str, Task]) -> _Writes:
+        """Write the waiting tasks placed now, or with a new reason why no node can take them."""
+        return _join(self._cas(t, placed[t.id]) for t in waiting if t.id in placed)
+
+    def _shut_down(self, tasks: list[Task], plan: ReconcilePlan, now: float) -> _Writes:
+        """Set the desired state of the tasks the plan shuts down, with the plan's why as their
+        message."""
         by_id = {t.id: t for t in tasks}
+        writes: list[_Writes] = []
         for tid, why in plan.shutdown:
             task = by_id[tid]
             if task.state == TaskState.PENDING and task.node is None:
                 # No agent will ever see it: end it here.
                 done = task.transition(TaskState.STOPPED, now, message=why)
-                self._cas(
-                    task, done.changed(now, desired_state=DesiredState.SHUTDOWN), compares, ops
+                writes.append(
+                    self._cas(task, done.changed(now, desired_state=DesiredState.SHUTDOWN))
                 )
             else:
                 changed = task.changed(now, desired_state=DesiredState.SHUTDOWN, message=why)
-                self._cas(task, changed, compares, ops)
+                writes.append(self._cas(task, changed))
+        return _join(writes)
+
+    def _forget(self, tasks: list[Task], plan: ReconcilePlan) -> _Writes:
+        """Delete the ended tasks the plan forgets, unless they changed since they were read."""
+        by_id = {t.id: t for t in tasks}
+        compares: list[Compare] = []
+        ops: list[Op] = []
         for tid in plan.forget:
-            key_ = task_key(by_id[tid])
-            kv = self.tasks.kvs.get(key_)
+            key = task_key(by_id[tid])
+            kv = self.tasks.kvs.get(key)
             if kv is not None:
                 compares.append(Compare.unchanged(kv))
-                ops.append(Delete(key_))
-        if plan.forget_revisions:
-            ops.append(Delete(f"{REVISIONS}{name}/", prefix=True))
-            ops.append(Delete(f"{DEPLOYMENTS}{name}/", prefix=True))
-            ops.append(Delete(request_key(name)))
+                ops.append(Delete(key))
+        return _Writes(tuple(compares), tuple(ops))
 
-        if ops:
-            res = await self.cluster.raw.txn(compares, ops)
-            if not res.succeeded:
-                await self.tasks.wait_for(self.tasks.revision + 1, timeout=0.05)
-                return now  # lost a race with an agent or a user; look again
-            if any(op.key.startswith(TASKS) for op in ops):
-                # Our own write must be in the cache before the next sync decides again.
-                await self.tasks.wait_for(res.revision)
-            for task, new in zip(new_tasks, plan.create, strict=True):
-                if new.replaces is not None:
-                    log.info("%s moves off a draining node: replaced by %s", new.replaces, task.id)
-                else:
-                    log.debug("created %s (revision %d)", task.id, task.revision)
-        if plan.notes and plan.notes != self._notes.get(name):
-            self._notes[name] = plan.notes
-            for note in plan.notes:
+    async def _write(self, writes: _Writes) -> bool:
+        """Write the sync's changes as one transaction; False when it lost a race (a task
+        changed since it was read), after giving the cache a moment to catch up."""
+        res = await self.cluster.raw.txn(writes.compares, writes.ops)
+        if not res.succeeded:
+            await self.tasks.wait_for(self.tasks.revision + 1, timeout=0.05)
+            return False
+        if any(op.key.startswith(TASKS) for op in writes.ops):
+            # Our own write must be in the cache before the next sync decides again.
+            await self.tasks.wait_for(res.revision)
+        return True
+
+    async def _record_notes(self, name: str, notes: tuple[str, ...]) -> None:
+        """Record why slots stay empty as events, once for each new set of notes."""
+        if notes and notes != self._notes.get(name):
+            self._notes[name] = notes
+            for note in notes:
                 await self.cluster.record("service.slot_empty", note, Level.WARNING, service=name)
-        return plan.requeue_at
 
     def _request(self, task: Task) -> PlacementRequest:
         rev = self.revisions.items.get(revision_key(task.service, task.revision))
@@ -259,9 +282,85 @@ class Reconciler(Controller):
             return PlacementRequest(task.id, task.service, self.index.resources_of(task), "process")
         return PlacementRequest(task.id, task.service, spec.resources, spec.effective_driver)
 
-    def _cas(self, old: Task, new: Task, compares: list[Compare], ops: list[Op]) -> None:
+    def _cas(self, old: Task, new: Task) -> _Writes:
+        """Replace ``old`` by ``new``, unless it changed since it was read (or is gone)."""
         kv = self.tasks.kvs.get(task_key(old))
         if kv is None:
-            return
-        compares.append(Compare.unchanged(kv))
-        ops.append(Put(kv.key, encode(new)))
+            return _Writes()
+        return _Writes((Compare.unchanged(kv),), (Put(kv.key, encode(new)),))
+
+
+@dataclass(frozen=True, slots=True)
+class _Writes:
+    """Part of a sync's transaction: the compares it needs and the operations it makes."""
+
+    compares: tuple[Compare, ...] = ()
+    ops: tuple[Op, ...] = ()
+
+
+def _join(parts: Iterable[_Writes]) -> _Writes:
+    """The parts as one transaction, in order (the order of the operations matters)."""
+    items = list(parts)
+    return _Writes(
+        tuple(chain.from_iterable(p.compares for p in items)),
+        tuple(chain.from_iterable(p.ops for p in items)),
+    )
+
+
+def _new_tasks(name: str, create: Iterable[NewTask], now: float) -> list[Task]:
+    """The tasks the plan creates, each with a fresh id, not placed yet."""
+    return [
+        Task(
+            id=task_id(name, new.slot, secrets.token_hex(3)),
+            service=name,
+            revision=new.revision,
+            slot=new.slot,
+            created_at=now,
+            updated_at=now,
+            attempt=new.attempt,
+        )
+        for new in create
+    ]
+
+
+def _waiting_tasks(tasks: Iterable[Task], plan: ReconcilePlan) -> list[Task]:
+    """The service's tasks still waiting for a node, to be placed again."""
+    # A task the plan shuts down is not placed: it is ended in the same transaction.
+    ending = {tid for tid, _why in plan.shutdown}
+    return [
+        t
+        for t in tasks
+        if t.node is None
+        and t.state == TaskState.PENDING
+        and t.wants_running
+        and t.id not in ending
+    ]
+
+
+def _create(new_tasks: Iterable[Task], placed: Mapping[str, Task]) -> _Writes:
+    """Write the new tasks (placed, or waiting for a node), each only if its key is free."""
+    created = [placed.get(t.id, t) for t in new_tasks]
+    return _Writes(
+        tuple(Compare.absent(task_key(t)) for t in created),
+        tuple(Put(task_key(t), encode(t)) for t in created),
+    )
+
+
+def _forget_revisions(name: str) -> _Writes:
+    """A deleted service with no tasks left: delete its revisions, deployments and request."""
+    return _Writes(
+        ops=(
+            Delete(f"{REVISIONS}{name}/", prefix=True),
+            Delete(f"{DEPLOYMENTS}{name}/", prefix=True),
+            Delete(request_key(name)),
+        )
+    )
+
+
+def _log_created(new_tasks: Iterable[Task], create: Iterable[NewTask]) -> None:
+    """Log the tasks written: a move off a draining node at info, any other at debug."""
+    for task, new in zip(new_tasks, create, strict=True):
+        if new.replaces is not None:
+            log.info("%s moves off a draining node: replaced by %s", new.replaces, task.id)
+        else:
+            log.debug("created %s (revision %d)", task.id, task.revision)
