@@ -159,7 +159,8 @@ class EngineMachine(RuleBasedStateMachine):
         self.expect: Expectation | None = None
         self.down: set[str] = set()
         self.traffic = SteadyTraffic()
-        self.bad_revisions: set[int] = set()
+        self.stable_tasks: dict[str, set[str]] = {}
+        """Per canary or blue/green release, its stable tasks when it was first seen."""
 
     def run(self, coro):  # type: ignore[no-untyped-def]
         return self.loop.run_until_complete(asyncio.wait_for(coro, STEP_TIMEOUT))
@@ -453,16 +454,27 @@ class EngineMachine(RuleBasedStateMachine):
     def the_stable_revision_keeps_its_slots(self) -> None:
         """(iv): while a canary or a green not switched to is active, no stable task is
         replaced — the release adds tasks beside them and takes none away (a stable task may
-        still crash, be lost with its node, or go with a scale down)."""
+        still crash, be lost with its node, or go with a scale down). The stable tasks are
+        those live when the release is first seen."""
         newest = self.newest()
         if newest is None or newest.kind != DeploymentKind.UPDATE or not newest.active:
             return
         if not self._weighted(newest) or newest.promoting or newest.switched_at is not None:
             return
-        for t in self.run(self.cluster.tasks(NAME)):
-            replaced = not t.wants_running and t.message.startswith("replaced by revision")
-            if t.revision == newest.from_revision and t.updated_at >= newest.started_at:
-                assert not replaced, (newest.id, t.id, t.message)
+        tasks = {t.id: t for t in self.run(self.cluster.tasks(NAME))}
+        stable = self.stable_tasks.setdefault(
+            newest.id,
+            {
+                t.id for t in tasks.values()
+                if t.revision == newest.from_revision and t.wants_running and t.state.active
+            },
+        )  # fmt: skip
+        for tid in stable:
+            t = tasks.get(tid)
+            replaced = t is not None and not t.wants_running
+            assert not (replaced and t.message.startswith("replaced by revision")), (
+                newest.id, tid, t.message if t else None,
+            )  # fmt: skip
         event("stable slots checked during a release")
 
     def _weighted(self, d: Deployment) -> bool:
@@ -486,7 +498,14 @@ class EngineMachine(RuleBasedStateMachine):
             assert ended, (newest.id, newest.phase, newest.decisions[-3:])
             event(f"ended {newest.kind} {newest.phase}")
         for d in history[:-1]:
-            assert d.phase.terminal, (d.id, d.phase)
+            # An update whose rollback waits for a person (a rollback's failure action is
+            # pause) waits with it.
+            waiting = newest is not None and newest.phase == Phase.PAUSED
+            linked = d.phase == Phase.ROLLING_BACK and newest is not None
+            assert d.phase.terminal or (linked and waiting and d.rolled_back_by == newest.id), (
+                d.id, d.phase, newest.id if newest else None,
+                newest.decisions[-4:] if newest else None,
+            )  # fmt: skip
         self._check_expectation(history)
 
     # The one rule that checks liveness, drawn as often as three (Hypothesis draws rules evenly).

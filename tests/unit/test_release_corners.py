@@ -470,3 +470,22 @@ async def test_a_canary_resumed_after_a_task_failure_is_not_paused_by_it_again(
     await ask(sim, Intent.RESUME)
     await sim.advance(2)
     assert (await history(sim))[-1].phase == Phase.AWAITING_PROMOTION
+
+
+async def test_a_promotion_whose_tasks_never_get_ready_ends(sim: SimCluster) -> None:
+    """Found by the model of the engine: a blue/green release promoted at 0 replicas (nothing to
+    wait for), then scaled up with a green that never gets ready, stayed progressing for ever."""
+    deploy = {"strategy": "blue-green", "blueGreen": {"autoPromote": False, "scaleDownDelay": "20s"},
+              "updateConfig": {"progressDeadline": "60s", "healthyDeadline": "30s"}}  # fmt: skip
+    await sim.cluster.create_service(spec(replicas=3, deploy=deploy, VERSION="v1"))
+    await sim.advance(2)
+    await apply(sim, spec(replicas=0, deploy=deploy, VERSION="v2", FAKE_UNHEALTHY="1"))
+    await sim.advance(1)
+    assert (await ask(sim, Intent.PROMOTE))[0] == Answer.APPLIED
+    assert (await history(sim))[-1].switched_at is not None
+    await sim.cluster.update_service("web", lambda s: s.model_copy(update={"replicas": 3}))
+    for _ in range(4):
+        await sim.advance(30)
+    update = (await history(sim))[-1]
+    assert update.phase == Phase.FAILED, update.decisions[-3:]
+    assert (await sim.cluster.get_service("web"))[0].revision == 1

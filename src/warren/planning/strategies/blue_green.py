@@ -34,7 +34,7 @@ from .traffic import (
     fail_release,
     judge_window,
     pause_inconclusive,
-    promoted,
+    promote_slots,
     promotion_blocker_of,
     ready_in,
     release_tasks_failed,
@@ -56,8 +56,7 @@ def next_step(view: RolloutView) -> Step:
             f"blue (revision {d.from_revision}) retired: all {view.replicas} tasks on "
             f"{d.to_revision}"
         )
-        slots = by_slot(view.live_tasks)
-        return promoted(view, d, slots, Reason.BLUE_RETIRED, message) or Step(d)
+        return promote_slots(view, d, Reason.BLUE_RETIRED, message)
     d = _start_green(view, d)
     if d.switched_at is None:
         return _before_switch(view, d, cfg)
@@ -168,6 +167,7 @@ def _after_switch(view: RolloutView, d: Deployment, cfg: BlueGreenConfig) -> Ste
         return Step(d, requeue_at=retire_at)
     d = d.decide(
         now, Reason.BLUE_RETIRED, f"retiring blue (revision {d.from_revision})", promoting=True,
+        progress_at=now,
     )  # fmt: skip
     return Step(d, requeue_at=now)
 

@@ -44,7 +44,7 @@ from .traffic import (
     judge_window,
     judged_on,
     pause_inconclusive,
-    promoted,
+    promote_slots,
     promotion_blocker_of,
     ready_in,
     release_tasks_failed,
@@ -81,8 +81,8 @@ def next_step(view: RolloutView) -> Step:
     if d.promoting:
         new = d.to_revision
         message = f"canary promoted: {view.replicas}/{view.replicas} tasks on revision {new}"
-        done = promoted(view, d, by_slot(view.live_tasks), Reason.COMPLETE, message)
-        return done or Step(d, requeue_at=health_due)
+        step = promote_slots(view, d, Reason.COMPLETE, message)
+        return Step(step.deployment, earliest(step.requeue_at, health_due), step.checks)
     d, scaled = _scale_canary(view, d)
     if scaled:
         return Step(d, requeue_at=health_due)
@@ -108,6 +108,7 @@ def _promote_fully(
     return d.decide(
         view.now, Reason.PROMOTED, "promoted by the operator: the remaining steps are skipped",
         promoting=True, promote="", target_slots=tuple(range(1, view.replicas + 1)),
+        progress_at=view.now,
     ), None  # fmt: skip
 
 
@@ -191,7 +192,7 @@ def _run_steps(
             return stop
         d = d.decide(
             now, Reason.PROMOTED, f"all {len(cfg.steps)} steps passed: promoting revision {new}",
-            promoting=True, target_slots=tuple(range(1, view.replicas + 1)),
+            promoting=True, target_slots=tuple(range(1, view.replicas + 1)), progress_at=now,
         )  # fmt: skip
         return Step(d, requeue_at=now)
     step = cfg.steps[d.canary_step]

@@ -27,6 +27,7 @@ __all__ = [
     "max_weight",
     "pause_inconclusive",
     "post_rollout_step",
+    "promote_slots",
     "promoted",
     "promotion_blocker_of",
     "ready_count",
@@ -196,6 +197,23 @@ def promotion_blocker_of(view: RolloutView, slots: Sequence[int], what: str) -> 
     ``slots``: a promotion waits (unless forced)."""
     ready = ready_count(by_slot(view.live_tasks), view.deployment.to_revision, slots)
     return None if ready == len(slots) else f"{ready}/{len(slots)} {what} tasks healthy"
+
+
+def promote_slots(view: RolloutView, d: Deployment, reason: Reason, message: str) -> Step:
+    """Promotion: the new revision takes every slot. Its tasks that fail fail the release; so
+    does no slot done for ``progressDeadline`` (a new task that never gets ready must not hold
+    the release for ever)."""
+    done = promoted(view, d, by_slot(view.live_tasks), reason, message)
+    if done is not None:
+        return done
+    stop, health_due = release_tasks_failed(view, d)
+    if stop is not None:
+        return stop
+    now, deadline = view.now, d.progress_at + d.config.progress_deadline
+    if now >= deadline:
+        why = f"promotion: not every slot done within {d.config.progress_deadline:g}s"
+        return fail_release(d, now, Reason.PROGRESS_DEADLINE_EXCEEDED, why)
+    return Step(d, requeue_at=min(deadline, health_due) if health_due else deadline)
 
 
 def fail_release(
