@@ -5,8 +5,6 @@ the end), the CLI, and the engine's containers of that node."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,14 +15,7 @@ from tests.engines import Engine
 from tests.images import api_request
 from tests.servers import ServerProcess
 
-__all__ = ["container_server", "containers", "warren"]
-
-
-def warren(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "warren", *args],
-        env=server.env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+__all__ = ["container_server", "containers"]
 
 
 def containers(engine: Engine, node: str) -> list[dict[str, object]]:

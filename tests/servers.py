@@ -116,6 +116,14 @@ class ServerProcess:
                 os.killpg(pid, signal.SIGKILL)
 
 
+def warren(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """``warren ARGS`` as a user types it, against ``server``."""
+    return subprocess.run(
+        [sys.executable, "-m", "warren", *args],
+        env=server.env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []

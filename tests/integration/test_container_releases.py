@@ -16,10 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.containers import warren
 from tests.engines import Engine
 from tests.images import DEMO
-from tests.servers import ServerProcess, free_port, wait_for
+from tests.servers import ServerProcess, free_port, wait_for, warren
 from warren.client import Client
 from warren.demo.load import LoadGenerator
 from warren.domain.deployments import Phase

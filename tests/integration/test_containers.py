@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from tests.containers import containers, warren
+from tests.containers import containers
 from tests.engines import Engine
 from tests.images import DEMO
-from tests.servers import ServerProcess, free_port, wait_for
+from tests.servers import ServerProcess, free_port, wait_for, warren
 from warren.demo.load import LoadGenerator
 
 pytestmark = pytest.mark.integration

@@ -4,26 +4,17 @@ a blue/green switch and an instant rollback — with no failed request but the b
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.servers import ServerProcess, free_port, wait_for
+from tests.servers import ServerProcess, free_port, wait_for, warren
 from warren.demo.load import LoadGenerator
 from warren.domain.deployments import Phase
 
 pytestmark = pytest.mark.integration
-
-
-def warren(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "warren", *args],
-        env=server.env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
 
 
 def create(server: ServerProcess, port: int, *extra: str) -> None:

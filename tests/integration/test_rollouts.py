@@ -4,27 +4,14 @@ through the CLI as a user would."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import httpx
 import pytest
 
-from tests.servers import ServerProcess, free_port, wait_for
+from tests.servers import ServerProcess, free_port, wait_for, warren
 from warren.demo.load import LoadGenerator
 from warren.domain.deployments import Phase
 
 pytestmark = pytest.mark.integration
-
-
-def warren(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "warren", *args],
-        env=server.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_rolling_update_rollback_and_manual_rollback_under_load(server: ServerProcess) -> None:

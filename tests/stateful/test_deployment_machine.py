@@ -103,7 +103,7 @@ class PlaneRestartingCluster(SimCluster):
         """The manager dies and a new one starts on the same store and clock; the agents keep
         running and follow the new plane's task informer."""
         await self.plane.stop()
-        self.plane = ControlPlane(self.cluster, self.clock, self.dataplane)
+        self.plane = ControlPlane(self.cluster, self.clock, self.dataplane, self.metrics)
         self.plane.tasks.on_change(self._dispatch)
         await self.plane.start()
 

@@ -41,10 +41,9 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from tests.helpers import RecordingPlane, SimCluster, SteadyTraffic
-from tests.stateful.test_deployment_machine import CountingSuffixes
+from tests.helpers import RecordingPlane, SteadyTraffic
+from tests.stateful.test_deployment_machine import CountingSuffixes, PlaneRestartingCluster
 from warren.control import reconciling
-from warren.control.plane import ControlPlane
 from warren.domain.deployments import (
     Deployment,
     DeploymentKind,
@@ -103,29 +102,6 @@ CONFIGS = st.fixed_dictionaries(
 )
 
 
-class EngineCluster(SimCluster):
-    async def restart_control_plane(self) -> None:
-        """The manager dies and a new one starts on the same store: nothing it kept in memory
-        survives; the agents keep running and follow the new plane."""
-        await self.plane.stop()
-        self.plane = ControlPlane(self.cluster, self.clock, self.dataplane, self.metrics)
-        self.plane.tasks.on_change(self._dispatch)
-        await self.plane.start()
-
-    async def quiesce(self, rounds: int = 20) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await super().quiesce(rounds)
-            due = [
-                h.when()
-                for h in loop._scheduled  # type: ignore[attr-defined]
-                if not h.cancelled() and h.when() - loop.time() < 1.0
-            ]
-            if not due:
-                return
-            await asyncio.sleep(max(due) - loop.time())
-
-
 @dataclass
 class Expectation:
     deployment_id: str
@@ -152,7 +128,7 @@ class EngineMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.sim: EngineCluster | None = None
+        self.sim: PlaneRestartingCluster | None = None
         self.secrets: Any = None
         self.config: dict[str, Any] = {}
         self.versions = itertools.count(2)
@@ -166,7 +142,7 @@ class EngineMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(asyncio.wait_for(coro, STEP_TIMEOUT))
 
     @property
-    def cluster(self) -> EngineCluster:
+    def cluster(self) -> PlaneRestartingCluster:
         assert self.sim is not None
         return self.sim
 
@@ -216,7 +192,9 @@ class EngineMachine(RuleBasedStateMachine):
     def start(self, nodes: int, config: dict[str, Any]) -> None:
         self.secrets, reconciling.secrets = reconciling.secrets, CountingSuffixes()  # type: ignore[assignment]
         self.config = config
-        self.sim = EngineCluster(nodes=nodes, dataplane=RecordingPlane(), metrics=self.traffic)
+        self.sim = PlaneRestartingCluster(
+            nodes=nodes, dataplane=RecordingPlane(), metrics=self.traffic
+        )
         self.run(self.sim.start())
         self.run(self.cluster.cluster.create_service(self.spec({"VERSION": "v1", **GOOD})))
         self.run(self.cluster.advance(2))

@@ -475,8 +475,11 @@ async def test_a_canary_resumed_after_a_task_failure_is_not_paused_by_it_again(
 async def test_a_promotion_whose_tasks_never_get_ready_ends(sim: SimCluster) -> None:
     """Found by the model of the engine: a blue/green release promoted at 0 replicas (nothing to
     wait for), then scaled up with a green that never gets ready, stayed progressing for ever."""
-    deploy = {"strategy": "blue-green", "blueGreen": {"autoPromote": False, "scaleDownDelay": "20s"},
-              "updateConfig": {"progressDeadline": "60s", "healthyDeadline": "30s"}}  # fmt: skip
+    deploy = {
+        "strategy": "blue-green",
+        "blueGreen": {"autoPromote": False, "scaleDownDelay": "20s"},
+        "updateConfig": {"progressDeadline": "60s", "healthyDeadline": "30s"},
+    }
     await sim.cluster.create_service(spec(replicas=3, deploy=deploy, VERSION="v1"))
     await sim.advance(2)
     await apply(sim, spec(replicas=0, deploy=deploy, VERSION="v2", FAKE_UNHEALTHY="1"))
