@@ -111,8 +111,11 @@ def test_sigkill_at_random_points_of_rollouts(server: ServerProcess) -> None:
             assert latest.phase == Phase.SUCCEEDED, latest.message
             assert service.revision != before.revision
     client.delete_service(NAME)
-    wait_for(lambda: not service_processes(), 30, "every process to stop")
-    assert all(not pid_alive(pid) for pid in server.task_pids())
+    # Gone, and forgotten: a process in the middle of its exit has no environment to find it by
+    # but is still alive, and its record goes only when the agent has seen it end.
+    wait_for(
+        lambda: not service_processes() and not server.task_pids(), 30, "every process to stop"
+    )
 
 
 class AgentKilled(BaseException):
