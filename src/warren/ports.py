@@ -311,6 +311,8 @@ class Route:
     (a canary's sticky sessions). A request whose cookie names a revision with a weight above 0
     and an active endpoint goes there; any other is picked by the weights, and its response sets
     ``sticky_cookie=REVISION``. Pins come first. Ignored without ``weights``."""
+    tls: tuple[tuple[int, str, str], ...] = ()
+    """(published port, certificate file, key file) of the ports that terminate TLS."""
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON form a manager sends to the ingress of a remote worker."""
@@ -326,6 +328,7 @@ class Route:
             weights=tuple((int(r), int(w)) for r, w in data["weights"]),
             pins=tuple(Pin(**p) for p in data["pins"]),
             sticky_cookie=data["sticky_cookie"],
+            tls=tuple((int(p), str(c), str(k)) for p, c, k in data.get("tls", ())),
         )
 
 

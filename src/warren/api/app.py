@@ -43,6 +43,7 @@ from ..planning.draining import drain_status
 from ..planning.previewing import plan_fast_track, plan_rollout
 from ..planning.releases import fast_track_target, starts_from
 from ..store.cluster import EVENTS, ClusterStore, decode
+from .admission import admit
 from .errors import install_error_handlers
 from .nodes import node_routes
 from .schemas import (
@@ -195,7 +196,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.post("/v1/services", tags=["services"], status_code=201)
     async def create_service(spec: ServiceSpec, _: Auth) -> dict[str, Any]:
-        service = await cluster.create_service(spec)
+        service = await cluster.create_service(admit(spec))
         await cluster.record("service.created", f"service {spec.name} created", service=spec.name)
         return service.to_wire()
 
@@ -209,6 +210,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Create the service, or replace its spec (a new revision when the template changed)."""
         if spec.name != name:
             raise ValidationError(f"does not match the URL ({name!r})", "name")
+        admit(spec)
         try:
             service, changed = await cluster.update_service(name, lambda _old: spec, "apply")
         except NotFoundError:
@@ -234,7 +236,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         cause = patch.cause or "update"
         before, _kv = await cluster.get_service(name)
         service, changed = await cluster.update_service(
-            name, lambda spec: patch_spec(spec, patch.spec, patch.env_rm), cause
+            name, lambda spec: admit(patch_spec(spec, patch.spec, patch.env_rm)), cause
         )
         if changed:
             await _record_update(service)

@@ -11,11 +11,41 @@ import typer
 from .flags import DURATION, DeployFlags, HealthFlags, parse_env, parse_publish
 
 __all__ = [
-    "Command", "Delay", "DrainTimeout", "Driver", "Env", "EnvRm", "FailureAction", "HealthCmd",
-    "HealthHttp", "HealthTcp", "HealthyDeadline", "Host", "Image", "Interval", "MaxFailureRatio",
-    "Monitor", "Order", "Parallelism", "ProgressDeadline", "Publish", "Pull", "Replicas",
-    "Retries", "RollbackOrder", "RollbackParallelism", "StartPeriod", "StopGrace", "StopSignal",
-    "Strategy", "Timeout", "spec_changes",
+    "Command",
+    "Delay",
+    "DrainTimeout",
+    "Driver",
+    "Env",
+    "EnvRm",
+    "FailureAction",
+    "HealthCmd",
+    "HealthHttp",
+    "HealthTcp",
+    "HealthyDeadline",
+    "Host",
+    "Image",
+    "Interval",
+    "MaxFailureRatio",
+    "Monitor",
+    "Order",
+    "Parallelism",
+    "ProgressDeadline",
+    "Publish",
+    "PublishAdd",
+    "PublishRm",
+    "Pull",
+    "Replicas",
+    "Retries",
+    "RollbackOrder",
+    "RollbackParallelism",
+    "StartPeriod",
+    "StopGrace",
+    "StopSignal",
+    "Strategy",
+    "Timeout",
+    "TlsCert",
+    "TlsKey",
+    "spec_changes",
 ]  # fmt: skip
 
 Image = Annotated[
@@ -57,9 +87,31 @@ Publish = Annotated[
     typer.Option(
         "--publish",
         "-p",
-        metavar="PORT[:TARGET]",
-        help="Ingress port (repeatable); TARGET: the task's.",
+        metavar="PORT[:TARGET][/tls]",
+        help="Ingress port (repeatable); TARGET: the task's; /tls: TLS ends here.",
     ),
+]
+PublishAdd = Annotated[
+    list[str],
+    typer.Option(
+        "--publish-add",
+        metavar="PORT[:TARGET][/tls]",
+        help="Publish one more port (repeatable); the others stay.",
+    ),
+]
+PublishRm = Annotated[
+    list[str],
+    typer.Option("--publish-rm", metavar="PORT", help="Stop publishing PORT (repeatable)."),
+]
+TlsCert = Annotated[
+    str | None,
+    typer.Option(
+        "--tls-cert", metavar="FILE", help="PEM certificate chain of the /tls ports (on the nodes)."
+    ),
+]
+TlsKey = Annotated[
+    str | None,
+    typer.Option("--tls-key", metavar="FILE", help="PEM key of that certificate."),
 ]
 EnvRm = Annotated[list[str], typer.Option("--env-rm", metavar="K", help="Remove K; repeatable.")]
 Host = Annotated[
@@ -216,8 +268,10 @@ def spec_changes(flags: dict[str, Any]) -> dict[str, Any]:
             changes[field] = flags[flag]
     if flags["env"]:
         changes["env"] = parse_env(flags["env"])
-    if flags["publish"]:
-        changes["ports"] = parse_publish(flags["publish"])
+    if flags["publish"] or flags.get("tls_cert") or flags.get("tls_key"):
+        changes["ports"] = parse_publish(
+            flags["publish"], flags.get("tls_cert"), flags.get("tls_key")
+        )
     if flags["host"] is not None:
         changes["host"] = flags["host"]
     if flags["replicas"] is not None:

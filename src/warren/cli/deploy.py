@@ -50,6 +50,8 @@ from .changes import (
     StopSignal,
     Strategy,
     Timeout,
+    TlsCert,
+    TlsKey,
     spec_changes,
 )  # fmt: skip
 from .documents import load_services
@@ -305,6 +307,8 @@ def plan(
     env_rm: EnvRm = [],  # noqa: B006
     replicas: Replicas = None,
     publish: Publish = [],  # noqa: B006
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     host: Host = None,
     health_http: HealthHttp = None,
     health_tcp: HealthTcp = False,

@@ -3,6 +3,7 @@ bad flag fail with a message naming the flag."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import typer
@@ -10,7 +11,7 @@ import typer
 from ..domain.durations import parse_duration
 from ..domain.errors import ValidationError
 
-__all__ = ["DURATION", "DeployFlags", "HealthFlags", "parse_env", "parse_publish"]
+__all__ = ["DURATION", "DeployFlags", "HealthFlags", "change_ports", "parse_env", "parse_publish"]
 
 
 def DURATION(value: str | float) -> float:
@@ -33,20 +34,58 @@ def parse_env(values: list[str]) -> dict[str, str]:
     return env
 
 
-def parse_publish(values: list[str]) -> list[dict[str, int]]:
-    ports = []
+def parse_publish(
+    values: list[str],
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    flag: str = "--publish",
+) -> list[dict[str, Any]]:
+    """``PORT[:TARGET][/tls]`` → the spec's ``ports``; a ``/tls`` port terminates TLS with
+    ``--tls-cert`` and ``--tls-key`` (paths on the nodes that run an ingress)."""
+    ports: list[dict[str, Any]] = []
     for item in values:
-        published, _, target = item.partition(":")
+        numbers, slash, proto = item.partition("/")
+        published, _, target = numbers.partition(":")
+        if slash and proto != "tls":
+            raise ValidationError(f"expected PORT[:TARGET][/tls], got {item!r}", flag)
         try:
-            port = {"published": int(published)}
+            port: dict[str, Any] = {"published": int(published)}
             if target:
                 port["target"] = int(target)
         except ValueError:
-            raise ValidationError(
-                f"expected PORT or PORT:TARGET, got {item!r}", "--publish"
-            ) from None
+            raise ValidationError(f"expected PORT[:TARGET][/tls], got {item!r}", flag) from None
+        if proto == "tls":
+            if not tls_cert or not tls_key:
+                raise ValidationError(
+                    f"{item}: a /tls port needs --tls-cert FILE and --tls-key FILE", flag
+                )
+            # Paths on the server: the CLI's own, made absolute (the usual case: one machine).
+            port["tls"] = {"cert": os.path.abspath(tls_cert), "key": os.path.abspath(tls_key)}
         ports.append(port)
+    if (tls_cert or tls_key) and not any("tls" in p for p in ports):
+        raise ValidationError(
+            "--tls-cert/--tls-key need a port published with /tls (e.g. 8443:8080/tls)", flag
+        )
     return ports
+
+
+def change_ports(
+    current: list[dict[str, Any]], add: list[dict[str, Any]], remove: list[str]
+) -> list[dict[str, Any]]:
+    """``--publish-add`` / ``--publish-rm`` on the service's current ports (as in ``docker
+    service update``): a port added replaces one published on the same number."""
+    try:
+        gone = {int(p.partition(":")[0].partition("/")[0]) for p in remove}
+    except ValueError:
+        raise ValidationError(f"expected PORT, got {remove!r}", "--publish-rm") from None
+    missing = gone - {p["published"] for p in current}
+    if missing:
+        raise ValidationError(
+            f"port {', '.join(map(str, sorted(missing)))} is not published", "--publish-rm"
+        )
+    adding = {p["published"] for p in add}
+    kept = [p for p in current if p["published"] not in gone | adding]
+    return [*kept, *add]
 
 
 _TIMING_FLAGS = {

@@ -38,6 +38,8 @@ from .changes import (
     Parallelism,
     ProgressDeadline,
     Publish,
+    PublishAdd,
+    PublishRm,
     Pull,
     Replicas,
     Retries,
@@ -48,10 +50,13 @@ from .changes import (
     StopSignal,
     Strategy,
     Timeout,
+    TlsCert,
+    TlsKey,
     spec_changes,
 )  # fmt: skip
 from .deploy import follow
 from .documents import load_services
+from .flags import change_ports, parse_publish
 from .output import ago, console
 
 __all__ = ["app"]
@@ -70,6 +75,8 @@ def create(
     replicas: Replicas = None,
     env: Env = [],  # noqa: B006 (typer reads the default; it is never mutated)
     publish: Publish = [],  # noqa: B006
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     host: Host = None,
     health_http: HealthHttp = None,
     health_tcp: HealthTcp = False,
@@ -206,6 +213,10 @@ def update(
     env_rm: EnvRm = [],  # noqa: B006
     replicas: Replicas = None,
     publish: Publish = [],  # noqa: B006
+    publish_add: PublishAdd = [],  # noqa: B006
+    publish_rm: PublishRm = [],  # noqa: B006
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     host: Host = None,
     health_http: HealthHttp = None,
     health_tcp: HealthTcp = False,
@@ -233,10 +244,18 @@ def update(
 ) -> None:
     """Change a service. A change of image, command, env, health check … makes a new revision
     and starts a deployment; without --detach, follows it live and exits 0 only if it succeeds."""
-    changes = spec_changes(locals())
-    if not changes and not env_rm:
+    published = publish_add or publish_rm
+    changes = spec_changes({**locals(), "tls_cert": None if published else tls_cert,
+                            "tls_key": None if published else tls_key})  # fmt: skip
+    if not changes and not env_rm and not published:
         raise ValidationError("nothing to change: give at least one flag")
     with Client() as client:
+        if published:
+            if publish:
+                raise ValidationError("--publish replaces every port: not with --publish-add/-rm")
+            current = [p.to_wire() for p in client.get_service(name).spec.ports]
+            added = parse_publish(publish_add, tls_cert, tls_key, "--publish-add")
+            changes["ports"] = change_ports(current, added, publish_rm)
         service, changed, deployment = client.patch_service(name, changes, env_rm)
         if not changed:
             console.print(f"service {name}: nothing changed (revision {service.revision})")

@@ -42,6 +42,7 @@ __all__ = [
     "Strategy",
     "StrategyName",
     "TcpCheck",
+    "TlsSpec",
     "UpdateConfig",
     "UpdateOrder",
     "Webhook",
@@ -133,12 +134,22 @@ def parse_memory(value: str | int) -> int:
     return int(float(match.group(1)) * _MEMORY_UNITS[unit])
 
 
+class TlsSpec(Model):
+    """TLS termination on a published port: the certificate chain and its key, PEM files on
+    every node that runs an ingress (read there; reloaded when they change). TLS 1.2 and up; the
+    task gets plain HTTP with ``X-Forwarded-Proto: https``."""
+
+    cert: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
 class PortSpec(Model):
     """``published`` is the ingress port; ``target`` the container port (docker driver only —
-    a process gets its port in ``$PORT``)."""
+    a process gets its port in ``$PORT``); ``tls``: the ingress terminates TLS on it."""
 
     published: Port
     target: Port | None = None
+    tls: TlsSpec | None = None
 
 
 class HttpCheck(Model):
