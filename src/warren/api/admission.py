@@ -1,16 +1,16 @@
 """What the API checks of a spec beyond its own validation, with the files of this manager:
 each TLS port's certificate and key must load (readable, PEM, the key matching the
-certificate). One clear line names the port; nothing is stored.
+certificate), as the ingress will load them. One clear line names the port; nothing is stored.
 
 Must not import the control plane or the store."""
 
 from __future__ import annotations
 
 import os
-import ssl
 
 from ..domain.errors import ValidationError
 from ..domain.specs import ServiceSpec
+from ..ingress.tls import TlsError, server_context
 
 __all__ = ["admit"]
 
@@ -24,14 +24,8 @@ def admit(spec: ServiceSpec) -> ServiceSpec:
                 raise ValidationError(f"no such file: {path}", f"ports[{i}].tls")
             if not os.access(path, os.R_OK):
                 raise ValidationError(f"cannot read {path}", f"ports[{i}].tls")
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
-            context.load_cert_chain(port.tls.cert, port.tls.key)
-        except (ssl.SSLError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
-            raise ValidationError(
-                f"cannot load the certificate {port.tls.cert} with the key {port.tls.key}: "
-                f"{reason}",
-                f"ports[{i}].tls",
-            ) from None
+            server_context(port.tls.cert, port.tls.key)
+        except TlsError as exc:
+            raise ValidationError(str(exc), f"ports[{i}].tls") from None
     return spec

@@ -320,7 +320,7 @@ class RoutingTable:
 
     def apply(self, routes: Mapping[str, Route | None]) -> bool:
         """Set (or with None remove) the routes of the given services; the others stay.
-        Returns whether any port or host claim changed.
+        Returns whether any port or host claim (or a port's TLS) changed.
 
         Incremental: the cost is that of the changed routes, not of the whole table (a
         rollout changes one service at a time among thousands)."""
@@ -343,7 +343,9 @@ class RoutingTable:
                 claims_changed |= bool(route.ports or route.host)
             else:
                 old = entry.route
-                claims_changed |= old.ports != route.ports or old.host != route.host
+                claims_changed |= (
+                    old.ports != route.ports or old.host != route.host or old.tls != route.tls
+                )
                 entry.route = route
                 entry.endpoints = route.endpoints
             self._count(entry.endpoints, +1)
