@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench fmt clean
+.PHONY: demo test lint bench fmt clean compile
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,18 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 demo: $(VENV)/.installed  ## create .venv, install Warren, run the demo
 	$(BIN)/warren demo
 
-test: $(VENV)/.dev-installed  ## install the dev extras and run the whole suite
+# The ingress compiled by mypyc, in place, when a C compiler is there (else it runs as Python):
+# again whenever one of its modules changes. See src/warren/ingress/native.py.
+INGRESS_BUILD := src/warren/ingress/compiled.stamp
+$(INGRESS_BUILD): $(VENV)/.dev-installed $(filter-out %/__init__.py %/native.py,$(wildcard src/warren/ingress/*.py))
+	$(BIN)/python src/warren/ingress/native.py compile
+
+compile: $(INGRESS_BUILD)  ## compile the ingress (mypyc), if anything changed
+
+test: $(INGRESS_BUILD)  ## install the dev extras, compile the ingress, run the whole suite
 	$(BIN)/pytest
+	@# The ingress's own tests once more, on its source: they pass both ways.
+	WARREN_PURE=1 $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_ingress.py tests/integration/test_tls.py tests/unit/test_native.py
 
 lint: $(VENV)/.dev-installed  ## ruff, mypy --strict, import-linter
 	$(BIN)/ruff check src tests bench
@@ -27,7 +37,7 @@ lint: $(VENV)/.dev-installed  ## ruff, mypy --strict, import-linter
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: $(VENV)/.dev-installed  ## benchmarks; figures in bench/README.md
+bench: $(INGRESS_BUILD)  ## benchmarks; figures in bench/README.md
 	$(BIN)/python -m bench
 
 fmt: $(VENV)/.dev-installed
@@ -36,3 +46,4 @@ fmt: $(VENV)/.dev-installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -f src/*.so src/warren/ingress/*.so $(INGRESS_BUILD)

@@ -38,12 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.servers import free_port
+from warren.ingress import COMPILED
 
 TICK = os.sysconf("SC_CLK_TCK")
 SECONDS = 8
 CONNECTIONS = 50
 ROUNDS = 3
-PROXIES = ["warren", "haproxy", "haproxy-plain"]
+PROXIES = ["warren", "warren-python", "haproxy", "haproxy-plain"]
+"""``warren``: the ingress as ``make`` built it (compiled by mypyc where a C compiler is);
+``warren-python``: the same from its source (``WARREN_PURE=1``)."""
 PROXY_CORE = 0
 LOAD_CORE = 1
 """wrk and the upstreams. On a single-core machine nothing is pinned."""
@@ -77,9 +80,12 @@ def _pin(pid: int, core: int) -> None:
 
 
 @contextlib.contextmanager
-def _process(args: list[str], port: int, core: int) -> Iterator[subprocess.Popen[bytes]]:
+def _process(
+    args: list[str], port: int, core: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     log = tempfile.TemporaryFile()  # noqa: SIM115 (read on failure, closed with the process)
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
+    environ = os.environ | (env or {})
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=environ)
     try:
         _pin(proc.pid, core)
         try:
@@ -225,10 +231,12 @@ def compare(rounds: int = ROUNDS) -> dict[str, list[dict[str, Any]]]:
                 port = free_port()
                 args = _haproxy(tmp, port, ups, forwarded)
                 proxies[name] = (stack.enter_context(_process(args, port, PROXY_CORE)), port)
-            port = free_port()
-            args = [sys.executable, "-m", "bench.ingress_server", str(port)]
-            args += [f"127.0.0.1:{p}" for p in ups]
-            proxies["warren"] = (stack.enter_context(_process(args, port, PROXY_CORE)), port)
+            for name, pure in (("warren", ""), ("warren-python", "1")):
+                port = free_port()
+                args = [sys.executable, "-m", "bench.ingress_server", str(port)]
+                args += [f"127.0.0.1:{p}" for p in ups]
+                env = {"WARREN_PURE": pure}
+                proxies[name] = (stack.enter_context(_process(args, port, PROXY_CORE, env)), port)
             for i in range(rounds):
                 # Rotate who goes first: a drift in the machine's load falls on all.
                 order = PROXIES[i % len(PROXIES) :] + PROXIES[: i % len(PROXIES)]
@@ -257,8 +265,9 @@ def main() -> None:
     rounds = _rounds_argument()
     load_before = os.getloadavg()[0]
     r = compare(rounds)
+    build = "compiled by mypyc" if COMPILED else "not compiled: as Python, as warren-python"
     print(
-        f"ingress vs HAProxy (1 core each, wrk -t1 -c{CONNECTIONS}, {SECONDS}s, "
+        f"ingress ({build}) vs HAProxy (1 core each, wrk -t1 -c{CONNECTIONS}, {SECONDS}s, "
         f"2 weighted nginx upstreams, {rounds} rotating rounds; machine load average "
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after)"
     )
@@ -283,11 +292,14 @@ def main() -> None:
         for a, b in zip(r["warren"], r["haproxy"], strict=True)
     ]
     plain = m_all["haproxy-plain"]["per_cpu_second"]
+    python = m_all["warren-python"]["per_cpu_second"]
     print(
         f"  ratio: {w['per_cpu_second'] / h['per_cpu_second']:.2f}x HAProxy per core "
         f"(goal >= 0.8; per round {', '.join(f'{x:.2f}' for x in per_round)}; "
         f"{w['per_cpu_second'] / plain:.2f}x haproxy-plain), "
-        f"p99 {w['p99_ms'] / h['p99_ms']:.2f}x (goal <= 2)"
+        f"p99 {w['p99_ms'] / h['p99_ms']:.2f}x (goal <= 2); "
+        f"as Python {python / h['per_cpu_second']:.2f}x, compiled/Python "
+        f"{w['per_cpu_second'] / python:.2f}x"
     )
 
 

@@ -8,7 +8,12 @@ httptools and uvloop.
 
 from __future__ import annotations
 
-from .proxy import Ingress
-from .routing import RoutingTable, ServiceEntry, normalize_host
+from . import native
 
-__all__ = ["Ingress", "RoutingTable", "ServiceEntry", "normalize_host"]
+COMPILED = native.choose(__name__)
+"""Whether the ingress runs compiled by mypyc (see ``native``), or as Python."""
+
+from .proxy import Ingress  # noqa: E402 (after the choice of build)
+from .routing import RoutingTable, ServiceEntry, normalize_host  # noqa: E402
+
+__all__ = ["COMPILED", "Ingress", "RoutingTable", "ServiceEntry", "normalize_host"]

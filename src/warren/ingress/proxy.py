@@ -1158,7 +1158,10 @@ class Ingress:
             raise UnavailableError(
                 f"cannot listen on {self._host}:{self._shared_port_wanted}: {exc.strerror or exc}"
             ) from exc
-        self._shared_port = self._shared.sockets[0].getsockname()[1]
+        # A tuple under asyncio, a list under uvloop (typed a tuple): read untyped, or the
+        # compiled ingress would check it is a tuple.
+        sockets = getattr(self._shared, "sockets")  # noqa: B009
+        self._shared_port = sockets[0].getsockname()[1]
         log.info("ingress: shared port %s:%s", self._host, self._shared_port)
 
     async def close(self) -> None:
@@ -1356,9 +1359,11 @@ class Ingress:
                     ssl=context,
                     ssl_handshake_timeout=_HANDSHAKE_TIMEOUT if context is not None else None,
                 )
-            except TlsError as exc:
-                problems[port] = str(exc)
-                log.warning("ingress: port %s not served: %s (service %s)", port, exc, service)
+            except TlsError as unloadable:  # its own name: mypyc types an except's variable once
+                problems[port] = str(unloadable)
+                log.warning(
+                    "ingress: port %s not served: %s (service %s)", port, unloadable, service
+                )
             except OSError as exc:
                 problems[port] = f"cannot listen on {self._host}:{port}: {exc.strerror or exc}"
                 log.warning("ingress: %s (service %s)", problems[port], service)
