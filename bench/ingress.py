@@ -17,6 +17,9 @@ Fair by construction:
   The goal's ratio is against that HAProxy; a second HAProxy without the X-Forwarded-* headers
   (``haproxy-plain``, its default) is measured in the same rounds, for reference.
 
+``--tls``: the same with each proxy terminating TLS (HAProxy ``bind ... ssl``, the ingress on a
+port with ``tls``), wrk over HTTPS on the same keep-alive connections.
+
 Goal: at least 0.8x HAProxy's requests per CPU-second, p99 at most 2x HAProxy's.
 Needs ``wrk``, ``haproxy`` and ``nginx`` (Debian packages of those names).
 """
@@ -121,18 +124,22 @@ http {{ access_log off; keepalive_requests 1000000;
     return ["nginx", "-c", str(conf)]
 
 
-def _haproxy(tmp: Path, port: int, upstreams: list[int], forwarded: bool = True) -> list[str]:
+def _haproxy(
+    tmp: Path, port: int, upstreams: list[int], forwarded: bool = True, pem: Path | None = None
+) -> list[str]:
+    """HAProxy; with ``pem`` (certificate and key), terminating TLS as Warren's ingress does."""
     conf = tmp / f"haproxy-{port}.cfg"
     servers = "\n".join(f"  server s{i} 127.0.0.1:{p} weight 50" for i, p in enumerate(upstreams))
     # The X-Forwarded-* headers: the same request rewriting as Warren's ingress does.
     headers = (
-        """  option forwardfor
-  http-request set-header X-Forwarded-Proto http
+        f"""  option forwardfor
+  http-request set-header X-Forwarded-Proto {"https" if pem else "http"}
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
 """
         if forwarded
         else ""
     )
+    tls = f" ssl crt {pem} ssl-min-ver TLSv1.2" if pem else ""
     conf.write_text(
         f"""global
   nbthread 1
@@ -146,7 +153,7 @@ defaults
   option http-keep-alive
   http-reuse always
 frontend f
-  bind 127.0.0.1:{port}
+  bind 127.0.0.1:{port}{tls}
 {headers}  default_backend be
 backend be
   balance roundrobin
@@ -156,15 +163,8 @@ backend be
     return ["haproxy", "-f", str(conf), "-db"]
 
 
-def _wrk(port: int) -> dict[str, Any]:
-    args = [
-        "wrk",
-        "-t1",
-        f"-c{CONNECTIONS}",
-        f"-d{SECONDS}s",
-        "--latency",
-        f"http://127.0.0.1:{port}/",
-    ]
+def _wrk(url: str) -> dict[str, Any]:
+    args = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", url]
     out = _run_wrk(args, SECONDS + 30)
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -199,10 +199,10 @@ def _run_wrk(args: list[str], timeout: float) -> str:
     return out
 
 
-def _measure(proc: subprocess.Popen[bytes], port: int) -> dict[str, Any]:
-    _run_wrk(["wrk", "-t1", f"-c{CONNECTIONS}", "-d1s", f"http://127.0.0.1:{port}/"], 30)
+def _measure(proc: subprocess.Popen[bytes], url: str) -> dict[str, Any]:
+    _run_wrk(["wrk", "-t1", f"-c{CONNECTIONS}", "-d1s", url], 30)
     user0, sys0 = cpu_times(proc.pid)
-    result = _wrk(port)
+    result = _wrk(url)
     user1, sys1 = cpu_times(proc.pid)
     n = max(result["requests"], 1)
     result["cpu_s"] = (user1 - user0) + (sys1 - sys0)
@@ -212,8 +212,22 @@ def _measure(proc: subprocess.Popen[bytes], port: int) -> dict[str, Any]:
     return result
 
 
-def compare(rounds: int = ROUNDS) -> dict[str, list[dict[str, Any]]]:
-    """Every round's figures, per proxy."""
+def _certificate(tmp: Path) -> tuple[Path, Path, Path]:
+    """A certificate for 127.0.0.1 (trustme, a dev dependency): its chain, its key, and both in
+    one file (HAProxy's ``crt``)."""
+    import trustme
+
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    chain, key, pem = tmp / "chain.pem", tmp / "key.pem", tmp / "both.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    key.write_bytes(cert.private_key_pem.bytes())
+    pem.write_bytes(chain.read_bytes() + key.read_bytes())
+    return chain, key, pem
+
+
+def compare(rounds: int = ROUNDS, tls: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Every round's figures, per proxy; with ``tls``, each terminating TLS (wrk over HTTPS,
+    keep-alive: the cost of encrypting each request and response, not of handshakes)."""
     missing = [tool for tool in ("wrk", "haproxy", "nginx") if shutil.which(tool) is None]
     if missing:
         raise SystemExit(
@@ -222,6 +236,10 @@ def compare(rounds: int = ROUNDS) -> dict[str, list[dict[str, Any]]]:
     tmp = Path(tempfile.mkdtemp(prefix="warren-ingress-bench-"))
     ups = [free_port(), free_port()]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in PROXIES}
+    scheme, pem, env_tls = "http", None, {}
+    if tls:
+        chain, key, pem = _certificate(tmp)
+        scheme, env_tls = "https", {"TLS_CERT": str(chain), "TLS_KEY": str(key)}
     try:
         with contextlib.ExitStack() as stack:
             for i, port in enumerate(ups):
@@ -229,20 +247,20 @@ def compare(rounds: int = ROUNDS) -> dict[str, list[dict[str, Any]]]:
             proxies: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
             for name, forwarded in (("haproxy", True), ("haproxy-plain", False)):
                 port = free_port()
-                args = _haproxy(tmp, port, ups, forwarded)
+                args = _haproxy(tmp, port, ups, forwarded, pem)
                 proxies[name] = (stack.enter_context(_process(args, port, PROXY_CORE)), port)
             for name, pure in (("warren", ""), ("warren-python", "1")):
                 port = free_port()
                 args = [sys.executable, "-m", "bench.ingress_server", str(port)]
                 args += [f"127.0.0.1:{p}" for p in ups]
-                env = {"WARREN_PURE": pure}
+                env = {"WARREN_PURE": pure} | env_tls
                 proxies[name] = (stack.enter_context(_process(args, port, PROXY_CORE, env)), port)
             for i in range(rounds):
                 # Rotate who goes first: a drift in the machine's load falls on all.
                 order = PROXIES[i % len(PROXIES) :] + PROXIES[: i % len(PROXIES)]
                 for name in order:
                     proc, port = proxies[name]
-                    results[name].append(_measure(proc, port))
+                    results[name].append(_measure(proc, f"{scheme}://127.0.0.1:{port}/"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return results
@@ -263,11 +281,13 @@ def _rounds_argument() -> int:
 
 def main() -> None:
     rounds = _rounds_argument()
+    tls = "--tls" in sys.argv[1:]
     load_before = os.getloadavg()[0]
-    r = compare(rounds)
+    r = compare(rounds, tls)
     build = "compiled by mypyc" if COMPILED else "not compiled: as Python, as warren-python"
     print(
-        f"ingress ({build}) vs HAProxy (1 core each, wrk -t1 -c{CONNECTIONS}, {SECONDS}s, "
+        f"ingress ({build}{', TLS' if tls else ''}) vs HAProxy (1 core each, "
+        f"wrk -t1 -c{CONNECTIONS}, {SECONDS}s, "
         f"2 weighted nginx upstreams, {rounds} rotating rounds; machine load average "
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after)"
     )

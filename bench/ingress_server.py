@@ -1,6 +1,7 @@
 """A standalone Warren ingress for the ingress benchmark: ``python -m bench.ingress_server PORT
 UPSTREAM1 UPSTREAM2`` routes PORT to two upstreams, 50/50 by weight, on uvloop, with the
-garbage-collector settings of ``warren server`` (the process the ingress runs in)."""
+garbage-collector settings of ``warren server`` (the process the ingress runs in). With
+``TLS_CERT`` and ``TLS_KEY`` in its environment, PORT terminates TLS."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ async def serve(port: int, upstreams: list[str]) -> None:
     await ingress.start()
     endpoints = tuple(Endpoint(a, f"up{i}", i + 1) for i, a in enumerate(upstreams))
     weights = tuple((i + 1, 100 // len(upstreams)) for i in range(len(upstreams)))
+    cert, key = os.environ.get("TLS_CERT"), os.environ.get("TLS_KEY")
+    tls = ((port, cert, key),) if cert and key else ()
     await ingress.update(
         {
             "bench": Route(
@@ -29,6 +32,7 @@ async def serve(port: int, upstreams: list[str]) -> None:
                 None,
                 endpoints,
                 weights if os.environ.get("WEIGHTS", "1") == "1" else (),
+                tls=tls,
             )
         }
     )
