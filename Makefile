@@ -21,7 +21,7 @@ demo: $(VENV)/.installed  ## create .venv, install Warren, run the demo
 # The ingress compiled by mypyc, in place, when a C compiler is there (else it runs as Python):
 # again whenever one of its modules changes. See src/warren/ingress/native.py.
 INGRESS_BUILD := src/warren/ingress/compiled.stamp
-$(INGRESS_BUILD): $(VENV)/.dev-installed $(filter-out %/__init__.py %/native.py,$(wildcard src/warren/ingress/*.py))
+$(INGRESS_BUILD): $(VENV)/.dev-installed $(wildcard src/warren/ingress/*.py)
 	$(BIN)/python src/warren/ingress/native.py compile
 
 compile: $(INGRESS_BUILD)  ## compile the ingress (mypyc), if anything changed

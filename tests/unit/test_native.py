@@ -29,10 +29,9 @@ def test_a_build_is_fresh_only_for_the_sources_it_was_made_from(tmp_path: Path) 
     assert native.compiled([a, b])
 
 
-def test_the_package_and_its_chooser_are_never_compiled() -> None:
-    stems = {p.stem for p in native.sources()}
-    assert {"proxy", "routing"} <= stems
-    assert not stems & {"__init__", "native"}
+def test_the_hot_path_is_compiled_and_nothing_else() -> None:
+    assert {p.stem for p in native.sources()} == {"proxy", "routing", "tls"}
+    assert all(p.is_file() for p in native.sources())
 
 
 def build_in(env: dict[str, str]) -> list[str]:

@@ -27,19 +27,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["STAMP", "choose", "compile_here", "compiled", "digest", "fresh", "sources"]
+__all__ = ["HOT_PATH", "STAMP", "choose", "compile_here", "compiled", "digest", "fresh", "sources"]
 
 log = logging.getLogger("warren.ingress")
 
 HERE = Path(__file__).parent
 STAMP = HERE / "compiled.stamp"
-NOT_COMPILED = frozenset({"__init__", "native"})
-"""The package's modules that always run as Python: this chooser and the package itself."""
+HOT_PATH = ("proxy", "routing", "tls")
+"""The modules compiled: those a request goes through. The rest of the package (and this chooser,
+which runs before them) stays Python."""
 
 
 def sources(where: Path = HERE) -> list[Path]:
-    """The modules compiled."""
-    return sorted(p for p in where.glob("*.py") if p.stem not in NOT_COMPILED)
+    """The modules compiled, as files."""
+    return [where / f"{name}.py" for name in HOT_PATH]
 
 
 def digest(paths: list[Path]) -> str:
