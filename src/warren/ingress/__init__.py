@@ -8,7 +8,8 @@ httptools and uvloop.
 
 from __future__ import annotations
 
+from .limits import Limits
 from .proxy import Ingress
 from .routing import RoutingTable, ServiceEntry, normalize_host
 
-__all__ = ["Ingress", "RoutingTable", "ServiceEntry", "normalize_host"]
+__all__ = ["Ingress", "Limits", "RoutingTable", "ServiceEntry", "normalize_host"]
