@@ -43,7 +43,7 @@ from .domain.nodes import Node
 from .domain.services import Service
 from .domain.specs import ServiceSpec
 from .domain.tasks import Task
-from .ingress import Ingress
+from .ingress import Ingress, Limits
 from .paths import token_path
 from .peers import NodeLogs
 from .ports import Clock, StateStore
@@ -95,8 +95,8 @@ def lock_data_dir(data: Path) -> int:
     return fd
 
 
-async def start_ingress(host: str, http_port: int | None) -> Ingress:
-    ingress = Ingress(host=host, shared_port=http_port)
+async def start_ingress(host: str, http_port: int | None, limits: Limits) -> Ingress:
+    ingress = Ingress(host=host, shared_port=http_port, limits=limits)
     try:
         await ingress.start()
     except OSError as exc:
@@ -134,6 +134,8 @@ class ServerConfig:
     ingress_host: str = "127.0.0.1"
     http_port: int | None = 8000
     """The shared ingress port (services routed by host); 0 picks a free one, None disables."""
+    ingress_limits: Limits = field(default_factory=Limits)
+    """What the ingress accepts from a client, and how long it waits on one."""
     store: str = "sqlite"
     node_name: str = field(default_factory=socket.gethostname)
     worker: bool = True
@@ -199,7 +201,7 @@ class Server:
         self.http = HttpServer(cfg.api)
         self.store = open_store(cfg.store, cfg.data_dir, self.clock)
         self.cluster = ClusterStore(self.store, self.clock)
-        self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port)
+        self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port, cfg.ingress_limits)
         # A store only this process opens has one manager, which leads; on a shared one (etcd)
         # the managers elect a leader, whose controllers write through a fenced store.
         shared = not isinstance(self.store, MemoryStore)

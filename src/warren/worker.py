@@ -48,7 +48,7 @@ from .domain.events import Level
 from .domain.nodes import Node
 from .domain.services import Revision
 from .domain.tasks import Task
-from .ingress import Ingress
+from .ingress import Ingress, Limits
 from .ports import Clock, Route
 from .reporting import TrafficReporter
 from .server import lock_data_dir, node_record, start_ingress
@@ -77,6 +77,7 @@ class WorkerConfig:
     """This node's address: tasks listen on it, and other nodes' ingresses reach them there."""
     ingress_host: str = "127.0.0.1"
     http_port: int | None = 8000
+    ingress_limits: Limits = field(default_factory=Limits)
     heartbeat_ttl: float = 10.0
     api: str | None = None
     """``HOST:PORT`` where the managers read this node's tasks' logs, and Prometheus its
@@ -288,7 +289,7 @@ class Worker:
         cfg = self.config
         self._lock_fd = lock_data_dir(cfg.data_dir)
         await self._join()
-        self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port)
+        self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port, cfg.ingress_limits)
         drivers = local_runtimes(
             cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network
         )

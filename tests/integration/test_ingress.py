@@ -12,18 +12,20 @@ import socket
 import struct
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import httpx
 import pytest
 
-from warren.ingress import Ingress, RoutingTable, normalize_host
+from warren.ingress import Ingress, Limits, RoutingTable, normalize_host
 from warren.ports import LATENCY_BUCKETS, DataPlane, Endpoint, Pin, Route
 
 pytestmark = pytest.mark.integration
 
 WAIT = 5.0
 """Upper bound of every wait in these tests."""
+
+LIMIT_FIELDS = {f.name for f in fields(Limits)}
 
 
 # ── upstream servers ─────────────────────────────────────────────────────────────────────────────
@@ -276,9 +278,11 @@ async def make_ingress() -> AsyncIterator[IngressFactory]:
     made: list[Ingress] = []
 
     async def make(**kwargs: float) -> Ingress:
+        """``Ingress``'s own arguments, and the fields of its ``Limits``."""
         kwargs.setdefault("connect_timeout", 1.0)
         kwargs.setdefault("response_timeout", WAIT)
-        ingress = Ingress(shared_port=0, **kwargs)  # type: ignore[arg-type]
+        limits = {k: kwargs.pop(k) for k in list(kwargs) if k in LIMIT_FIELDS}
+        ingress = Ingress(shared_port=0, limits=Limits(**limits), **kwargs)  # type: ignore[arg-type]
         await ingress.start()
         made.append(ingress)
         return ingress
@@ -782,6 +786,149 @@ async def test_slow_reader_gets_the_whole_body(ingress: Ingress, upstream: Facto
         assert got == n
 
 
+# ── limits and timeouts ──────────────────────────────────────────────────────────────────────────
+
+
+async def ask_raw(ingress: Ingress, request: bytes) -> tuple[Response, bool]:
+    """Send ``request`` on a new connection: its response, and whether the connection was then
+    closed (only looked at when the answer is not a 200)."""
+    async with raw(ingress.shared_port or 0) as (reader, writer):
+        writer.write(request)
+        r = await read_response(reader)
+        return r, r.status != 200 and await at_eof(reader)
+
+
+async def test_a_request_line_over_the_limit_is_414(ingress: Ingress, upstream: Factory) -> None:
+    u = await upstream("u")
+    await ingress.update(web(u))
+    # "GET " + target + " HTTP/1.1" is 8 KiB, the default limit, with a target of 8179 bytes.
+    fits = b"/" + b"a" * 8178
+    r, _ = await ask_raw(ingress, b"GET %s HTTP/1.1\r\nHost: web.test\r\n\r\n" % fits)
+    assert r.status == 200
+    for target in (fits + b"a", b"/" + b"a" * 100_000):
+        r, closed = await ask_raw(ingress, b"GET %s HTTP/1.1\r\nHost: web.test\r\n\r\n" % target)
+        assert (r.status, r.body) == (414, b"request line longer than 8192 bytes\n")
+        assert r.headers["connection"] == "close"
+        assert closed
+    assert len(u.requests) == 1
+
+
+async def test_headers_over_the_limits_are_431(ingress: Ingress, upstream: Factory) -> None:
+    u = await upstream("u")
+    await ingress.update(web(u))
+
+    def request(*lines: bytes) -> bytes:
+        return b"GET / HTTP/1.1\r\nHost: web.test\r\n" + b"".join(lines) + b"\r\n"
+
+    # 32 KiB of header lines, "Name: value\r\n" each: "Host: web.test\r\n" is 16 bytes.
+    value = b"v" * (32 * 1024 - 16 - len(b"X-Big: \r\n"))
+    fields_ = [b"X-%d: 1\r\n" % i for i in range(99)]  # with Host: 100 fields
+    cases = {
+        request(b"X-Big: %s\r\n" % value): 200,
+        request(b"X-Big: %sv\r\n" % value): 431,
+        request(*fields_): 200,
+        request(*fields_, b"X-One-More: 1\r\n"): 431,
+        request(b"X-Huge: %s\r\n" % (b"v" * 1_000_000)): 431,  # refused before it is whole
+    }
+    for req, status in cases.items():
+        r, closed = await ask_raw(ingress, req)
+        assert r.status == status, (len(req), r)
+        if status == 431:
+            assert r.body.startswith(b"request headers ")
+            assert closed
+    assert len(u.requests) == 2
+
+
+async def test_a_head_not_received_in_time_is_408(
+    make_ingress: IngressFactory, upstream: Factory
+) -> None:
+    ingress = await make_ingress(head_timeout=0.3)
+    await ingress.update(web(await upstream("u")))
+    loop = asyncio.get_running_loop()
+    async with raw(ingress.shared_port or 0) as (reader, writer):
+        began = loop.time()
+        writer.write(b"GET / HTTP/1.1\r\nHost: web.test\r\n")  # no blank line: not whole
+        r = await read_response(reader)
+        took = loop.time() - began
+        assert (r.status, r.body) == (408, b"request head not received within 0.3s\n")
+        assert r.headers["connection"] == "close"
+        assert await at_eof(reader)
+        assert 0.3 <= took < 1.0, took
+    async with raw(ingress.shared_port or 0) as (reader, writer):
+        # A connection that sends nothing is closed at the head timeout, without an answer.
+        began = loop.time()
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""
+        assert 0.3 <= loop.time() - began < 1.0
+    async with raw(ingress.shared_port or 0) as (reader, writer):
+        # A later head on a keep-alive connection counts from its first byte.
+        writer.write(b"GET /1 HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        assert (await read_response(reader)).status == 200
+        await asyncio.sleep(0.2)
+        began = loop.time()
+        writer.write(b"GET /2 HTTP/1.1\r\n")
+        r = await read_response(reader)
+        assert r.status == 408
+        assert 0.3 <= loop.time() - began < 1.0
+
+
+async def test_idle_keep_alive_is_the_idle_timeout_not_the_head_timeout(
+    make_ingress: IngressFactory, upstream: Factory
+) -> None:
+    ingress = await make_ingress(head_timeout=0.1, idle_timeout=0.6)
+    await ingress.update(web(await upstream("u")))
+    loop = asyncio.get_running_loop()
+    async with raw(ingress.shared_port or 0) as (reader, writer):
+        writer.write(b"GET /1 HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        assert (await read_response(reader)).status == 200
+        await asyncio.sleep(0.3)  # idle for more than the head timeout: still open
+        writer.write(b"GET /2 HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        assert (await read_response(reader)).status == 200
+        idle_from = loop.time()
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""  # closed, without a word
+        assert 0.6 <= loop.time() - idle_from < 1.2
+
+
+async def test_slow_heads_are_closed_at_the_head_timeout_while_others_are_served(
+    make_ingress: IngressFactory, upstream: Factory
+) -> None:
+    # Slowloris: 500 connections that start a head and never finish it, one byte at a time
+    # to look alive. Each must be answered 408 and closed at the head timeout, and a normal
+    # client served all along.
+    ingress = await make_ingress(head_timeout=1.0)
+    await ingress.update(web(await upstream("u")))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    stop = asyncio.Event()
+
+    async def slow() -> tuple[bytes, float]:
+        async with raw(ingress.shared_port or 0) as (reader, writer):
+            writer.write(b"GET / HTTP/1.1\r\nHost: web.test\r\nX-Slow: ")
+            reading = asyncio.ensure_future(asyncio.wait_for(reader.read(), 3 * WAIT))
+            while not reading.done() and not stop.is_set():
+                with contextlib.suppress(ConnectionError):
+                    writer.write(b"x")
+                await asyncio.wait([reading], timeout=0.2)
+            return await reading, loop.time() - began
+
+    slowloris = asyncio.gather(*(slow() for _ in range(500)))
+    try:
+        async with client(ingress) as c:
+            served = 0
+            while loop.time() - began < 1.0:
+                r = await c.get("/")
+                assert r.status_code == 200
+                served += 1
+        assert served >= 10
+        answers = await asyncio.wait_for(slowloris, 3 * WAIT)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(slowloris, return_exceptions=True), 3 * WAIT)
+    assert {data.split(b"\r\n")[0] for data, _ in answers} == {b"HTTP/1.1 408 Request Timeout"}
+    closed_at = sorted(at for _, at in answers)
+    assert closed_at[0] >= 1.0
+    assert closed_at[-1] < 2.5, closed_at[-1]
+
+
 # ── errors ───────────────────────────────────────────────────────────────────────────────────────
 
 
@@ -1120,7 +1267,7 @@ def test_under_uvloop() -> None:
     import uvloop
 
     async def scenario() -> None:
-        ingress = Ingress(shared_port=0, response_timeout=0.5, max_body=1000)
+        ingress = Ingress(shared_port=0, response_timeout=0.5, limits=Limits(max_body=1000))
         ups = [await Upstream(f"u{i}").start() for i in range(3)]
         try:
             await ingress.start()

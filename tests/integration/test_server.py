@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -253,3 +254,34 @@ def test_a_service_created_again_runs_its_new_spec(server: ServerProcess) -> Non
     assert {pid for pid in server.task_pids() if pid_alive(pid)} == running
     assert not any(pid_alive(pid) for pid in old_pids)
     assert "Traceback" not in server.log()
+
+
+def test_the_ingress_limits_are_server_flags(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    srv = server_factory(
+        extra=[
+            "--no-worker",
+            "--ingress-head-timeout",
+            "300ms",
+            "--ingress-max-request-line",
+            "100",
+        ]
+    ).start()
+
+    def ask(request: bytes) -> tuple[bytes, float]:
+        with socket.create_connection(("127.0.0.1", srv.http_port), timeout=5) as sock:
+            began = time.monotonic()
+            sock.sendall(request)
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+            return answer, time.monotonic() - began
+
+    answer, _ = ask(b"GET /%s HTTP/1.1\r\nHost: web\r\n\r\n" % (b"a" * 100))
+    assert answer.startswith(b"HTTP/1.1 414 ")
+    assert answer.endswith(b"\r\n\r\nrequest line longer than 100 bytes\n")
+    answer, took = ask(b"GET / HTTP/1.1\r\nHost: web\r\n")
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert answer.endswith(b"\r\n\r\nrequest head not received within 0.3s\n")
+    assert 0.3 <= took < 2.0, took

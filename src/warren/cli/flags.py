@@ -11,7 +11,15 @@ import typer
 from ..domain.durations import parse_duration
 from ..domain.errors import ValidationError
 
-__all__ = ["DURATION", "DeployFlags", "HealthFlags", "change_ports", "parse_env", "parse_publish"]
+__all__ = [
+    "DURATION",
+    "POSITIVE_DURATION",
+    "DeployFlags",
+    "HealthFlags",
+    "change_ports",
+    "parse_env",
+    "parse_publish",
+]
 
 
 def DURATION(value: str | float) -> float:
@@ -22,6 +30,14 @@ def DURATION(value: str | float) -> float:
         return parse_duration(value)
     except ValidationError as exc:
         raise typer.BadParameter(exc.reason) from None
+
+
+def POSITIVE_DURATION(value: str | float) -> float:
+    """Typer parser for durations that cannot be 0 (a timeout of 0 would refuse everything)."""
+    seconds = DURATION(value)
+    if seconds <= 0:
+        raise typer.BadParameter(f"must be more than 0, got {value!r}")
+    return seconds
 
 
 def parse_env(values: list[str]) -> dict[str, str]:

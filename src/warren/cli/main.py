@@ -23,10 +23,11 @@ import typer
 from .. import __version__
 from ..client import Client
 from ..domain.errors import WarrenError
+from ..ingress.limits import Limits
 from ..paths import default_data_dir, token_path
 from . import cluster, deploy, node, service
 from .documents import load_services
-from .flags import DURATION
+from .flags import DURATION, POSITIVE_DURATION
 from .output import console, fail
 
 __all__ = ["app", "main"]
@@ -106,6 +107,57 @@ LogLevel = Annotated[
     str, typer.Option("--log-level", metavar="LEVEL", help="debug | info | warning | error.")
 ]
 
+# The ingress's limits (``warren.ingress.Limits``, whose defaults they show), on both commands.
+_LIMITS = Limits()
+HeadTimeout = Annotated[
+    float,
+    typer.Option(
+        "--ingress-head-timeout",
+        parser=POSITIVE_DURATION,
+        metavar="DUR",
+        show_default=f"{_LIMITS.head_timeout:g}s",
+        help="A request head (request line and headers) must arrive whole within this: "
+        "408, then close. A connection that sends nothing is closed at it.",
+    ),
+]
+IdleTimeout = Annotated[
+    float,
+    typer.Option(
+        "--ingress-idle-timeout",
+        parser=POSITIVE_DURATION,
+        metavar="DUR",
+        show_default=f"{_LIMITS.idle_timeout:g}s",
+        help="A keep-alive client connection with no request in progress is closed after this.",
+    ),
+]
+MaxRequestLine = Annotated[
+    int,
+    typer.Option(
+        "--ingress-max-request-line",
+        min=64,
+        metavar="BYTES",
+        help="Longest request line (method, target, version); longer: 414.",
+    ),
+]
+MaxHeaderBytes = Annotated[
+    int,
+    typer.Option(
+        "--ingress-max-header-bytes",
+        min=64,
+        metavar="BYTES",
+        help="Largest request headers (each line 'Name: value' and its CRLF); larger: 431.",
+    ),
+]
+MaxHeaderFields = Annotated[
+    int,
+    typer.Option(
+        "--ingress-max-header-fields",
+        min=1,
+        metavar="N",
+        help="Most request header fields; more: 431.",
+    ),
+]
+
 
 @app.command()
 def server(
@@ -151,6 +203,11 @@ def server(
     advertise: Advertise = "127.0.0.1",
     docker_network: DockerNetwork = None,
     heartbeat_ttl: HeartbeatTtl = 10.0,
+    ingress_head_timeout: HeadTimeout = _LIMITS.head_timeout,
+    ingress_idle_timeout: IdleTimeout = _LIMITS.idle_timeout,
+    ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
+    ingress_max_header_bytes: MaxHeaderBytes = _LIMITS.max_header_bytes,
+    ingress_max_header_fields: MaxHeaderFields = _LIMITS.max_header_fields,
     log_level: LogLevel = "info",
     simulate_nodes: Annotated[int, typer.Option("--simulate-nodes", hidden=True, min=0)] = 0,
 ) -> None:
@@ -166,6 +223,13 @@ def server(
         api=api,
         ingress_host=ingress_host,
         http_port=http_port,
+        ingress_limits=Limits(
+            head_timeout=ingress_head_timeout,
+            idle_timeout=ingress_idle_timeout,
+            max_request_line=ingress_max_request_line,
+            max_header_bytes=ingress_max_header_bytes,
+            max_header_fields=ingress_max_header_fields,
+        ),
         store=store,
         node_name=node_name or socket.gethostname(),
         worker=not no_worker,
@@ -282,6 +346,11 @@ def worker(
     ] = None,
     heartbeat_ttl: HeartbeatTtl = 10.0,
     docker_network: DockerNetwork = None,
+    ingress_head_timeout: HeadTimeout = _LIMITS.head_timeout,
+    ingress_idle_timeout: IdleTimeout = _LIMITS.idle_timeout,
+    ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
+    ingress_max_header_bytes: MaxHeaderBytes = _LIMITS.max_header_bytes,
+    ingress_max_header_fields: MaxHeaderFields = _LIMITS.max_header_fields,
     log_level: LogLevel = "info",
 ) -> None:
     """Run a worker: a node that runs tasks for managers elsewhere, with its own ingress."""
@@ -299,6 +368,13 @@ def worker(
         advertise=advertise,
         ingress_host=ingress_host or advertise,
         http_port=http_port,
+        ingress_limits=Limits(
+            head_timeout=ingress_head_timeout,
+            idle_timeout=ingress_idle_timeout,
+            max_request_line=ingress_max_request_line,
+            max_header_bytes=ingress_max_header_bytes,
+            max_header_fields=ingress_max_header_fields,
+        ),
         heartbeat_ttl=heartbeat_ttl,
         api=api or f"{advertise}:7071",
         docker_network=docker_network,

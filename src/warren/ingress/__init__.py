@@ -13,7 +13,8 @@ from . import native
 COMPILED = native.choose(__name__)
 """Whether the ingress runs compiled by mypyc (see ``native``), or as Python."""
 
-from .proxy import Ingress  # noqa: E402 (after the choice of build)
+from .limits import Limits  # noqa: E402 (after the choice of build)
+from .proxy import Ingress  # noqa: E402
 from .routing import RoutingTable, ServiceEntry, normalize_host  # noqa: E402
 
-__all__ = ["COMPILED", "Ingress", "RoutingTable", "ServiceEntry", "normalize_host"]
+__all__ = ["COMPILED", "Ingress", "Limits", "RoutingTable", "ServiceEntry", "normalize_host"]

@@ -33,7 +33,7 @@ log = logging.getLogger("warren.ingress")
 
 HERE = Path(__file__).parent
 STAMP = HERE / "compiled.stamp"
-HOT_PATH = ("proxy", "routing", "tls")
+HOT_PATH = ("limits", "proxy", "routing", "tls")
 """The modules compiled: those a request goes through. The rest of the package (and this chooser,
 which runs before them) stays Python."""
 

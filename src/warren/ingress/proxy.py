@@ -15,6 +15,11 @@ revision's). Response timeouts are checked by one sweep over the requests waitin
 still in flight 504 (``Ingress.drain``), so that stopping the task cuts none. On this design's
 cost per request, and what it is spent on, see the ingress section of ``bench/README.md``.
 
+What a client may send, and how long it may take, is bounded by ``Limits``: a head over the
+size limits is refused (414, 431) as soon as it crosses them, and one not whole in time (408) by
+the connection's one timer, which also closes idle keep-alive connections. A head that comes
+whole in one read, the common case, costs no timer and no byte count.
+
 Must not import control, agent, api or store: only ``ports``, ``domain``, the standard library,
 httptools and uvloop.
 """
@@ -34,6 +39,7 @@ import httptools
 
 from ..domain.errors import UnavailableError
 from ..ports import LATENCY_BUCKETS, Endpoint, Route, RouteStats, Window
+from .limits import Limits
 from .routing import RoutingTable, ServiceEntry
 from .tls import Certificates, TlsError
 
@@ -49,7 +55,7 @@ _MAX_PIPELINE = 32
 """Queued pipelined requests per client before we stop reading from it (resumed below 8)."""
 
 _MAX_HEAD = 64 * 1024
-"""Largest request or response head (request line or status line plus headers)."""
+"""Largest response head (status line plus headers). A request's is bounded by ``Limits``."""
 
 _HANDSHAKE_TIMEOUT = 10.0
 """A TLS handshake not done in this many seconds is dropped (asyncio's default is 60 s)."""
@@ -61,7 +67,9 @@ discarding for this long before closing, so that the client reads our answer ins
 _REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
+    408: b"Request Timeout",
     413: b"Content Too Large",
+    414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
     501: b"Not Implemented",
     502: b"Bad Gateway",
@@ -195,7 +203,17 @@ class _Client(asyncio.Protocol):
         self._req = _Request()
         self._parsing = False
         self._in_head = False
-        self._head_bytes = 0
+        self._head_began = 0.0
+        """When the request head now awaited began (its first byte; for the first request, the
+        connection's opening); 0 when none is awaited. The head timeout counts from it."""
+        self._read_len = 0
+        """The length of the read being parsed."""
+        self._line_bytes = 0
+        """The bytes of the head's line not yet complete at the end of the last read; -1 while
+        the head is in the read it began in."""
+        self._header_bytes = 0
+        """The bytes of the head's first ``_headers_counted`` header lines."""
+        self._headers_counted = 0
         self._queue: deque[_Request] = deque()
         self._queued_bytes = 0
         self._exchange: _Exchange | None = None
@@ -209,6 +227,8 @@ class _Client(asyncio.Protocol):
         self.write_paused = False
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        """When ``_timer`` fires (the loop's time)."""
 
     # asyncio callbacks ─────────────────────────────────────────────────────────────────────────
 
@@ -217,8 +237,9 @@ class _Client(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._peer = str(peer[0]).encode() if isinstance(peer, tuple) else b"unknown"
         self._ingress._clients.add(self)
-        self._last = self._loop.time()
-        self._timer = self._loop.call_later(self._ingress._idle_timeout, self._on_idle_timer)
+        self._last = self._head_began = self._loop.time()
+        limits = self._ingress._limits
+        self._set_timer(min(limits.head_timeout, limits.idle_timeout))
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
@@ -239,6 +260,7 @@ class _Client(asyncio.Protocol):
         if self._discarding or self.closed:
             return
         self._last = self._loop.time()
+        self._read_len = len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -256,9 +278,7 @@ class _Client(asyncio.Protocol):
                 # Too large: answer now rather than after reading a body we will not forward.
                 self._refuse(*self._req.reject)
             elif self._in_head:
-                self._head_bytes += len(data)
-                if self._head_bytes > _MAX_HEAD:
-                    self._refuse(431, f"request head larger than {_MAX_HEAD} bytes")
+                self._head_incomplete(data)
         try:
             if self._queue and self._exchange is None:
                 self._next()
@@ -271,7 +291,8 @@ class _Client(asyncio.Protocol):
         # the transport open for those answers. A half-sent request is dropped.
         if self.closed:
             return False
-        self._parsing = False
+        self._parsing = self._in_head = False
+        self._head_began = 0.0
         self.close_when_idle = True
         if self._exchange is None and not self._queue:
             self._close()
@@ -299,7 +320,7 @@ class _Client(asyncio.Protocol):
         self._req = _Request()
         self._parsing = True
         self._in_head = True
-        self._head_bytes = 0
+        self._line_bytes = -1
 
     def on_url(self, url: bytes) -> None:
         self._req.url += url
@@ -311,13 +332,26 @@ class _Client(asyncio.Protocol):
         req = self._req
         parser = self._parser
         self._in_head = False
+        self._head_began = 0.0
         req.method = parser.get_method()
         req.head_only = req.method == b"HEAD"
         req.version10 = parser.get_http_version() == "1.0"
         req.keep_alive = parser.should_keep_alive()
         _scan_headers(req, self._peer, self._proto)
-        max_body = self._ingress._max_body
-        if parser.should_upgrade():
+        ingress = self._ingress
+        max_body = ingress._max_body
+        if (
+            # A head that came whole in a read no longer than this fits the size limits: the
+            # common case counts no bytes.
+            (
+                self._read_len > ingress._small_head
+                or self._line_bytes >= 0
+                or len(req.headers) > ingress._max_header_fields
+            )
+            and (too_large := self._head_too_large()) is not None
+        ):
+            req.reject = too_large
+        elif parser.should_upgrade():
             req.reject = (501, "upgrade is not supported")
         elif req.host is None and not req.version10:
             req.reject = (400, "bad request: missing Host header")
@@ -486,21 +520,113 @@ class _Client(asyncio.Protocol):
         if self._read_paused and self._transport is not None:
             self._read_paused = False
             self._transport.resume_reading()
+            if self._head_began and not self._discarding:
+                # The rest of a head could not come while we did not read: it has its time again.
+                self._head_began = self._loop.time()
+                self._arm_head_timeout()
 
-    def _on_idle_timer(self) -> None:
+    # limits and timeouts ───────────────────────────────────────────────────────────────────────
+
+    def _head_incomplete(self, data: bytes) -> None:
+        """A read ended inside a request head, whose line not yet complete httptools keeps:
+        refuse the head as soon as it cannot fit the limits, rather than buffer it whole; and
+        make sure the timer fires at the head's deadline.
+
+        The line's length is exact: the bytes after the last LF read or, in the read the head
+        began in and without an LF after it, its request line so far."""
+        if self._line_bytes < 0:  # the head began in this read
+            self._header_bytes = self._headers_counted = 0
+            if not self._head_began:  # (a connection's first head counts from its opening)
+                self._head_began = self._last
+        nl = data.rfind(b"\n")
+        if nl >= 0:
+            line = len(data) - nl - 1
+        elif self._line_bytes < 0:
+            line = len(self._req.url)
+        else:
+            line = self._line_bytes + len(data)
+        self._line_bytes = line
+        ingress = self._ingress
+        too_large = self._head_too_large()
+        if too_large is None:
+            room = ingress._max_header_bytes - self._header_bytes
+            if not self._req.headers:
+                room = max(room, ingress._limits.max_request_line)  # it may be the request line
+            if line + 2 > room:
+                too_large = (431, f"request headers larger than {ingress._max_header_bytes} bytes")
+        if too_large is not None:
+            self._refuse(*too_large)
+        else:
+            self._arm_head_timeout()
+
+    def _head_too_large(self) -> tuple[int, str] | None:
+        """414 or 431 if the head's request line or its complete headers are over the limits."""
+        req = self._req
+        ingress = self._ingress
+        limit = ingress._limits.max_request_line
+        # The URL comes in pieces as it arrives (``on_url``). 13 bytes are the shortest rest of a
+        # request line: "GET", two spaces, "HTTP/1.1".
+        if len(req.url) + 13 > limit and len(self._parser.get_method()) + len(req.url) + 10 > limit:
+            return 414, f"request line longer than {limit} bytes"
+        headers = req.headers
+        if len(headers) > ingress._max_header_fields:
+            return 431, f"request headers more than {ingress._max_header_fields} fields"
+        size = self._header_bytes if self._line_bytes >= 0 else 0
+        counted = self._headers_counted if self._line_bytes >= 0 else 0
+        for name, value in headers[counted:]:
+            size += len(name) + len(value) + 4
+        self._header_bytes, self._headers_counted = size, len(headers)
+        if size > ingress._max_header_bytes:
+            return 431, f"request headers larger than {ingress._max_header_bytes} bytes"
+        return None
+
+    def _arm_head_timeout(self) -> None:
+        """Make the timer fire by the head deadline (it may be set for a later idle one)."""
+        deadline = self._head_began + self._ingress._limits.head_timeout
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._set_timer(deadline - self._loop.time())
+
+    def _set_timer(self, delay: float) -> None:
+        self._timer = self._loop.call_later(delay, self._on_timer)
+        self._timer_at = self._loop.time() + delay
+
+    def _on_timer(self) -> None:
+        """The connection's one timer. While a request head is awaited, the head timeout; while
+        no request is in progress, the idle timeout (from the last byte either way); while one
+        is, the response timeout is in charge (``Ingress._sweep``). Checked when it fires, not
+        re-armed per request: a keep-alive request that comes whole in one read costs no timer."""
         self._timer = None
         if self.closed:
             return
-        timeout = self._ingress._idle_timeout
-        if self._exchange is not None or self._queue:
-            # Busy: the response timeout is in charge.
-            self._timer = self._loop.call_later(timeout, self._on_idle_timer)
-            return
-        remaining = self._last + timeout - self._loop.time()
-        if remaining > 0:
-            self._timer = self._loop.call_later(remaining, self._on_idle_timer)
-        else:
+        limits = self._ingress._limits
+        now = self._loop.time()
+        wait = limits.idle_timeout
+        if self._head_began and not self._read_paused:
+            left = self._head_began + limits.head_timeout - now
+            if left <= 0:
+                self._head_timed_out(limits.head_timeout)
+                return
+            wait = min(wait, left)
+        elif self._exchange is None and not self._queue:
+            left = self._last + limits.idle_timeout - now
+            if left <= 0:
+                self._close()
+                return
+            wait = left
+        self._set_timer(wait)
+
+    def _head_timed_out(self, timeout: float) -> None:
+        """408 for a head begun and not finished in time (after the responses queued before it),
+        then close; a connection that sent nothing yet is closed without a word."""
+        self._head_began = 0.0
+        if not self._in_head:
             self._close()
+            return
+        self._refuse(408, f"request head not received within {timeout:g}s")
+        if self._exchange is None:
+            self._next()
 
     def close_if_idle(self) -> None:
         """The listener closed or the ingress stops: close now if idle, else after the current
@@ -1103,16 +1229,22 @@ class Ingress:
         *,
         connect_timeout: float = 2.0,
         response_timeout: float = 60.0,
-        idle_timeout: float = 75.0,
-        max_body: int = 10 * 1024 * 1024,
+        limits: Limits = Limits(),
     ) -> None:
         self._host = host
         self._shared_port_wanted = shared_port
         self._shared_port: int | None = None
         self._connect_timeout = connect_timeout
         self._response_timeout = response_timeout
-        self._idle_timeout = idle_timeout
-        self._max_body = max_body
+        self._limits = limits
+        self._max_body = limits.max_body
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_header_fields = limits.max_header_fields
+        # No head that comes whole in a read this long can be over a size limit (a header line
+        # is counted with ": ", one byte more than the shortest "Name:value").
+        self._small_head = min(
+            limits.max_request_line, limits.max_header_bytes - limits.max_header_fields
+        )
         # Bound by the first start/update/drain: the ingress may be built outside the loop.
         self._loop: asyncio.AbstractEventLoop = cast(asyncio.AbstractEventLoop, None)
         self._table = RoutingTable()
