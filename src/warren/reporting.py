@@ -13,23 +13,30 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import httpx
 
 from .control.traffic import KEEP
-from .ingress import Ingress
 
-__all__ = ["PUSH", "TrafficReporter"]
+__all__ = ["PUSH", "TrafficReporter", "TrafficSource"]
 
 log = logging.getLogger("warren.reporting")
 
 PUSH = 0.5
 
 
+class TrafficSource(Protocol):
+    def samples_since(self, since: float) -> list[tuple[str, int, list[tuple[float, float, bool]]]]:
+        """(service, revision, requests answered after the monotonic time ``since``), as
+        ``Ingress.samples_since``."""
+        ...
+
+
 class TrafficReporter:
     def __init__(
         self,
-        ingress: Ingress,
+        ingress: TrafficSource,
         destinations: Callable[[], list[str]],
         token: Callable[[], Awaitable[str]],
     ) -> None:

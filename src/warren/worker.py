@@ -7,6 +7,10 @@ to the tasks of every node), runs them with the same agent as ``warren server``,
 their observed state. Several managers can be given: it moves to the next one when one stops
 answering.
 
+Its ingress runs in its own loop (``ingress="embedded"``), or as a process of its own that it
+supervises (``"process"``, the command line's default): that one follows the routing stream
+itself, reports its own traffic, and outlives the worker.
+
 Cut off from every manager for longer than the heartbeat lease, the worker stops its tasks on
 its own (``Agent.fence``): the managers have declared the node down and started the tasks
 elsewhere, and a task must not run twice for longer than its stop grace. When the link comes
@@ -49,6 +53,7 @@ from .domain.nodes import Node
 from .domain.services import Revision
 from .domain.tasks import Task
 from .ingress import Ingress
+from .ingress.supervising import IngressSettings, IngressSupervisor, RemoteIngress
 from .ports import Clock, Route
 from .reporting import TrafficReporter
 from .server import lock_data_dir, node_record, start_ingress
@@ -83,6 +88,8 @@ class WorkerConfig:
     ingress's ``/metrics``; None: not served."""
     docker_network: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    ingress: str = "embedded"
+    """``server.INGRESS_MODES``: ``warren worker`` runs it as a "process"."""
 
 
 class ManagerLink:
@@ -259,7 +266,8 @@ class Worker:
         self.clock = clock or SystemClock()
         self.link = ManagerLink(config.managers, timeout=min(5.0, config.heartbeat_ttl / 3))
         self.dispatcher = RemoteDispatcher(self.link, self.clock)
-        self.ingress: Ingress | None = None
+        self.ingress: Ingress | RemoteIngress | None = None
+        self.supervisor: IngressSupervisor | None = None
         self.agent: Agent | None = None
         self._lock_fd: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -288,7 +296,13 @@ class Worker:
         cfg = self.config
         self._lock_fd = lock_data_dir(cfg.data_dir)
         await self._join()
-        self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port)
+        if cfg.ingress == "process":
+            self.ingress = RemoteIngress(cfg.data_dir / "ingress")
+            settings = IngressSettings(tuple(self.link.managers), cfg.ingress_host, cfg.http_port)
+            self.supervisor = IngressSupervisor(cfg.data_dir / "ingress", settings, self.link.token)
+            await self.supervisor.start()
+        else:
+            self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port)
         drivers = local_runtimes(
             cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network
         )
@@ -297,8 +311,9 @@ class Worker:
         self.agent = Agent(
             node, self.dispatcher, drivers, self.clock, self.ingress, cfg.heartbeat_ttl
         )
-        self.reporter = TrafficReporter(self.ingress, lambda: self.link.managers, self._token)
-        self.reporter.start()
+        if isinstance(self.ingress, Ingress):  # a process of its own reports its traffic itself
+            self.reporter = TrafficReporter(self.ingress, lambda: self.link.managers, self._token)
+            self.reporter.start()
         self.lease_watch = LeaseWatch(
             self.agent,
             lambda: self.dispatcher.renewed_at,
@@ -323,7 +338,14 @@ class Worker:
         routes = node_routes(
             cfg.node_name, self._expected_logs_token, self._logs, self._follow_logs
         )
-        await self.http.start(node_app(routes, build_metrics(None, self.ingress)))
+        scrape = build_metrics(None, self.ingress)
+
+        async def metrics() -> bytes:
+            if isinstance(self.ingress, RemoteIngress):
+                await self.ingress.refresh()
+            return scrape()
+
+        await self.http.start(node_app(routes, metrics))
         host, port = self.http.address
         return f"http://{cfg.advertise if host in ('0.0.0.0', '::') else host}:{port}"
 
@@ -393,7 +415,9 @@ class Worker:
             with contextlib.suppress(WarrenError):
                 await self.agent.stop()
             await close_runtimes(self.agent.drivers)
-        if self.ingress is not None:
+        if self.supervisor is not None:  # the ingress keeps serving: the next worker adopts it
+            await self.supervisor.stop()
+        if isinstance(self.ingress, Ingress):
             await self.ingress.close()
         await self.link.close()
         if self._lock_fd is not None:
@@ -440,7 +464,8 @@ class Worker:
                 fresh.add(task.id)
             elif kind == "gone":
                 self._gone(message["id"])
-            elif kind == "route":
+            elif kind == "route" and isinstance(self.ingress, Ingress):
+                # (An ingress of its own process follows the routing stream itself.)
                 name, wire = message["service"], message["route"]
                 await self.ingress.update({name: Route.from_wire(wire) if wire else None})
                 routes.add(name)
@@ -450,8 +475,9 @@ class Worker:
                 # it at a later revision than the snapshot's (a manager whose cache lags).
                 for tid in not_in_snapshot(self.dispatcher.tasks, fresh, message.get("revision")):
                     self._gone(tid)
-                stale = set(self.ingress.routes) - routes
-                await self.ingress.update(dict.fromkeys(stale))
+                if isinstance(self.ingress, Ingress):
+                    stale = set(self.ingress.routes) - routes
+                    await self.ingress.update(dict.fromkeys(stale))
                 fencing = self.lease_watch is not None and self.lease_watch.fencing
                 if not self._running and self._starting is None and not fencing:
                     self._starting = asyncio.get_running_loop().create_task(self._start_agent())

@@ -5,7 +5,11 @@ and the requests the other nodes' ingresses saw, sent here every ``PUSH`` second
 Remote samples are kept in memory, per node and revision (the last ``RECENT_KEPT``, at most
 ``KEEP`` seconds), by every manager: one that takes over has the history of every ingress
 (managers and workers alike) up to its last report; only a manager started afresh begins empty
-(``minRequests`` guards against judging too little)."""
+(``minRequests`` guards against judging too little).
+
+A manager whose ingress is a process of its own (``warren ingress``) gets that ingress's
+traffic the same way, and keeps it as its own (``ReportedTraffic``): its analysis reads it, and
+it passes it on to the other managers as it would its own ingress's."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from collections.abc import Iterable
 
 from ..ports import RECENT_KEPT, MetricSource, Window
 
-__all__ = ["KEEP", "ClusterTraffic", "Sample"]
+__all__ = ["KEEP", "ClusterTraffic", "ReportedTraffic", "Sample"]
 
 KEEP = 900.0
 
@@ -70,3 +74,61 @@ class ClusterTraffic:
                 latencies.append(latency)
                 errors += failed
         return Window(len(latencies), errors, tuple(latencies))
+
+
+class ReportedTraffic:
+    """This node's ingress's traffic, as that ingress reports it from its own process: a
+    ``MetricSource`` for the analysis, and what the reporter passes on to the other managers
+    (``samples_since``, as ``Ingress.samples_since``)."""
+
+    def __init__(self) -> None:
+        self._recent: dict[tuple[str, int], deque[Sample]] = {}
+        self._adds = 0
+
+    def add(
+        self, service: str, revision: int, samples: Iterable[tuple[float, float, bool]]
+    ) -> None:
+        """``samples``: (age in seconds at arrival, latency, failed), oldest first."""
+        now = time.monotonic()
+        queue = self._recent.get((service, revision))
+        if queue is None:
+            queue = self._recent[(service, revision)] = deque(maxlen=RECENT_KEPT)
+        last = queue[-1][0] if queue else 0.0
+        for age, latency, failed in samples:
+            # In order, whatever each report's time in transit: ``samples_since`` relies on it.
+            last = max(now - age, last)
+            queue.append((last, latency, failed))
+        self._adds += 1
+        if self._adds % 200 == 0:
+            before = now - KEEP
+            for key, kept in list(self._recent.items()):
+                if not kept or kept[-1][0] < before:
+                    del self._recent[key]
+
+    def window(self, service: str, revision: int, seconds: float) -> Window:
+        queue = self._recent.get((service, revision))
+        if not queue:
+            return Window(0, 0, ())
+        since = time.monotonic() - seconds
+        latencies: list[float] = []
+        errors = 0
+        for at, latency, failed in reversed(queue):
+            if at < since:
+                break
+            latencies.append(latency)
+            errors += failed
+        return Window(len(latencies), errors, tuple(latencies))
+
+    def samples_since(self, since: float) -> list[tuple[str, int, list[Sample]]]:
+        found = []
+        for (service, revision), queue in self._recent.items():
+            if not queue or queue[-1][0] <= since:
+                continue
+            newer = []
+            for sample in reversed(queue):
+                if sample[0] <= since:
+                    break
+                newer.append(sample)
+            newer.reverse()
+            found.append((service, revision, newer))
+        return found

@@ -24,10 +24,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import cast
 
 import httptools
@@ -1087,7 +1088,9 @@ class Ingress:
 
     Listens on ``shared_port`` (routed by Host; 0 picks a free port) and on every port a route
     publishes. Ports that cannot be bound are reported in ``problems`` and retried on the next
-    ``update``.
+    ``update``. ``listeners``: listening sockets handed over by the ingress this one replaces,
+    by port — served as they are instead of bound again, so that no connection is refused
+    while one ingress takes over from another (``warren ingress --replace``).
     """
 
     def __init__(
@@ -1099,8 +1102,10 @@ class Ingress:
         response_timeout: float = 60.0,
         idle_timeout: float = 75.0,
         max_body: int = 10 * 1024 * 1024,
+        listeners: Mapping[int, socket.socket] | None = None,
     ) -> None:
         self._host = host
+        self._handed: dict[int, socket.socket] = dict(listeners or {})
         self._shared_port_wanted = shared_port
         self._shared_port: int | None = None
         self._connect_timeout = connect_timeout
@@ -1133,6 +1138,7 @@ class Ingress:
         # Timeouts fire between ``response_timeout`` and an eighth more: 60 s → within 61 s.
         self._sweep_every = min(max(response_timeout / 8, 0.01), 1.0)
         self._closing = False
+        self._accepting = True
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────────
 
@@ -1142,9 +1148,7 @@ class Ingress:
         if self._shared_port_wanted is None or self._shared is not None:
             return
         try:
-            self._shared = await self._loop.create_server(
-                lambda: _Client(self, None), self._host, self._shared_port_wanted, backlog=1024
-            )
+            self._shared = await self._listen(lambda: _Client(self, None), self._shared_port_wanted)
         except OSError as exc:
             raise UnavailableError(
                 f"cannot listen on {self._host}:{self._shared_port_wanted}: {exc.strerror or exc}"
@@ -1177,12 +1181,57 @@ class Ingress:
                 if not fut.done():
                     fut.set_result(None)
         self._drained.clear()
+        self.discard_handed_over()
         if self._connecting:
             await asyncio.gather(*self._connecting, return_exceptions=True)
         for server in servers:
             await server.wait_closed()
         # Let the transports run their connection_lost callbacks.
         await asyncio.sleep(0)
+
+    def stop_accepting(self) -> None:
+        """Close every listener and open no other: this ingress hands over to another, or
+        stops. The connections it has stay, and are served."""
+        self._accepting = False
+        servers = [*self._listeners.values(), *([self._shared] if self._shared else [])]
+        self._listeners.clear()
+        self._shared = None
+        for server in servers:
+            server.close()
+        self.discard_handed_over()
+
+    def close_after_response(self) -> None:
+        """Every client connection closes after its next response (``Connection: close``),
+        idle ones included: a client that is told closes and connects again, where one cut
+        while it sends a request loses it."""
+        for client in self._clients:
+            client.close_when_idle = True
+
+    def close_idle(self) -> None:
+        """Close the client connections that are idle now."""
+        for client in list(self._clients):
+            client.close_if_idle()
+
+    @property
+    def connections(self) -> int:
+        """Client connections open."""
+        return len(self._clients)
+
+    def listening_fds(self) -> dict[int, int]:
+        """The file descriptor of the listening socket of each port served (the shared one
+        included), for the ingress that takes over from this one."""
+        servers = [*self._listeners.values(), *([self._shared] if self._shared else [])]
+        return {
+            server.sockets[0].getsockname()[1]: server.sockets[0].fileno()
+            for server in servers
+            if len(server.sockets) == 1  # (a host name of several addresses: bound again)
+        }
+
+    def discard_handed_over(self) -> None:
+        """Close the handed-over sockets of ports no route claims (any more)."""
+        for sock in self._handed.values():
+            sock.close()
+        self._handed.clear()
 
     @property
     def shared_port(self) -> int | None:
@@ -1308,8 +1357,15 @@ class Ingress:
 
     # ── listeners ───────────────────────────────────────────────────────────────────────────
 
+    async def _listen(self, factory: Callable[[], asyncio.Protocol], port: int) -> asyncio.Server:
+        """A server on ``port``: on the socket handed over for it, if any, else bound here."""
+        handed = self._handed.pop(port, None)
+        if handed is not None:
+            return await self._loop.create_server(factory, sock=handed, backlog=1024)
+        return await self._loop.create_server(factory, self._host, port, backlog=1024)
+
     async def _sync_listeners(self) -> None:
-        if self._closing:
+        if self._closing or not self._accepting:
             return
         wanted = dict(self._table.ports)
         problems = dict(self._table.port_conflicts)
@@ -1329,11 +1385,8 @@ class Ingress:
             if port in self._listeners:
                 continue
             try:
-                self._listeners[port] = await self._loop.create_server(
-                    functools.partial(_Client, self, port),
-                    self._host,
-                    port,
-                    backlog=1024,
+                self._listeners[port] = await self._listen(
+                    functools.partial(_Client, self, port), port
                 )
             except OSError as exc:
                 problems[port] = f"cannot listen on {self._host}:{port}: {exc.strerror or exc}"

@@ -1,0 +1,172 @@
+"""The ingress as a process of its own (``warren ingress``, started and supervised by ``warren
+server``): it outlives the server, so stopping the server (SIGTERM) or killing it (kill -9) and
+starting it again under a steady load fails no request, on a published port or on the shared
+port; and an ingress replaced by another (an upgrade) hands its listening sockets over before it
+drains: no request fails either.
+
+Real processes, a real load (``warren.demo.load``) of ~100 requests per second on each port."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.servers import ServerProcess, free_port, pid_alive, wait_for
+from warren.client import Client
+from warren.demo.load import LoadGenerator, LoadSnapshot
+from warren.domain.specs import ServiceSpec
+
+pytestmark = pytest.mark.integration
+
+RATE = 100.0
+HOST = "web.test"
+
+
+def web_spec(port: int) -> ServiceSpec:
+    return ServiceSpec.model_validate(
+        {
+            "name": "web",
+            "command": ["python", "-m", "warren.demo.app"],
+            "replicas": 2,
+            "env": {"VERSION": "v1"},
+            "ports": [{"published": port}],
+            "host": HOST,
+            "healthCheck": {"http": {"path": "/healthz"}, "interval": "200ms"},
+            "stopGrace": "2s",
+            "drainTimeout": "1s",
+        }
+    )
+
+
+def ready(client: Client, n: int) -> bool:
+    return len([t for t in client.list_tasks("web") if t.ready and t.wants_running]) == n
+
+
+@contextlib.contextmanager
+def steady_load(server: ServerProcess, port: int) -> Iterator[list[LoadGenerator]]:
+    """~100 requests per second on the published port, and as many on the shared port."""
+    loads = [
+        LoadGenerator(f"http://127.0.0.1:{port}/", rate=RATE, connections=4),
+        LoadGenerator(f"http://127.0.0.1:{server.http_port}/", rate=RATE, connections=4, host=HOST),
+    ]
+    for load in loads:
+        load.start()
+    try:
+        yield loads
+    finally:
+        for load in loads:
+            load.stop()
+
+
+def carry_on(loads: list[LoadGenerator], requests: int = 150) -> None:
+    """Wait until each load has made ``requests`` more requests (~1.5 s of traffic)."""
+    for load in loads:
+        before = load.snapshot().requests
+        wait_for(
+            lambda load=load, before=before: load.snapshot().requests >= before + requests,  # type: ignore[misc]
+            30,
+            f"{requests} more requests to {load.host_header}",
+        )
+
+
+def outcome(loads: list[LoadGenerator]) -> list[LoadSnapshot]:
+    return [load.snapshot() for load in loads]
+
+
+def assert_none_failed(snapshots: list[LoadSnapshot], what: str) -> None:
+    failures = [(s.failed, s.requests, s.errors[:5]) for s in snapshots]
+    assert all(s.failed == 0 for s in snapshots), (
+        f"{what}: failed/requests (published port, shared port): {failures}"
+    )
+    assert all(s.versions["v1"] >= 300 for s in snapshots), snapshots
+
+
+@pytest.fixture
+def web(server_factory: Callable[..., ServerProcess]) -> tuple[ServerProcess, int]:
+    server = server_factory().start()
+    port = free_port()
+    client = server.client()
+    client.create_service(web_spec(port))
+    wait_for(lambda: ready(client, 2), 20, "2 ready tasks")
+    return server, port
+
+
+def restart(server: ServerProcess, sig: signal.Signals) -> None:
+    server.stop(sig)
+    assert server.proc is not None and server.proc.returncode is not None
+
+
+def test_server_stopped_or_killed_and_started_again_fails_no_request(
+    web: tuple[ServerProcess, int],
+) -> None:
+    server, port = web
+    first = server.ingress_pid()
+    with steady_load(server, port) as loads:
+        carry_on(loads)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            restart(server, sig)
+            carry_on(loads)  # traffic while no server runs
+            server.start()
+            wait_for(lambda: ready(server.client(), 2), 20, "the server to be back")
+            carry_on(loads)
+        snapshots = outcome(loads)
+    assert_none_failed(snapshots, "restarts of the server")
+    # The same ingress all along: adopted by the restarted server, never started again.
+    assert first is not None and server.ingress_pids() == {first}
+    assert "Traceback" not in server.log()
+
+
+def _replace(server: ServerProcess) -> subprocess.Popen[bytes]:
+    """``warren ingress --replace`` as an operator runs it: it takes the running ingress's
+    settings, and its listening sockets."""
+    log = open(server.data_dir.parent / "replacement.log", "ab")  # noqa: SIM115
+    with log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "warren", "ingress", "--replace",
+             "--data-dir", str(server.data_dir / "ingress")],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def test_a_replaced_ingress_hands_over_without_a_failed_request(
+    web: tuple[ServerProcess, int],
+) -> None:
+    server, port = web
+    first = server.ingress_pid()
+    assert first is not None, "no ingress process recorded"
+    with steady_load(server, port) as loads:
+        carry_on(loads)
+        # An operator replaces the ingress: the new one takes the sockets, the old one drains
+        # and exits, and the server adopts the new one.
+        replacement = _replace(server)
+        try:
+            wait_for(lambda: server.ingress_pid() == replacement.pid, 20, "the replacement")
+            wait_for(lambda: not pid_alive(first), 20, "the old ingress to exit")
+            carry_on(loads)
+            assert replacement.poll() is None
+            # An upgrade: a server that finds an ingress of another version replaces it.
+            record = server.ingress_record()
+            assert record is not None
+            path = server.data_dir / "ingress" / "ingress.json"
+            path.write_text(json.dumps({**record, "version": "0.0.1"}))
+            restart(server, signal.SIGTERM)
+            carry_on(loads)
+            server.start()
+            wait_for(lambda: server.ingress_pid() not in (None, replacement.pid), 20, "upgrade")
+            wait_for(lambda: replacement.poll() is not None, 20, "the replaced one to exit")
+            carry_on(loads)
+        finally:
+            if replacement.poll() is None:
+                replacement.kill()
+            replacement.wait(5)
+        snapshots = outcome(loads)
+    assert_none_failed(snapshots, "replacements of the ingress")
+    assert len(server.ingress_pids()) == 1
+    assert "Traceback" not in server.log()
