@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .api.tokens import NODE_TOKEN_PREFIX
 from .domain.errors import AuthError, UnavailableError, ValidationError, WarrenError
 from .ingress import Ingress
 from .ingress.admin import AdminServer, Handover, stats_to_wire, take_over
@@ -42,10 +41,11 @@ from .ingress.supervising import (
     read_token,
     write_token,
 )
+from .linking import ManagerLink
 from .ports import Route
 from .processes import start_ticks
 from .reporting import TrafficReporter
-from .worker import ManagerLink
+from .tokens import NODE_TOKEN_PREFIX
 
 __all__ = ["IngressConfig", "IngressProcess"]
 

@@ -31,7 +31,6 @@ from .agent.runtimes import close_runtimes, local_runtimes
 from .api import ApiContext, create_app
 from .api.metrics import build_metrics
 from .api.serving import HttpServer, parse_address
-from .api.tokens import logs_token, node_token
 from .api.workers import TrafficBatch
 from .client import Client
 from .clocks import SystemClock
@@ -55,6 +54,7 @@ from .reporting import TrafficReporter
 from .store import MemoryStore, open_store
 from .store.cluster import ClusterStore
 from .store.fencing import FencedStore
+from .tokens import logs_token, node_token
 
 __all__ = [
     "INGRESS_MODES",

@@ -21,25 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from . import __version__
 from .agent import Agent, LeaseWatch
 from .agent.runtimes import close_runtimes, local_runtimes
 from .api.metrics import build_metrics
 from .api.nodes import node_app, node_routes
 from .api.serving import HttpServer
-from .api.tokens import NODE_TOKEN_PREFIX
-from .client import api_error
 from .clocks import SystemClock
 from .domain.errors import (
     AuthError,
@@ -54,9 +48,11 @@ from .domain.services import Revision
 from .domain.tasks import Task
 from .ingress import Ingress
 from .ingress.supervising import IngressSettings, IngressSupervisor, RemoteIngress
+from .linking import ManagerLink
 from .ports import Clock, Route
 from .reporting import TrafficReporter
 from .server import lock_data_dir, node_record, start_ingress
+from .tokens import NODE_TOKEN_PREFIX
 
 __all__ = ["ManagerLink", "RemoteDispatcher", "Worker", "WorkerConfig"]
 
@@ -66,8 +62,6 @@ NODE_TOKEN_FILE = "node.token"
 LOGS_TOKEN_FILE = "logs.token"
 RETRY = 0.5
 """Seconds between attempts to reach a manager again."""
-STREAM_IDLE = 6.0
-"""A stream quiet this long is dead (the manager pings every 2 s)."""
 
 
 @dataclass
@@ -90,93 +84,6 @@ class WorkerConfig:
     labels: dict[str, str] = field(default_factory=dict)
     ingress: str = "embedded"
     """``server.INGRESS_MODES``: ``warren worker`` runs it as a "process"."""
-
-
-class ManagerLink:
-    """HTTP to the managers, one at a time: a call that cannot reach the current one, or that
-    it answers with a 5xx (a manager cut off from the store answers 503), moves to the next,
-    until each was tried once."""
-
-    def __init__(self, managers: Sequence[str], timeout: float) -> None:
-        if not managers:
-            raise ValidationError("give at least one manager URL", "--manager")
-        self.managers = [
-            m.rstrip("/") if "://" in m else f"http://{m.rstrip('/')}" for m in managers
-        ]
-        self.current = 0
-        self.token = ""
-        self._timeout = httpx.Timeout(timeout)
-        """For calls; streams wait up to STREAM_IDLE for their next line (pings come sooner)."""
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, read=STREAM_IDLE),
-            headers={"User-Agent": f"warren-worker/{__version__}"},
-        )
-
-    @property
-    def url(self) -> str:
-        return self.managers[self.current]
-
-    def _next(self) -> None:
-        self.current = (self.current + 1) % len(self.managers)
-
-    async def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
-        problems = []
-        for _ in self.managers:
-            url = self.url
-            try:
-                response = await self._http.request(
-                    method,
-                    url + path,
-                    json=body,
-                    headers={"Authorization": f"Bearer {token or self.token}"},
-                    timeout=self._timeout,
-                )
-            except httpx.HTTPError as exc:
-                problems.append(f"{url}: {_reason(exc)}")
-                self._next()
-                continue
-            error = api_error(response)
-            if response.status_code >= 500:
-                problems.append(f"{url}: {error.message if error else response.status_code}")
-                self._next()
-                continue
-            if error is not None:
-                raise error
-            return response.json()
-        raise UnavailableError(f"no manager answers ({'; '.join(problems)})")
-
-    async def lines(self, path: str) -> AsyncIterator[dict[str, Any]]:
-        """The NDJSON stream at ``path`` of the current manager (the next one if it cannot be
-        reached); ends, or raises UnavailableError, when the stream breaks."""
-        url = self.url
-        try:
-            async with self._http.stream(
-                "GET", url + path, headers={"Authorization": f"Bearer {self.token}"}
-            ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    error = api_error(response)
-                    if response.status_code >= 500:
-                        self._next()
-                        raise UnavailableError(f"{url}: {error or response.status_code}")
-                    raise error or UnavailableError(f"{url} answered {response.status_code}")
-                async for line in response.aiter_lines():
-                    if line:
-                        yield json.loads(line)
-        except httpx.HTTPError as exc:
-            self._next()
-            raise UnavailableError(f"{url}: {_reason(exc)}") from None
-
-    async def close(self) -> None:
-        await self._http.aclose()
-
-
-def _reason(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.ConnectError):
-        return "cannot connect"
-    if isinstance(exc, httpx.TimeoutException):
-        return "no answer in time"
-    return str(exc) or type(exc).__name__
 
 
 class RemoteDispatcher:

@@ -43,6 +43,7 @@ from ..planning.draining import drain_status
 from ..planning.previewing import plan_fast_track, plan_rollout
 from ..planning.releases import fast_track_target, starts_from
 from ..store.cluster import EVENTS, ClusterStore, decode
+from ..tokens import NODE_TOKEN_PREFIX
 from .errors import install_error_handlers
 from .nodes import node_routes
 from .schemas import (
@@ -52,7 +53,6 @@ from .schemas import (
     ServiceSummary,
     TaskPatch,
 )
-from .tokens import NODE_TOKEN_PREFIX
 from .workers import AssignmentSource, RouteSource, TrafficSink, bearer, worker_routes
 
 __all__ = ["ApiContext", "ClusterView", "create_app"]

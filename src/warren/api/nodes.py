@@ -1,6 +1,6 @@
 """The route a node serves its tasks' logs on, to the managers: ``POST /v1/node/logs`` — on the
 API of a ``warren server`` that runs tasks, and on the small API of a ``warren worker``
-(``--api``). A manager shows the node's logs token (``api.tokens.logs_token``), so that asking
+(``--api``). A manager shows the node's logs token (``tokens.logs_token``), so that asking
 any manager for a service's logs reaches the tasks on every node."""
 
 from __future__ import annotations

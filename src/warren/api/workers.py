@@ -32,7 +32,7 @@ from ..domain.nodes import Node
 from ..domain.tasks import Task
 from ..ports import RECENT_KEPT
 from ..store.cluster import HEARTBEATS, ClusterStore
-from .tokens import NODE_NAME, claimed_node, logs_token, node_token, valid
+from ..tokens import NODE_NAME, claimed_node, logs_token, node_token, valid
 
 __all__ = ["AssignmentSource", "RouteSource", "bearer", "worker_routes"]
 
