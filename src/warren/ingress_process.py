@@ -136,7 +136,9 @@ class IngressProcess:
         if handover is not None:
             await asyncio.to_thread(handover.release)
             log.info("ingress: took over from pid %s", handover.pid)
-        self.reporter = TrafficReporter(self.ingress, lambda: self._managers(), self._token)
+        self.reporter = TrafficReporter(
+            self.ingress, lambda: self._managers(), self._token, every=settings.report_every
+        )
         self.reporter.start()
         self._follow_task = asyncio.get_running_loop().create_task(self._follow(), name="routes")
         self._say_ready()

@@ -39,10 +39,13 @@ class TrafficReporter:
         ingress: TrafficSource,
         destinations: Callable[[], list[str]],
         token: Callable[[], Awaitable[str]],
+        every: float = PUSH,
     ) -> None:
         """``destinations()``: the API URLs to send to (none: nobody to send to — this node
-        leads, or no leader is known); ``token()``: this node's token."""
+        leads, or no leader is known); ``token()``: this node's token; ``every``: seconds
+        between sends."""
         self.ingress = ingress
+        self.every = every
         self.destinations = destinations
         self.token = token
         self._http = httpx.AsyncClient(timeout=2.0)
@@ -61,7 +64,7 @@ class TrafficReporter:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(PUSH)
+            await asyncio.sleep(self.every)
             try:
                 await self.send()
             except Exception:  # never let one bad round end the reports

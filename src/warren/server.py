@@ -71,6 +71,9 @@ __all__ = [
 log = logging.getLogger("warren.server")
 T = TypeVar("T")
 
+LOCAL_REPORTS = 0.1
+"""Seconds between the traffic reports of the ingress process to the server that supervises
+it: what its analysis judges (``control.traffic.ReportedTraffic``)."""
 INGRESS_MODES = ("process", "embedded")
 """Where the ingress runs: a process of its own (``warren ingress``, which outlives the server
 or worker that supervises it), or in the server's or worker's own event loop."""
@@ -288,7 +291,9 @@ class Server:
         """Adopt the ingress process that still serves from an earlier run, or start one: it
         follows this server's routing stream, and reports its traffic here."""
         cfg = self.config
-        settings = IngressSettings((self.local_api_url,), cfg.ingress_host, cfg.http_port)
+        settings = IngressSettings(
+            (self.local_api_url,), cfg.ingress_host, cfg.http_port, report_every=LOCAL_REPORTS
+        )
         token = await self._own_token()
         self.supervisor = IngressSupervisor(cfg.data_dir / "ingress", settings, token)
         await self.supervisor.start()

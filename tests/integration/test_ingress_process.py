@@ -4,23 +4,34 @@ starting it again under a steady load fails no request, on a published port or o
 port; and an ingress replaced by another (an upgrade) hands its listening sockets over before it
 drains: no request fails either.
 
-Real processes, a real load (``warren.demo.load``) of ~100 requests per second on each port."""
+Real processes, a real load (``warren.demo.load``) of ~100 requests per second on each port;
+and, in this process, the handover itself over the admin socket."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from tests.integration.test_ingress import Upstream
+from tests.integration.test_ingress import web as web_route
 from tests.servers import ServerProcess, free_port, pid_alive, wait_for
 from warren.client import Client
 from warren.demo.load import LoadGenerator, LoadSnapshot
 from warren.domain.specs import ServiceSpec
+from warren.ingress import Ingress
+from warren.ingress.admin import AdminServer, take_over
+from warren.ports import Route
 
 pytestmark = pytest.mark.integration
 
@@ -170,3 +181,80 @@ def test_a_replaced_ingress_hands_over_without_a_failed_request(
     assert_none_failed(snapshots, "replacements of the ingress")
     assert len(server.ingress_pids()) == 1
     assert "Traceback" not in server.log()
+
+
+def test_a_killed_ingress_is_started_again(web: tuple[ServerProcess, int]) -> None:
+    server, port = web
+    first = server.ingress_pid()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: server.ingress_pid() not in (None, first), 20, "another ingress")
+    answered = wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=2), 10, "it")
+    assert answered.json()["version"] == "v1"
+    assert "exited; starting it again" in server.log()
+
+
+class _Old:
+    """The old ingress's side of a handover (``warren ingress`` does the same)."""
+
+    def __init__(self, ingress: Ingress) -> None:
+        self.ingress = ingress
+        self.released = asyncio.Event()
+
+    def offer(self) -> tuple[dict[str, Any], list[int]]:
+        fds = self.ingress.listening_fds()
+        routes = {name: route.to_wire() for name, route in self.ingress.routes.items()}
+        message = {"ports": list(fds), "sharedPort": self.ingress.shared_port, "routes": routes}
+        return message, list(fds.values())
+
+    async def release(self) -> None:
+        self.ingress.stop_accepting()
+        self.released.set()
+
+
+async def test_a_handover_passes_the_listening_sockets_and_the_routes(tmp_path: Path) -> None:
+    up = await Upstream("a").start()
+    port = free_port()
+    old = Ingress(shared_port=0)
+    await old.start()
+    await old.update(web_route(up, ports=(port,)))
+    old_side = _Old(old)
+    admin = AdminServer(tmp_path / "admin.sock", {}, handing=old_side)
+    await admin.start()
+    new: Ingress | None = None
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+            # A keep-alive connection to the old ingress, open across the handover.
+            kept = await http.get(f"http://127.0.0.1:{port}/before")
+            assert kept.status_code == 200
+            handover = await asyncio.to_thread(take_over, tmp_path / "admin.sock")
+            assert handover is not None
+            assert set(handover.sockets) == {port, old.shared_port}
+            assert handover.shared_port == old.shared_port
+            routes = {n: Route.from_wire(w) for n, w in handover.routes.items()}
+            assert routes == old.routes
+            new = Ingress(shared_port=handover.shared_port, listeners=handover.sockets)
+            await new.start()
+            await new.update(routes)
+            await asyncio.to_thread(handover.release)
+            assert old_side.released.is_set() and not old.listening
+            # New connections reach the new ingress, on both ports; the old one still answers
+            # on the connection it has.
+            fresh = httpx.AsyncClient(trust_env=False, timeout=5)
+            async with fresh:
+                on_port = await fresh.get(f"http://127.0.0.1:{port}/after")
+                shared = await fresh.get(
+                    f"http://127.0.0.1:{new.shared_port}/after", headers={"Host": "web.test"}
+                )
+            assert on_port.status_code == shared.status_code == 200
+            assert new.stats()["web"].requests == 2
+            assert (await http.get(f"http://127.0.0.1:{port}/kept")).status_code == 200
+            assert old.stats()["web"].requests == 2
+    finally:
+        await admin.close()
+        await old.close()
+        if new is not None:
+            await new.close()
+        await up.stop()
+    # Nobody answers: nothing to take over.
+    assert await asyncio.to_thread(take_over, tmp_path / "nobody.sock") is None

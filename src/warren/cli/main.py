@@ -399,6 +399,16 @@ def ingress(
             help="Stopping or replaced: how long its requests in flight may take.",
         ),
     ] = 30.0,
+    report_every: Annotated[
+        float,
+        typer.Option(
+            "--report-every",
+            parser=DURATION,
+            metavar="DUR",
+            show_default="500ms",
+            help="How often it sends its traffic to the managers (for canary analysis).",
+        ),
+    ] = 0.5,
     log_level: LogLevel = "info",
     ready_fd: Annotated[int | None, typer.Option("--ready-fd", hidden=True)] = None,
 ) -> None:
@@ -414,7 +424,7 @@ def ingress(
     if manager is not None:
         managers = tuple(m.strip() for m in manager.split(",") if m.strip())
         port = None if no_http_port else http_port
-        settings = IngressSettings(managers, ingress_host, port)
+        settings = IngressSettings(managers, ingress_host, port, report_every)
     config = IngressConfig(
         data_dir=data_dir or default_data_dir() / "ingress",
         settings=settings,

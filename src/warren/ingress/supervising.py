@@ -66,6 +66,9 @@ class IngressSettings:
     host: str = "127.0.0.1"
     http_port: int | None = 8000
     """The shared port; None: none."""
+    report_every: float = 0.5
+    """Seconds between its traffic reports: 0.1 to the server that supervises it (on the same
+    machine), 0.5 as a worker's to managers elsewhere."""
 
     def to_args(self) -> list[str]:
         port = ["--http-port", str(self.http_port)] if self.http_port is not None else []
@@ -73,6 +76,7 @@ class IngressSettings:
             "--manager", ",".join(self.managers),
             "--ingress-host", self.host,
             *(port or ["--no-http-port"]),
+            "--report-every", f"{round(self.report_every * 1000)}ms",
         ]  # fmt: skip
 
 
@@ -98,6 +102,7 @@ class IngressRecord:
             "managers": list(self.settings.managers),
             "host": self.settings.host,
             "httpPort": self.settings.http_port,
+            "reportEvery": self.settings.report_every,
             "sharedPort": self.shared_port,
         }
         tmp = data_dir / f".{RECORD}.{os.getpid()}"
@@ -112,6 +117,7 @@ class IngressRecord:
                 tuple(str(m) for m in body["managers"]),
                 str(body["host"]),
                 None if body["httpPort"] is None else int(body["httpPort"]),
+                float(body.get("reportEvery", 0.5)),
             )
             return IngressRecord(
                 int(body["pid"]),
