@@ -258,3 +258,19 @@ async def test_a_handover_passes_the_listening_sockets_and_the_routes(tmp_path: 
         await up.stop()
     # Nobody answers: nothing to take over.
     assert await asyncio.to_thread(take_over, tmp_path / "nobody.sock") is None
+
+
+def test_an_ingress_on_another_address_is_stopped_then_started_anew(
+    web: tuple[ServerProcess, int],
+) -> None:
+    server, port = web
+    first = server.ingress_pid()
+    assert first is not None
+    server.stop(signal.SIGTERM)
+    server.extra = ["--ingress-host", "127.0.0.2"]
+    server.start()
+    assert not pid_alive(first)
+    record = server.ingress_record()
+    assert record is not None and record["host"] == "127.0.0.2"
+    answered = wait_for(lambda: httpx.get(f"http://127.0.0.2:{port}/", timeout=2), 10, "it")
+    assert answered.json()["version"] == "v1"

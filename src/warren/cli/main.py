@@ -199,11 +199,12 @@ def server(
 
     def banner() -> str:
         shared = srv.ingress.shared_port if srv.ingress else None
+        pid = f"; warren ingress, pid {srv.supervisor.pid}" if srv.supervisor else ""
         return (
             f"Warren {__version__} ready\n"
             f"  API      {srv.api_url}   (docs: {srv.api_url}/docs)\n"
             f"  token    {token_path(config.data_dir)}\n"
-            f"  ingress  {config.ingress_host}:{shared} (by host), and each published port\n"
+            f"  ingress  {config.ingress_host}:{shared} (by host), and each published port{pid}\n"
             f"  data     {config.data_dir}"
         )
 
@@ -331,12 +332,13 @@ def worker(
 
     def banner() -> str:
         shared = wrk.ingress.shared_port if wrk.ingress else None
+        pid = f"; warren ingress, pid {wrk.supervisor.pid}" if wrk.supervisor else ""
         return (
             f"Warren {__version__} worker {name} joined\n"
             f"  managers {', '.join(wrk.link.managers)}\n"
             f"  address  {advertise}\n"
             f"  api      {wrk.http.url if wrk.http else '-'} (logs for the managers, /metrics)\n"
-            f"  ingress  {config.ingress_host}:{shared} (by host), and each published port\n"
+            f"  ingress  {config.ingress_host}:{shared} (by host), and each published port{pid}\n"
             f"  data     {config.data_dir}"
         )
 

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -53,6 +54,8 @@ TOKEN = "token"
 LOG = "ingress.log"
 READY_TIMEOUT = 20.0
 """How long a starting ingress may take to serve (a loaded machine: a few seconds)."""
+STOP_GRACE = 35.0
+"""An ingress stopped finishes its requests in flight for up to its drain timeout (30 s)."""
 RESTART_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 """Between attempts to start again an ingress that exited (then the last, for ever)."""
 
@@ -168,6 +171,13 @@ class IngressSupervisor:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_token(self.data_dir, self.token)
         running = IngressRecord.running(self.data_dir)
+        if running is not None and running.settings.host != self.settings.host:
+            # Its sockets are bound to another address: of no use to a new one, and in its way.
+            log.info(
+                "ingress: stopping pid %d (it listens on %s)", running.pid, running.settings.host
+            )
+            await _stop(running.pid)
+            running = None
         if running is None:
             await self._launch(replace=False)
         elif running.version != __version__ or running.settings != self.settings:
@@ -257,6 +267,21 @@ class IngressSupervisor:
                 log.warning("ingress: %s; trying again in %gs", exc.message, delay)
                 await asyncio.sleep(delay)
                 attempt += 1
+
+
+async def _stop(pid: int) -> None:
+    """SIGTERM, time for its requests in flight to finish, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    try:
+        async with asyncio.timeout(STOP_GRACE):
+            await _exit_of(pid)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await _exit_of(pid)
 
 
 async def _readable(fd: int, timeout: float) -> bool:
