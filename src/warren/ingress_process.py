@@ -238,9 +238,10 @@ class IngressProcess:
             elif kind == "synced" and not synced:
                 synced = True
                 log.info("ingress: following the routing of %s (%d services)", url, len(seen))
-                # The snapshot is the truth: a service it did not mention is gone.
+                # The snapshot is the truth: a service it did not mention is gone. (An update
+                # also tries again the ports it could not bind.)
                 stale = set(ingress.routes) - seen
-                if stale:
+                if stale or ingress.problems:
                     await ingress.update(dict.fromkeys(stale))
 
     # ── the admin socket ─────────────────────────────────────────────────────────────────────
