@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.servers import free_port
+from bench.servers import free_port, kill_ingress
 from warren.client import Client
 from warren.domain.deployments import Phase
 
@@ -226,6 +226,7 @@ def one_round(kill_after: float, aim: int = 0) -> Round:
         return Round(kill_after, phase, message, seconds, unrecorded, restarted)
     finally:
         server.kill()
+        kill_ingress(server.data)
         for pid in _processes_of(name):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)

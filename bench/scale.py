@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from bench.servers import kill_ingress
 from warren.client import Client
 
 
@@ -135,6 +136,7 @@ async def run(services: int, replicas: int, nodes: int, concurrency: int) -> dic
             server.wait(20)
         except subprocess.TimeoutExpired:
             server.kill()
+        kill_ingress(data)
         shutil.rmtree(data, ignore_errors=True)
 
 

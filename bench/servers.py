@@ -1,5 +1,5 @@
 """A ``warren server`` child process for benchmarks: free ports, a temporary data dir, cleaned up
-by PID (the server, then every task process it recorded)."""
+by PID (the server, then every task process it recorded, then its ingress process)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from warren.client import Client
+from warren.ingress.supervising import IngressRecord
 
-__all__ = ["free_port", "running_server"]
+__all__ = ["free_port", "kill_ingress", "running_server"]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def kill_ingress(data: Path) -> None:
+    """SIGKILL the ingress process of the server of ``data`` (it outlives the server)."""
+    running = IngressRecord.running(data / "ingress")
+    if running is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(running.pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -59,4 +68,5 @@ def running_server(*extra: str) -> Iterator[tuple[Client, subprocess.Popen[bytes
         for record in (data / "agent" / "tasks").glob("*.json"):
             with contextlib.suppress(Exception):
                 os.killpg(int(json.loads(record.read_text())["pid"]), signal.SIGKILL)
+        kill_ingress(data)
         shutil.rmtree(data, ignore_errors=True)

@@ -4,12 +4,14 @@ etcd://…`` (m1, m2) and workers ``warren worker`` (w1, w2, w3), each host with
 
 The managers run no tasks (``--no-worker``): the workers do, and each worker's ingress serves
 every service's published ports, routing to the tasks of every node. Every process is killed by
-PID at teardown (the worker's tasks too: everything in a worker's namespace).
+PID at teardown (the worker's tasks too: everything in a worker's namespace; and every
+node's ingress, a process of its own that outlives the server or worker that started it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -21,7 +23,7 @@ import pytest
 
 from tests.etcd import EtcdCluster, start_cluster
 from tests.netns import Host, Network
-from tests.servers import wait_for
+from tests.servers import ingress_processes, wait_for
 from warren.client import Client
 
 __all__ = [
@@ -79,8 +81,14 @@ class Member:
             self.proc.wait(5)
 
     def crash(self) -> None:
-        """The machine dies: every process of the host, the tasks included."""
+        """The machine dies: every process of the host, the tasks and the ingress included."""
         self.host.kill_all()
+
+    def kill_ingress(self) -> None:
+        """SIGKILL the node's ingress process (it outlives the warren process that started it)."""
+        for pid in ingress_processes(self.data_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def log(self, lines: int = 40) -> str:
         try:
@@ -198,6 +206,7 @@ class Cluster:
             w.crash()
         for m in self.managers.values():
             m.kill()
+            m.kill_ingress()
             if m.runs_tasks:
                 m.crash()
         self.etcd.stop()

@@ -1,6 +1,7 @@
 """Real servers for integration tests: ``python -m warren server`` as a child process on free
 loopback ports and a temporary data dir; every process it (or its tasks) started is killed
-afterwards, by PID."""
+afterwards, by PID — its tasks, and its ingress (``warren ingress``, a process of its own that
+outlives the server on purpose)."""
 
 from __future__ import annotations
 
@@ -109,11 +110,51 @@ class ServerProcess:
                 pids.append(int(json.loads(record.read_text())["pid"]))
         return pids
 
+    def ingress_record(self) -> dict[str, object] | None:
+        """What the running ingress wrote about itself (pid, version …), if any."""
+        with contextlib.suppress(OSError, ValueError):
+            return dict(json.loads((self.data_dir / "ingress" / "ingress.json").read_text()))
+        return None
+
+    def ingress_pid(self) -> int | None:
+        record = self.ingress_record()
+        return int(str(record["pid"])) if record else None
+
+    def ingress_pids(self) -> set[int]:
+        """Every live ``warren ingress`` of this data dir: the one in the record, and any other
+        (one being replaced, or started by a server killed before it was recorded)."""
+        found = set(ingress_processes(self.data_dir))
+        pid = self.ingress_pid()
+        if pid is not None and pid_alive(pid):
+            found.add(pid)
+        return found
+
     def kill_everything(self) -> None:
         self.stop(signal.SIGKILL)
         for pid in self.task_pids():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+        for pid in self.ingress_pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def ingress_processes(data_dir: Path) -> list[int]:
+    """The ``warren ingress`` processes whose data dir is in ``data_dir``, found by their
+    command line."""
+    pids = []
+    root = str(data_dir)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        mine = any(a == root or a.startswith(f"{root}/") for a in argv)
+        if mine and "ingress" in argv and "warren" in argv and pid_alive(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids
 
 
 def warren(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,29 +13,39 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import httpx
 
 from .control.traffic import KEEP
-from .ingress import Ingress
 
-__all__ = ["PUSH", "TrafficReporter"]
+__all__ = ["PUSH", "TrafficReporter", "TrafficSource"]
 
 log = logging.getLogger("warren.reporting")
 
 PUSH = 0.5
 
 
+class TrafficSource(Protocol):
+    def samples_since(self, since: float) -> list[tuple[str, int, list[tuple[float, float, bool]]]]:
+        """(service, revision, requests answered after the monotonic time ``since``), as
+        ``Ingress.samples_since``."""
+        ...
+
+
 class TrafficReporter:
     def __init__(
         self,
-        ingress: Ingress,
+        ingress: TrafficSource,
         destinations: Callable[[], list[str]],
         token: Callable[[], Awaitable[str]],
+        every: float = PUSH,
     ) -> None:
         """``destinations()``: the API URLs to send to (none: nobody to send to — this node
-        leads, or no leader is known); ``token()``: this node's token."""
+        leads, or no leader is known); ``token()``: this node's token; ``every``: seconds
+        between sends."""
         self.ingress = ingress
+        self.every = every
         self.destinations = destinations
         self.token = token
         self._http = httpx.AsyncClient(timeout=2.0)
@@ -54,7 +64,7 @@ class TrafficReporter:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(PUSH)
+            await asyncio.sleep(self.every)
             try:
                 await self.send()
             except Exception:  # never let one bad round end the reports

@@ -3,7 +3,10 @@ the API of one ``warren server``, and starts and stops them in order.
 
 Start-up fails early with one clear message (data dir in use by another server, a port taken)
 before anything is half-started; shutdown leaves the tasks running — a restarted server
-re-adopts them.
+re-adopts them. The ingress runs in this process (``ingress="embedded"``), or as a process of
+its own that outlives this one (``"process"``, the command line's default: ``warren ingress``,
+supervised here, ``ingress.supervising``): shutdown leaves it serving, and a restarted server
+adopts it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from .agent.runtimes import close_runtimes, local_runtimes
 from .api import ApiContext, create_app
 from .api.metrics import build_metrics
 from .api.serving import HttpServer, parse_address
-from .api.tokens import logs_token, node_token
 from .api.workers import TrafficBatch
 from .client import Client
 from .clocks import SystemClock
@@ -36,7 +38,7 @@ from .control.assigning import AssignmentFeed, RouteBroadcast
 from .control.leading import DEFAULT_TTL, Election
 from .control.plane import ControlPlane
 from .control.roster import Roster
-from .control.traffic import ClusterTraffic
+from .control.traffic import ClusterTraffic, ReportedTraffic
 from .domain.deployments import DeploymentStatus
 from .domain.errors import UnavailableError, WarrenError
 from .domain.nodes import Node
@@ -44,6 +46,7 @@ from .domain.services import Service
 from .domain.specs import ServiceSpec
 from .domain.tasks import Task
 from .ingress import Ingress, Limits
+from .ingress.supervising import IngressSettings, IngressSupervisor, RemoteIngress
 from .paths import token_path
 from .peers import NodeLogs
 from .ports import Clock, StateStore
@@ -51,8 +54,10 @@ from .reporting import TrafficReporter
 from .store import MemoryStore, open_store
 from .store.cluster import ClusterStore
 from .store.fencing import FencedStore
+from .tokens import logs_token, node_token
 
 __all__ = [
+    "INGRESS_MODES",
     "EmbeddedServer",
     "LocalManager",
     "Server",
@@ -65,6 +70,13 @@ __all__ = [
 
 log = logging.getLogger("warren.server")
 T = TypeVar("T")
+
+LOCAL_REPORTS = 0.1
+"""Seconds between the traffic reports of the ingress process to the server that supervises
+it: what its analysis judges (``control.traffic.ReportedTraffic``)."""
+INGRESS_MODES = ("process", "embedded")
+"""Where the ingress runs: a process of its own (``warren ingress``, which outlives the server
+or worker that supervises it), or in the server's or worker's own event loop."""
 
 
 def _memory_bytes() -> int:
@@ -150,6 +162,9 @@ class ServerConfig:
     stop; with a shared store, a manager cut off from it that long stops them itself."""
     leader_ttl: float = DEFAULT_TTL
     """With a shared store (etcd): how long a crashed leader's lease outlives it."""
+    ingress: str = "embedded"
+    """One of INGRESS_MODES. ``warren server`` runs it as a "process"; a server embedded in a
+    Python program keeps it in its own thread's loop."""
 
 
 class _PlaneView:
@@ -175,7 +190,10 @@ class Server:
         self.plane: ControlPlane | None = None
         self.election: Election | None = None
         self.roster: Roster | None = None
-        self.ingress: Ingress | None = None
+        self.ingress: Ingress | RemoteIngress | None = None
+        self.supervisor: IngressSupervisor | None = None
+        self.own_traffic: ReportedTraffic | None = None
+        """What the ingress process reports of its traffic (the ingress is a process)."""
         self.reporter: TrafficReporter | None = None
         self.node_logs = NodeLogs()
         self.agents: dict[str, Agent] = {}
@@ -201,7 +219,13 @@ class Server:
         self.http = HttpServer(cfg.api)
         self.store = open_store(cfg.store, cfg.data_dir, self.clock)
         self.cluster = ClusterStore(self.store, self.clock)
-        self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port, cfg.ingress_limits)
+        if cfg.ingress == "process":
+            # Before the API serves: the server is not up before its ingress is. (The API's
+            # socket is bound already: the ingress's first call waits in its backlog.)
+            self.ingress = RemoteIngress(cfg.data_dir / "ingress")
+            await self._supervise_ingress()
+        else:
+            self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port, cfg.ingress_limits)
         # A store only this process opens has one manager, which leads; on a shared one (etcd)
         # the managers elect a leader, whose controllers write through a fenced store.
         shared = not isinstance(self.store, MemoryStore)
@@ -217,7 +241,9 @@ class Server:
         writer = ClusterStore(fenced, self.clock) if fenced else self.cluster
         routes = RouteBroadcast(self.ingress)
         # The analysis judges the traffic of every node's ingress, this one's and the rest.
-        self.traffic = ClusterTraffic(self.ingress)
+        local = self.ingress if isinstance(self.ingress, Ingress) else ReportedTraffic()
+        self.own_traffic = local if isinstance(local, ReportedTraffic) else None
+        self.traffic = ClusterTraffic(local)
         self.plane = ControlPlane(writer, self.clock, routes, self.traffic)
         self.plane.tasks.on_change(self._dispatch)
         feed = self.feed = AssignmentFeed(self.plane.tasks, routes)
@@ -236,7 +262,7 @@ class Server:
             self.election.start()
             self.roster = Roster(self.store, cfg.node_name, self.reachable_api_url, self.clock)
             await self.roster.start()
-            self.reporter = TrafficReporter(self.ingress, self._report_to, self._own_token)
+            self.reporter = TrafficReporter(local, self._report_to, self._own_token)
             self.reporter.start()
         for agent in self._build_agents():
             self.agents[agent.name] = agent
@@ -250,16 +276,33 @@ class Server:
                 view=_PlaneView(self.plane),
                 logs=self._logs,
                 follow=self._follow,
-                metrics=build_metrics(self.plane, self.ingress),
+                metrics=self._metrics,
                 info=self._info,
                 assignments=feed.stream,
+                routes=feed.routes_stream,
                 traffic=self._take_traffic,
                 node=cfg.node_name,
                 logs_token=self._own_logs_token if cfg.worker else None,
             )
         )
+        self._scrape = build_metrics(self.plane, self.ingress)
         await self.http.start(app)
         log.info("warren %s: API on %s, data in %s", __version__, self.api_url, cfg.data_dir)
+
+    async def _supervise_ingress(self) -> None:
+        """Adopt the ingress process that still serves from an earlier run, or start one: it
+        follows this server's routing stream, and reports its traffic here."""
+        cfg = self.config
+        settings = IngressSettings(
+            (self.local_api_url,),
+            cfg.ingress_host,
+            cfg.http_port,
+            report_every=LOCAL_REPORTS,
+            limits=cfg.ingress_limits,
+        )
+        token = await self._own_token()
+        self.supervisor = IngressSupervisor(cfg.data_dir / "ingress", settings, token)
+        await self.supervisor.start()
 
     def _prepare_data_dir(self) -> None:
         data = self.config.data_dir
@@ -400,12 +443,23 @@ class Server:
         # Kept by every manager, the leader or not: whoever leads next judges with it.
         assert self.plane is not None
         why = self.plane.unknown_revision(batch.service, batch.revision)
-        if not why:
+        if why:
+            return why
+        if self.own_traffic is not None and node == self.config.node_name:
+            self.own_traffic.add(batch.service, batch.revision, batch.samples)  # our ingress's
+        else:
             self.traffic.add(node, batch.service, batch.revision, batch.samples)
-        return why
+        return ""
 
-    def _info(self) -> dict[str, Any]:
+    async def _metrics(self) -> bytes:
+        if isinstance(self.ingress, RemoteIngress):
+            await self.ingress.refresh()
+        return self._scrape()
+
+    async def _info(self) -> dict[str, Any]:
         ingress = self.ingress
+        if isinstance(ingress, RemoteIngress):
+            await ingress.refresh()
         leading: dict[str, Any] = (
             self.election.info()
             if self.election
@@ -423,6 +477,8 @@ class Server:
             "store": self.config.store,
             "httpPort": ingress.shared_port if ingress else None,
             "ingressHost": self.config.ingress_host,
+            "ingress": self.config.ingress,
+            "ingressPid": self.supervisor.pid if self.supervisor else None,
             "ingressProblems": {
                 str(k): v for k, v in (ingress.problems if ingress else {}).items()
             },
@@ -442,6 +498,14 @@ class Server:
     @property
     def api_url(self) -> str:
         host, port = self.api_address
+        return f"http://{host}:{port}"
+
+    @property
+    def local_api_url(self) -> str:
+        """The API's URL as a process of this machine reaches it."""
+        host, port = self.api_address
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
         return f"http://{host}:{port}"
 
     @property
@@ -466,6 +530,8 @@ class Server:
         """Stop serving; running tasks are left running for the next server to adopt."""
         if self.election is not None:  # hand over first: another manager leads at once
             await self.election.stop()
+        if self.supervisor is not None:  # the ingress keeps serving: the next server adopts it
+            await self.supervisor.stop()
         if self.reporter is not None:
             await self.reporter.close()
         if self.roster is not None:
@@ -487,7 +553,7 @@ class Server:
         self.agents.clear()
         if self.plane is not None:
             await self.plane.stop()
-        if self.ingress is not None:
+        if isinstance(self.ingress, Ingress):
             await self.ingress.close()
         if self.store is not None:
             await self.store.close()

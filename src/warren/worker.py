@@ -7,6 +7,10 @@ to the tasks of every node), runs them with the same agent as ``warren server``,
 their observed state. Several managers can be given: it moves to the next one when one stops
 answering.
 
+Its ingress runs in its own loop (``ingress="embedded"``), or as a process of its own that it
+supervises (``"process"``, the command line's default): that one follows the routing stream
+itself, reports its own traffic, and outlives the worker.
+
 Cut off from every manager for longer than the heartbeat lease, the worker stops its tasks on
 its own (``Agent.fence``): the managers have declared the node down and started the tasks
 elsewhere, and a task must not run twice for longer than its stop grace. When the link comes
@@ -17,25 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from . import __version__
 from .agent import Agent, LeaseWatch
 from .agent.runtimes import close_runtimes, local_runtimes
 from .api.metrics import build_metrics
 from .api.nodes import node_app, node_routes
 from .api.serving import HttpServer
-from .api.tokens import NODE_TOKEN_PREFIX
-from .client import api_error
 from .clocks import SystemClock
 from .domain.errors import (
     AuthError,
@@ -49,9 +47,12 @@ from .domain.nodes import Node
 from .domain.services import Revision
 from .domain.tasks import Task
 from .ingress import Ingress, Limits
+from .ingress.supervising import IngressSettings, IngressSupervisor, RemoteIngress
+from .linking import ManagerLink
 from .ports import Clock, Route
 from .reporting import TrafficReporter
 from .server import lock_data_dir, node_record, start_ingress
+from .tokens import NODE_TOKEN_PREFIX
 
 __all__ = ["ManagerLink", "RemoteDispatcher", "Worker", "WorkerConfig"]
 
@@ -61,8 +62,6 @@ NODE_TOKEN_FILE = "node.token"
 LOGS_TOKEN_FILE = "logs.token"
 RETRY = 0.5
 """Seconds between attempts to reach a manager again."""
-STREAM_IDLE = 6.0
-"""A stream quiet this long is dead (the manager pings every 2 s)."""
 
 
 @dataclass
@@ -84,93 +83,8 @@ class WorkerConfig:
     ingress's ``/metrics``; None: not served."""
     docker_network: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
-
-
-class ManagerLink:
-    """HTTP to the managers, one at a time: a call that cannot reach the current one, or that
-    it answers with a 5xx (a manager cut off from the store answers 503), moves to the next,
-    until each was tried once."""
-
-    def __init__(self, managers: Sequence[str], timeout: float) -> None:
-        if not managers:
-            raise ValidationError("give at least one manager URL", "--manager")
-        self.managers = [
-            m.rstrip("/") if "://" in m else f"http://{m.rstrip('/')}" for m in managers
-        ]
-        self.current = 0
-        self.token = ""
-        self._timeout = httpx.Timeout(timeout)
-        """For calls; streams wait up to STREAM_IDLE for their next line (pings come sooner)."""
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, read=STREAM_IDLE),
-            headers={"User-Agent": f"warren-worker/{__version__}"},
-        )
-
-    @property
-    def url(self) -> str:
-        return self.managers[self.current]
-
-    def _next(self) -> None:
-        self.current = (self.current + 1) % len(self.managers)
-
-    async def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
-        problems = []
-        for _ in self.managers:
-            url = self.url
-            try:
-                response = await self._http.request(
-                    method,
-                    url + path,
-                    json=body,
-                    headers={"Authorization": f"Bearer {token or self.token}"},
-                    timeout=self._timeout,
-                )
-            except httpx.HTTPError as exc:
-                problems.append(f"{url}: {_reason(exc)}")
-                self._next()
-                continue
-            error = api_error(response)
-            if response.status_code >= 500:
-                problems.append(f"{url}: {error.message if error else response.status_code}")
-                self._next()
-                continue
-            if error is not None:
-                raise error
-            return response.json()
-        raise UnavailableError(f"no manager answers ({'; '.join(problems)})")
-
-    async def lines(self, path: str) -> AsyncIterator[dict[str, Any]]:
-        """The NDJSON stream at ``path`` of the current manager (the next one if it cannot be
-        reached); ends, or raises UnavailableError, when the stream breaks."""
-        url = self.url
-        try:
-            async with self._http.stream(
-                "GET", url + path, headers={"Authorization": f"Bearer {self.token}"}
-            ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    error = api_error(response)
-                    if response.status_code >= 500:
-                        self._next()
-                        raise UnavailableError(f"{url}: {error or response.status_code}")
-                    raise error or UnavailableError(f"{url} answered {response.status_code}")
-                async for line in response.aiter_lines():
-                    if line:
-                        yield json.loads(line)
-        except httpx.HTTPError as exc:
-            self._next()
-            raise UnavailableError(f"{url}: {_reason(exc)}") from None
-
-    async def close(self) -> None:
-        await self._http.aclose()
-
-
-def _reason(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.ConnectError):
-        return "cannot connect"
-    if isinstance(exc, httpx.TimeoutException):
-        return "no answer in time"
-    return str(exc) or type(exc).__name__
+    ingress: str = "embedded"
+    """``server.INGRESS_MODES``: ``warren worker`` runs it as a "process"."""
 
 
 class RemoteDispatcher:
@@ -260,7 +174,8 @@ class Worker:
         self.clock = clock or SystemClock()
         self.link = ManagerLink(config.managers, timeout=min(5.0, config.heartbeat_ttl / 3))
         self.dispatcher = RemoteDispatcher(self.link, self.clock)
-        self.ingress: Ingress | None = None
+        self.ingress: Ingress | RemoteIngress | None = None
+        self.supervisor: IngressSupervisor | None = None
         self.agent: Agent | None = None
         self._lock_fd: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -289,7 +204,18 @@ class Worker:
         cfg = self.config
         self._lock_fd = lock_data_dir(cfg.data_dir)
         await self._join()
-        self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port, cfg.ingress_limits)
+        if cfg.ingress == "process":
+            self.ingress = RemoteIngress(cfg.data_dir / "ingress")
+            settings = IngressSettings(
+                tuple(self.link.managers),
+                cfg.ingress_host,
+                cfg.http_port,
+                limits=cfg.ingress_limits,
+            )
+            self.supervisor = IngressSupervisor(cfg.data_dir / "ingress", settings, self.link.token)
+            await self.supervisor.start()
+        else:
+            self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port, cfg.ingress_limits)
         drivers = local_runtimes(
             cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network
         )
@@ -298,8 +224,9 @@ class Worker:
         self.agent = Agent(
             node, self.dispatcher, drivers, self.clock, self.ingress, cfg.heartbeat_ttl
         )
-        self.reporter = TrafficReporter(self.ingress, lambda: self.link.managers, self._token)
-        self.reporter.start()
+        if isinstance(self.ingress, Ingress):  # a process of its own reports its traffic itself
+            self.reporter = TrafficReporter(self.ingress, lambda: self.link.managers, self._token)
+            self.reporter.start()
         self.lease_watch = LeaseWatch(
             self.agent,
             lambda: self.dispatcher.renewed_at,
@@ -324,7 +251,14 @@ class Worker:
         routes = node_routes(
             cfg.node_name, self._expected_logs_token, self._logs, self._follow_logs
         )
-        await self.http.start(node_app(routes, build_metrics(None, self.ingress)))
+        scrape = build_metrics(None, self.ingress)
+
+        async def metrics() -> bytes:
+            if isinstance(self.ingress, RemoteIngress):
+                await self.ingress.refresh()
+            return scrape()
+
+        await self.http.start(node_app(routes, metrics))
         host, port = self.http.address
         return f"http://{cfg.advertise if host in ('0.0.0.0', '::') else host}:{port}"
 
@@ -394,7 +328,9 @@ class Worker:
             with contextlib.suppress(WarrenError):
                 await self.agent.stop()
             await close_runtimes(self.agent.drivers)
-        if self.ingress is not None:
+        if self.supervisor is not None:  # the ingress keeps serving: the next worker adopts it
+            await self.supervisor.stop()
+        if isinstance(self.ingress, Ingress):
             await self.ingress.close()
         await self.link.close()
         if self._lock_fd is not None:
@@ -441,7 +377,8 @@ class Worker:
                 fresh.add(task.id)
             elif kind == "gone":
                 self._gone(message["id"])
-            elif kind == "route":
+            elif kind == "route" and isinstance(self.ingress, Ingress):
+                # (An ingress of its own process follows the routing stream itself.)
                 name, wire = message["service"], message["route"]
                 await self.ingress.update({name: Route.from_wire(wire) if wire else None})
                 routes.add(name)
@@ -451,8 +388,9 @@ class Worker:
                 # it at a later revision than the snapshot's (a manager whose cache lags).
                 for tid in not_in_snapshot(self.dispatcher.tasks, fresh, message.get("revision")):
                     self._gone(tid)
-                stale = set(self.ingress.routes) - routes
-                await self.ingress.update(dict.fromkeys(stale))
+                if isinstance(self.ingress, Ingress):
+                    stale = set(self.ingress.routes) - routes
+                    await self.ingress.update(dict.fromkeys(stale))
                 fencing = self.lease_watch is not None and self.lease_watch.fencing
                 if not self._running and self._starting is None and not fencing:
                     self._starting = asyncio.get_running_loop().create_task(self._start_agent())

@@ -43,6 +43,7 @@ from ..planning.draining import drain_status
 from ..planning.previewing import plan_fast_track, plan_rollout
 from ..planning.releases import fast_track_target, starts_from
 from ..store.cluster import EVENTS, ClusterStore, decode
+from ..tokens import NODE_TOKEN_PREFIX
 from .admission import admit
 from .errors import install_error_handlers
 from .nodes import node_routes
@@ -53,8 +54,7 @@ from .schemas import (
     ServiceSummary,
     TaskPatch,
 )
-from .tokens import NODE_TOKEN_PREFIX
-from .workers import AssignmentSource, TrafficSink, bearer, worker_routes
+from .workers import AssignmentSource, RouteSource, TrafficSink, bearer, worker_routes
 
 __all__ = ["ApiContext", "ClusterView", "create_app"]
 
@@ -95,10 +95,13 @@ class ApiContext:
     view: ClusterView | None = None
     logs: Callable[[Task, int | None], Awaitable[list[str]]] | None = None
     follow: Callable[[Task], AsyncIterator[str]] | None = None
-    metrics: Callable[[], bytes] | None = None
-    info: Callable[[], dict[str, Any]] | None = None
+    metrics: Callable[[], Awaitable[bytes]] | None = None
+    """Prometheus' text, at scrape time (an ingress of its own process is asked then)."""
+    info: Callable[[], Awaitable[dict[str, Any]]] | None = None
     assignments: AssignmentSource | None = None
     """The streams of remote workers (``control.assigning``)."""
+    routes: RouteSource | None = None
+    """The routing stream the ingress processes follow (``control.assigning``)."""
     traffic: TrafficSink | None = None
     """Takes the other nodes' ingress traffic (``control.traffic``)."""
     node: str = ""
@@ -155,10 +158,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/metrics", tags=["system"], response_class=Response)
     async def metrics() -> Response:
-        body = ctx.metrics() if ctx.metrics else b""
+        body = await ctx.metrics() if ctx.metrics else b""
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    app.include_router(worker_routes(cluster, ctx.assignments, ctx.traffic))
+    app.include_router(worker_routes(cluster, ctx.assignments, ctx.traffic, ctx.routes))
     if ctx.logs_token is not None and ctx.logs is not None and ctx.follow is not None:
         app.include_router(node_routes(ctx.node, ctx.logs_token, ctx.logs, ctx.follow))
 
@@ -166,7 +169,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/v1/info", tags=["system"])
     async def info(_: Auth) -> dict[str, Any]:
-        return {"version": __version__, **(ctx.info() if ctx.info else {})}
+        return {"version": __version__, **(await ctx.info() if ctx.info else {})}
 
     @app.get("/v1/cluster/join-token", tags=["nodes"])
     async def join_token(_: Auth, rotate: bool = False) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The route a node serves its tasks' logs on, to the managers: ``POST /v1/node/logs`` — on the
 API of a ``warren server`` that runs tasks, and on the small API of a ``warren worker``
-(``--api``). A manager shows the node's logs token (``api.tokens.logs_token``), so that asking
+(``--api``). A manager shows the node's logs token (``tokens.logs_token``), so that asking
 any manager for a service's logs reaches the tasks on every node."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def node_routes(
     return router
 
 
-def node_app(router: APIRouter, metrics: Callable[[], bytes] | None = None) -> FastAPI:
+def node_app(router: APIRouter, metrics: Callable[[], Awaitable[bytes]] | None = None) -> FastAPI:
     """The API of a worker: its node's routes, and ``/metrics`` (its ingress's counters, for
     Prometheus; open, like a manager's)."""
     app = FastAPI(title="Warren worker", docs_url=None, redoc_url=None, openapi_url=None)
@@ -70,6 +70,6 @@ def node_app(router: APIRouter, metrics: Callable[[], bytes] | None = None) -> F
 
         @app.get("/metrics", response_class=Response)
         async def prometheus() -> Response:
-            return Response(scrape(), media_type="text/plain; version=0.0.4; charset=utf-8")
+            return Response(await scrape(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app

@@ -2,8 +2,9 @@
 
 A worker joins with the cluster's join token (``warren cluster join-token``) and gets its node's
 own token; with it, it may register its node, keep the node's heartbeat lease alive, follow its
-assignments (its node's tasks, and the routing table for its ingress), read the revisions its
-tasks run and report their observed state — nothing else: every other route answers 403, and a
+assignments (its node's tasks, and the routing table for its ingress) or the routing table
+alone (an ingress of its own process), read the revisions its tasks run and report their
+observed state — nothing else: every other route answers 403, and a
 report about another node's task, or that changes what the control plane decides, too."""
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from ..domain.nodes import Node
 from ..domain.tasks import Task
 from ..ports import RECENT_KEPT
 from ..store.cluster import HEARTBEATS, ClusterStore
-from .tokens import NODE_NAME, claimed_node, logs_token, node_token, valid
+from ..tokens import NODE_NAME, claimed_node, logs_token, node_token, valid
 
-__all__ = ["AssignmentSource", "bearer", "worker_routes"]
+__all__ = ["AssignmentSource", "RouteSource", "bearer", "worker_routes"]
 
 AssignmentSource = Callable[[str], AsyncIterator[bytes]]
 """Given a node name: its assignment stream, NDJSON (see ``control.assigning``)."""
+RouteSource = Callable[[], AsyncIterator[bytes]]
+"""The routing stream: the assignment stream without tasks."""
 
 TrafficSink = Callable[[str, "TrafficBatch"], str]
 """Takes one batch of a node's ingress traffic for the analysis; returns why it was dropped
@@ -115,6 +118,7 @@ def worker_routes(
     cluster: ClusterStore,
     assignments: AssignmentSource | None,
     traffic: TrafficSink | None = None,
+    routes: RouteSource | None = None,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/worker", tags=["workers"])
 
@@ -182,6 +186,13 @@ def worker_routes(
         if assignments is None:
             raise NotFoundError("this server does not dispatch to remote workers")
         return StreamingResponse(assignments(node), media_type="application/x-ndjson")
+
+    @router.get("/routes")
+    async def follow_routes(node: NodeAuth) -> StreamingResponse:
+        """The routing table, then every change: what ``warren ingress`` follows."""
+        if routes is None:
+            raise NotFoundError("this server does not stream its routing")
+        return StreamingResponse(routes(), media_type="application/x-ndjson")
 
     @router.get("/tasks/{task_id}")
     async def get_task(task_id: str, node: NodeAuth) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The ``warren`` command: ``server``, ``worker``, ``service …``, ``deploy …``, ``node …``,
-``cluster …``, ``apply``, ``demo``.
+"""The ``warren`` command: ``server``, ``worker``, ``ingress``, ``service …``, ``deploy …``,
+``node …``, ``cluster …``, ``apply``, ``demo``.
 
 ``main`` is the console script: it turns every WarrenError and unexpected error into one line on
 stderr and exit status 1, a usage error (a bad flag or value) into one line and exit status 2 —
@@ -106,6 +106,24 @@ HeartbeatTtl = Annotated[
 LogLevel = Annotated[
     str, typer.Option("--log-level", metavar="LEVEL", help="debug | info | warning | error.")
 ]
+IngressMode = Annotated[
+    str,
+    typer.Option(
+        "--ingress",
+        metavar="MODE",
+        help="process: `warren ingress`, a process of its own, started and supervised here; "
+        "it outlives this one, so a restart drops no request. embedded: in this process.",
+    ),
+]
+
+
+def _ingress_mode(mode: str) -> str:
+    from ..server import INGRESS_MODES
+
+    if mode not in INGRESS_MODES:
+        raise typer.BadParameter(f"expected {' or '.join(INGRESS_MODES)}", param_hint="--ingress")
+    return mode
+
 
 # The ingress's limits (``warren.ingress.Limits``, whose defaults they show), on both commands.
 _LIMITS = Limits()
@@ -159,6 +177,23 @@ MaxHeaderFields = Annotated[
 ]
 
 
+def _limits(
+    head_timeout: float,
+    idle_timeout: float,
+    max_request_line: int,
+    max_header_bytes: int,
+    max_header_fields: int,
+) -> Limits:
+    """The ingress's limits from the flags that every command running an ingress takes."""
+    return Limits(
+        head_timeout=head_timeout,
+        idle_timeout=idle_timeout,
+        max_request_line=max_request_line,
+        max_header_bytes=max_header_bytes,
+        max_header_fields=max_header_fields,
+    )
+
+
 @app.command()
 def server(
     data_dir: Annotated[
@@ -203,6 +238,7 @@ def server(
     advertise: Advertise = "127.0.0.1",
     docker_network: DockerNetwork = None,
     heartbeat_ttl: HeartbeatTtl = 10.0,
+    ingress: IngressMode = "process",
     ingress_head_timeout: HeadTimeout = _LIMITS.head_timeout,
     ingress_idle_timeout: IdleTimeout = _LIMITS.idle_timeout,
     ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
@@ -223,12 +259,12 @@ def server(
         api=api,
         ingress_host=ingress_host,
         http_port=http_port,
-        ingress_limits=Limits(
-            head_timeout=ingress_head_timeout,
-            idle_timeout=ingress_idle_timeout,
-            max_request_line=ingress_max_request_line,
-            max_header_bytes=ingress_max_header_bytes,
-            max_header_fields=ingress_max_header_fields,
+        ingress_limits=_limits(
+            ingress_head_timeout,
+            ingress_idle_timeout,
+            ingress_max_request_line,
+            ingress_max_header_bytes,
+            ingress_max_header_fields,
         ),
         store=store,
         node_name=node_name or socket.gethostname(),
@@ -238,21 +274,24 @@ def server(
         leader_ttl=leader_ttl,
         heartbeat_ttl=heartbeat_ttl,
         simulate_nodes=simulate_nodes,
+        ingress=_ingress_mode(ingress),
     )
 
     srv = Server(config)
 
     def banner() -> str:
         shared = srv.ingress.shared_port if srv.ingress else None
+        pid = f"; warren ingress, pid {srv.supervisor.pid}" if srv.supervisor else ""
         return (
             f"Warren {__version__} ready\n"
             f"  API      {srv.api_url}   (docs: {srv.api_url}/docs)\n"
             f"  token    {token_path(config.data_dir)}\n"
-            f"  ingress  {config.ingress_host}:{shared} (by host), and each published port\n"
+            f"  ingress  {config.ingress_host}:{shared} (by host), and each published port{pid}\n"
             f"  data     {config.data_dir}"
         )
 
-    _serve(srv, banner, "server")
+    kept = "tasks and ingress keep" if config.ingress == "process" else "tasks keep"
+    _serve(srv, banner, f"stopping ({kept} running; a restarted server adopts them)")
 
 
 class _Serving(Protocol):
@@ -265,8 +304,9 @@ class _Serving(Protocol):
     async def stop(self) -> None: ...
 
 
-def _serve(process: _Serving, banner: Callable[[], str], what: str) -> None:
-    """Start ``process`` in a uvloop, say ``banner()``, run until SIGINT/SIGTERM, stop it."""
+def _serve(process: _Serving, banner: Callable[[], str], goodbye: str) -> None:
+    """Start ``process`` in a uvloop, say ``banner()``, run until SIGINT/SIGTERM (or until it
+    ends by itself), say ``goodbye`` and stop it."""
     import uvloop
 
     async def run() -> None:
@@ -279,7 +319,7 @@ def _serve(process: _Serving, banner: Callable[[], str], what: str) -> None:
         try:
             await process.wait()
         finally:
-            console.print(f"stopping (tasks keep running; a restarted {what} adopts them)")
+            console.print(goodbye)
             await process.stop()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -346,6 +386,7 @@ def worker(
     ] = None,
     heartbeat_ttl: HeartbeatTtl = 10.0,
     docker_network: DockerNetwork = None,
+    ingress: IngressMode = "process",
     ingress_head_timeout: HeadTimeout = _LIMITS.head_timeout,
     ingress_idle_timeout: IdleTimeout = _LIMITS.idle_timeout,
     ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
@@ -368,32 +409,153 @@ def worker(
         advertise=advertise,
         ingress_host=ingress_host or advertise,
         http_port=http_port,
-        ingress_limits=Limits(
-            head_timeout=ingress_head_timeout,
-            idle_timeout=ingress_idle_timeout,
-            max_request_line=ingress_max_request_line,
-            max_header_bytes=ingress_max_header_bytes,
-            max_header_fields=ingress_max_header_fields,
+        ingress_limits=_limits(
+            ingress_head_timeout,
+            ingress_idle_timeout,
+            ingress_max_request_line,
+            ingress_max_header_bytes,
+            ingress_max_header_fields,
         ),
         heartbeat_ttl=heartbeat_ttl,
         api=api or f"{advertise}:7071",
         docker_network=docker_network,
+        ingress=_ingress_mode(ingress),
     )
 
     wrk = Worker(config)
 
     def banner() -> str:
         shared = wrk.ingress.shared_port if wrk.ingress else None
+        pid = f"; warren ingress, pid {wrk.supervisor.pid}" if wrk.supervisor else ""
         return (
             f"Warren {__version__} worker {name} joined\n"
             f"  managers {', '.join(wrk.link.managers)}\n"
             f"  address  {advertise}\n"
             f"  api      {wrk.http.url if wrk.http else '-'} (logs for the managers, /metrics)\n"
-            f"  ingress  {config.ingress_host}:{shared} (by host), and each published port\n"
+            f"  ingress  {config.ingress_host}:{shared} (by host), and each published port{pid}\n"
             f"  data     {config.data_dir}"
         )
 
-    _serve(wrk, banner, "worker")
+    kept = "tasks and ingress keep" if config.ingress == "process" else "tasks keep"
+    _serve(wrk, banner, f"stopping ({kept} running; a restarted worker adopts them)")
+
+
+@app.command()
+def ingress(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            metavar="DIR",
+            help="Its record, admin socket and token (default: the server's data dir/ingress).",
+        ),
+    ] = None,
+    manager: Annotated[
+        str | None,
+        typer.Option(
+            "--manager",
+            metavar="URL[,URL]",
+            help="The managers' API URLs: it follows their routing stream and reports its "
+            "traffic to them (with --replace: default, the running ingress's).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            help="A join token (`warren cluster join-token`) or a node token; "
+            "default: the one kept in the data dir.",
+        ),
+    ] = None,
+    node_name: NodeName = None,
+    ingress_host: Annotated[
+        str, typer.Option("--ingress-host", metavar="ADDR", help="Address it listens on.")
+    ] = "127.0.0.1",
+    http_port: HttpPort = 8000,
+    no_http_port: Annotated[
+        bool, typer.Option("--no-http-port", metavar="", help="No shared port.")
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            metavar="",
+            help="Take over from the ingress running on this data dir (an upgrade): its "
+            "listening sockets pass to this one, and it exits once its requests finish.",
+        ),
+    ] = False,
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            "--drain-timeout",
+            parser=DURATION,
+            metavar="DUR",
+            show_default="30s",
+            help="Stopping or replaced: how long its requests in flight may take.",
+        ),
+    ] = 30.0,
+    report_every: Annotated[
+        float,
+        typer.Option(
+            "--report-every",
+            parser=DURATION,
+            metavar="DUR",
+            show_default="500ms",
+            help="How often it sends its traffic to the managers (for canary analysis).",
+        ),
+    ] = 0.5,
+    ingress_head_timeout: HeadTimeout = _LIMITS.head_timeout,
+    ingress_idle_timeout: IdleTimeout = _LIMITS.idle_timeout,
+    ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
+    ingress_max_header_bytes: MaxHeaderBytes = _LIMITS.max_header_bytes,
+    ingress_max_header_fields: MaxHeaderFields = _LIMITS.max_header_fields,
+    log_level: LogLevel = "info",
+    ready_fd: Annotated[int | None, typer.Option("--ready-fd", hidden=True)] = None,
+) -> None:
+    """Run the ingress alone: the shared port and every published port, routed as the
+    managers' routing stream says. `warren server` and `warren worker` run one by default."""
+    import socket
+
+    from ..ingress.supervising import IngressSettings
+    from ..ingress_process import IngressConfig, IngressProcess
+
+    _logging(log_level)
+    settings = None
+    if manager is not None:
+        managers = tuple(m.strip() for m in manager.split(",") if m.strip())
+        port = None if no_http_port else http_port
+        limits = _limits(
+            ingress_head_timeout,
+            ingress_idle_timeout,
+            ingress_max_request_line,
+            ingress_max_header_bytes,
+            ingress_max_header_fields,
+        )
+        settings = IngressSettings(managers, ingress_host, port, report_every, limits)
+    config = IngressConfig(
+        data_dir=data_dir or default_data_dir() / "ingress",
+        settings=settings,
+        token=(token or "").strip(),
+        node_name=node_name or socket.gethostname(),
+        replace=replace,
+        drain_timeout=drain_timeout,
+        ready_fd=ready_fd,
+    )
+    proc = IngressProcess(config)
+
+    def banner() -> str:
+        served = proc.settings
+        shared = proc.ingress.shared_port if proc.ingress else None
+        return (
+            f"Warren {__version__} ingress (pid {os.getpid()})\n"
+            f"  managers {', '.join(served.managers) if served else '-'}\n"
+            f"  ingress  {served.host if served else '-'}:{shared} (by host), "
+            "and each published port\n"
+            f"  data     {config.data_dir}"
+        )
+
+    _serve(proc, banner, "stopping: finishing the requests in flight")
 
 
 def _logging(log_level: str) -> None:

@@ -10,6 +10,9 @@ routing table (for the worker's own ingress), as NDJSON lines::
 A stream starts with a snapshot of everything, then sends changes in order: a worker that
 reconnects (to this manager or another) simply takes the new snapshot as the truth. The
 ``modRevision`` of a task is what the worker's report compares against.
+
+The routing stream (``routes``) is the same without the tasks: what an ingress that runs as a
+process of its own (``warren ingress``) follows.
 """
 
 from __future__ import annotations
@@ -69,11 +72,12 @@ class AssignmentFeed:
     def __init__(self, tasks: Informer[Task], routes: RouteBroadcast) -> None:
         self.tasks = tasks
         self.routes = routes
-        self._streams: set[tuple[str, asyncio.Queue[bytes | None]]] = set()
+        self._streams: set[tuple[str | None, asyncio.Queue[bytes | None]]] = set()
         tasks.on_change(self._task_changed)
         routes.listen(self._routes_changed)
 
     def _send(self, line: bytes, node: str | None = None) -> None:
+        """To every stream (``node`` None: a route), or to ``node``'s (a task)."""
         for name, queue in list(self._streams):
             if node is not None and name != node:
                 continue
@@ -105,15 +109,20 @@ class AssignmentFeed:
             wire = route.to_wire() if route is not None else None
             self._send(_line({"type": "route", "service": name, "route": wire}))
 
-    async def stream(self, node: str) -> AsyncIterator[bytes]:
-        """``node``'s assignments: the snapshot, then every change, until the client leaves."""
+    def routes_stream(self) -> AsyncIterator[bytes]:
+        """The routing table: the snapshot, then every change, until the client leaves."""
+        return self.stream(None)
+
+    async def stream(self, node: str | None) -> AsyncIterator[bytes]:
+        """``node``'s assignments (None: the routes alone): the snapshot, then every change,
+        until the client leaves."""
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         # The snapshot is taken with no await between it and the subscription: no change is
         # lost, and none arrives before what it changes.
         snapshot = [
             self._task_message(key, task)
             for key, task in self.tasks.items.items()
-            if task.node == node
+            if node is not None and task.node == node
         ]
         snapshot += [
             _line({"type": "route", "service": name, "route": route.to_wire()})

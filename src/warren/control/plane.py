@@ -138,6 +138,10 @@ class ControlPlane:
             self.node_watcher.heartbeats.add(name)
         if self.routing is not None:
             self.routing.enqueue_all()
+            # The routing table is whole before anyone reads it: an ingress that follows the
+            # routing stream takes a snapshot as the truth, and one taken from a server just
+            # started must not miss a service it serves.
+            await self.routing.drain_queue()
             self.routing.start()
         if lead:
             await self.lead()

@@ -39,11 +39,19 @@ class LoadSnapshot:
 
 class LoadGenerator:
     def __init__(
-        self, url: str, rate: float = 200.0, connections: int = 8, timeout: float = 10.0
+        self,
+        url: str,
+        rate: float = 200.0,
+        connections: int = 8,
+        timeout: float = 10.0,
+        host: str | None = None,
     ) -> None:
+        """``host``: the Host header to send (a service on the shared port is routed by it);
+        default: the URL's."""
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
+        self.host_header = host or f"{self.host}:{self.port}"
         self.path = parts.path or "/"
         self.rate = rate
         self.connections = connections
@@ -93,7 +101,7 @@ class LoadGenerator:
         next_at = time.monotonic() + interval * index / self.connections
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         request = (
-            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"GET {self.path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
             "User-Agent: warren-load\r\n\r\n"
         ).encode()
         while not self._stop.is_set():

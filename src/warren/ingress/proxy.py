@@ -29,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
+import ssl
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Mapping
-from typing import cast
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import httptools
 
@@ -662,6 +664,12 @@ class _Client(asyncio.Protocol):
             self._transport.close()
 
 
+def _sockets(server: asyncio.Server) -> list[socket.socket]:
+    """A server's listening sockets: a tuple under asyncio, a list under uvloop (typed a tuple),
+    so read untyped, or the compiled ingress would insist on a tuple."""
+    return list(getattr(server, "sockets"))  # noqa: B009
+
+
 def _scan_headers(req: _Request, peer: bytes, proto: bytes = b"http") -> None:
     """Serialize the head to forward (``req.head``), and note the headers the ingress acts on.
 
@@ -1219,7 +1227,9 @@ class Ingress:
 
     Listens on ``shared_port`` (routed by Host; 0 picks a free port) and on every port a route
     publishes. Ports that cannot be bound are reported in ``problems`` and retried on the next
-    ``update``.
+    ``update``. ``listeners``: listening sockets handed over by the ingress this one replaces,
+    by port — served as they are instead of bound again, so that no connection is refused
+    while one ingress takes over from another (``warren ingress --replace``).
     """
 
     def __init__(
@@ -1230,8 +1240,10 @@ class Ingress:
         connect_timeout: float = 2.0,
         response_timeout: float = 60.0,
         limits: Limits = Limits(),
+        listeners: Mapping[int, socket.socket] | None = None,
     ) -> None:
         self._host = host
+        self._handed: dict[int, socket.socket] = dict(listeners or {})
         self._shared_port_wanted = shared_port
         self._shared_port: int | None = None
         self._connect_timeout = connect_timeout
@@ -1274,6 +1286,7 @@ class Ingress:
         # Timeouts fire between ``response_timeout`` and an eighth more: 60 s → within 61 s.
         self._sweep_every = min(max(response_timeout / 8, 0.01), 1.0)
         self._closing = False
+        self._accepting = True
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────────
 
@@ -1283,17 +1296,12 @@ class Ingress:
         if self._shared_port_wanted is None or self._shared is not None:
             return
         try:
-            self._shared = await self._loop.create_server(
-                lambda: _Client(self, None), self._host, self._shared_port_wanted, backlog=1024
-            )
+            self._shared = await self._listen(lambda: _Client(self, None), self._shared_port_wanted)
         except OSError as exc:
             raise UnavailableError(
                 f"cannot listen on {self._host}:{self._shared_port_wanted}: {exc.strerror or exc}"
             ) from exc
-        # A tuple under asyncio, a list under uvloop (typed a tuple): read untyped, or the
-        # compiled ingress would check it is a tuple.
-        sockets = getattr(self._shared, "sockets")  # noqa: B009
-        self._shared_port = sockets[0].getsockname()[1]
+        self._shared_port = _sockets(self._shared)[0].getsockname()[1]
         log.info("ingress: shared port %s:%s", self._host, self._shared_port)
 
     async def close(self) -> None:
@@ -1323,12 +1331,57 @@ class Ingress:
                 if not fut.done():
                     fut.set_result(None)
         self._drained.clear()
+        self.discard_handed_over()
         if self._connecting:
             await asyncio.gather(*self._connecting, return_exceptions=True)
         for server in servers:
             await server.wait_closed()
         # Let the transports run their connection_lost callbacks.
         await asyncio.sleep(0)
+
+    def stop_accepting(self) -> None:
+        """Close every listener and open no other: this ingress hands over to another, or
+        stops. The connections it has stay, and are served."""
+        self._accepting = False
+        servers = [*self._listeners.values(), *([self._shared] if self._shared else [])]
+        self._listeners.clear()
+        self._shared = None
+        for server in servers:
+            server.close()
+        self.discard_handed_over()
+
+    def close_after_response(self) -> None:
+        """Every client connection closes after its next response (``Connection: close``),
+        idle ones included: a client that is told closes and connects again, where one cut
+        while it sends a request loses it."""
+        for client in self._clients:
+            client.close_when_idle = True
+
+    def close_idle(self) -> None:
+        """Close the client connections that are idle now."""
+        for client in list(self._clients):
+            client.close_if_idle()
+
+    @property
+    def connections(self) -> int:
+        """Client connections open."""
+        return len(self._clients)
+
+    def listening_fds(self) -> dict[int, int]:
+        """The file descriptor of the listening socket of each port served (the shared one
+        included), for the ingress that takes over from this one."""
+        servers = [*self._listeners.values(), *([self._shared] if self._shared else [])]
+        return {
+            socks[0].getsockname()[1]: socks[0].fileno()
+            for socks in map(_sockets, servers)
+            if len(socks) == 1  # (a host name of several addresses: bound again)
+        }
+
+    def discard_handed_over(self) -> None:
+        """Close the handed-over sockets of ports no route claims (any more)."""
+        for sock in self._handed.values():
+            sock.close()
+        self._handed.clear()
 
     @property
     def shared_port(self) -> int | None:
@@ -1454,8 +1507,23 @@ class Ingress:
 
     # ── listeners ───────────────────────────────────────────────────────────────────────────
 
+    async def _listen(
+        self,
+        factory: Callable[[], asyncio.Protocol],
+        port: int,
+        context: ssl.SSLContext | None = None,
+    ) -> asyncio.Server:
+        """A server on ``port`` (terminating TLS with ``context``): on the socket handed over for
+        it, if any, else bound here."""
+        where: dict[str, Any] = {"sock": self._handed.pop(port, None)}
+        if where["sock"] is None:
+            where = {"host": self._host, "port": port}
+        if context is not None:
+            where |= {"ssl": context, "ssl_handshake_timeout": _HANDSHAKE_TIMEOUT}
+        return await self._loop.create_server(factory, backlog=1024, **where)
+
     async def _sync_listeners(self) -> None:
-        if self._closing:
+        if self._closing or not self._accepting:
             return
         wanted = dict(self._table.ports)
         problems = dict(self._table.port_conflicts)
@@ -1483,13 +1551,8 @@ class Ingress:
             files = tls[port]
             try:
                 context = self._certificates.context(port, *files) if files else None
-                self._listeners[port] = await self._loop.create_server(
-                    functools.partial(_Client, self, port, context is not None),
-                    self._host,
-                    port,
-                    backlog=1024,
-                    ssl=context,
-                    ssl_handshake_timeout=_HANDSHAKE_TIMEOUT if context is not None else None,
+                self._listeners[port] = await self._listen(
+                    functools.partial(_Client, self, port, context is not None), port, context
                 )
             except TlsError as unloadable:  # its own name: mypyc types an except's variable once
                 problems[port] = str(unloadable)

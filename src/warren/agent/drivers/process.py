@@ -30,27 +30,13 @@ from ...domain.errors import DriverError
 from ...domain.specs import ServiceSpec
 from ...domain.tasks import Task
 from ...ports import Clock, ExitStatus, RecoveredTask, TaskHandle
+from ...processes import start_ticks
 from ..environment import task_environment
 from .local import PortPool, follow_file, tail_of
 
 __all__ = ["ProcessDriver"]
 
 log = logging.getLogger("warren.agent")
-
-
-def _start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces or parentheses: split after the last ')'.
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    try:
-        state, ticks = fields[0], int(fields[19])
-    except (IndexError, ValueError):
-        return None
-    return None if state in (b"Z", b"X") else ticks
 
 
 @dataclass
@@ -117,7 +103,7 @@ class ProcessDriver:
             if isinstance(exc, PermissionError):
                 raise DriverError(f"permission denied running {spec.command[0]}") from None
             raise DriverError(f"cannot start {spec.command[0]}: {exc}") from exc
-        ticks = _start_ticks(popen.pid)
+        ticks = start_ticks(popen.pid)
         loop = asyncio.get_running_loop()
         handle = TaskHandle(
             runtime_id=str(popen.pid),
@@ -232,7 +218,7 @@ class ProcessDriver:
                 proc = self._procs[task_id]
                 found.append(RecoveredTask(task_id, proc.handle, not proc.exited.done()))
                 continue
-            alive = record.get("start_ticks") is not None and _start_ticks(pid) == record.get(
+            alive = record.get("start_ticks") is not None and start_ticks(pid) == record.get(
                 "start_ticks"
             )
             if alive:

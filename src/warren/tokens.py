@@ -5,7 +5,10 @@ and the token the managers show a node to read its tasks' logs.
 the node has been removed (``warren node rm``) EPOCH times: every manager checks it with the
 cluster's secret (``/cluster/secret``) and the node's epoch (``/cluster/epochs/NAME``, absent
 until a first removal), so a removed node's token stops working — it must join again — and a
-token names the one node it may speak for."""
+token names the one node it may speak for.
+
+Must not import anything of Warren's (a worker and an ingress check a token's form with it,
+without loading the API)."""
 
 from __future__ import annotations
 
