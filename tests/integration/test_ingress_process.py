@@ -274,3 +274,29 @@ def test_an_ingress_on_another_address_is_stopped_then_started_anew(
     assert record is not None and record["host"] == "127.0.0.2"
     answered = wait_for(lambda: httpx.get(f"http://127.0.0.2:{port}/", timeout=2), 10, "it")
     assert answered.json()["version"] == "v1"
+
+
+def test_ingress_stop_finishes_it_and_says_so(web: tuple[ServerProcess, int]) -> None:
+    server, port = web
+    server.stop(signal.SIGTERM)  # the ingress outlives it, and still serves
+    assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+    pid = server.ingress_pid()
+    assert pid is not None and pid_alive(pid)
+    where = str(server.data_dir / "ingress")
+    stopped = subprocess.run(
+        [sys.executable, "-m", "warren", "ingress", "--stop", "--data-dir", where],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == f"ingress stopped (pid {pid})"
+    assert not pid_alive(pid)
+    assert not server.ingress_pids()
+    again = subprocess.run(
+        [sys.executable, "-m", "warren", "ingress", "--stop", "--data-dir", where],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (again.returncode, again.stdout.strip()) == (0, f"no ingress runs on {where}")

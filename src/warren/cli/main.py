@@ -476,6 +476,15 @@ def ingress(
     no_http_port: Annotated[
         bool, typer.Option("--no-http-port", metavar="", help="No shared port.")
     ] = False,
+    stop: Annotated[
+        bool,
+        typer.Option(
+            "--stop",
+            metavar="",
+            help="Stop the ingress running on the data dir: it finishes its requests in flight "
+            "(up to its --drain-timeout), then exits. Nothing is started.",
+        ),
+    ] = False,
     replace: Annotated[
         bool,
         typer.Option(
@@ -517,10 +526,16 @@ def ingress(
     managers' routing stream says. `warren server` and `warren worker` run one by default."""
     import socket
 
-    from ..ingress.supervising import IngressSettings
+    from ..ingress.supervising import IngressSettings, stop_running
     from ..ingress_process import IngressConfig, IngressProcess
 
     _logging(log_level)
+    if stop:
+        where = data_dir or default_data_dir() / "ingress"
+        stopped = stop_running(where)
+        said = f"ingress stopped (pid {stopped})" if stopped else f"no ingress runs on {where}"
+        console.print(said, soft_wrap=True)
+        return
     settings = None
     if manager is not None:
         managers = tuple(m.strip() for m in manager.split(",") if m.strip())

@@ -1,8 +1,9 @@
 """``warren demo``: start a server in a temporary directory, deploy the demo app with 3 replicas
 behind a published port, show requests spread over the tasks, kill a task and show it replaced;
 then, under a steady background load, a rolling update v1 → v2 and an update to a version that
-fails its health check and rolls back on its own; print a summary (per step: duration, requests
-served and failed) and shut everything down.
+fails its health check and rolls back on its own, canaries and blue/green, then the server
+restarted (SIGTERM, then kill -9) while its ingress, a process of its own, keeps serving; print a
+summary (per step: duration, requests served and failed) and shut everything down.
 
 It drives Warren exactly as a user would: ``warren server`` as a separate process, the HTTP API
 through ``warren.client``, and plain HTTP requests to the published port.
@@ -33,6 +34,7 @@ from ..client import Client
 from ..domain.deployments import Deployment
 from ..domain.errors import WarrenError
 from ..domain.specs import ServiceSpec
+from ..ingress.supervising import stop_running
 from .load import LoadGenerator
 
 __all__ = ["run_demo"]
@@ -101,15 +103,20 @@ class Demo:
         )
         return Client(f"http://127.0.0.1:{self.api_port}", data_dir=self.data_dir)
 
-    def stop_server(self) -> None:
+    def stop_server(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the server (its ingress, a process of its own, keeps serving)."""
         if self.server is None or self.server.poll() is not None:
             return
-        self.server.send_signal(signal.SIGTERM)
+        self.server.send_signal(sig)
         try:
             self.server.wait(10)
         except subprocess.TimeoutExpired:
             self.server.kill()
             self.server.wait(5)
+
+    def stop_ingress(self) -> None:
+        """``warren ingress --stop``: what outlives the server."""
+        stop_running(self.data_dir / "ingress")
 
 
 def wait_until(
@@ -132,6 +139,10 @@ def ready_tasks(client: Client, service: str) -> list[str]:
     return [t.id for t in client.list_tasks(service) if t.ready and t.wants_running]
 
 
+def all_ready(client: Client, service: str, n: int) -> Callable[[], bool]:
+    return lambda: len(ready_tasks(client, service)) == n
+
+
 def run_demo(keep: bool = False) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="warren-demo-"))
     demo = Demo(data_dir)
@@ -145,6 +156,7 @@ def run_demo(keep: bool = False) -> None:
                           f"WARREN_DATA_DIR={data_dir}")  # fmt: skip
         else:
             demo.stop_server()
+            demo.stop_ingress()
             _reap_leftovers(data_dir)
             if ok:
                 shutil.rmtree(data_dir, ignore_errors=True)
@@ -246,6 +258,30 @@ def _releases(demo: Demo, client: Client, load: LoadGenerator) -> None:
         now = load.snapshot().since(start)
         step.requests, step.failed = now.requests, now.failed
         step.note = f"switch back in {took:.0f} ms"
+
+
+def _restarts(demo: Demo, client: Client, load: LoadGenerator) -> Client:
+    """Under the background load: the server stopped and started again, then killed (-9) and
+    started again. The ingress is a process of its own: it keeps serving meanwhile, and the
+    server adopts it. Returns a client of the server now running."""
+    for sig, how in ((signal.SIGTERM, "Ctrl-C"), (signal.SIGKILL, "kill -9")):
+        with demo.step(f"server {how}", f"restart the server ({how}) under load") as step:
+            start = load.snapshot()
+            console.print(f"  $ {how} the server; warren server ...   # started again")
+            client.close()
+            demo.stop_server(sig)
+            t0 = time.monotonic()
+            client = demo.start_server()
+            wait_until(all_ready(client, "web", 3), 30, "tasks not re-adopted")
+            took = time.monotonic() - t0
+            now = load.snapshot().since(start)
+            step.requests, step.failed = now.requests, now.failed
+            step.note = f"back in {took:.1f}s, ingress adopted"
+            console.print(
+                f"  back in {took:.1f}s, 3/3 tasks and the ingress adopted: {now.requests} "
+                f"requests meanwhile, {now.failed} failed"
+            )
+    return client
 
 
 def _watch(client: Client, deployment_id: str, load: LoadGenerator, step: Step) -> Deployment:
@@ -353,6 +389,7 @@ def _scenario(demo: Demo) -> None:
     load = LoadGenerator(url, rate=150, connections=6).start()
     try:
         _releases(demo, client, load)
+        client = _restarts(demo, client, load)
     finally:
         total = load.stop()
     console.print(
@@ -369,7 +406,9 @@ def _scenario(demo: Demo) -> None:
         )
         client.close()
         demo.stop_server()
-        step.note = "all tasks stopped"
+        console.print("  $ warren ingress --stop")
+        demo.stop_ingress()
+        step.note = "all tasks stopped, ingress too"
 
     table = Table(title="Summary", header_style="bold")
     for col in ("step", "seconds", "requests", "failed", "note"):

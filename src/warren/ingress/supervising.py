@@ -279,6 +279,16 @@ class IngressSupervisor:
                 attempt += 1
 
 
+def stop_running(data_dir: Path) -> int | None:
+    """Stop the ingress that runs on ``data_dir`` as ``_stop`` does (what ``warren ingress
+    --stop`` and the demo do): its pid, or None if none runs."""
+    running = IngressRecord.running(data_dir)
+    if running is None:
+        return None
+    asyncio.run(_stop(running.pid))
+    return running.pid
+
+
 async def _stop(pid: int) -> None:
     """SIGTERM, time for its requests in flight to finish, then SIGKILL."""
     with contextlib.suppress(ProcessLookupError):
