@@ -15,18 +15,19 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-demo: $(VENV)/.installed  ## create .venv, install Warren, run the demo
+demo: $(INGRESS_BUILD)  ## create .venv, install Warren (its ingress compiled), run the demo
 	$(BIN)/warren demo
 
 # The ingress compiled by mypyc, in place, when a C compiler is there (else it runs as Python):
 # again whenever one of its modules changes. See src/warren/ingress/native.py.
 INGRESS_BUILD := src/warren/ingress/compiled.stamp
-$(INGRESS_BUILD): $(VENV)/.dev-installed $(wildcard src/warren/ingress/*.py)
+$(INGRESS_BUILD): $(VENV)/.installed $(wildcard src/warren/ingress/*.py)
+	$(BIN)/python -c 'import mypyc' 2>/dev/null || $(BIN)/pip install --quiet 'mypy>=1.10'
 	$(BIN)/python src/warren/ingress/native.py compile
 
 compile: $(INGRESS_BUILD)  ## compile the ingress (mypyc), if anything changed
 
-test: $(INGRESS_BUILD)  ## install the dev extras, compile the ingress, run the whole suite
+test: $(VENV)/.dev-installed $(INGRESS_BUILD)  ## install the dev extras, compile the ingress, run the whole suite
 	$(BIN)/pytest
 	@# The ingress's own tests once more, on its source: they pass both ways.
 	WARREN_PURE=1 $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_ingress.py tests/integration/test_tls.py tests/unit/test_native.py
@@ -37,7 +38,7 @@ lint: $(VENV)/.dev-installed  ## ruff, mypy --strict, import-linter
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: $(INGRESS_BUILD)  ## benchmarks; figures in bench/README.md
+bench: $(VENV)/.dev-installed $(INGRESS_BUILD)  ## benchmarks; figures in bench/README.md
 	$(BIN)/python -m bench
 
 fmt: $(VENV)/.dev-installed

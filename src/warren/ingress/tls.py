@@ -37,11 +37,20 @@ def server_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
+_REASONS = {
+    "PEM lib": "not a PEM certificate chain and its key",
+    "KEY_VALUES_MISMATCH": "the key is not the certificate's",
+    "NO_START_LINE": "not a PEM file",
+}
+"""OpenSSL's reasons, said plainly."""
+
+
 def _load(context: ssl.SSLContext, cert: str, key: str) -> None:
     try:
         context.load_cert_chain(cert, key)
     except (ssl.SSLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        reason = next((said for m, said in _REASONS.items() if m in reason), reason)
         raise TlsError(f"cannot load the certificate {cert} with the key {key}: {reason}") from None
 
 
