@@ -148,6 +148,16 @@ MaxHeaderBytes = Annotated[
         help="Largest request headers (each line 'Name: value' and its CRLF); larger: 431.",
     ),
 ]
+MaxBody = Annotated[
+    int | None,
+    typer.Option(
+        "--ingress-max-body",
+        min=1,
+        metavar="BYTES",
+        show_default="no limit",
+        help="Largest request body; larger: 413. Bodies are streamed to the task, never held.",
+    ),
+]
 MaxHeaderFields = Annotated[
     int,
     typer.Option(
@@ -208,6 +218,7 @@ def server(
     ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
     ingress_max_header_bytes: MaxHeaderBytes = _LIMITS.max_header_bytes,
     ingress_max_header_fields: MaxHeaderFields = _LIMITS.max_header_fields,
+    ingress_max_body: MaxBody = _LIMITS.max_body,
     log_level: LogLevel = "info",
     simulate_nodes: Annotated[int, typer.Option("--simulate-nodes", hidden=True, min=0)] = 0,
 ) -> None:
@@ -229,6 +240,7 @@ def server(
             max_request_line=ingress_max_request_line,
             max_header_bytes=ingress_max_header_bytes,
             max_header_fields=ingress_max_header_fields,
+            max_body=ingress_max_body,
         ),
         store=store,
         node_name=node_name or socket.gethostname(),
@@ -351,6 +363,7 @@ def worker(
     ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
     ingress_max_header_bytes: MaxHeaderBytes = _LIMITS.max_header_bytes,
     ingress_max_header_fields: MaxHeaderFields = _LIMITS.max_header_fields,
+    ingress_max_body: MaxBody = _LIMITS.max_body,
     log_level: LogLevel = "info",
 ) -> None:
     """Run a worker: a node that runs tasks for managers elsewhere, with its own ingress."""
@@ -374,6 +387,7 @@ def worker(
             max_request_line=ingress_max_request_line,
             max_header_bytes=ingress_max_header_bytes,
             max_header_fields=ingress_max_header_fields,
+            max_body=ingress_max_body,
         ),
         heartbeat_ttl=heartbeat_ttl,
         api=api or f"{advertise}:7071",

@@ -1,14 +1,19 @@
 """The built-in data plane: an HTTP/1.1 reverse proxy on asyncio Protocols and httptools.
 
 One ``_Client`` per client connection parses requests, queues pipelined ones and serves them one
-at a time. Each request becomes an ``_Exchange``: it picks an endpoint from the routing table,
-takes a pooled ``_Upstream`` connection (or opens one), writes the request with its body fully
-buffered, and streams the response back as it arrives. The response parser only rewrites the head
+at a time. Each request becomes an ``_Exchange`` as soon as its head is in: it picks an endpoint
+from the routing table, takes a pooled ``_Upstream`` connection (or opens one), writes the head
+and the body received so far, and then the rest of the body as it comes (with its
+Content-Length, or chunked as the client sent it); the response streams back as it arrives.
+Neither body is ever held whole: a body that comes faster than its reader takes it stops the
+reading of its sender (each side's transport pauses the other's reading), and at most
+``_BUFFERED_MAX`` bytes wait for a connection. The response parser only rewrites the head
 (hop-by-hop headers, ``Connection``) and finds the end of the message; body bytes are forwarded
 as received.
 
-The common path (pooled upstream, keep-alive client) creates no task and runs no regex: a request
-costs the parser callbacks, one header scan and one ``join`` for the upstream request, a few byte
+The common path (pooled upstream, keep-alive client, a request whole in one read) creates no task
+and runs no regex: a request costs the parser callbacks, one header scan and one ``join`` for the
+upstream request, a few byte
 searches to rewrite the response head, one write each way, and one set of counters (its
 revision's). Response timeouts are checked by one sweep over the requests waiting on an upstream
 (``Ingress._sweep``), not by a timer per request. A drain that runs out answers the requests
@@ -55,6 +60,14 @@ _MAX_PIPELINE = 32
 
 _MAX_HEAD = 64 * 1024
 """Largest response head (status line plus headers). A request's is bounded by ``Limits``."""
+
+_BUFFERED_MAX = 256 * 1024
+"""Request body bytes held for a client (its request not yet on an upstream connection, or
+pipelined behind another) before we stop reading from it."""
+
+_REPLAY_MAX = 64 * 1024
+"""Request bytes kept after they are sent, so that a request sent on a pooled connection the
+upstream had just closed can be sent again on a fresh one. A request that sent more is not."""
 
 _LINGER = 2.0
 """After refusing a request whose body may still be arriving (413, 400), keep reading and
@@ -122,7 +135,11 @@ class _Request:
     __slots__ = (
         "body",
         "body_size",
+        "buffered",
+        "chunked",
+        "complete",
         "content_length",
+        "done",
         "expect_continue",
         "forwarded_for",
         "has_body",
@@ -147,8 +164,18 @@ class _Request:
         self.host: bytes | None = None
         self.forwarded_for: bytes | None = None
         self.body: list[bytes] = []
+        """Body bytes received and not yet sent upstream (they are sent as they come once the
+        request is on an upstream connection)."""
+        self.buffered = 0
+        """Their total."""
         self.body_size = 0
+        self.complete = False
+        """The whole message is received."""
+        self.done = False
+        """Answered: what is left of its body is not wanted. (The request does not point to its
+        exchange: that would make a reference cycle per request, left to the garbage collector.)"""
         self.content_length = -1
+        self.chunked = False
         self.has_body = False
         self.expect_continue = False
         self.head_only = False
@@ -218,6 +245,7 @@ class _Client(asyncio.Protocol):
         """Parsing stopped (bad request, 413, upgrade): answer what is queued, then close."""
         self._discarding = False
         self._read_paused = False
+        self._upstream_full = False
         self.write_paused = False
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -285,12 +313,27 @@ class _Client(asyncio.Protocol):
         # the transport open for those answers. A half-sent request is dropped.
         if self.closed:
             return False
+        if self._parsing and not self._in_head:
+            self._body_cut_short(self._req)
+            if self.closed:
+                return False
         self._parsing = self._in_head = False
         self._head_began = 0.0
         self.close_when_idle = True
         if self._exchange is None and not self._queue:
             self._close()
         return True
+
+    def _body_cut_short(self, req: _Request) -> None:
+        """The client closed in the middle of a request's body: it cannot be sent whole."""
+        ex = self._serving(req)
+        if ex is None:
+            if req in self._queue:
+                self._queue.remove(req)
+            self._drop_body(req)
+        elif not ex.done:
+            ex.abort()
+            self.abort_response()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -349,37 +392,87 @@ class _Client(asyncio.Protocol):
             req.reject = (501, "upgrade is not supported")
         elif req.host is None and not req.version10:
             req.reject = (400, "bad request: missing Host header")
-        elif req.content_length > max_body:
+        elif max_body is not None and req.content_length > max_body:
             req.reject = (413, f"request body larger than {max_body} bytes")
-        elif req.expect_continue and self._exchange is None and not self._queue:
-            # The body is buffered here, so the client may send it now. (With requests queued
-            # ahead, a 100 would interleave with their responses; the client sends anyway after
-            # its own short wait.)
-            assert self._transport is not None
-            self._transport.write(_CONTINUE)
+        else:
+            # Served from its head: the body follows it upstream as it comes.
+            self._queue.append(req)
+            if len(self._queue) >= _MAX_PIPELINE:
+                self._pause_reading()
 
     def on_body(self, body: bytes) -> None:
         req = self._req
         if req.reject is not None:
             return
         req.body_size += len(body)
-        if req.body_size > self._ingress._max_body:
-            req.reject = (413, f"request body larger than {self._ingress._max_body} bytes")
-            req.body = []
+        max_body = self._ingress._max_body
+        if max_body is not None and req.body_size > max_body:
+            # Sent chunked: its length was not known from its head.
+            self._refuse(413, f"request body larger than {max_body} bytes")
+            raise _Stop
+        ex = self._exchange
+        if ex is not None and ex.streaming and ex.req is req:
+            ex.send_body(body)
             return
+        if req.done:
+            return  # answered already: the rest is not wanted
         req.body.append(body)
+        req.buffered += len(body)
+        self._queued_bytes += len(body)
+        if self._queued_bytes > _BUFFERED_MAX:
+            self._pause_reading()
 
     def on_message_complete(self) -> None:
         req = self._req
         self._parsing = False
-        self._queue.append(req)
-        self._queued_bytes += req.body_size
+        req.complete = True
         if req.reject is not None:
             # Stop at this request: what follows it cannot be trusted.
+            self._queue.append(req)
             self._refusing = True
             self._pause_reading()
-        elif len(self._queue) >= _MAX_PIPELINE or self._queued_bytes > self._ingress._max_body:
+            return
+        ex = self._exchange
+        if ex is not None and ex.streaming and ex.req is req:
+            ex.end_body()
+
+    def _body_failed(self, req: _Request, status: int, text: str) -> None:
+        """``req`` was queued or is being served, and its body cannot be had whole (too large,
+        malformed): answer ``status`` instead of what it was waiting for, then close."""
+        self._drop_body(req)
+        req.reject = (status, text)
+        ex = self._serving(req)
+        if ex is not None:
+            ex.drop_upstream()
+            if ex.head_sent:
+                ex.give_up(text)
+            else:
+                ex.fail(status, text)
+        elif req.done and self._exchange is None and not self.closed:
+            self._linger()  # answered already, and its body will not be read to its end
+        # (Otherwise still queued: answered when its turn comes.)
+
+    def _serving(self, req: _Request) -> _Exchange | None:
+        """The exchange serving ``req``, if it is being served."""
+        ex = self._exchange
+        return ex if ex is not None and ex.req is req else None
+
+    def _drop_body(self, req: _Request) -> None:
+        """Forget the body bytes held for ``req`` (sent, or not to be sent)."""
+        if req.buffered:
+            self._queued_bytes -= req.buffered
+            req.body = []
+            req.buffered = 0
+            self._maybe_resume()
+
+    def upstream_full(self, full: bool) -> None:
+        """The upstream connection of the request being sent stopped (or resumed) taking its
+        body: stop (or resume) reading it from the client."""
+        self._upstream_full = full
+        if full:
             self._pause_reading()
+        else:
+            self._maybe_resume()
 
     # serving ───────────────────────────────────────────────────────────────────────────────────
 
@@ -387,13 +480,17 @@ class _Client(asyncio.Protocol):
         """Stop parsing; the request being parsed (or a placeholder) is answered ``status`` after
         those queued before it, then the connection closes."""
         self._refusing = True
+        in_head = self._in_head
         self._in_head = False
         if self._parsing:
             self._parsing = False
             req = self._req
-            if req.reject is None:
-                req.reject = (status, text)
-            self._queue.append(req)
+            if in_head or req.reject is not None:  # not queued: a head unfinished or refused
+                if req.reject is None:
+                    req.reject = (status, text)
+                self._queue.append(req)
+            else:
+                self._body_failed(req, status, text)
         elif not self._queue or self._queue[-1].reject is None:
             req = _Request()
             req.reject = (status, text)
@@ -407,9 +504,7 @@ class _Client(asyncio.Protocol):
         self._in_next = True
         try:
             while self._queue and self._exchange is None and not self.closed:
-                req = self._queue.popleft()
-                self._queued_bytes -= req.body_size
-                self._dispatch(req)
+                self._dispatch(self._queue.popleft())
         finally:
             self._in_next = False
         if self.closed:
@@ -418,11 +513,17 @@ class _Client(asyncio.Protocol):
         if idle and self.close_when_idle:
             self._close()
             return
+        if self._read_paused:
+            self._maybe_resume()
+
+    def _maybe_resume(self) -> None:
+        """Read from the client again, unless something still holds it back."""
         if (
             self._read_paused
             and not self._refusing
+            and not self._upstream_full
             and len(self._queue) < 8
-            and self._queued_bytes <= self._ingress._max_body
+            and self._queued_bytes <= _BUFFERED_MAX
         ):
             self._resume_reading()
 
@@ -455,18 +556,28 @@ class _Client(asyncio.Protocol):
             ex.fail(503, f"service {entry.service} has no ready task{which}")
         else:
             ex.pinned = pinned is not None or bool(entry.route.weights)
+            if req.expect_continue and not req.body_size and not req.complete:
+                # The client waits for this before it sends the body: the request is routed, so
+                # the body is wanted. (An answer of our own comes instead: 404, 503.)
+                self.write(_CONTINUE)
             ex.send(endpoint)
 
-    def exchange_done(self, close: bool) -> None:
+    def exchange_done(self, close: bool, complete: bool = True) -> None:
+        """The exchange is over; ``complete``: its request was received whole (if not, what is
+        left of its body is unwanted, and the connection closes)."""
         self._exchange = None
+        self._upstream_full = False
         self._last = self._loop.time()
-        if close or self.closed:
+        if not complete and not self.closed:
+            self._linger()
+        elif close or self.closed:
             self._close()
         elif not self._in_next and (self._queue or self._read_paused or self.close_when_idle):
             self._next()
 
     def _write_local(self, req: _Request, status: int, text: str, close: bool = False) -> None:
-        close = close or not req.keep_alive or self.close_when_idle
+        close = close or not req.keep_alive or self.close_when_idle or not req.complete
+        self._drop_body(req)
         assert self._transport is not None
         self._transport.write(
             _text_response(
@@ -474,7 +585,7 @@ class _Client(asyncio.Protocol):
             )
         )
         if close:
-            if req.reject is not None:
+            if req.reject is not None or not req.complete:
                 self._linger()
             else:
                 self._close()
@@ -677,6 +788,7 @@ def _scan_headers(req: _Request, peer: bytes) -> None:
             req.content_length = int(value)  # llhttp has checked it is a number
         elif lname == b"transfer-encoding":
             req.has_body = True
+            req.chunked = value.lower().endswith(b"chunked")  # (llhttp refuses what is not)
         elif lname == b"x-forwarded-for":
             req.forwarded_for = (
                 value if req.forwarded_for is None else req.forwarded_for + b", " + value
@@ -738,6 +850,7 @@ class _Exchange:
         "client",
         "close_client",
         "done",
+        "ended",
         "endpoint",
         "entry",
         "head_sent",
@@ -752,6 +865,9 @@ class _Exchange:
         "started",
         "status",
         "sticky",
+        "streamed",
+        "streamed_bytes",
+        "streaming",
         "tried",
         "upstream",
     )
@@ -769,6 +885,15 @@ class _Exchange:
         """The address counted as in flight for this request."""
         self.upstream: _Upstream | None = None
         self.payload = b""
+        """What was written first on the upstream connection: the head, and the body so far."""
+        self.streamed: list[bytes] | None = None
+        """The body written after it (framed), kept while it is small enough to send again
+        (made when needed: most requests stream nothing)."""
+        self.streamed_bytes = 0
+        self.streaming = False
+        """On an upstream connection, with more of the body to come: sent as it comes."""
+        self.ended = not req.has_body
+        """The end of the body was written upstream."""
         self.pinned = False
         self.sticky: bytes | None = None
         """``NAME=`` of the sticky cookie the response sets to the revision that answers."""
@@ -787,15 +912,6 @@ class _Exchange:
         ingress = self.ingress
         if endpoint is not self.endpoint:
             self._count(endpoint)
-        if not self.payload:
-            req = self.req
-            if req.has_body:
-                # The body is re-sent with its length, whatever its framing from the client.
-                length = b"Content-Length: %d\r\n\r\n" % req.body_size
-                self.payload = b"".join([req.head, length, *req.body])
-                req.body = []
-            else:
-                self.payload = req.head + b"\r\n"
         conn = None if fresh else ingress._pool_take(endpoint.address)
         if conn is not None:
             self.reused = True
@@ -828,7 +944,86 @@ class _Exchange:
         ingress._waiting.add(self)
         if ingress._sweeper is None:
             ingress._start_sweep()
-        conn.start(self)
+        req = self.req
+        if not self.payload:
+            # (Most requests have no body: their head is all.)
+            data = self.payload = self._first_bytes(req) if req.has_body else req.head + b"\r\n"
+        else:
+            data = self._again(req)  # on a fresh connection, after a pooled one failed
+        conn.start(self, data)
+        self.streaming = not req.complete
+
+    def _first_bytes(self, req: _Request) -> bytes:
+        """The head, with the framing of the body, and the body received so far (whole, for
+        most requests: they are sent in one write)."""
+        body = req.body
+        self.client._drop_body(req)  # sent: no longer held
+        if not req.chunked:
+            self.ended = req.complete
+            length = b"Content-Length: %d\r\n\r\n" % req.content_length
+            return b"".join([req.head, length, *body])
+        # Chunked from the client, chunked upstream: its length is not known before its end.
+        parts = [req.head, b"Transfer-Encoding: chunked\r\n\r\n"]
+        for piece in body:
+            parts += (b"%x\r\n" % len(piece), piece, b"\r\n")
+        if req.complete:
+            parts.append(b"0\r\n\r\n")
+            self.ended = True
+        return b"".join(parts)
+
+    def _again(self, req: _Request) -> bytes:
+        """All that was sent on the failed connection, then what came meanwhile."""
+        parts = [self.payload, *(self.streamed or ())]
+        pieces = req.body
+        self.client._drop_body(req)
+        for piece in pieces:
+            self._log(self._frame(piece))
+            parts.append(self._frame(piece))
+        if req.complete and not self.ended:
+            self.ended = True
+            if req.chunked:
+                self._log(b"0\r\n\r\n")
+                parts.append(b"0\r\n\r\n")
+        return b"".join(parts)
+
+    def _frame(self, piece: bytes) -> bytes:
+        return b"%x\r\n%b\r\n" % (len(piece), piece) if self.req.chunked else piece
+
+    def _log(self, data: bytes) -> None:
+        """Keep ``data``, sent upstream, while the request is small enough to be sent again."""
+        self.streamed_bytes += len(data)
+        if self.streamed_bytes > _REPLAY_MAX:
+            self.streamed = None
+        elif self.streamed is None:
+            self.streamed = [data]
+        else:
+            self.streamed.append(data)
+
+    def send_body(self, piece: bytes) -> None:
+        """More of the body, straight to the upstream connection (``streaming``)."""
+        data = self._frame(piece)
+        assert self.upstream is not None and self.upstream.transport is not None
+        self.upstream.transport.write(data)
+        self.last_progress = self.client._last
+        if self.streamed_bytes <= _REPLAY_MAX:
+            self._log(data)
+
+    def end_body(self) -> None:
+        self.streaming = False
+        self.ended = True
+        if self.req.chunked:
+            assert self.upstream is not None and self.upstream.transport is not None
+            self.upstream.transport.write(b"0\r\n\r\n")
+            self._log(b"0\r\n\r\n")
+
+    def drop_upstream(self) -> None:
+        """Let the upstream connection go, whatever it was doing (a connection still being
+        opened is let go when it comes)."""
+        self.streaming = False
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.discard()
 
     def connect_failed(self, address: str, exc: BaseException) -> None:
         """Connecting failed before anything was sent: try the next endpoint of the route."""
@@ -858,9 +1053,16 @@ class _Exchange:
     def upstream_failed(self, reason: str, nothing_received: bool) -> None:
         """The upstream connection broke (closed, reset, bad response) during this request."""
         self.upstream = None
+        self.streaming = False
         if self.done:
             return
-        if nothing_received and self.reused and not self.retried and self.endpoint is not None:
+        if (
+            nothing_received
+            and self.reused
+            and not self.retried
+            and self.endpoint is not None
+            and self.streamed_bytes <= _REPLAY_MAX
+        ):
             # A pooled connection the upstream had closed while idle: the request never reached
             # it. Once, on a fresh connection.
             self.retried = True
@@ -876,37 +1078,37 @@ class _Exchange:
             self.client.abort_response()
 
     def complete(self, conn: _Upstream, keep: bool) -> None:
-        """The whole response has been forwarded."""
+        """The whole response has been forwarded (the request's body may not have been, if the
+        upstream answered before its end: that connection then goes)."""
         self.upstream = None
-        self.ingress._release(conn, keep)
+        self.ingress._release(conn, keep and self.ended)
         self._finish()
-        self.client.exchange_done(self.close_client)
+        self.client.exchange_done(self.close_client, self.req.complete)
 
     def fail(self, status: int, text: str) -> None:
         """Answer the client with an error of our own (nothing of a response was sent yet)."""
         self.status = status
         req = self.req
-        close = not req.keep_alive or self.client.close_when_idle
+        close = not req.keep_alive or self.client.close_when_idle or not req.complete
         self._finish()
+        self.client._drop_body(req)
         self.client.write(
             _text_response(
                 status, text, close=close, version10=req.version10, head_only=req.head_only
             )
         )
-        self.client.exchange_done(close)
+        self.client.exchange_done(close, req.complete)
 
     def abort(self) -> None:
         """The client went away: drop the upstream connection (its response is unwanted)."""
         if self.done:
             return
-        conn = self.upstream
-        self.upstream = None
-        if conn is not None:
-            conn.discard()
+        self.drop_upstream()
         self._finish()
 
     def _finish(self) -> None:
-        self.done = True
+        self.done = self.req.done = True
+        self.streaming = False
         ingress = self.ingress
         ingress._waiting.discard(self)
         elapsed = time.perf_counter() - self.started
@@ -943,10 +1145,7 @@ class _Exchange:
     def give_up(self, reason: str) -> None:
         """Stop waiting on the upstream (a connection being opened for this request included:
         it is let go when it comes) and answer 504; a response already under way is cut."""
-        conn = self.upstream
-        self.upstream = None
-        if conn is not None:
-            conn.discard()
+        self.drop_upstream()
         log.debug("ingress: timeout: %s (service %s)", reason, self.entry.service)
         if not self.head_sent:
             self.fail(504, f"gateway timeout: {reason}")
@@ -1153,12 +1352,21 @@ class _Upstream(asyncio.Protocol):
 
     # used by the exchange and the pool ─────────────────────────────────────────────────────────
 
-    def start(self, ex: _Exchange) -> None:
+    def start(self, ex: _Exchange, data: bytes) -> None:
         self._ex = ex
         self.idle = False
         self._reset()
         assert self.transport is not None
-        self.transport.write(ex.payload)
+        self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        # The request's body comes faster than the upstream takes it.
+        if self._ex is not None:
+            self._ex.client.upstream_full(True)
+
+    def resume_writing(self) -> None:
+        if self._ex is not None:
+            self._ex.client.upstream_full(False)
 
     def pause(self) -> None:
         if not self.paused and self.transport is not None:
