@@ -17,6 +17,9 @@ from dataclasses import dataclass, field, fields
 
 import httpx
 import pytest
+import websockets.asyncio.client
+import websockets.asyncio.server
+import websockets.exceptions
 
 from warren.ingress import Ingress, Limits, RoutingTable, normalize_host
 from warren.ports import LATENCY_BUCKETS, DataPlane, Endpoint, Pin, Route
@@ -54,6 +57,7 @@ class Upstream:
     ``/big?n=`` sends n bytes; ``/nocontent`` answers 204; ``/count`` reads the request body as
     it streams and answers its length and SHA-256; ``/echo`` answers chunked, each chunk of the
     request body as it arrives; ``/refuse`` answers 401 before the body, which it never reads;
+    ``/upgrade`` switches protocols (see ``_upgrade``);
     anything else answers 200 with a JSON echo. Request bodies may come with a Content-Length or
     chunked.
 
@@ -128,6 +132,10 @@ class Upstream:
                     if line:
                         name, _, value = line.partition(":")
                         headers[name.strip().lower()] = value.strip()
+                if target.startswith("/upgrade"):
+                    self.requests.append(Seen(method, target, version, headers, b"", conn))
+                    await self._upgrade(target, headers, reader, writer)
+                    return
                 if target.startswith("/refuse"):  # at once, without reading the body
                     self.requests.append(Seen(method, target, version, headers, b"", conn))
                     writer.write(b"HTTP/1.1 401 X\r\nContent-Length: 2\r\n\r\nno")
@@ -178,6 +186,28 @@ class Upstream:
                 b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
             )
         await writer.drain()
+
+    async def _upgrade(
+        self,
+        target: str,
+        headers: dict[str, str],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """``/upgrade``: 101 to the protocol asked for, then every byte back, prefixed with the
+        server's name; ``/upgrade?no=1`` answers 400 instead (and keeps the connection)."""
+        if "no=1" in target:
+            writer.write(b"HTTP/1.1 400 X\r\nContent-Length: 2\r\n\r\nno")
+            await writer.drain()
+            await reader.read()
+            return
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n"
+            % headers["upgrade"].encode()
+        )
+        while data := await reader.read(65536):
+            writer.write(self.name.encode() + b":" + data)
+            await writer.drain()
 
     async def wait_all_closed(self) -> None:
         while self.open:
@@ -790,16 +820,13 @@ async def test_body_too_large_is_413(make_ingress: IngressFactory, upstream: Fac
     assert len(u.requests) == 1
 
 
-async def test_upgrade_is_501(ingress: Ingress, upstream: Factory) -> None:
+async def test_connect_is_501(ingress: Ingress, upstream: Factory) -> None:
+    # A reverse proxy does not open tunnels to anywhere a client names.
     await ingress.update(web(await upstream("u")))
     async with raw(ingress.shared_port or 0) as (reader, writer):
-        writer.write(
-            b"GET /ws HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\n"
-            b"Upgrade: websocket\r\n\r\n"
-        )
+        writer.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
         r = await read_response(reader)
-        assert r.status == 501
-        assert r.body == b"upgrade is not supported\n"
+        assert (r.status, r.body) == (501, b"CONNECT is not supported\n")
         assert await at_eof(reader)
 
 
@@ -1117,6 +1144,150 @@ async def test_slow_heads_are_closed_at_the_head_timeout_while_others_are_served
     closed_at = sorted(at for _, at in answers)
     assert closed_at[0] >= 1.0
     assert closed_at[-1] < 2.5, closed_at[-1]
+
+
+# ── upgrades ─────────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class EchoServer:
+    """A WebSocket server (the ``websockets`` package) that answers each message with its name."""
+
+    name: str
+    server: websockets.asyncio.server.Server | None = None
+    connections: int = 0
+
+    async def start(self) -> EchoServer:
+        async def echo(ws: websockets.asyncio.server.ServerConnection) -> None:
+            self.connections += 1
+            async for message in ws:
+                await ws.send(f"{self.name}:{message}")
+
+        self.server = await websockets.asyncio.server.serve(echo, "127.0.0.1", 0)
+        return self
+
+    def endpoint(self, revision: int) -> Endpoint:
+        assert self.server is not None
+        port = next(iter(self.server.sockets)).getsockname()[1]
+        return Endpoint(f"127.0.0.1:{port}", f"task-{self.name}", revision)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await asyncio.wait_for(self.server.wait_closed(), WAIT)
+
+
+@pytest.fixture
+async def echo_servers() -> AsyncIterator[tuple[EchoServer, EchoServer]]:
+    stable, canary = await EchoServer("stable").start(), await EchoServer("canary").start()
+    yield stable, canary
+    for server in (stable, canary):
+        await server.stop()
+
+
+async def test_a_websocket_echo_through_a_canary(
+    ingress: Ingress, echo_servers: tuple[EchoServer, EchoServer]
+) -> None:
+    # The route is chosen at the handshake, like any request's: by weight, or by a pin; then
+    # the connection stays with the task that answered it.
+    stable, canary = echo_servers
+    port = free_port()
+    endpoints = (stable.endpoint(1), canary.endpoint(2))
+    pins = (Pin(2, header="X-Warren-Preview"),)
+    await ingress.update(
+        {"web": Route("web", (port,), None, endpoints, ((1, 75), (2, 25)), pins=pins)}
+    )
+
+    async def talk(**headers: str) -> str:
+        async with websockets.asyncio.client.connect(
+            f"ws://127.0.0.1:{port}/chat", additional_headers=headers, open_timeout=WAIT
+        ) as ws:
+            answers = []
+            for i in range(3):
+                await ws.send(f"m{i}")
+                answers.append(await asyncio.wait_for(ws.recv(), WAIT))
+            name = str(answers[0]).split(":")[0]
+            assert answers == [f"{name}:m{i}" for i in range(3)]
+            return name
+
+    names = [await talk() for _ in range(40)]
+    assert names.count("canary") == 10  # exactly its weight
+    assert await talk(**{"X-Warren-Preview": "1"}) == "canary"
+    assert (stable.connections, canary.connections) == (30, 11)
+    revisions = ingress.revision_stats()
+    assert (revisions[("web", 1)].requests, revisions[("web", 2)].requests) == (30, 11)
+    assert revisions[("web", 1)].in_flight == revisions[("web", 2)].in_flight == 0
+
+
+async def test_upgraded_connections_get_the_drain_timeout_then_close(
+    ingress: Ingress, echo_servers: tuple[EchoServer, EchoServer]
+) -> None:
+    stable, canary = echo_servers
+    port = free_port()
+    old, new = stable.endpoint(1), canary.endpoint(2)
+    await ingress.update({"web": Route("web", (port,), None, (old,))})
+    loop = asyncio.get_running_loop()
+    async with websockets.asyncio.client.connect(
+        f"ws://127.0.0.1:{port}/", open_timeout=WAIT
+    ) as ws:
+        await ws.send("before")
+        assert await asyncio.wait_for(ws.recv(), WAIT) == "stable:before"
+        await ingress.update({"web": Route("web", (port,), None, (old, new))})
+        began = loop.time()
+        draining = asyncio.create_task(ingress.drain(old.address, 0.5))
+        await ws.send("during")  # still served while the drain lasts
+        assert await asyncio.wait_for(ws.recv(), WAIT) == "stable:during"
+        async with websockets.asyncio.client.connect(
+            f"ws://127.0.0.1:{port}/", open_timeout=WAIT
+        ) as other:  # a new one goes elsewhere
+            await other.send("hi")
+            assert await asyncio.wait_for(other.recv(), WAIT) == "canary:hi"
+        assert await asyncio.wait_for(draining, WAIT) == 1  # the upgraded connection, closed
+        with pytest.raises(websockets.exceptions.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), WAIT)
+        assert 0.5 <= loop.time() - began < 2.0
+    assert ingress.in_flight(old.address) == 0
+
+
+async def test_any_upgrade_is_passed_through(ingress: Ingress, upstream: Factory) -> None:
+    u = await upstream("u")
+    await ingress.update(web(u))
+    async with raw(ingress.shared_port or 0) as (reader, writer):
+        writer.write(
+            b"GET /upgrade HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\n"
+            b"Upgrade: echo/1\r\n\r\n"
+        )
+        r = await read_response(reader, head_only=True)
+        assert r.status == 101
+        assert (r.headers["connection"].lower(), r.headers["upgrade"]) == ("upgrade", "echo/1")
+        for data in (b"any bytes\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n", b"\x00\xff" * 40000):
+            writer.write(data)
+            expected = b"u:" + data
+            got = b""
+            while len(got) < len(expected):
+                got += await asyncio.wait_for(reader.read(1 << 20), WAIT)
+            assert got.replace(b"u:", b"") == data
+        writer.write_eof()  # a half-close is passed on too: the upstream then closes
+        assert await at_eof(reader)
+    seen = u.requests[0].headers
+    assert (seen["connection"].lower(), seen["upgrade"]) == ("upgrade", "echo/1")
+    await u.wait_all_closed()
+
+
+async def test_an_upgrade_refused_by_the_task_is_answered_then_closed(
+    ingress: Ingress, upstream: Factory
+) -> None:
+    u = await upstream("u")
+    await ingress.update(web(u))
+    async with raw(ingress.shared_port or 0) as (reader, writer):
+        writer.write(
+            b"GET /upgrade?no=1 HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\n"
+        )
+        r = await read_response(reader)
+        assert (r.status, r.body) == (400, b"no")
+        assert r.headers["connection"] == "close"
+        assert await at_eof(reader)
 
 
 # ── errors ───────────────────────────────────────────────────────────────────────────────────────

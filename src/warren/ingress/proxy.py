@@ -20,6 +20,11 @@ revision's). Response timeouts are checked by one sweep over the requests waitin
 still in flight 504 (``Ingress.drain``), so that stopping the task cuts none. On this design's
 cost per request, and what it is spent on, see the ingress section of ``bench/README.md``.
 
+A request that asks for an upgrade (WebSocket or any other protocol) is routed like any other;
+if its task answers 101, both connections are handed to a ``_Tunnel`` that pipes bytes both ways
+(their transports get its protocols), counted in flight to the task until it closes, so that a
+drain closes it at the drain timeout.
+
 What a client may send, and how long it may take, is bounded by ``Limits``: a head over the
 size limits is refused (414, 431) as soon as it crosses them, and one not whole in time (408) by
 the connection's one timer, which also closes idle keep-alive connections. A head that comes
@@ -150,6 +155,7 @@ class _Request:
         "keep_alive",
         "method",
         "reject",
+        "upgrade",
         "url",
         "version10",
     )
@@ -183,6 +189,8 @@ class _Request:
         self.version10 = False
         self.reject: tuple[int, str] | None = None
         """Answer this request with that status and text, then close the connection."""
+        self.upgrade: bytes | None = None
+        """The protocol it asks to switch to (``Upgrade``), to be passed through."""
 
 
 def _text_response(
@@ -246,6 +254,10 @@ class _Client(asyncio.Protocol):
         self._discarding = False
         self._read_paused = False
         self._upstream_full = False
+        self._upgrading = False
+        """An upgrade was asked for: nothing more is read until the task answers it."""
+        self._tunnel_pending = b""
+        """What the client sent after its upgrade request: the new protocol's first bytes."""
         self.write_paused = False
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -285,8 +297,16 @@ class _Client(asyncio.Protocol):
         self._read_len = len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._refuse(501, "upgrade is not supported")
+        except httptools.HttpParserUpgrade as exc:
+            req = self._req
+            if req.upgrade is not None and req.reject is None:
+                # Its head is queued; what follows is the new protocol's, for the task if it
+                # agrees (a 101), which is waited for without reading any further.
+                self._upgrading = True
+                self._tunnel_pending = data[exc.args[0] :]
+                self._pause_reading()
+            else:
+                self._refuse(501, "upgrade is not supported")
         except httptools.HttpParserError as exc:
             if not self._refusing:
                 if isinstance(exc, httptools.HttpParserCallbackError):
@@ -388,8 +408,8 @@ class _Client(asyncio.Protocol):
             and (too_large := self._head_too_large()) is not None
         ):
             req.reject = too_large
-        elif parser.should_upgrade():
-            req.reject = (501, "upgrade is not supported")
+        elif parser.should_upgrade() and (refused := self._upgrade(req)) is not None:
+            req.reject = refused
         elif req.host is None and not req.version10:
             req.reject = (400, "bad request: missing Host header")
         elif max_body is not None and req.content_length > max_body:
@@ -399,6 +419,20 @@ class _Client(asyncio.Protocol):
             self._queue.append(req)
             if len(self._queue) >= _MAX_PIPELINE:
                 self._pause_reading()
+
+    def _upgrade(self, req: _Request) -> tuple[int, str] | None:
+        """An upgrade asked for (WebSocket or any other protocol): passed to the task, with the
+        headers that ask for it, and the connection becomes a tunnel if the task answers 101.
+        If it answers anything else, the connection closes after that answer."""
+        if req.method == b"CONNECT":
+            return 501, "CONNECT is not supported"
+        if req.has_body:
+            return 501, "an upgrade with a request body is not supported"
+        upgrade = b", ".join(v for n, v in req.headers if n.lower() == b"upgrade")
+        req.upgrade = upgrade
+        req.head += b"Connection: Upgrade\r\nUpgrade: %s\r\n" % upgrade
+        req.keep_alive = False
+        return None
 
     def on_body(self, body: bytes) -> None:
         req = self._req
@@ -521,6 +555,7 @@ class _Client(asyncio.Protocol):
         if (
             self._read_paused
             and not self._refusing
+            and not self._upgrading
             and not self._upstream_full
             and len(self._queue) < 8
             and self._queued_bytes <= _BUFFERED_MAX
@@ -757,6 +792,19 @@ class _Client(asyncio.Protocol):
         self.closed = True
         if self._transport is not None:
             self._transport.abort()
+
+    def became_tunnel(self) -> bytes:
+        """The task agreed to the upgrade: the connection is a tunnel's from now on (its
+        transport has another protocol). What the client sent after its request is returned."""
+        self.closed = True
+        self._exchange = None
+        self._queue.clear()
+        self._ingress._clients.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._tunnel_pending = self._tunnel_pending, b""
+        return pending
 
     def abort_response(self) -> None:
         """A response is partly forwarded and cannot be finished: all we can do is close."""
@@ -1171,6 +1219,8 @@ class _Upstream(asyncio.Protocol):
         self.idle = False
         self.paused = False
         self.lost = False
+        self._switching = False
+        """The task answered 101 to an upgrade: the connection becomes a tunnel."""
         self._reset()
 
     def _reset(self) -> None:
@@ -1227,8 +1277,13 @@ class _Upstream(asyncio.Protocol):
             ex.last_progress = self._ingress._loop.time()
             try:
                 self._parser.feed_data(data)
-            except httptools.HttpParserError as exc:
-                self._broken(ex, f"bad response from {self.address}: {_parser_error(exc)}")
+            except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+                # llhttp stops after a 101 (raising HttpParserUpgrade, or a plain error when
+                # the 101 has no "Connection: upgrade"): what follows is the new protocol's.
+                if self._switching:
+                    self._tunnel(ex, data)
+                else:
+                    self._broken(ex, f"bad response from {self.address}: {_parser_error(exc)}")
                 return
             if self._head_sent:
                 ex.client.write(data)
@@ -1318,6 +1373,34 @@ class _Upstream(asyncio.Protocol):
             ex.client.write(b"".join((head, b"\r\n", memoryview(buf)[end + 2 :])))
         return True
 
+    def _tunnel(self, ex: _Exchange, data: bytes) -> None:
+        """Forward the 101 as it is (its Connection and Upgrade say what the client asked),
+        and pipe both connections into each other from now on."""
+        buf = data if self._buf is None else bytes(self._buf + data)
+        start = 0
+        for _ in range(self._interim):
+            start = buf.find(b"\r\n\r\n", start) + 4
+        end = buf.find(b"\r\n\r\n", start) + 2
+        head = b"HTTP/1.1 " + buf[start + 9 : end]
+        if ex.sticky is not None and ex.endpoint is not None:
+            head += b"Set-Cookie: %s%d; Path=/; HttpOnly; SameSite=Lax\r\n" % (
+                ex.sticky,
+                ex.endpoint.revision,
+            )
+        client = ex.client
+        client.write(b"".join((head, b"\r\n", memoryview(buf)[end + 2 :])))
+        self._ex = None
+        self.lost = True  # never pooled again
+        self._ingress._upstreams.discard(self)
+        address = ex.address
+        ex.address = None  # the tunnel keeps the address's in-flight count (see Ingress.drain)
+        ex.status = 101
+        ex.head_sent = True
+        ex.upstream = None
+        ex._finish()  # the request is counted, with the time to its 101
+        assert address is not None and self.transport is not None
+        _Tunnel(self._ingress, address, client, self.transport, paused=self.paused)
+
     def _broken(self, ex: _Exchange, reason: str) -> None:
         self._ex = None
         self.discard()
@@ -1337,7 +1420,11 @@ class _Upstream(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if status < 200:
-            self._interim += 1
+            ex = self._ex
+            if status == 101 and ex is not None and ex.req.upgrade is not None:
+                self._switching = True  # (llhttp stops here: see ``data_received``)
+            else:
+                self._interim += 1
             return
         self._status = status
         self._head_done = True
@@ -1385,6 +1472,95 @@ class _Upstream(asyncio.Protocol):
         self.lost = True  # not usable from now on, even before connection_lost says so
         if self.transport is not None:
             self.transport.abort()
+
+
+# ── upgraded connections ─────────────────────────────────────────────────────────────────────────
+
+
+class _Tunnel:
+    """A connection upgraded to another protocol (WebSocket, or any the task agreed to): bytes
+    piped both ways, as they come, until either side closes. It counts as in flight to its
+    upstream address, so that a drain waits for it for the drain timeout, and then closes it
+    (``Ingress._give_up_on``). No timeout of its own: its protocol has its pings."""
+
+    __slots__ = ("address", "client", "closed", "ends", "ingress", "upstream")
+
+    def __init__(
+        self,
+        ingress: Ingress,
+        address: str,
+        client: _Client,
+        upstream: asyncio.Transport,
+        paused: bool,
+    ) -> None:
+        self.ingress = ingress
+        self.address = address
+        self.closed = False
+        transport = client._transport
+        assert transport is not None
+        self.client: asyncio.Transport = transport
+        self.upstream = upstream
+        self.ends = (_TunnelEnd(self, upstream), _TunnelEnd(self, transport))
+        ingress._tunnels.add(self)
+        pending = client.became_tunnel()
+        transport.set_protocol(self.ends[0])
+        upstream.set_protocol(self.ends[1])
+        if pending:
+            upstream.write(pending)
+        transport.resume_reading()
+        if paused and not client.write_paused:
+            upstream.resume_reading()
+
+    def close(self, abort: bool = False) -> None:
+        """Close both sides (what is still to be written is sent first, unless ``abort``)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.ingress._tunnels.discard(self)
+        for transport in (self.client, self.upstream):
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+        self.ingress._in_flight_add(self.address, -1)
+
+
+class _TunnelEnd(asyncio.Protocol):
+    """The protocol of one of a tunnel's transports: what it reads goes to ``to``; when its own
+    writes back up, ``to`` stops being read."""
+
+    def __init__(self, tunnel: _Tunnel, to: asyncio.Transport) -> None:
+        self.tunnel = tunnel
+        self.to = to
+        self.eof = False
+
+    def data_received(self, data: bytes) -> None:
+        self.to.write(data)
+
+    def eof_received(self) -> bool:
+        # A half-close is passed on: the other side may still answer.
+        self.eof = True
+        tunnel = self.tunnel
+        if all(end.eof for end in tunnel.ends) or not self.to.can_write_eof():
+            tunnel.close()
+            return False
+        try:
+            self.to.write_eof()
+        except (OSError, RuntimeError):
+            tunnel.close()
+            return False
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.close()
+
+    def pause_writing(self) -> None:
+        if not self.to.is_closing():
+            self.to.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.to.is_closing():
+            self.to.resume_reading()
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -1456,6 +1632,7 @@ class Ingress:
         self._lock = asyncio.Lock()
         self._clients: set[_Client] = set()
         self._upstreams: set[_Upstream] = set()
+        self._tunnels: set[_Tunnel] = set()
         self._pools: dict[str, list[_Upstream]] = {}
         self._connecting: dict[asyncio.Task[_Upstream], _Exchange] = {}
         """Connections being opened, and the exchange each is for."""
@@ -1511,6 +1688,8 @@ class Ingress:
             client.shutdown()
         for conn in list(self._upstreams):
             conn.discard()
+        for tunnel in list(self._tunnels):
+            tunnel.close(abort=True)
         self._pools.clear()
         for waiters in self._drained.values():
             for fut in waiters:
@@ -1592,6 +1771,9 @@ class Ingress:
         for ex in late:
             if not ex.done:
                 ex.give_up(reason)
+        # Upgraded connections had the drain timeout too: they end now.
+        for tunnel in [t for t in self._tunnels if t.address == address]:
+            tunnel.close()
 
     def stats(self) -> Mapping[str, RouteStats]:
         """Per service, since the ingress started (a snapshot)."""
