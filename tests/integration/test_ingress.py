@@ -9,11 +9,13 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import struct
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import httpx
 import pytest
@@ -1001,6 +1003,84 @@ async def test_a_large_upload_streams_through_with_bounded_memory(upstream: Fact
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+# ── real clients: curl ───────────────────────────────────────────────────────────────────────────
+
+
+async def curl(*args: str) -> tuple[str, str]:
+    """``curl ARGS``: its output, and what ``-w`` wrote (on stderr, after a marker)."""
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--max-time", str(3 * WAIT), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 4 * WAIT)
+    assert proc.returncode == 0, err
+    return out.decode("latin-1"), err.decode()
+
+
+needs_curl = pytest.mark.skipif(
+    shutil.which("curl") is None and os.environ.get("CI") != "true", reason="needs curl"
+)
+
+
+@needs_curl
+async def test_expect_100_continue_with_curl(
+    ingress: Ingress, upstream: Factory, tmp_path: Path
+) -> None:
+    u = await upstream("u")
+    await ingress.update(web(u))
+    upload = tmp_path / "upload"
+    upload.write_bytes(bytes(range(256)) * 20_000)  # 5 MB
+    base = f"http://127.0.0.1:{ingress.shared_port}"
+    # curl waits for the 100 before it sends the body (here up to 10 s: the test's bound would
+    # end first). Routed, the request gets its 100 at once; its body reaches the task.
+    expect = ["-H", "Expect: 100-continue", "--expect100-timeout", "10", "-T", str(upload)]
+    host = ["-H", "Host: web.test"]
+    out, written = await curl(*expect, *host, "-w", "%{stderr}%{size_upload}", f"{base}/count")
+    assert json.loads(out)["size"] == 5_120_000
+    assert written == "5120000"
+    # A request the ingress answers itself gets that answer instead of a 100: the body is never
+    # sent.
+    nowhere = ["-H", "Host: nowhere.test"]
+    out, written = await curl(
+        *expect, *nowhere, "-w", "%{stderr}%{http_code} %{size_upload}", f"{base}/x"
+    )
+    assert out == "no service for host nowhere.test\n"
+    assert written == "404 0"
+
+
+@needs_curl
+async def test_http10_clients_with_curl(
+    ingress: Ingress, upstream: Factory, tmp_path: Path
+) -> None:
+    u = await upstream("u")
+    await ingress.update(web(u))
+    base = f"http://127.0.0.1:{ingress.shared_port}"
+    # A chunked answer cannot go to an HTTP/1.0 client: its framing is taken off, and the end
+    # of the body is the end of the connection. (The task should not have sent it chunked: it
+    # was asked in HTTP/1.0 too; /chunked always answers chunked.)
+    out, _ = await curl("--http1.0", "-D", "-", "-H", "Host: web.test", f"{base}/chunked")
+    head, _, body = out.partition("\r\n\r\n")
+    assert body == "hello world"
+    assert "transfer-encoding" not in head.lower()
+    assert "connection: close" in head.lower()
+    # A body up, streamed with its Content-Length.
+    upload = tmp_path / "upload"
+    upload.write_bytes(b"0123456789" * 300_000)
+    out, _ = await curl("--http1.0", "-H", "Host: web.test", "--data-binary", f"@{upload}",
+                        f"{base}/count")  # fmt: skip
+    assert json.loads(out) == {
+        "size": 3_000_000, "sha256": hashlib.sha256(upload.read_bytes()).hexdigest()
+    }  # fmt: skip
+    # Keep-alive when asked for: two requests, one connection.
+    keep = ["-H", "Host: web.test", "-H", "Connection: keep-alive"]
+    out, written = await curl(
+        "--http1.0", *keep, "-w", "%{stderr}%{num_connects} ", f"{base}/a", f"{base}/b"
+    )
+    assert written == "1 0 "
+    assert [json.loads(x)["path"] for x in out.replace("}{", "}\n{").splitlines()] == ["/a", "/b"]
+    assert {s.version for s in u.requests} == {"HTTP/1.0"}
 
 
 # ── limits and timeouts ──────────────────────────────────────────────────────────────────────────

@@ -1221,6 +1221,9 @@ class _Upstream(asyncio.Protocol):
         self.lost = False
         self._switching = False
         """The task answered 101 to an upgrade: the connection becomes a tunnel."""
+        self._dechunk: _Dechunker | None = None
+        """Takes the chunks off a response to an HTTP/1.0 client (the connection is then not
+        used again)."""
         self._reset()
 
     def _reset(self) -> None:
@@ -1286,7 +1289,7 @@ class _Upstream(asyncio.Protocol):
                     self._broken(ex, f"bad response from {self.address}: {_parser_error(exc)}")
                 return
             if self._head_sent:
-                ex.client.write(data)
+                ex.client.write(data if self._dechunk is None else self._dechunk.feed(data))
             else:
                 pending = self._buf
                 if pending is not None:
@@ -1351,6 +1354,18 @@ class _Upstream(asyncio.Protocol):
         if not head.startswith(b"1.1 ", 5):
             head = b"HTTP/1.1 " + head[9:]  # we speak HTTP/1.1 to the client, whatever behind
         close = not req.keep_alive or until_close or ex.client.close_when_idle
+        if (
+            req.version10
+            and not (req.head_only or status == 204 or status == 304)
+            and lower.find(b"\r\ntransfer-encoding:") >= 0
+        ):
+            # An HTTP/1.0 client cannot read chunks (the task should not have sent them: it was
+            # asked in HTTP/1.0 too): their framing is taken off, and the close ends the body.
+            at = lower.find(b"\r\ntransfer-encoding:")
+            head, lower = _drop_header(head, lower, b"\r\ntransfer-encoding:", at)
+            self._dechunk = _Dechunker()
+            self._keep = False
+            close = True
         ex.close_client = close
         if close:
             head += _CLOSE
@@ -1369,6 +1384,8 @@ class _Upstream(asyncio.Protocol):
         if end + 2 == len(buf) or (self._msg_done and req.head_only):
             # (A HEAD response's Content-Length announces no body bytes.)
             ex.client.write(head + b"\r\n")
+        elif self._dechunk is not None:
+            ex.client.write(head + b"\r\n" + self._dechunk.feed(buf[end + 2 :]))
         else:
             ex.client.write(b"".join((head, b"\r\n", memoryview(buf)[end + 2 :])))
         return True
@@ -1472,6 +1489,50 @@ class _Upstream(asyncio.Protocol):
         self.lost = True  # not usable from now on, even before connection_lost says so
         if self.transport is not None:
             self.transport.abort()
+
+
+class _Dechunker:
+    """Chunked framing taken off a body, as it comes. (llhttp parses the same bytes and refuses
+    bad framing: this only has to cut.)"""
+
+    __slots__ = ("left", "line", "state")
+
+    _SIZE, _DATA, _DATA_END, _TRAILERS, _DONE = range(5)
+
+    def __init__(self) -> None:
+        self.state = self._SIZE
+        self.left = 0
+        """Bytes of the current chunk still to come."""
+        self.line = b""
+        """A size or trailer line not yet whole."""
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        i, n = 0, len(data)
+        while i < n and self.state != self._DONE:
+            if self.state == self._DATA:
+                take = min(self.left, n - i)
+                out.append(data[i : i + take])
+                i += take
+                self.left -= take
+                if not self.left:
+                    self.state = self._DATA_END
+                continue
+            j = data.find(b"\n", i)
+            if j < 0:
+                self.line += data[i:]
+                break
+            line = (self.line + data[i:j]).rstrip(b"\r")
+            self.line = b""
+            i = j + 1
+            if self.state == self._SIZE:
+                self.left = int(line.split(b";")[0], 16)
+                self.state = self._DATA if self.left else self._TRAILERS
+            elif self.state == self._DATA_END:
+                self.state = self._SIZE
+            elif not line:  # the blank line after the trailers
+                self.state = self._DONE
+        return b"".join(out)
 
 
 # ── upgraded connections ─────────────────────────────────────────────────────────────────────────
