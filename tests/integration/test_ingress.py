@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import struct
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import httpx
 import pytest
+import websockets.asyncio.client
+import websockets.asyncio.server
+import websockets.exceptions
 
 from warren.ingress import Ingress, Limits, RoutingTable, normalize_host
 from warren.ports import LATENCY_BUCKETS, DataPlane, Endpoint, Pin, Route
@@ -50,8 +56,12 @@ class Upstream:
     answers no HTTP at all; ``/early`` sends a 103 before its 200; ``/until-close`` has no
     length and closes; ``/reset`` closes without answering; ``/cut`` promises 100 bytes, sends
     10 and closes; ``/drip`` promises 10 bytes, sends 5 and waits for ``release`` before the rest;
-    ``/big?n=`` sends n bytes; ``/nocontent`` answers 204; anything else answers 200 with a JSON
-    echo.
+    ``/big?n=`` sends n bytes; ``/nocontent`` answers 204; ``/count`` reads the request body as
+    it streams and answers its length and SHA-256; ``/echo`` answers chunked, each chunk of the
+    request body as it arrives; ``/refuse`` answers 401 before the body, which it never reads;
+    ``/upgrade`` switches protocols (see ``_upgrade``);
+    anything else answers 200 with a JSON echo. Request bodies may come with a Content-Length or
+    chunked.
 
     ``close_idle``: close the connection right after each response (without saying so), as an
     upstream with a very short keep-alive timeout does. ``one_per_conn``: answer one request per
@@ -124,7 +134,21 @@ class Upstream:
                     if line:
                         name, _, value = line.partition(":")
                         headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                if target.startswith("/upgrade"):
+                    self.requests.append(Seen(method, target, version, headers, b"", conn))
+                    await self._upgrade(target, headers, reader, writer)
+                    return
+                if target.startswith("/refuse"):  # at once, without reading the body
+                    self.requests.append(Seen(method, target, version, headers, b"", conn))
+                    writer.write(b"HTTP/1.1 401 X\r\nContent-Length: 2\r\n\r\nno")
+                    await writer.drain()
+                    return
+                if target.startswith(("/count", "/echo")):
+                    self.requests.append(Seen(method, target, version, headers, b"", conn))
+                    served += 1
+                    await self._stream(target, headers, reader, writer)
+                    continue
+                body = b"".join([part async for part in request_body(headers, reader)])
                 self.requests.append(Seen(method, target, version, headers, body, conn))
                 served += 1
                 if not await self._answer(method, target, version, headers, body, writer, conn):
@@ -139,6 +163,53 @@ class Upstream:
             self.open -= 1
             self.closed.set()
             self._tasks.discard(task)  # type: ignore[arg-type]
+
+    async def _stream(
+        self,
+        target: str,
+        headers: dict[str, str],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """``/count`` and ``/echo``: the request body is read as it comes, never whole."""
+        if target.startswith("/echo"):
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            async for part in request_body(headers, reader):
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+        else:
+            digest, size = hashlib.sha256(), 0
+            async for part in request_body(headers, reader):
+                digest.update(part)
+                size += len(part)
+            payload = json.dumps({"size": size, "sha256": digest.hexdigest()}).encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
+            )
+        await writer.drain()
+
+    async def _upgrade(
+        self,
+        target: str,
+        headers: dict[str, str],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """``/upgrade``: 101 to the protocol asked for, then every byte back, prefixed with the
+        server's name; ``/upgrade?no=1`` answers 400 instead (and keeps the connection)."""
+        if "no=1" in target:
+            writer.write(b"HTTP/1.1 400 X\r\nContent-Length: 2\r\n\r\nno")
+            await writer.drain()
+            await reader.read()
+            return
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n"
+            % headers["upgrade"].encode()
+        )
+        while data := await reader.read(65536):
+            writer.write(self.name.encode() + b":" + data)
+            await writer.drain()
 
     async def wait_all_closed(self) -> None:
         while self.open:
@@ -239,6 +310,27 @@ class Upstream:
             writer.write(payload)
         await writer.drain()
         return keep
+
+
+async def request_body(
+    headers: dict[str, str], reader: asyncio.StreamReader
+) -> AsyncIterator[bytes]:
+    """A request body as it arrives: by its Content-Length, or chunk by chunk."""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")  # no trailers: the blank line
+                return
+            yield await reader.readexactly(size)
+            await reader.readexactly(2)
+    left = int(headers.get("content-length", "0"))
+    while left:
+        part = await reader.read(min(left, 1 << 16))
+        if not part:
+            raise asyncio.IncompleteReadError(b"", left)
+        left -= len(part)
+        yield part
 
 
 Factory = Callable[..., Awaitable[Upstream]]
@@ -673,7 +765,7 @@ async def test_forwarded_headers_and_hop_by_hop(ingress: Ingress, upstream: Fact
         assert hop not in seen
 
 
-async def test_chunked_request_body_is_forwarded_with_a_length(
+async def test_a_chunked_request_body_is_forwarded_chunked(
     ingress: Ingress, upstream: Factory
 ) -> None:
     u = await upstream("u")
@@ -688,8 +780,8 @@ async def test_chunked_request_body_is_forwarded_with_a_length(
     assert r.status_code == 200
     assert r.json()["body"] == "hello chunked world"
     seen = u.requests[0]
-    assert seen.headers["content-length"] == "19"
-    assert "transfer-encoding" not in seen.headers
+    assert seen.headers["transfer-encoding"] == "chunked"  # streamed: its length is not known
+    assert "content-length" not in seen.headers
 
 
 async def test_expect_continue_is_answered_by_the_ingress(
@@ -730,16 +822,13 @@ async def test_body_too_large_is_413(make_ingress: IngressFactory, upstream: Fac
     assert len(u.requests) == 1
 
 
-async def test_upgrade_is_501(ingress: Ingress, upstream: Factory) -> None:
+async def test_connect_is_501(ingress: Ingress, upstream: Factory) -> None:
+    # A reverse proxy does not open tunnels to anywhere a client names.
     await ingress.update(web(await upstream("u")))
     async with raw(ingress.shared_port or 0) as (reader, writer):
-        writer.write(
-            b"GET /ws HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\n"
-            b"Upgrade: websocket\r\n\r\n"
-        )
+        writer.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
         r = await read_response(reader)
-        assert r.status == 501
-        assert r.body == b"upgrade is not supported\n"
+        assert (r.status, r.body) == (501, b"CONNECT is not supported\n")
         assert await at_eof(reader)
 
 
@@ -784,6 +873,214 @@ async def test_slow_reader_gets_the_whole_body(ingress: Ingress, upstream: Facto
                 # buffer fills and it must pause reading the upstream.
                 await asyncio.sleep(0.005)
         assert got == n
+
+
+# ── streaming ────────────────────────────────────────────────────────────────────────────────────
+
+
+async def test_chunked_both_ways_streams_each_chunk_through(
+    ingress: Ingress, upstream: Factory
+) -> None:
+    # The upstream echoes each chunk of the request body as it arrives: each must come back
+    # before the next is sent, so neither direction is buffered whole.
+    u = await upstream("u")
+    await ingress.update(web(u))
+    async with raw(ingress.shared_port or 0) as (reader, writer):
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i, word in enumerate((b"hello", b"chunked", b"world")):
+            writer.write(b"%x\r\n%s\r\n" % (len(word), word))
+            if i == 0:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                assert b"transfer-encoding: chunked" in head.lower()
+            size = int(await asyncio.wait_for(reader.readuntil(b"\r\n"), WAIT), 16)
+            assert await asyncio.wait_for(reader.readexactly(size + 2), WAIT) == word + b"\r\n"
+        writer.write(b"0\r\n\r\n")
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT) == b"0\r\n\r\n"
+        # The connection is still good for another request.
+        writer.write(b"GET /after HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        assert json.loads((await read_response(reader)).body)["path"] == "/after"
+    assert u.requests[0].headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in u.requests[0].headers
+
+
+async def test_a_chunked_upload_reaches_the_task_whole(ingress: Ingress, upstream: Factory) -> None:
+    u = await upstream("u")
+    await ingress.update(web(u))
+    block = bytes(range(256)) * 4096  # 1 MiB
+    digest = hashlib.sha256()
+
+    async def parts() -> AsyncIterator[bytes]:
+        for i in range(20):
+            part = block[i:] + block[:i]
+            digest.update(part)
+            yield part
+
+    async with client(ingress) as c:
+        r = await c.post("/count", content=parts())
+    assert r.json() == {"size": 20 * len(block), "sha256": digest.hexdigest()}
+
+
+async def test_an_answer_before_the_whole_body_is_forwarded_then_the_connection_closes(
+    ingress: Ingress, upstream: Factory
+) -> None:
+    u = await upstream("u")
+    await ingress.update(web(u))
+    async with raw(ingress.shared_port or 0) as (reader, writer):
+        writer.write(b"PUT /refuse HTTP/1.1\r\nHost: web.test\r\nContent-Length: 10000000\r\n\r\n")
+        writer.write(b"x" * 100_000)
+        r = await read_response(reader)
+        assert (r.status, r.body) == (401, b"no")
+        assert await at_eof(reader)  # the rest of the body is not wanted
+    async with client(ingress) as c:  # and the ingress is fine
+        assert (await c.get("/")).status_code == 200
+
+
+INGRESS_PROCESS = """
+import asyncio, sys, uvloop
+from warren.ingress import Ingress
+from warren.ports import Endpoint, Route
+
+async def main() -> None:
+    ingress = Ingress(shared_port=0)
+    await ingress.start()
+    endpoint = Endpoint(sys.argv[1], "task-u", 1)
+    await ingress.update({"web": Route("web", host="web.test", endpoints=(endpoint,))})
+    print(ingress.shared_port, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until it closes
+    await ingress.close()
+
+uvloop.run(main())
+"""
+"""An ingress of its own, as ``warren server`` runs it (uvloop), for measuring its memory."""
+
+
+def memory_kib(pid: int, field_: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (its peak so far) of a process, in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        lines = status.read().splitlines()
+    for line in lines:
+        if line.startswith(field_ + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field_} for {pid}")
+
+
+async def test_a_large_upload_streams_through_with_bounded_memory(upstream: Factory) -> None:
+    u = await upstream("u")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", INGRESS_PROCESS, u.address,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = int(await asyncio.wait_for(proc.stdout.readline(), WAIT))
+        async with raw(port) as (reader, writer):
+            writer.write(b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n")  # warm: all imported
+            assert (await read_response(reader)).status == 200
+            before = memory_kib(proc.pid, "VmRSS")
+            size = 200 * 1024 * 1024
+            block = bytes(range(256)) * 4096
+            writer.write(
+                b"PUT /count HTTP/1.1\r\nHost: web.test\r\nContent-Length: %d\r\n\r\n" % size
+            )
+            for _ in range(size // len(block)):
+                writer.write(block)
+                await asyncio.wait_for(writer.drain(), WAIT)
+            r = await asyncio.wait_for(read_response(reader), 4 * WAIT)
+            grew = memory_kib(proc.pid, "VmHWM") - before
+        digest = hashlib.sha256(block * 8)  # 8 MiB, 25 times: the same hash as the stream
+        for _ in range(24):
+            digest.update(block * 8)
+        assert r.status == 200, r
+        assert json.loads(r.body) == {"size": size, "sha256": digest.hexdigest()}
+        print(f"ingress RSS grew {grew} KiB over a {size >> 20} MiB upload")
+        assert grew < 16 * 1024, f"the ingress grew {grew} KiB"
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), WAIT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+# ── real clients: curl ───────────────────────────────────────────────────────────────────────────
+
+
+async def curl(*args: str) -> tuple[str, str]:
+    """``curl ARGS``: its output, and what ``-w`` wrote (on stderr, after a marker)."""
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--max-time", str(3 * WAIT), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 4 * WAIT)
+    assert proc.returncode == 0, err
+    return out.decode("latin-1"), err.decode()
+
+
+needs_curl = pytest.mark.skipif(
+    shutil.which("curl") is None and os.environ.get("CI") != "true", reason="needs curl"
+)
+
+
+@needs_curl
+async def test_expect_100_continue_with_curl(
+    ingress: Ingress, upstream: Factory, tmp_path: Path
+) -> None:
+    u = await upstream("u")
+    await ingress.update(web(u))
+    upload = tmp_path / "upload"
+    upload.write_bytes(bytes(range(256)) * 20_000)  # 5 MB
+    base = f"http://127.0.0.1:{ingress.shared_port}"
+    # curl waits for the 100 before it sends the body (here up to 10 s: the test's bound would
+    # end first). Routed, the request gets its 100 at once; its body reaches the task.
+    expect = ["-H", "Expect: 100-continue", "--expect100-timeout", "10", "-T", str(upload)]
+    host = ["-H", "Host: web.test"]
+    out, written = await curl(*expect, *host, "-w", "%{stderr}%{size_upload}", f"{base}/count")
+    assert json.loads(out)["size"] == 5_120_000
+    assert written == "5120000"
+    # A request the ingress answers itself gets that answer instead of a 100: the body is never
+    # sent.
+    nowhere = ["-H", "Host: nowhere.test"]
+    out, written = await curl(
+        *expect, *nowhere, "-w", "%{stderr}%{http_code} %{size_upload}", f"{base}/x"
+    )
+    assert out == "no service for host nowhere.test\n"
+    assert written == "404 0"
+
+
+@needs_curl
+async def test_http10_clients_with_curl(
+    ingress: Ingress, upstream: Factory, tmp_path: Path
+) -> None:
+    u = await upstream("u")
+    await ingress.update(web(u))
+    base = f"http://127.0.0.1:{ingress.shared_port}"
+    # A chunked answer cannot go to an HTTP/1.0 client: its framing is taken off, and the end
+    # of the body is the end of the connection. (The task should not have sent it chunked: it
+    # was asked in HTTP/1.0 too; /chunked always answers chunked.)
+    out, _ = await curl("--http1.0", "-D", "-", "-H", "Host: web.test", f"{base}/chunked")
+    head, _, body = out.partition("\r\n\r\n")
+    assert body == "hello world"
+    assert "transfer-encoding" not in head.lower()
+    assert "connection: close" in head.lower()
+    # A body up, streamed with its Content-Length.
+    upload = tmp_path / "upload"
+    upload.write_bytes(b"0123456789" * 300_000)
+    out, _ = await curl("--http1.0", "-H", "Host: web.test", "--data-binary", f"@{upload}",
+                        f"{base}/count")  # fmt: skip
+    assert json.loads(out) == {
+        "size": 3_000_000, "sha256": hashlib.sha256(upload.read_bytes()).hexdigest()
+    }  # fmt: skip
+    # Keep-alive when asked for: two requests, one connection.
+    keep = ["-H", "Host: web.test", "-H", "Connection: keep-alive"]
+    out, written = await curl(
+        "--http1.0", *keep, "-w", "%{stderr}%{num_connects} ", f"{base}/a", f"{base}/b"
+    )
+    assert written == "1 0 "
+    assert [json.loads(x)["path"] for x in out.replace("}{", "}\n{").splitlines()] == ["/a", "/b"]
+    assert {s.version for s in u.requests} == {"HTTP/1.0"}
 
 
 # ── limits and timeouts ──────────────────────────────────────────────────────────────────────────
@@ -914,11 +1211,11 @@ async def test_slow_heads_are_closed_at_the_head_timeout_while_others_are_served
     try:
         async with client(ingress) as c:
             served = 0
-            while loop.time() - began < 1.0:
+            while not slowloris.done() and loop.time() - began < 3 * WAIT:
                 r = await c.get("/")
                 assert r.status_code == 200
                 served += 1
-        assert served >= 10
+        assert served >= 10  # (all the while the slow heads were held, however loaded the machine)
         answers = await asyncio.wait_for(slowloris, 3 * WAIT)
     finally:
         stop.set()
@@ -927,6 +1224,150 @@ async def test_slow_heads_are_closed_at_the_head_timeout_while_others_are_served
     closed_at = sorted(at for _, at in answers)
     assert closed_at[0] >= 1.0
     assert closed_at[-1] < 2.5, closed_at[-1]
+
+
+# ── upgrades ─────────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class EchoServer:
+    """A WebSocket server (the ``websockets`` package) that answers each message with its name."""
+
+    name: str
+    server: websockets.asyncio.server.Server | None = None
+    connections: int = 0
+
+    async def start(self) -> EchoServer:
+        async def echo(ws: websockets.asyncio.server.ServerConnection) -> None:
+            self.connections += 1
+            async for message in ws:
+                await ws.send(f"{self.name}:{message}")
+
+        self.server = await websockets.asyncio.server.serve(echo, "127.0.0.1", 0)
+        return self
+
+    def endpoint(self, revision: int) -> Endpoint:
+        assert self.server is not None
+        port = next(iter(self.server.sockets)).getsockname()[1]
+        return Endpoint(f"127.0.0.1:{port}", f"task-{self.name}", revision)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await asyncio.wait_for(self.server.wait_closed(), WAIT)
+
+
+@pytest.fixture
+async def echo_servers() -> AsyncIterator[tuple[EchoServer, EchoServer]]:
+    stable, canary = await EchoServer("stable").start(), await EchoServer("canary").start()
+    yield stable, canary
+    for server in (stable, canary):
+        await server.stop()
+
+
+async def test_a_websocket_echo_through_a_canary(
+    ingress: Ingress, echo_servers: tuple[EchoServer, EchoServer]
+) -> None:
+    # The route is chosen at the handshake, like any request's: by weight, or by a pin; then
+    # the connection stays with the task that answered it.
+    stable, canary = echo_servers
+    port = free_port()
+    endpoints = (stable.endpoint(1), canary.endpoint(2))
+    pins = (Pin(2, header="X-Warren-Preview"),)
+    await ingress.update(
+        {"web": Route("web", (port,), None, endpoints, ((1, 75), (2, 25)), pins=pins)}
+    )
+
+    async def talk(**headers: str) -> str:
+        async with websockets.asyncio.client.connect(
+            f"ws://127.0.0.1:{port}/chat", additional_headers=headers, open_timeout=WAIT
+        ) as ws:
+            answers = []
+            for i in range(3):
+                await ws.send(f"m{i}")
+                answers.append(await asyncio.wait_for(ws.recv(), WAIT))
+            name = str(answers[0]).split(":")[0]
+            assert answers == [f"{name}:m{i}" for i in range(3)]
+            return name
+
+    names = [await talk() for _ in range(40)]
+    assert names.count("canary") == 10  # exactly its weight
+    assert await talk(**{"X-Warren-Preview": "1"}) == "canary"
+    assert (stable.connections, canary.connections) == (30, 11)
+    revisions = ingress.revision_stats()
+    assert (revisions[("web", 1)].requests, revisions[("web", 2)].requests) == (30, 11)
+    assert revisions[("web", 1)].in_flight == revisions[("web", 2)].in_flight == 0
+
+
+async def test_upgraded_connections_get_the_drain_timeout_then_close(
+    ingress: Ingress, echo_servers: tuple[EchoServer, EchoServer]
+) -> None:
+    stable, canary = echo_servers
+    port = free_port()
+    old, new = stable.endpoint(1), canary.endpoint(2)
+    await ingress.update({"web": Route("web", (port,), None, (old,))})
+    loop = asyncio.get_running_loop()
+    async with websockets.asyncio.client.connect(
+        f"ws://127.0.0.1:{port}/", open_timeout=WAIT
+    ) as ws:
+        await ws.send("before")
+        assert await asyncio.wait_for(ws.recv(), WAIT) == "stable:before"
+        await ingress.update({"web": Route("web", (port,), None, (old, new))})
+        began = loop.time()
+        draining = asyncio.create_task(ingress.drain(old.address, 0.5))
+        await ws.send("during")  # still served while the drain lasts
+        assert await asyncio.wait_for(ws.recv(), WAIT) == "stable:during"
+        async with websockets.asyncio.client.connect(
+            f"ws://127.0.0.1:{port}/", open_timeout=WAIT
+        ) as other:  # a new one goes elsewhere
+            await other.send("hi")
+            assert await asyncio.wait_for(other.recv(), WAIT) == "canary:hi"
+        assert await asyncio.wait_for(draining, WAIT) == 1  # the upgraded connection, closed
+        with pytest.raises(websockets.exceptions.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), WAIT)
+        assert 0.5 <= loop.time() - began < 2.0
+    assert ingress.in_flight(old.address) == 0
+
+
+async def test_any_upgrade_is_passed_through(ingress: Ingress, upstream: Factory) -> None:
+    u = await upstream("u")
+    await ingress.update(web(u))
+    async with raw(ingress.shared_port or 0) as (reader, writer):
+        writer.write(
+            b"GET /upgrade HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\n"
+            b"Upgrade: echo/1\r\n\r\n"
+        )
+        r = await read_response(reader, head_only=True)
+        assert r.status == 101
+        assert (r.headers["connection"].lower(), r.headers["upgrade"]) == ("upgrade", "echo/1")
+        for data in (b"any bytes\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n", b"\x00\xff" * 40000):
+            writer.write(data)
+            expected = b"u:" + data
+            got = b""
+            while len(got) < len(expected):
+                got += await asyncio.wait_for(reader.read(1 << 20), WAIT)
+            assert got.replace(b"u:", b"") == data
+        writer.write_eof()  # a half-close is passed on too: the upstream then closes
+        assert await at_eof(reader)
+    seen = u.requests[0].headers
+    assert (seen["connection"].lower(), seen["upgrade"]) == ("upgrade", "echo/1")
+    await u.wait_all_closed()
+
+
+async def test_an_upgrade_refused_by_the_task_is_answered_then_closed(
+    ingress: Ingress, upstream: Factory
+) -> None:
+    u = await upstream("u")
+    await ingress.update(web(u))
+    async with raw(ingress.shared_port or 0) as (reader, writer):
+        writer.write(
+            b"GET /upgrade?no=1 HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\n"
+        )
+        r = await read_response(reader)
+        assert (r.status, r.body) == (400, b"no")
+        assert r.headers["connection"] == "close"
+        assert await at_eof(reader)
 
 
 # ── errors ───────────────────────────────────────────────────────────────────────────────────────

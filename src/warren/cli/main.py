@@ -166,6 +166,16 @@ MaxHeaderBytes = Annotated[
         help="Largest request headers (each line 'Name: value' and its CRLF); larger: 431.",
     ),
 ]
+MaxBody = Annotated[
+    int | None,
+    typer.Option(
+        "--ingress-max-body",
+        min=1,
+        metavar="BYTES",
+        show_default="no limit",
+        help="Largest request body; larger: 413. Bodies are streamed to the task, never held.",
+    ),
+]
 MaxHeaderFields = Annotated[
     int,
     typer.Option(
@@ -183,6 +193,7 @@ def _limits(
     max_request_line: int,
     max_header_bytes: int,
     max_header_fields: int,
+    max_body: int | None,
 ) -> Limits:
     """The ingress's limits from the flags that every command running an ingress takes."""
     return Limits(
@@ -191,6 +202,7 @@ def _limits(
         max_request_line=max_request_line,
         max_header_bytes=max_header_bytes,
         max_header_fields=max_header_fields,
+        max_body=max_body,
     )
 
 
@@ -244,6 +256,7 @@ def server(
     ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
     ingress_max_header_bytes: MaxHeaderBytes = _LIMITS.max_header_bytes,
     ingress_max_header_fields: MaxHeaderFields = _LIMITS.max_header_fields,
+    ingress_max_body: MaxBody = _LIMITS.max_body,
     log_level: LogLevel = "info",
     simulate_nodes: Annotated[int, typer.Option("--simulate-nodes", hidden=True, min=0)] = 0,
 ) -> None:
@@ -265,6 +278,7 @@ def server(
             ingress_max_request_line,
             ingress_max_header_bytes,
             ingress_max_header_fields,
+            ingress_max_body,
         ),
         store=store,
         node_name=node_name or socket.gethostname(),
@@ -392,6 +406,7 @@ def worker(
     ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
     ingress_max_header_bytes: MaxHeaderBytes = _LIMITS.max_header_bytes,
     ingress_max_header_fields: MaxHeaderFields = _LIMITS.max_header_fields,
+    ingress_max_body: MaxBody = _LIMITS.max_body,
     log_level: LogLevel = "info",
 ) -> None:
     """Run a worker: a node that runs tasks for managers elsewhere, with its own ingress."""
@@ -415,6 +430,7 @@ def worker(
             ingress_max_request_line,
             ingress_max_header_bytes,
             ingress_max_header_fields,
+            ingress_max_body,
         ),
         heartbeat_ttl=heartbeat_ttl,
         api=api or f"{advertise}:7071",
@@ -519,6 +535,7 @@ def ingress(
     ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
     ingress_max_header_bytes: MaxHeaderBytes = _LIMITS.max_header_bytes,
     ingress_max_header_fields: MaxHeaderFields = _LIMITS.max_header_fields,
+    ingress_max_body: MaxBody = _LIMITS.max_body,
     log_level: LogLevel = "info",
     ready_fd: Annotated[int | None, typer.Option("--ready-fd", hidden=True)] = None,
 ) -> None:
@@ -546,6 +563,7 @@ def ingress(
             ingress_max_request_line,
             ingress_max_header_bytes,
             ingress_max_header_fields,
+            ingress_max_body,
         )
         settings = IngressSettings(managers, ingress_host, port, report_every, limits)
     config = IngressConfig(

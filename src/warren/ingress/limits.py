@@ -34,5 +34,6 @@ class Limits:
     larger: 431."""
     max_header_fields: int = 100
     """Most request header fields; more: 431."""
-    max_body: int = 10 * 1024 * 1024
-    """Largest request body, in bytes; larger: 413."""
+    max_body: int | None = None
+    """Largest request body, in bytes; larger: 413. None: no limit (the body is streamed to the
+    task as it comes, never held whole)."""

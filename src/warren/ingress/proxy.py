@@ -1,19 +1,29 @@
 """The built-in data plane: an HTTP/1.1 reverse proxy on asyncio Protocols and httptools.
 
 One ``_Client`` per client connection parses requests, queues pipelined ones and serves them one
-at a time. Each request becomes an ``_Exchange``: it picks an endpoint from the routing table,
-takes a pooled ``_Upstream`` connection (or opens one), writes the request with its body fully
-buffered, and streams the response back as it arrives. The response parser only rewrites the head
+at a time. Each request becomes an ``_Exchange`` as soon as its head is in: it picks an endpoint
+from the routing table, takes a pooled ``_Upstream`` connection (or opens one), writes the head
+and the body received so far, and then the rest of the body as it comes (with its
+Content-Length, or chunked as the client sent it); the response streams back as it arrives.
+Neither body is ever held whole: a body that comes faster than its reader takes it stops the
+reading of its sender (each side's transport pauses the other's reading), and at most
+``_BUFFERED_MAX`` bytes wait for a connection. The response parser only rewrites the head
 (hop-by-hop headers, ``Connection``) and finds the end of the message; body bytes are forwarded
 as received.
 
-The common path (pooled upstream, keep-alive client) creates no task and runs no regex: a request
-costs the parser callbacks, one header scan and one ``join`` for the upstream request, a few byte
+The common path (pooled upstream, keep-alive client, a request whole in one read) creates no task
+and runs no regex: a request costs the parser callbacks, one header scan and one ``join`` for the
+upstream request, a few byte
 searches to rewrite the response head, one write each way, and one set of counters (its
 revision's). Response timeouts are checked by one sweep over the requests waiting on an upstream
 (``Ingress._sweep``), not by a timer per request. A drain that runs out answers the requests
 still in flight 504 (``Ingress.drain``), so that stopping the task cuts none. On this design's
 cost per request, and what it is spent on, see the ingress section of ``bench/README.md``.
+
+A request that asks for an upgrade (WebSocket or any other protocol) is routed like any other;
+if its task answers 101, both connections are handed to a ``_Tunnel`` that pipes bytes both ways
+(their transports get its protocols), counted in flight to the task until it closes, so that a
+drain closes it at the drain timeout.
 
 What a client may send, and how long it may take, is bounded by ``Limits``: a head over the
 size limits is refused (414, 431) as soon as it crosses them, and one not whole in time (408) by
@@ -61,6 +71,14 @@ _MAX_HEAD = 64 * 1024
 
 _HANDSHAKE_TIMEOUT = 10.0
 """A TLS handshake not done in this many seconds is dropped (asyncio's default is 60 s)."""
+
+_BUFFERED_MAX = 256 * 1024
+"""Request body bytes held for a client (its request not yet on an upstream connection, or
+pipelined behind another) before we stop reading from it."""
+
+_REPLAY_MAX = 64 * 1024
+"""Request bytes kept after they are sent, so that a request sent on a pooled connection the
+upstream had just closed can be sent again on a fresh one. A request that sent more is not."""
 
 _LINGER = 2.0
 """After refusing a request whose body may still be arriving (413, 400), keep reading and
@@ -128,7 +146,11 @@ class _Request:
     __slots__ = (
         "body",
         "body_size",
+        "buffered",
+        "chunked",
+        "complete",
         "content_length",
+        "done",
         "expect_continue",
         "forwarded_for",
         "has_body",
@@ -139,6 +161,7 @@ class _Request:
         "keep_alive",
         "method",
         "reject",
+        "upgrade",
         "url",
         "version10",
     )
@@ -153,8 +176,18 @@ class _Request:
         self.host: bytes | None = None
         self.forwarded_for: bytes | None = None
         self.body: list[bytes] = []
+        """Body bytes received and not yet sent upstream (they are sent as they come once the
+        request is on an upstream connection)."""
+        self.buffered = 0
+        """Their total."""
         self.body_size = 0
+        self.complete = False
+        """The whole message is received."""
+        self.done = False
+        """Answered: what is left of its body is not wanted. (The request does not point to its
+        exchange: that would make a reference cycle per request, left to the garbage collector.)"""
         self.content_length = -1
+        self.chunked = False
         self.has_body = False
         self.expect_continue = False
         self.head_only = False
@@ -162,6 +195,8 @@ class _Request:
         self.version10 = False
         self.reject: tuple[int, str] | None = None
         """Answer this request with that status and text, then close the connection."""
+        self.upgrade: bytes | None = None
+        """The protocol it asks to switch to (``Upgrade``), to be passed through."""
 
 
 def _text_response(
@@ -226,6 +261,11 @@ class _Client(asyncio.Protocol):
         """Parsing stopped (bad request, 413, upgrade): answer what is queued, then close."""
         self._discarding = False
         self._read_paused = False
+        self._upstream_full = False
+        self._upgrading = False
+        """An upgrade was asked for: nothing more is read until the task answers it."""
+        self._tunnel_pending = b""
+        """What the client sent after its upgrade request: the new protocol's first bytes."""
         self.write_paused = False
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -265,8 +305,16 @@ class _Client(asyncio.Protocol):
         self._read_len = len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._refuse(501, "upgrade is not supported")
+        except httptools.HttpParserUpgrade as exc:
+            req = self._req
+            if req.upgrade is not None and req.reject is None:
+                # Its head is queued; what follows is the new protocol's, for the task if it
+                # agrees (a 101), which is waited for without reading any further.
+                self._upgrading = True
+                self._tunnel_pending = data[exc.args[0] :]
+                self._pause_reading()
+            else:
+                self._refuse(501, "upgrade is not supported")
         except httptools.HttpParserError as exc:
             if not self._refusing:
                 if isinstance(exc, httptools.HttpParserCallbackError):
@@ -293,12 +341,27 @@ class _Client(asyncio.Protocol):
         # the transport open for those answers. A half-sent request is dropped.
         if self.closed:
             return False
+        if self._parsing and not self._in_head:
+            self._body_cut_short(self._req)
+            if self.closed:
+                return False
         self._parsing = self._in_head = False
         self._head_began = 0.0
         self.close_when_idle = True
         if self._exchange is None and not self._queue:
             self._close()
         return True
+
+    def _body_cut_short(self, req: _Request) -> None:
+        """The client closed in the middle of a request's body: it cannot be sent whole."""
+        ex = self._serving(req)
+        if ex is None:
+            if req in self._queue:
+                self._queue.remove(req)
+            self._drop_body(req)
+        elif not ex.done:
+            ex.abort()
+            self.abort_response()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -353,41 +416,105 @@ class _Client(asyncio.Protocol):
             and (too_large := self._head_too_large()) is not None
         ):
             req.reject = too_large
-        elif parser.should_upgrade():
-            req.reject = (501, "upgrade is not supported")
+        elif parser.should_upgrade() and (refused := self._upgrade(req)) is not None:
+            req.reject = refused
         elif req.host is None and not req.version10:
             req.reject = (400, "bad request: missing Host header")
-        elif req.content_length > max_body:
+        elif max_body is not None and req.content_length > max_body:
             req.reject = (413, f"request body larger than {max_body} bytes")
-        elif req.expect_continue and self._exchange is None and not self._queue:
-            # The body is buffered here, so the client may send it now. (With requests queued
-            # ahead, a 100 would interleave with their responses; the client sends anyway after
-            # its own short wait.)
-            assert self._transport is not None
-            self._transport.write(_CONTINUE)
+        else:
+            # Served from its head: the body follows it upstream as it comes.
+            self._queue.append(req)
+            if len(self._queue) >= _MAX_PIPELINE:
+                self._pause_reading()
+
+    def _upgrade(self, req: _Request) -> tuple[int, str] | None:
+        """An upgrade asked for (WebSocket or any other protocol): passed to the task, with the
+        headers that ask for it, and the connection becomes a tunnel if the task answers 101.
+        If it answers anything else, the connection closes after that answer."""
+        if req.method == b"CONNECT":
+            return 501, "CONNECT is not supported"
+        if req.has_body:
+            return 501, "an upgrade with a request body is not supported"
+        upgrade = b", ".join(v for n, v in req.headers if n.lower() == b"upgrade")
+        req.upgrade = upgrade
+        req.head += b"Connection: Upgrade\r\nUpgrade: %s\r\n" % upgrade
+        req.keep_alive = False
+        return None
 
     def on_body(self, body: bytes) -> None:
         req = self._req
         if req.reject is not None:
             return
         req.body_size += len(body)
-        if req.body_size > self._ingress._max_body:
-            req.reject = (413, f"request body larger than {self._ingress._max_body} bytes")
-            req.body = []
+        max_body = self._ingress._max_body
+        if max_body is not None and req.body_size > max_body:
+            # Sent chunked: its length was not known from its head.
+            self._refuse(413, f"request body larger than {max_body} bytes")
+            raise _Stop
+        ex = self._exchange
+        if ex is not None and ex.streaming and ex.req is req:
+            ex.send_body(body)
             return
+        if req.done:
+            return  # answered already: the rest is not wanted
         req.body.append(body)
+        req.buffered += len(body)
+        self._queued_bytes += len(body)
+        if self._queued_bytes > _BUFFERED_MAX:
+            self._pause_reading()
 
     def on_message_complete(self) -> None:
         req = self._req
         self._parsing = False
-        self._queue.append(req)
-        self._queued_bytes += req.body_size
+        req.complete = True
         if req.reject is not None:
             # Stop at this request: what follows it cannot be trusted.
+            self._queue.append(req)
             self._refusing = True
             self._pause_reading()
-        elif len(self._queue) >= _MAX_PIPELINE or self._queued_bytes > self._ingress._max_body:
+            return
+        ex = self._exchange
+        if ex is not None and ex.streaming and ex.req is req:
+            ex.end_body()
+
+    def _body_failed(self, req: _Request, status: int, text: str) -> None:
+        """``req`` was queued or is being served, and its body cannot be had whole (too large,
+        malformed): answer ``status`` instead of what it was waiting for, then close."""
+        self._drop_body(req)
+        req.reject = (status, text)
+        ex = self._serving(req)
+        if ex is not None:
+            ex.drop_upstream()
+            if ex.head_sent:
+                ex.give_up(text)
+            else:
+                ex.fail(status, text)
+        elif req.done and self._exchange is None and not self.closed:
+            self._linger()  # answered already, and its body will not be read to its end
+        # (Otherwise still queued: answered when its turn comes.)
+
+    def _serving(self, req: _Request) -> _Exchange | None:
+        """The exchange serving ``req``, if it is being served."""
+        ex = self._exchange
+        return ex if ex is not None and ex.req is req else None
+
+    def _drop_body(self, req: _Request) -> None:
+        """Forget the body bytes held for ``req`` (sent, or not to be sent)."""
+        if req.buffered:
+            self._queued_bytes -= req.buffered
+            req.body = []
+            req.buffered = 0
+            self._maybe_resume()
+
+    def upstream_full(self, full: bool) -> None:
+        """The upstream connection of the request being sent stopped (or resumed) taking its
+        body: stop (or resume) reading it from the client."""
+        self._upstream_full = full
+        if full:
             self._pause_reading()
+        else:
+            self._maybe_resume()
 
     # serving ───────────────────────────────────────────────────────────────────────────────────
 
@@ -395,13 +522,17 @@ class _Client(asyncio.Protocol):
         """Stop parsing; the request being parsed (or a placeholder) is answered ``status`` after
         those queued before it, then the connection closes."""
         self._refusing = True
+        in_head = self._in_head
         self._in_head = False
         if self._parsing:
             self._parsing = False
             req = self._req
-            if req.reject is None:
-                req.reject = (status, text)
-            self._queue.append(req)
+            if in_head or req.reject is not None:  # not queued: a head unfinished or refused
+                if req.reject is None:
+                    req.reject = (status, text)
+                self._queue.append(req)
+            else:
+                self._body_failed(req, status, text)
         elif not self._queue or self._queue[-1].reject is None:
             req = _Request()
             req.reject = (status, text)
@@ -415,9 +546,7 @@ class _Client(asyncio.Protocol):
         self._in_next = True
         try:
             while self._queue and self._exchange is None and not self.closed:
-                req = self._queue.popleft()
-                self._queued_bytes -= req.body_size
-                self._dispatch(req)
+                self._dispatch(self._queue.popleft())
         finally:
             self._in_next = False
         if self.closed:
@@ -426,11 +555,18 @@ class _Client(asyncio.Protocol):
         if idle and self.close_when_idle:
             self._close()
             return
+        if self._read_paused:
+            self._maybe_resume()
+
+    def _maybe_resume(self) -> None:
+        """Read from the client again, unless something still holds it back."""
         if (
             self._read_paused
             and not self._refusing
+            and not self._upgrading
+            and not self._upstream_full
             and len(self._queue) < 8
-            and self._queued_bytes <= self._ingress._max_body
+            and self._queued_bytes <= _BUFFERED_MAX
         ):
             self._resume_reading()
 
@@ -463,18 +599,28 @@ class _Client(asyncio.Protocol):
             ex.fail(503, f"service {entry.service} has no ready task{which}")
         else:
             ex.pinned = pinned is not None or bool(entry.route.weights)
+            if req.expect_continue and not req.body_size and not req.complete:
+                # The client waits for this before it sends the body: the request is routed, so
+                # the body is wanted. (An answer of our own comes instead: 404, 503.)
+                self.write(_CONTINUE)
             ex.send(endpoint)
 
-    def exchange_done(self, close: bool) -> None:
+    def exchange_done(self, close: bool, complete: bool = True) -> None:
+        """The exchange is over; ``complete``: its request was received whole (if not, what is
+        left of its body is unwanted, and the connection closes)."""
         self._exchange = None
+        self._upstream_full = False
         self._last = self._loop.time()
-        if close or self.closed:
+        if not complete and not self.closed:
+            self._linger()
+        elif close or self.closed:
             self._close()
         elif not self._in_next and (self._queue or self._read_paused or self.close_when_idle):
             self._next()
 
     def _write_local(self, req: _Request, status: int, text: str, close: bool = False) -> None:
-        close = close or not req.keep_alive or self.close_when_idle
+        close = close or not req.keep_alive or self.close_when_idle or not req.complete
+        self._drop_body(req)
         assert self._transport is not None
         self._transport.write(
             _text_response(
@@ -482,7 +628,7 @@ class _Client(asyncio.Protocol):
             )
         )
         if close:
-            if req.reject is not None:
+            if req.reject is not None or not req.complete:
                 self._linger()
             else:
                 self._close()
@@ -655,6 +801,19 @@ class _Client(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def became_tunnel(self) -> bytes:
+        """The task agreed to the upgrade: the connection is a tunnel's from now on (its
+        transport has another protocol). What the client sent after its request is returned."""
+        self.closed = True
+        self._exchange = None
+        self._queue.clear()
+        self._ingress._clients.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._tunnel_pending = self._tunnel_pending, b""
+        return pending
+
     def abort_response(self) -> None:
         """A response is partly forwarded and cannot be finished: all we can do is close."""
         self._exchange = None
@@ -691,6 +850,7 @@ def _scan_headers(req: _Request, peer: bytes, proto: bytes = b"http") -> None:
             req.content_length = int(value)  # llhttp has checked it is a number
         elif lname == b"transfer-encoding":
             req.has_body = True
+            req.chunked = value.lower().endswith(b"chunked")  # (llhttp refuses what is not)
         elif lname == b"x-forwarded-for":
             req.forwarded_for = (
                 value if req.forwarded_for is None else req.forwarded_for + b", " + value
@@ -752,6 +912,7 @@ class _Exchange:
         "client",
         "close_client",
         "done",
+        "ended",
         "endpoint",
         "entry",
         "head_sent",
@@ -766,6 +927,9 @@ class _Exchange:
         "started",
         "status",
         "sticky",
+        "streamed",
+        "streamed_bytes",
+        "streaming",
         "tried",
         "upstream",
     )
@@ -783,6 +947,15 @@ class _Exchange:
         """The address counted as in flight for this request."""
         self.upstream: _Upstream | None = None
         self.payload = b""
+        """What was written first on the upstream connection: the head, and the body so far."""
+        self.streamed: list[bytes] | None = None
+        """The body written after it (framed), kept while it is small enough to send again
+        (made when needed: most requests stream nothing)."""
+        self.streamed_bytes = 0
+        self.streaming = False
+        """On an upstream connection, with more of the body to come: sent as it comes."""
+        self.ended = not req.has_body
+        """The end of the body was written upstream."""
         self.pinned = False
         self.sticky: bytes | None = None
         """``NAME=`` of the sticky cookie the response sets to the revision that answers."""
@@ -801,15 +974,6 @@ class _Exchange:
         ingress = self.ingress
         if endpoint is not self.endpoint:
             self._count(endpoint)
-        if not self.payload:
-            req = self.req
-            if req.has_body:
-                # The body is re-sent with its length, whatever its framing from the client.
-                length = b"Content-Length: %d\r\n\r\n" % req.body_size
-                self.payload = b"".join([req.head, length, *req.body])
-                req.body = []
-            else:
-                self.payload = req.head + b"\r\n"
         conn = None if fresh else ingress._pool_take(endpoint.address)
         if conn is not None:
             self.reused = True
@@ -842,7 +1006,86 @@ class _Exchange:
         ingress._waiting.add(self)
         if ingress._sweeper is None:
             ingress._start_sweep()
-        conn.start(self)
+        req = self.req
+        if not self.payload:
+            # (Most requests have no body: their head is all.)
+            data = self.payload = self._first_bytes(req) if req.has_body else req.head + b"\r\n"
+        else:
+            data = self._again(req)  # on a fresh connection, after a pooled one failed
+        conn.start(self, data)
+        self.streaming = not req.complete
+
+    def _first_bytes(self, req: _Request) -> bytes:
+        """The head, with the framing of the body, and the body received so far (whole, for
+        most requests: they are sent in one write)."""
+        body = req.body
+        self.client._drop_body(req)  # sent: no longer held
+        if not req.chunked:
+            self.ended = req.complete
+            length = b"Content-Length: %d\r\n\r\n" % req.content_length
+            return b"".join([req.head, length, *body])
+        # Chunked from the client, chunked upstream: its length is not known before its end.
+        parts = [req.head, b"Transfer-Encoding: chunked\r\n\r\n"]
+        for piece in body:
+            parts += (b"%x\r\n" % len(piece), piece, b"\r\n")
+        if req.complete:
+            parts.append(b"0\r\n\r\n")
+            self.ended = True
+        return b"".join(parts)
+
+    def _again(self, req: _Request) -> bytes:
+        """All that was sent on the failed connection, then what came meanwhile."""
+        parts = [self.payload, *(self.streamed or ())]
+        pieces = req.body
+        self.client._drop_body(req)
+        for piece in pieces:
+            self._log(self._frame(piece))
+            parts.append(self._frame(piece))
+        if req.complete and not self.ended:
+            self.ended = True
+            if req.chunked:
+                self._log(b"0\r\n\r\n")
+                parts.append(b"0\r\n\r\n")
+        return b"".join(parts)
+
+    def _frame(self, piece: bytes) -> bytes:
+        return b"%x\r\n%b\r\n" % (len(piece), piece) if self.req.chunked else piece
+
+    def _log(self, data: bytes) -> None:
+        """Keep ``data``, sent upstream, while the request is small enough to be sent again."""
+        self.streamed_bytes += len(data)
+        if self.streamed_bytes > _REPLAY_MAX:
+            self.streamed = None
+        elif self.streamed is None:
+            self.streamed = [data]
+        else:
+            self.streamed.append(data)
+
+    def send_body(self, piece: bytes) -> None:
+        """More of the body, straight to the upstream connection (``streaming``)."""
+        data = self._frame(piece)
+        assert self.upstream is not None and self.upstream.transport is not None
+        self.upstream.transport.write(data)
+        self.last_progress = self.client._last
+        if self.streamed_bytes <= _REPLAY_MAX:
+            self._log(data)
+
+    def end_body(self) -> None:
+        self.streaming = False
+        self.ended = True
+        if self.req.chunked:
+            assert self.upstream is not None and self.upstream.transport is not None
+            self.upstream.transport.write(b"0\r\n\r\n")
+            self._log(b"0\r\n\r\n")
+
+    def drop_upstream(self) -> None:
+        """Let the upstream connection go, whatever it was doing (a connection still being
+        opened is let go when it comes)."""
+        self.streaming = False
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.discard()
 
     def connect_failed(self, address: str, exc: BaseException) -> None:
         """Connecting failed before anything was sent: try the next endpoint of the route."""
@@ -872,9 +1115,16 @@ class _Exchange:
     def upstream_failed(self, reason: str, nothing_received: bool) -> None:
         """The upstream connection broke (closed, reset, bad response) during this request."""
         self.upstream = None
+        self.streaming = False
         if self.done:
             return
-        if nothing_received and self.reused and not self.retried and self.endpoint is not None:
+        if (
+            nothing_received
+            and self.reused
+            and not self.retried
+            and self.endpoint is not None
+            and self.streamed_bytes <= _REPLAY_MAX
+        ):
             # A pooled connection the upstream had closed while idle: the request never reached
             # it. Once, on a fresh connection.
             self.retried = True
@@ -890,37 +1140,37 @@ class _Exchange:
             self.client.abort_response()
 
     def complete(self, conn: _Upstream, keep: bool) -> None:
-        """The whole response has been forwarded."""
+        """The whole response has been forwarded (the request's body may not have been, if the
+        upstream answered before its end: that connection then goes)."""
         self.upstream = None
-        self.ingress._release(conn, keep)
+        self.ingress._release(conn, keep and self.ended)
         self._finish()
-        self.client.exchange_done(self.close_client)
+        self.client.exchange_done(self.close_client, self.req.complete)
 
     def fail(self, status: int, text: str) -> None:
         """Answer the client with an error of our own (nothing of a response was sent yet)."""
         self.status = status
         req = self.req
-        close = not req.keep_alive or self.client.close_when_idle
+        close = not req.keep_alive or self.client.close_when_idle or not req.complete
         self._finish()
+        self.client._drop_body(req)
         self.client.write(
             _text_response(
                 status, text, close=close, version10=req.version10, head_only=req.head_only
             )
         )
-        self.client.exchange_done(close)
+        self.client.exchange_done(close, req.complete)
 
     def abort(self) -> None:
         """The client went away: drop the upstream connection (its response is unwanted)."""
         if self.done:
             return
-        conn = self.upstream
-        self.upstream = None
-        if conn is not None:
-            conn.discard()
+        self.drop_upstream()
         self._finish()
 
     def _finish(self) -> None:
-        self.done = True
+        self.done = self.req.done = True
+        self.streaming = False
         ingress = self.ingress
         ingress._waiting.discard(self)
         elapsed = time.perf_counter() - self.started
@@ -957,10 +1207,7 @@ class _Exchange:
     def give_up(self, reason: str) -> None:
         """Stop waiting on the upstream (a connection being opened for this request included:
         it is let go when it comes) and answer 504; a response already under way is cut."""
-        conn = self.upstream
-        self.upstream = None
-        if conn is not None:
-            conn.discard()
+        self.drop_upstream()
         log.debug("ingress: timeout: %s (service %s)", reason, self.entry.service)
         if not self.head_sent:
             self.fail(504, f"gateway timeout: {reason}")
@@ -986,6 +1233,11 @@ class _Upstream(asyncio.Protocol):
         self.idle = False
         self.paused = False
         self.lost = False
+        self._switching = False
+        """The task answered 101 to an upgrade: the connection becomes a tunnel."""
+        self._dechunk: _Dechunker | None = None
+        """Takes the chunks off a response to an HTTP/1.0 client (the connection is then not
+        used again)."""
         self._reset()
 
     def _reset(self) -> None:
@@ -1042,11 +1294,16 @@ class _Upstream(asyncio.Protocol):
             ex.last_progress = self._ingress._loop.time()
             try:
                 self._parser.feed_data(data)
-            except httptools.HttpParserError as exc:
-                self._broken(ex, f"bad response from {self.address}: {_parser_error(exc)}")
+            except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+                # llhttp stops after a 101 (raising HttpParserUpgrade, or a plain error when
+                # the 101 has no "Connection: upgrade"): what follows is the new protocol's.
+                if self._switching:
+                    self._tunnel(ex, data)
+                else:
+                    self._broken(ex, f"bad response from {self.address}: {_parser_error(exc)}")
                 return
             if self._head_sent:
-                ex.client.write(data)
+                ex.client.write(data if self._dechunk is None else self._dechunk.feed(data))
             else:
                 pending = self._buf
                 if pending is not None:
@@ -1111,6 +1368,18 @@ class _Upstream(asyncio.Protocol):
         if not head.startswith(b"1.1 ", 5):
             head = b"HTTP/1.1 " + head[9:]  # we speak HTTP/1.1 to the client, whatever behind
         close = not req.keep_alive or until_close or ex.client.close_when_idle
+        if (
+            req.version10
+            and not (req.head_only or status == 204 or status == 304)
+            and lower.find(b"\r\ntransfer-encoding:") >= 0
+        ):
+            # An HTTP/1.0 client cannot read chunks (the task should not have sent them: it was
+            # asked in HTTP/1.0 too): their framing is taken off, and the close ends the body.
+            at = lower.find(b"\r\ntransfer-encoding:")
+            head, lower = _drop_header(head, lower, b"\r\ntransfer-encoding:", at)
+            self._dechunk = _Dechunker()
+            self._keep = False
+            close = True
         ex.close_client = close
         if close:
             head += _CLOSE
@@ -1129,9 +1398,39 @@ class _Upstream(asyncio.Protocol):
         if end + 2 == len(buf) or (self._msg_done and req.head_only):
             # (A HEAD response's Content-Length announces no body bytes.)
             ex.client.write(head + b"\r\n")
+        elif self._dechunk is not None:
+            ex.client.write(head + b"\r\n" + self._dechunk.feed(buf[end + 2 :]))
         else:
             ex.client.write(b"".join((head, b"\r\n", memoryview(buf)[end + 2 :])))
         return True
+
+    def _tunnel(self, ex: _Exchange, data: bytes) -> None:
+        """Forward the 101 as it is (its Connection and Upgrade say what the client asked),
+        and pipe both connections into each other from now on."""
+        buf = data if self._buf is None else bytes(self._buf + data)
+        start = 0
+        for _ in range(self._interim):
+            start = buf.find(b"\r\n\r\n", start) + 4
+        end = buf.find(b"\r\n\r\n", start) + 2
+        head = b"HTTP/1.1 " + buf[start + 9 : end]
+        if ex.sticky is not None and ex.endpoint is not None:
+            head += b"Set-Cookie: %s%d; Path=/; HttpOnly; SameSite=Lax\r\n" % (
+                ex.sticky,
+                ex.endpoint.revision,
+            )
+        client = ex.client
+        client.write(b"".join((head, b"\r\n", memoryview(buf)[end + 2 :])))
+        self._ex = None
+        self.lost = True  # never pooled again
+        self._ingress._upstreams.discard(self)
+        address = ex.address
+        ex.address = None  # the tunnel keeps the address's in-flight count (see Ingress.drain)
+        ex.status = 101
+        ex.head_sent = True
+        ex.upstream = None
+        ex._finish()  # the request is counted, with the time to its 101
+        assert address is not None and self.transport is not None
+        _Tunnel(self._ingress, address, client, self.transport, paused=self.paused)
 
     def _broken(self, ex: _Exchange, reason: str) -> None:
         self._ex = None
@@ -1152,7 +1451,11 @@ class _Upstream(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if status < 200:
-            self._interim += 1
+            ex = self._ex
+            if status == 101 and ex is not None and ex.req.upgrade is not None:
+                self._switching = True  # (llhttp stops here: see ``data_received``)
+            else:
+                self._interim += 1
             return
         self._status = status
         self._head_done = True
@@ -1167,12 +1470,21 @@ class _Upstream(asyncio.Protocol):
 
     # used by the exchange and the pool ─────────────────────────────────────────────────────────
 
-    def start(self, ex: _Exchange) -> None:
+    def start(self, ex: _Exchange, data: bytes) -> None:
         self._ex = ex
         self.idle = False
         self._reset()
         assert self.transport is not None
-        self.transport.write(ex.payload)
+        self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        # The request's body comes faster than the upstream takes it.
+        if self._ex is not None:
+            self._ex.client.upstream_full(True)
+
+    def resume_writing(self) -> None:
+        if self._ex is not None:
+            self._ex.client.upstream_full(False)
 
     def pause(self) -> None:
         if not self.paused and self.transport is not None:
@@ -1191,6 +1503,144 @@ class _Upstream(asyncio.Protocol):
         self.lost = True  # not usable from now on, even before connection_lost says so
         if self.transport is not None:
             self.transport.abort()
+
+
+class _Dechunker:
+    """Chunked framing taken off a body, as it comes. (llhttp parses the same bytes and refuses
+    bad framing: this only has to cut.)"""
+
+    __slots__ = ("left", "line", "state")
+
+    # Where in the framing it is (one name each: mypyc compiles no unpacking in a class body).
+    _SIZE = 0
+    _DATA = 1
+    _DATA_END = 2
+    _TRAILERS = 3
+    _DONE = 4
+
+    def __init__(self) -> None:
+        self.state = self._SIZE
+        self.left = 0
+        """Bytes of the current chunk still to come."""
+        self.line = b""
+        """A size or trailer line not yet whole."""
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        i, n = 0, len(data)
+        while i < n and self.state != self._DONE:
+            if self.state == self._DATA:
+                take = min(self.left, n - i)
+                out.append(data[i : i + take])
+                i += take
+                self.left -= take
+                if not self.left:
+                    self.state = self._DATA_END
+                continue
+            j = data.find(b"\n", i)
+            if j < 0:
+                self.line += data[i:]
+                break
+            line = (self.line + data[i:j]).rstrip(b"\r")
+            self.line = b""
+            i = j + 1
+            if self.state == self._SIZE:
+                self.left = int(line.split(b";")[0], 16)
+                self.state = self._DATA if self.left else self._TRAILERS
+            elif self.state == self._DATA_END:
+                self.state = self._SIZE
+            elif not line:  # the blank line after the trailers
+                self.state = self._DONE
+        return b"".join(out)
+
+
+# ── upgraded connections ─────────────────────────────────────────────────────────────────────────
+
+
+class _Tunnel:
+    """A connection upgraded to another protocol (WebSocket, or any the task agreed to): bytes
+    piped both ways, as they come, until either side closes. It counts as in flight to its
+    upstream address, so that a drain waits for it for the drain timeout, and then closes it
+    (``Ingress._give_up_on``). No timeout of its own: its protocol has its pings."""
+
+    __slots__ = ("address", "client", "closed", "ends", "ingress", "upstream")
+
+    def __init__(
+        self,
+        ingress: Ingress,
+        address: str,
+        client: _Client,
+        upstream: asyncio.Transport,
+        paused: bool,
+    ) -> None:
+        self.ingress = ingress
+        self.address = address
+        self.closed = False
+        transport = client._transport
+        assert transport is not None
+        self.client: asyncio.Transport = transport
+        self.upstream = upstream
+        self.ends = (_TunnelEnd(self, upstream), _TunnelEnd(self, transport))
+        ingress._tunnels.add(self)
+        pending = client.became_tunnel()
+        transport.set_protocol(self.ends[0])
+        upstream.set_protocol(self.ends[1])
+        if pending:
+            upstream.write(pending)
+        transport.resume_reading()
+        if paused and not client.write_paused:
+            upstream.resume_reading()
+
+    def close(self, abort: bool = False) -> None:
+        """Close both sides (what is still to be written is sent first, unless ``abort``)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.ingress._tunnels.discard(self)
+        for transport in (self.client, self.upstream):
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+        self.ingress._in_flight_add(self.address, -1)
+
+
+class _TunnelEnd(asyncio.Protocol):
+    """The protocol of one of a tunnel's transports: what it reads goes to ``to``; when its own
+    writes back up, ``to`` stops being read."""
+
+    def __init__(self, tunnel: _Tunnel, to: asyncio.Transport) -> None:
+        self.tunnel = tunnel
+        self.to = to
+        self.eof = False
+
+    def data_received(self, data: bytes) -> None:
+        self.to.write(data)
+
+    def eof_received(self) -> bool:
+        # A half-close is passed on: the other side may still answer.
+        self.eof = True
+        tunnel = self.tunnel
+        if all(end.eof for end in tunnel.ends) or not self.to.can_write_eof():
+            tunnel.close()
+            return False
+        try:
+            self.to.write_eof()
+        except (OSError, RuntimeError):
+            tunnel.close()
+            return False
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.close()
+
+    def pause_writing(self) -> None:
+        if not self.to.is_closing():
+            self.to.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.to.is_closing():
+            self.to.resume_reading()
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -1269,6 +1719,7 @@ class Ingress:
         self._lock = asyncio.Lock()
         self._clients: set[_Client] = set()
         self._upstreams: set[_Upstream] = set()
+        self._tunnels: set[_Tunnel] = set()
         self._pools: dict[str, list[_Upstream]] = {}
         self._connecting: dict[asyncio.Task[_Upstream], _Exchange] = {}
         """Connections being opened, and the exchange each is for."""
@@ -1325,6 +1776,8 @@ class Ingress:
             client.shutdown()
         for conn in list(self._upstreams):
             conn.discard()
+        for tunnel in list(self._tunnels):
+            tunnel.close(abort=True)
         self._pools.clear()
         for waiters in self._drained.values():
             for fut in waiters:
@@ -1451,6 +1904,9 @@ class Ingress:
         for ex in late:
             if not ex.done:
                 ex.give_up(reason)
+        # Upgraded connections had the drain timeout too: they end now.
+        for tunnel in [t for t in self._tunnels if t.address == address]:
+            tunnel.close()
 
     def stats(self) -> Mapping[str, RouteStats]:
         """Per service, since the ingress started (a snapshot)."""

@@ -88,6 +88,7 @@ class IngressSettings:
             "--ingress-max-request-line", str(limits.max_request_line),
             "--ingress-max-header-bytes", str(limits.max_header_bytes),
             "--ingress-max-header-fields", str(limits.max_header_fields),
+            *(["--ingress-max-body", str(limits.max_body)] if limits.max_body is not None else []),
         ]  # fmt: skip
 
 
