@@ -53,20 +53,9 @@ ANALYSIS
 """
 
 
-def record_path(server: ServerProcess, worker: int) -> Path:
-    name = "ingress.json" if worker == 0 else f"ingress-{worker}.json"
-    return server.data_dir / "ingress" / name
-
-
 def worker_pids(server: ServerProcess) -> list[int | None]:
     """The pid each worker's record names (None: no record yet)."""
-    pids: list[int | None] = []
-    for worker in range(WORKERS):
-        try:
-            pids.append(int(json.loads(record_path(server, worker).read_text())["pid"]))
-        except (OSError, ValueError, KeyError):
-            pids.append(None)
-    return pids
+    return server.ingress_workers(WORKERS)
 
 
 def served_by_worker(server: ServerProcess) -> list[Counter[int]]:
