@@ -110,23 +110,30 @@ class ServerProcess:
                 pids.append(int(json.loads(record.read_text())["pid"]))
         return pids
 
-    def ingress_record(self) -> dict[str, object] | None:
-        """What the running ingress wrote about itself (pid, version …), if any."""
+    def ingress_record(self, worker: int = 0) -> dict[str, object] | None:
+        """What a running ingress worker wrote about itself (pid, version …), if any."""
+        name = "ingress.json" if worker == 0 else f"ingress-{worker}.json"
         with contextlib.suppress(OSError, ValueError):
-            return dict(json.loads((self.data_dir / "ingress" / "ingress.json").read_text()))
+            return dict(json.loads((self.data_dir / "ingress" / name).read_text()))
         return None
 
-    def ingress_pid(self) -> int | None:
-        record = self.ingress_record()
+    def ingress_pid(self, worker: int = 0) -> int | None:
+        record = self.ingress_record(worker)
         return int(str(record["pid"])) if record else None
 
+    def ingress_workers(self, workers: int) -> list[int | None]:
+        """The pid each of ``workers`` ingress workers' records names (None: no record)."""
+        return [self.ingress_pid(w) for w in range(workers)]
+
     def ingress_pids(self) -> set[int]:
-        """Every live ``warren ingress`` of this data dir: the one in the record, and any other
-        (one being replaced, or started by a server killed before it was recorded)."""
+        """Every live ``warren ingress`` of this data dir: the workers in the records, and any
+        other (one being replaced, or started by a server killed before it was recorded)."""
         found = set(ingress_processes(self.data_dir))
-        pid = self.ingress_pid()
-        if pid is not None and pid_alive(pid):
-            found.add(pid)
+        for record in (self.data_dir / "ingress").glob("ingress*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                pid = int(json.loads(record.read_text())["pid"])
+                if pid_alive(pid):
+                    found.add(pid)
         return found
 
     def kill_everything(self) -> None:

@@ -12,6 +12,13 @@ the stream again as soon as one does.
 it also runs alone. Its data dir holds its record (``ingress.json``), its admin socket
 (``admin.sock``: drains and counters for the supervisor, and the handover), its token.
 
+**Workers.** Several such processes (``--worker N``, one per core by default under a server)
+serve the same ports: each binds its own listening sockets with SO_REUSEPORT and the kernel
+spreads the connections among them. Each follows the routing stream, runs its own weighted
+round robin (exact per worker, so exact in the sum), reports its own traffic (the managers add
+the workers up) and has its own record and admin socket (worker N's: ``ingress-N.json``,
+``admin-N.sock``); a replacement takes over one worker's sockets.
+
 **Replacing it** (``--replace``): the new process takes the running one's settings unless given
 others, asks it for its listening sockets over the admin socket (``ingress.admin``), serves
 them — one accept queue, nothing refused — then tells it to let go. The old one closes its
@@ -35,9 +42,9 @@ from .domain.errors import AuthError, UnavailableError, ValidationError, WarrenE
 from .ingress import Ingress
 from .ingress.admin import AdminServer, Handover, stats_to_wire, take_over
 from .ingress.supervising import (
-    ADMIN_SOCKET,
     IngressRecord,
     IngressSettings,
+    admin_path,
     read_token,
     write_token,
 )
@@ -75,6 +82,8 @@ class IngressConfig:
     """Stopping or replaced: how long the requests in flight may take to finish."""
     ready_fd: int | None = None
     """Where to say "serving" (the supervisor waits on a pipe)."""
+    worker: int = 0
+    """Which of the ingress's workers this process is."""
 
 
 class IngressProcess:
@@ -101,9 +110,9 @@ class IngressProcess:
 
     async def _start(self) -> None:
         cfg = self.config
-        data = cfg.data_dir
+        data, worker = cfg.data_dir, cfg.worker
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
-        running = IngressRecord.running(data)
+        running = IngressRecord.running(data, worker)
         if running is not None and not cfg.replace:
             raise UnavailableError(
                 f"an ingress already serves {data} (pid {running.pid}): stop it, "
@@ -119,14 +128,14 @@ class IngressProcess:
         self.link.token = await self._node_token()
         handover = None
         if running is not None:
-            handover = await asyncio.to_thread(take_over, data / ADMIN_SOCKET)
+            handover = await asyncio.to_thread(take_over, admin_path(data, worker))
         try:
             self.ingress = await self._serve(settings, handover)
-            self.admin = AdminServer(data / ADMIN_SOCKET, self._handlers(), handing=self)
+            self.admin = AdminServer(admin_path(data, worker), self._handlers(), handing=self)
             await self.admin.start()
             me = os.getpid()
             record = IngressRecord(
-                me, start_ticks(me), __version__, settings, self.ingress.shared_port
+                me, start_ticks(me), __version__, settings, self.ingress.shared_port, worker
             )
             record.write(data)
         except BaseException:
@@ -137,7 +146,11 @@ class IngressProcess:
             await asyncio.to_thread(handover.release)
             log.info("ingress: took over from pid %s", handover.pid)
         self.reporter = TrafficReporter(
-            self.ingress, lambda: self._managers(), self._token, every=settings.report_every
+            self.ingress,
+            lambda: self._managers(),
+            self._token,
+            every=settings.report_every,
+            worker=worker,
         )
         self.reporter.start()
         self._follow_task = asyncio.get_running_loop().create_task(self._follow(), name="routes")
@@ -147,16 +160,23 @@ class IngressProcess:
         """The ingress, listening: on the sockets handed over, or bound here."""
         shared = settings.http_port
         listeners: dict[int, socket.socket] = {}
+        if shared == 0:
+            shared = self._shared_port_served(handover)
         if handover is not None:
-            if handover.shared_port is not None and shared == 0:
-                shared = handover.shared_port  # "any port" when first started: keep that one
             for port, sock in handover.sockets.items():
                 if _bound_to(sock, settings.host):
+                    # An ingress of an older version bound it alone: the other workers' sockets
+                    # join it in one SO_REUSEPORT group only if it allows them.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                     listeners[port] = sock
                 else:
                     sock.close()
         ingress = Ingress(
-            host=settings.host, shared_port=shared, limits=settings.limits, listeners=listeners
+            host=settings.host,
+            shared_port=shared,
+            limits=settings.limits,
+            listeners=listeners,
+            reuse_port=True,
         )
         await ingress.start()
         if handover is not None:
@@ -164,6 +184,17 @@ class IngressProcess:
             await ingress.update(routes)
         ingress.discard_handed_over()
         return ingress
+
+    def _shared_port_served(self, handover: Handover | None) -> int:
+        """Asked for "any" shared port: the one already served — by the ingress this one
+        replaces, or by the other workers — else any (0)."""
+        if handover is not None and handover.shared_port is not None:
+            return handover.shared_port
+        others = IngressRecord.all_running(self.config.data_dir)
+        for worker, record in sorted(others.items()):
+            if worker != self.config.worker and record.shared_port is not None:
+                return record.shared_port
+        return 0
 
     async def _node_token(self) -> str:
         """The node token: given, kept in the data dir, or got once with a join token."""
@@ -255,6 +286,7 @@ class IngressProcess:
         assert self.ingress is not None
         return {
             "pid": os.getpid(),
+            "worker": self.config.worker,
             "version": __version__,
             "sharedPort": self.ingress.shared_port,
             "listening": sorted(self.ingress.listening),

@@ -40,11 +40,14 @@ class TrafficReporter:
         destinations: Callable[[], list[str]],
         token: Callable[[], Awaitable[str]],
         every: float = PUSH,
+        worker: int = 0,
     ) -> None:
         """``destinations()``: the API URLs to send to (none: nobody to send to — this node
         leads, or no leader is known); ``token()``: this node's token; ``every``: seconds
-        between sends."""
+        between sends; ``worker``: which of the node's ingress workers this is (each reports
+        its own traffic)."""
         self.ingress = ingress
+        self.worker = worker
         self.every = every
         self.destinations = destinations
         self.token = token
@@ -82,6 +85,7 @@ class TrafficReporter:
             return True
         now = time.monotonic()
         body = {
+            "worker": self.worker,
             "batches": [
                 {
                     "service": service,
@@ -94,7 +98,7 @@ class TrafficReporter:
                     ],
                 }
                 for service, revision, s in batches
-            ]
+            ],
         }
         headers = {"Authorization": f"Bearer {await self.token()}"}
         sent = await asyncio.gather(*(self._post(url, body, headers) for url in urls))

@@ -46,7 +46,12 @@ from .domain.services import Service
 from .domain.specs import ServiceSpec
 from .domain.tasks import Task
 from .ingress import Ingress, Limits
-from .ingress.supervising import IngressSettings, IngressSupervisor, RemoteIngress
+from .ingress.supervising import (
+    IngressSettings,
+    IngressSupervisor,
+    RemoteIngress,
+    default_workers,
+)
 from .paths import token_path
 from .peers import NodeLogs
 from .ports import Clock, StateStore
@@ -165,6 +170,9 @@ class ServerConfig:
     ingress: str = "embedded"
     """One of INGRESS_MODES. ``warren server`` runs it as a "process"; a server embedded in a
     Python program keeps it in its own thread's loop."""
+    ingress_workers: int | None = None
+    """With ``ingress="process"``: how many ingress processes serve the ports (SO_REUSEPORT);
+    None: one per core."""
 
 
 class _PlaneView:
@@ -222,8 +230,9 @@ class Server:
         if cfg.ingress == "process":
             # Before the API serves: the server is not up before its ingress is. (The API's
             # socket is bound already: the ingress's first call waits in its backlog.)
-            self.ingress = RemoteIngress(cfg.data_dir / "ingress")
-            await self._supervise_ingress()
+            workers = cfg.ingress_workers or default_workers()
+            self.ingress = RemoteIngress(cfg.data_dir / "ingress", workers)
+            await self._supervise_ingress(workers)
         else:
             self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port, cfg.ingress_limits)
         # A store only this process opens has one manager, which leads; on a shared one (etcd)
@@ -289,9 +298,9 @@ class Server:
         await self.http.start(app)
         log.info("warren %s: API on %s, data in %s", __version__, self.api_url, cfg.data_dir)
 
-    async def _supervise_ingress(self) -> None:
-        """Adopt the ingress process that still serves from an earlier run, or start one: it
-        follows this server's routing stream, and reports its traffic here."""
+    async def _supervise_ingress(self, workers: int) -> None:
+        """Adopt the ingress workers that still serve from an earlier run, or start them: they
+        follow this server's routing stream, and report their traffic here."""
         cfg = self.config
         settings = IngressSettings(
             (self.local_api_url,),
@@ -301,7 +310,7 @@ class Server:
             limits=cfg.ingress_limits,
         )
         token = await self._own_token()
-        self.supervisor = IngressSupervisor(cfg.data_dir / "ingress", settings, token)
+        self.supervisor = IngressSupervisor(cfg.data_dir / "ingress", settings, token, workers)
         await self.supervisor.start()
 
     def _prepare_data_dir(self) -> None:
@@ -439,16 +448,17 @@ class Server:
             await self.cluster.cluster_secret(), name, await self.cluster.node_epoch(name)
         )
 
-    def _take_traffic(self, node: str, batch: TrafficBatch) -> str:
+    def _take_traffic(self, node: str, worker: int, batch: TrafficBatch) -> str:
         # Kept by every manager, the leader or not: whoever leads next judges with it.
         assert self.plane is not None
         why = self.plane.unknown_revision(batch.service, batch.revision)
         if why:
             return why
         if self.own_traffic is not None and node == self.config.node_name:
-            self.own_traffic.add(batch.service, batch.revision, batch.samples)  # our ingress's
+            # Our ingress's (one of its workers).
+            self.own_traffic.add(batch.service, batch.revision, batch.samples, worker)
         else:
-            self.traffic.add(node, batch.service, batch.revision, batch.samples)
+            self.traffic.add(node, batch.service, batch.revision, batch.samples, worker)
         return ""
 
     async def _metrics(self) -> bytes:
@@ -479,6 +489,7 @@ class Server:
             "ingressHost": self.config.ingress_host,
             "ingress": self.config.ingress,
             "ingressPid": self.supervisor.pid if self.supervisor else None,
+            "ingressPids": list(self.supervisor.pids) if self.supervisor else [],
             "ingressProblems": {
                 str(k): v for k, v in (ingress.problems if ingress else {}).items()
             },

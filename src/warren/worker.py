@@ -47,7 +47,12 @@ from .domain.nodes import Node
 from .domain.services import Revision
 from .domain.tasks import Task
 from .ingress import Ingress, Limits
-from .ingress.supervising import IngressSettings, IngressSupervisor, RemoteIngress
+from .ingress.supervising import (
+    IngressSettings,
+    IngressSupervisor,
+    RemoteIngress,
+    default_workers,
+)
 from .linking import ManagerLink
 from .ports import Clock, Route
 from .reporting import TrafficReporter
@@ -85,6 +90,8 @@ class WorkerConfig:
     labels: dict[str, str] = field(default_factory=dict)
     ingress: str = "embedded"
     """``server.INGRESS_MODES``: ``warren worker`` runs it as a "process"."""
+    ingress_workers: int | None = None
+    """With ``ingress="process"``: how many ingress processes; None: one per core."""
 
 
 class RemoteDispatcher:
@@ -205,14 +212,17 @@ class Worker:
         self._lock_fd = lock_data_dir(cfg.data_dir)
         await self._join()
         if cfg.ingress == "process":
-            self.ingress = RemoteIngress(cfg.data_dir / "ingress")
+            workers = cfg.ingress_workers or default_workers()
+            self.ingress = RemoteIngress(cfg.data_dir / "ingress", workers)
             settings = IngressSettings(
                 tuple(self.link.managers),
                 cfg.ingress_host,
                 cfg.http_port,
                 limits=cfg.ingress_limits,
             )
-            self.supervisor = IngressSupervisor(cfg.data_dir / "ingress", settings, self.link.token)
+            self.supervisor = IngressSupervisor(
+                cfg.data_dir / "ingress", settings, self.link.token, workers
+            )
             await self.supervisor.start()
         else:
             self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port, cfg.ingress_limits)

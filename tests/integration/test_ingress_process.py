@@ -1,8 +1,8 @@
 """The ingress as a process of its own (``warren ingress``, started and supervised by ``warren
-server``): it outlives the server, so stopping the server (SIGTERM) or killing it (kill -9) and
-starting it again under a steady load fails no request, on a published port or on the shared
-port; and an ingress replaced by another (an upgrade) hands its listening sockets over before it
-drains: no request fails either.
+server``; two workers here, each a process): it outlives the server, so stopping the server
+(SIGTERM) or killing it (kill -9) and starting it again under a steady load fails no request,
+on a published port or on the shared port; and an ingress worker replaced by another (an
+upgrade) hands its listening sockets over before it drains: no request fails either.
 
 Real processes, a real load (``warren.demo.load``) of ~100 requests per second on each port;
 and, in this process, the handover itself over the admin socket."""
@@ -37,6 +37,7 @@ pytestmark = pytest.mark.integration
 
 RATE = 100.0
 HOST = "web.test"
+WORKERS = 2
 
 
 def web_spec(port: int) -> ServiceSpec:
@@ -100,7 +101,7 @@ def assert_none_failed(snapshots: list[LoadSnapshot], what: str) -> None:
 
 @pytest.fixture
 def web(server_factory: Callable[..., ServerProcess]) -> tuple[ServerProcess, int]:
-    server = server_factory().start()
+    server = server_factory(extra=["--ingress-workers", str(WORKERS)]).start()
     port = free_port()
     client = server.client()
     client.create_service(web_spec(port))
@@ -117,7 +118,7 @@ def test_server_stopped_or_killed_and_started_again_fails_no_request(
     web: tuple[ServerProcess, int],
 ) -> None:
     server, port = web
-    first = server.ingress_pid()
+    first = server.ingress_workers(WORKERS)
     with steady_load(server, port) as loads:
         carry_on(loads)
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -128,14 +129,15 @@ def test_server_stopped_or_killed_and_started_again_fails_no_request(
             carry_on(loads)
         snapshots = outcome(loads)
     assert_none_failed(snapshots, "restarts of the server")
-    # The same ingress all along: adopted by the restarted server, never started again.
-    assert first is not None and server.ingress_pids() == {first}
+    # The same workers all along: adopted by the restarted server, never started again.
+    assert None not in first and server.ingress_workers(WORKERS) == first
+    assert server.ingress_pids() == set(first)
     assert "Traceback" not in server.log()
 
 
 def _replace(server: ServerProcess) -> subprocess.Popen[bytes]:
-    """``warren ingress --replace`` as an operator runs it: it takes the running ingress's
-    settings, and its listening sockets."""
+    """``warren ingress --replace`` as an operator runs it: it takes the running ingress
+    worker's settings, and its listening sockets (worker 0's: no ``--worker``)."""
     log = open(server.data_dir.parent / "replacement.log", "ab")  # noqa: SIM115
     with log:
         return subprocess.Popen(
@@ -151,27 +153,35 @@ def test_a_replaced_ingress_hands_over_without_a_failed_request(
 ) -> None:
     server, port = web
     first = server.ingress_pid()
-    assert first is not None, "no ingress process recorded"
+    other = server.ingress_pid(1)
+    assert first is not None and other is not None, "no ingress process recorded"
     with steady_load(server, port) as loads:
         carry_on(loads)
-        # An operator replaces the ingress: the new one takes the sockets, the old one drains
-        # and exits, and the server adopts the new one.
+        # An operator replaces worker 0: the new one takes its sockets, the old one drains
+        # and exits, and the server adopts the new one; worker 1 serves on, untouched.
         replacement = _replace(server)
         try:
             wait_for(lambda: server.ingress_pid() == replacement.pid, 20, "the replacement")
             wait_for(lambda: not pid_alive(first), 20, "the old ingress to exit")
             carry_on(loads)
             assert replacement.poll() is None
-            # An upgrade: a server that finds an ingress of another version replaces it.
-            record = server.ingress_record()
-            assert record is not None
-            path = server.data_dir / "ingress" / "ingress.json"
-            path.write_text(json.dumps({**record, "version": "0.0.1"}))
+            assert server.ingress_pid(1) == other
+            # An upgrade: a server that finds workers of another version replaces each.
+            before = server.ingress_workers(WORKERS)
+            for worker in range(WORKERS):
+                record = server.ingress_record(worker)
+                assert record is not None
+                name = "ingress.json" if worker == 0 else f"ingress-{worker}.json"
+                path = server.data_dir / "ingress" / name
+                path.write_text(json.dumps({**record, "version": "0.0.1"}))
             restart(server, signal.SIGTERM)
             carry_on(loads)
             server.start()
-            wait_for(lambda: server.ingress_pid() not in (None, replacement.pid), 20, "upgrade")
+            wait_for(
+                lambda: not set(server.ingress_workers(WORKERS)) & {None, *before}, 20, "upgrade"
+            )
             wait_for(lambda: replacement.poll() is not None, 20, "the replaced one to exit")
+            wait_for(lambda: not pid_alive(other), 20, "the old worker 1 to exit")
             carry_on(loads)
         finally:
             if replacement.poll() is None:
@@ -179,7 +189,8 @@ def test_a_replaced_ingress_hands_over_without_a_failed_request(
             replacement.wait(5)
         snapshots = outcome(loads)
     assert_none_failed(snapshots, "replacements of the ingress")
-    assert len(server.ingress_pids()) == 1
+    assert server.ingress_pids() == set(server.ingress_workers(WORKERS))
+    assert len(server.ingress_pids()) == WORKERS
     assert "Traceback" not in server.log()
 
 
@@ -264,12 +275,12 @@ def test_an_ingress_on_another_address_is_stopped_then_started_anew(
     web: tuple[ServerProcess, int],
 ) -> None:
     server, port = web
-    first = server.ingress_pid()
-    assert first is not None
+    first = server.ingress_workers(WORKERS)
+    assert None not in first
     server.stop(signal.SIGTERM)
-    server.extra = ["--ingress-host", "127.0.0.2"]
+    server.extra = [*server.extra, "--ingress-host", "127.0.0.2"]
     server.start()
-    assert not pid_alive(first)
+    assert not any(pid_alive(pid) for pid in first if pid is not None)
     record = server.ingress_record()
     assert record is not None and record["host"] == "127.0.0.2"
     answered = wait_for(lambda: httpx.get(f"http://127.0.0.2:{port}/", timeout=2), 10, "it")

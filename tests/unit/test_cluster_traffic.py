@@ -32,3 +32,13 @@ def test_samples_older_than_kept_are_forgotten() -> None:
         traffic.add("w1", "web", 3, [(0.1, 0.01, False)])
     assert traffic.window("old", 1, KEEP * 2) == Window(0, 0, ())
     assert ("old", 1) not in traffic._remote
+
+
+def test_the_workers_of_one_node_add_up() -> None:
+    """Two ingress workers of node w1 report on their own; a report of one (whose oldest
+    sample is outside the window) must not hide the other's recent samples."""
+    traffic = ClusterTraffic(Own())
+    traffic.add("w1", "web", 2, [(2.0, 0.1, False), (1.0, 0.2, False)], worker=0)
+    traffic.add("w1", "web", 2, [(5.0, 0.3, False), (0.5, 0.4, False)], worker=1)
+    window = traffic.window("web", 2, 3.0)
+    assert sorted(window.latencies) == [0.01, 0.02, 0.1, 0.2, 0.4]  # 2 own, 3 of w1

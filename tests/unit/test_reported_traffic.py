@@ -47,3 +47,23 @@ def test_samples_come_out_in_order_once() -> None:
     (again,) = traffic.samples_since(newest)
     assert [lat for _, lat, _ in again[2]] == [0.03]
     assert traffic.samples_since(again[2][-1][0]) == []
+
+
+def test_each_worker_s_window_ends_at_its_own_last_report() -> None:
+    """Two ingress workers, 100 requests per second each, reporting every 0.1 s, 0.05 s apart:
+    a 1 s window holds 1 s of each — 200 — where one end for both (the latest report) would
+    miss the 0.05 s the other worker has not reported yet."""
+    clock = Clock()
+    traffic = ReportedTraffic(clock)
+    for k in range(30):
+        for worker, offset in ((0, 0.0), (1, 0.05)):
+            clock.now = 1000 + k * 0.1 + offset
+            samples = [(0.095 - i * 0.01, 0.01, False) for i in range(10)]  # oldest first
+            traffic.add("web", 2, samples, worker=worker)
+    clock.now += 0.01
+    assert traffic.window("web", 2, 1.0).requests == 200
+    # Passed on to the other managers: every sample, once, in order.
+    passed = traffic.samples_since(0.0)
+    assert [len(samples) for _, _, samples in passed] == [600]
+    times = [at for at, _, _ in passed[0][2]]
+    assert times == sorted(times)

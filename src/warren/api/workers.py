@@ -41,9 +41,9 @@ AssignmentSource = Callable[[str], AsyncIterator[bytes]]
 RouteSource = Callable[[], AsyncIterator[bytes]]
 """The routing stream: the assignment stream without tasks."""
 
-TrafficSink = Callable[[str, "TrafficBatch"], str]
-"""Takes one batch of a node's ingress traffic for the analysis; returns why it was dropped
-("" when taken)."""
+TrafficSink = Callable[[str, int, "TrafficBatch"], str]
+"""Takes one batch of a node's ingress traffic (node, ingress worker, batch) for the analysis;
+returns why it was dropped ("" when taken)."""
 
 
 def bearer(request: Request) -> str:
@@ -88,6 +88,9 @@ class TrafficBatch(Model):
 
 class TrafficReport(Model):
     batches: list[TrafficBatch] = Field(max_length=1000)
+    worker: int = Field(0, ge=0, le=4095)
+    """Which of the node's ingress workers (``--ingress-workers``) sends it: each reports its
+    own traffic, and the managers add them up."""
 
 
 class EventReport(Model):
@@ -226,7 +229,7 @@ def worker_routes(
             raise NotFoundError("this server does not judge releases")
         dropped = []
         for batch in body.batches:
-            if why := traffic(node, batch):
+            if why := traffic(node, body.worker, batch):
                 dropped.append(
                     {"service": batch.service, "revision": batch.revision, "reason": why}
                 )

@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 
@@ -29,6 +29,9 @@ from . import cluster, deploy, node, service
 from .documents import load_services
 from .flags import DURATION, POSITIVE_DURATION
 from .output import console, fail
+
+if TYPE_CHECKING:
+    from ..ingress.supervising import IngressSupervisor
 
 __all__ = ["app", "main"]
 
@@ -115,6 +118,28 @@ IngressMode = Annotated[
         "it outlives this one, so a restart drops no request. embedded: in this process.",
     ),
 ]
+
+
+IngressWorkers = Annotated[
+    int | None,
+    typer.Option(
+        "--ingress-workers",
+        min=1,
+        max=4096,
+        metavar="N",
+        show_default="one per core",
+        help="With --ingress process: how many ingress processes serve the ports, on "
+        "SO_REUSEPORT sockets (the kernel spreads the connections among them).",
+    ),
+]
+
+
+def _ingress_pids(supervisor: IngressSupervisor | None) -> str:
+    """What the banner says of the ingress processes."""
+    if supervisor is None:
+        return ""
+    pids = ", ".join(str(p) for p in supervisor.pids)
+    return f"; warren ingress, {len(supervisor.pids)} worker(s), pid {pids}"
 
 
 def _ingress_mode(mode: str) -> str:
@@ -251,6 +276,7 @@ def server(
     docker_network: DockerNetwork = None,
     heartbeat_ttl: HeartbeatTtl = 10.0,
     ingress: IngressMode = "process",
+    ingress_workers: IngressWorkers = None,
     ingress_head_timeout: HeadTimeout = _LIMITS.head_timeout,
     ingress_idle_timeout: IdleTimeout = _LIMITS.idle_timeout,
     ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
@@ -289,13 +315,14 @@ def server(
         heartbeat_ttl=heartbeat_ttl,
         simulate_nodes=simulate_nodes,
         ingress=_ingress_mode(ingress),
+        ingress_workers=ingress_workers,
     )
 
     srv = Server(config)
 
     def banner() -> str:
         shared = srv.ingress.shared_port if srv.ingress else None
-        pid = f"; warren ingress, pid {srv.supervisor.pid}" if srv.supervisor else ""
+        pid = _ingress_pids(srv.supervisor)
         return (
             f"Warren {__version__} ready\n"
             f"  API      {srv.api_url}   (docs: {srv.api_url}/docs)\n"
@@ -401,6 +428,7 @@ def worker(
     heartbeat_ttl: HeartbeatTtl = 10.0,
     docker_network: DockerNetwork = None,
     ingress: IngressMode = "process",
+    ingress_workers: IngressWorkers = None,
     ingress_head_timeout: HeadTimeout = _LIMITS.head_timeout,
     ingress_idle_timeout: IdleTimeout = _LIMITS.idle_timeout,
     ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
@@ -436,13 +464,14 @@ def worker(
         api=api or f"{advertise}:7071",
         docker_network=docker_network,
         ingress=_ingress_mode(ingress),
+        ingress_workers=ingress_workers,
     )
 
     wrk = Worker(config)
 
     def banner() -> str:
         shared = wrk.ingress.shared_port if wrk.ingress else None
-        pid = f"; warren ingress, pid {wrk.supervisor.pid}" if wrk.supervisor else ""
+        pid = _ingress_pids(wrk.supervisor)
         return (
             f"Warren {__version__} worker {name} joined\n"
             f"  managers {', '.join(wrk.link.managers)}\n"
@@ -537,6 +566,18 @@ def ingress(
     ingress_max_header_fields: MaxHeaderFields = _LIMITS.max_header_fields,
     ingress_max_body: MaxBody = _LIMITS.max_body,
     log_level: LogLevel = "info",
+    worker: Annotated[
+        int,
+        typer.Option(
+            "--worker",
+            min=0,
+            max=4095,
+            metavar="N",
+            help="Which of the node's ingress workers this is (several serve the same ports, "
+            "on SO_REUSEPORT sockets): worker N keeps ingress-N.json and admin-N.sock in the "
+            "data dir (worker 0: ingress.json, admin.sock).",
+        ),
+    ] = 0,
     ready_fd: Annotated[int | None, typer.Option("--ready-fd", hidden=True)] = None,
 ) -> None:
     """Run the ingress alone: the shared port and every published port, routed as the
@@ -574,6 +615,7 @@ def ingress(
         replace=replace,
         drain_timeout=drain_timeout,
         ready_fd=ready_fd,
+        worker=worker,
     )
     proc = IngressProcess(config)
 
@@ -581,7 +623,7 @@ def ingress(
         served = proc.settings
         shared = proc.ingress.shared_port if proc.ingress else None
         return (
-            f"Warren {__version__} ingress (pid {os.getpid()})\n"
+            f"Warren {__version__} ingress (worker {worker}, pid {os.getpid()})\n"
             f"  managers {', '.join(served.managers) if served else '-'}\n"
             f"  ingress  {served.host if served else '-'}:{shared} (by host), "
             "and each published port\n"

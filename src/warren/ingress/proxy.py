@@ -1679,7 +1679,9 @@ class Ingress:
     publishes. Ports that cannot be bound are reported in ``problems`` and retried on the next
     ``update``. ``listeners``: listening sockets handed over by the ingress this one replaces,
     by port — served as they are instead of bound again, so that no connection is refused
-    while one ingress takes over from another (``warren ingress --replace``).
+    while one ingress takes over from another (``warren ingress --replace``). ``reuse_port``:
+    bind with SO_REUSEPORT, so that several ingress processes (its workers) serve each port,
+    the kernel spreading the connections among them.
     """
 
     def __init__(
@@ -1691,8 +1693,10 @@ class Ingress:
         response_timeout: float = 60.0,
         limits: Limits = Limits(),
         listeners: Mapping[int, socket.socket] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._host = host
+        self._reuse_port = reuse_port
         self._handed: dict[int, socket.socket] = dict(listeners or {})
         self._shared_port_wanted = shared_port
         self._shared_port: int | None = None
@@ -1973,7 +1977,7 @@ class Ingress:
         it, if any, else bound here."""
         where: dict[str, Any] = {"sock": self._handed.pop(port, None)}
         if where["sock"] is None:
-            where = {"host": self._host, "port": port}
+            where = {"host": self._host, "port": port, "reuse_port": self._reuse_port}
         if context is not None:
             where |= {"ssl": context, "ssl_handshake_timeout": _HANDSHAKE_TIMEOUT}
         return await self._loop.create_server(factory, backlog=1024, **where)

@@ -9,9 +9,16 @@ replaced (``warren ingress --replace``: the new one takes the listening sockets 
 one drains and exits). One that exits is started again. In between, the ingress keeps serving
 the routing it had, and follows the routing stream again as soon as the API answers.
 
+**Workers.** The ingress is ``workers`` such processes (``--ingress-workers``, default: one
+per core), each serving every port on a socket of its own bound with SO_REUSEPORT: the kernel
+spreads the connections among them. Each is started, adopted, replaced and started again on
+its own, has its own record and admin socket — worker 0 under the plain names
+(``ingress.json``, ``admin.sock``, ``ingress.log``), worker N under ``ingress-N.json``,
+``admin-N.sock``, ``ingress-N.log`` — and reports its own traffic.
+
 ``RemoteIngress`` is the ``DataPlane`` the server's agent and metrics use: routes reach the
-process through the routing stream, so ``update`` has nothing to do; drains and counters go
-through its admin socket (``ingress.admin``).
+processes through the routing stream, so ``update`` has nothing to do; drains go to every
+worker's admin socket (``ingress.admin``), and the counters are the sum of theirs.
 
 Must not import control, agent, api or store: only ``ports``, ``domain``, the standard library.
 """
@@ -29,6 +36,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .. import __version__
 from ..domain.errors import UnavailableError, WarrenError
@@ -43,11 +51,17 @@ __all__ = [
     "IngressSettings",
     "IngressSupervisor",
     "RemoteIngress",
+    "admin_path",
+    "default_workers",
+    "log_path",
     "read_token",
+    "record_path",
     "write_token",
 ]
 
 log = logging.getLogger("warren.ingress")
+
+K = TypeVar("K")
 
 RECORD = "ingress.json"
 ADMIN_SOCKET = "admin.sock"
@@ -59,6 +73,42 @@ STOP_GRACE = 35.0
 """An ingress stopped finishes its requests in flight for up to its drain timeout (30 s)."""
 RESTART_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 """Between attempts to start again an ingress that exited (then the last, for ever)."""
+MAX_WORKERS = 4096
+
+
+def default_workers() -> int:
+    """One ingress worker per core."""
+    return os.cpu_count() or 1
+
+
+def _named(name: str, worker: int) -> str:
+    """Worker 0's files keep the names of a single ingress; worker N's carry its number."""
+    if worker == 0:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}-{worker}{dot}{suffix}"
+
+
+def record_path(data_dir: Path, worker: int = 0) -> Path:
+    return data_dir / _named(RECORD, worker)
+
+
+def admin_path(data_dir: Path, worker: int = 0) -> Path:
+    return data_dir / _named(ADMIN_SOCKET, worker)
+
+
+def log_path(data_dir: Path, worker: int = 0) -> Path:
+    return data_dir / _named(LOG, worker)
+
+
+def _worker_of(record: Path) -> int | None:
+    """The worker a record file belongs to (None: not a record)."""
+    if record.name == RECORD:
+        return 0
+    stem, _, number = record.name.removesuffix(".json").rpartition("-")
+    if stem != "ingress" or not number.isdigit() or not record.name.endswith(".json"):
+        return None
+    return int(number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +152,8 @@ class IngressRecord:
     settings: IngressSettings
     shared_port: int | None
     """The shared port it serves (the one it picked, when asked for port 0)."""
+    worker: int = 0
+    """Which of the ingress's workers it is."""
 
     def alive(self) -> bool:
         return self.start_ticks is not None and start_ticks(self.pid) == self.start_ticks
@@ -117,15 +169,17 @@ class IngressRecord:
             "reportEvery": self.settings.report_every,
             "limits": asdict(self.settings.limits),
             "sharedPort": self.shared_port,
+            "worker": self.worker,
         }
-        tmp = data_dir / f".{RECORD}.{os.getpid()}"
+        path = record_path(data_dir, self.worker)
+        tmp = data_dir / f".{path.name}.{os.getpid()}"
         tmp.write_text(json.dumps(body))
-        os.replace(tmp, data_dir / RECORD)
+        os.replace(tmp, path)
 
     @staticmethod
-    def read(data_dir: Path) -> IngressRecord | None:
+    def read(data_dir: Path, worker: int = 0) -> IngressRecord | None:
         try:
-            body = json.loads((data_dir / RECORD).read_text())
+            body = json.loads(record_path(data_dir, worker).read_text())
             settings = IngressSettings(
                 tuple(str(m) for m in body["managers"]),
                 str(body["host"]),
@@ -139,15 +193,26 @@ class IngressRecord:
                 str(body["version"]),
                 settings,
                 None if body["sharedPort"] is None else int(body["sharedPort"]),
+                worker,
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     @staticmethod
-    def running(data_dir: Path) -> IngressRecord | None:
-        """The record of the ingress that runs now, if one does."""
-        record = IngressRecord.read(data_dir)
+    def running(data_dir: Path, worker: int = 0) -> IngressRecord | None:
+        """The record of the ingress worker that runs now, if one does."""
+        record = IngressRecord.read(data_dir, worker)
         return record if record is not None and record.alive() else None
+
+    @staticmethod
+    def all_running(data_dir: Path) -> dict[int, IngressRecord]:
+        """Every worker that runs now, by number (however many the last server wanted)."""
+        found = {}
+        for path in data_dir.glob("ingress*.json"):
+            worker = _worker_of(path)
+            if worker is not None and (record := IngressRecord.running(data_dir, worker)):
+                found[worker] = record
+        return found
 
 
 def write_token(data_dir: Path, token: str) -> None:
@@ -165,68 +230,98 @@ def read_token(data_dir: Path) -> str:
 
 
 class IngressSupervisor:
-    """Starts or adopts the ingress process of ``data_dir``, and starts it again when it exits.
-    Stopping the supervisor leaves the ingress running: it serves while no server does."""
+    """Starts or adopts the ``workers`` ingress processes of ``data_dir``, and starts each
+    again when it exits. Stopping the supervisor leaves them running: they serve while no
+    server does."""
 
-    def __init__(self, data_dir: Path, settings: IngressSettings, token: str) -> None:
+    def __init__(
+        self, data_dir: Path, settings: IngressSettings, token: str, workers: int = 1
+    ) -> None:
         self.data_dir = data_dir
         self.settings = settings
         self.token = token
-        self.pid: int | None = None
-        self._popen: subprocess.Popen[bytes] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.workers = workers
+        self.pids: list[int | None] = [None] * workers
+        """Each worker's pid, by number."""
+        self._popens: dict[int, subprocess.Popen[bytes]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def pid(self) -> int | None:
+        """Worker 0's pid."""
+        return self.pids[0]
 
     async def start(self) -> None:
-        """Adopt the running ingress, or start one (replacing one of another version or other
-        settings). Raises UnavailableError, with the ingress's own words, when it cannot."""
+        """Adopt the running workers, or start them (replacing one of another version or
+        other settings). Raises UnavailableError, with the ingress's own words, when one
+        cannot start."""
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_token(self.data_dir, self.token)
-        running = IngressRecord.running(self.data_dir)
-        if running is not None and running.settings.host != self.settings.host:
-            # Its sockets are bound to another address: of no use to a new one, and in its way.
+        running = IngressRecord.all_running(self.data_dir)
+        elsewhere = [r for r in running.values() if r.settings.host != self.settings.host]
+        if elsewhere:
+            # Their sockets are bound to another address: of no use to new ones, in their way.
             log.info(
-                "ingress: stopping pid %d (it listens on %s)", running.pid, running.settings.host
+                "ingress: stopping pid %s (listening on %s)",
+                ", ".join(str(r.pid) for r in elsewhere),
+                elsewhere[0].settings.host,
             )
-            await _stop(running.pid)
-            running = None
+            await asyncio.gather(*(_stop(r.pid) for r in elsewhere))
+            running = {w: r for w, r in running.items() if r not in elsewhere}
+        for worker, record in running.items():
+            if worker >= self.workers:
+                # Fewer workers wanted: it stops accepting, finishes what it has and exits.
+                log.info("ingress: stopping worker %d (pid %d): %d wanted", worker, record.pid,
+                         self.workers)  # fmt: skip
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(record.pid, signal.SIGTERM)
+        # Worker 0 first: the others serve the shared port it picked, when asked for "any".
+        await self._start_worker(0, running.get(0))
+        await asyncio.gather(
+            *(self._start_worker(w, running.get(w)) for w in range(1, self.workers))
+        )
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._supervise(w), name=f"ingress-{w}") for w in range(self.workers)
+        ]
+
+    async def stop(self) -> None:
+        """Stop watching; the workers keep serving."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    # ── start ────────────────────────────────────────────────────────────────────────────────
+
+    async def _start_worker(self, worker: int, running: IngressRecord | None) -> None:
         if running is None:
-            await self._launch(replace=False)
+            await self._launch(worker, replace=False)
         elif running.version != __version__ or running.settings != self.settings:
             why = (
                 f"version {running.version}, this one {__version__}"
                 if running.version != __version__
                 else "other settings"
             )
-            log.info("ingress: replacing pid %d (%s)", running.pid, why)
-            await self._launch(replace=True)
+            log.info("ingress: replacing worker %d, pid %d (%s)", worker, running.pid, why)
+            await self._launch(worker, replace=True)
         else:
-            self.pid = running.pid
-            log.info("ingress: adopted the running one (pid %d)", running.pid)
-        self._task = asyncio.get_running_loop().create_task(self._supervise(), name="ingress")
+            self.pids[worker] = running.pid
+            log.info("ingress: adopted worker %d (pid %d)", worker, running.pid)
 
-    async def stop(self) -> None:
-        """Stop watching; the ingress keeps serving."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    # ── start ────────────────────────────────────────────────────────────────────────────────
-
-    async def _launch(self, replace: bool) -> None:
+    async def _launch(self, worker: int, replace: bool) -> None:
         """Start ``warren ingress`` and wait until it serves (it says so on a pipe)."""
-        log_path = self.data_dir / LOG
-        offset = log_path.stat().st_size if log_path.exists() else 0
+        log_file = log_path(self.data_dir, worker)
+        offset = log_file.stat().st_size if log_file.exists() else 0
         read_end, write_end = os.pipe()
         argv = [
             sys.executable, "-m", "warren", "ingress", "--data-dir", str(self.data_dir),
-            *self.settings.to_args(), "--ready-fd", str(write_end),
+            "--worker", str(worker), *self.settings.to_args(), "--ready-fd", str(write_end),
             *(["--replace"] if replace else []),
         ]  # fmt: skip
         try:
             # Blocking on purpose: open and fork take well under a millisecond.
-            with open(log_path, "ab") as out:  # noqa: ASYNC230
+            with open(log_file, "ab") as out:  # noqa: ASYNC230
                 popen = subprocess.Popen(  # noqa: ASYNC220
                     argv,
                     stdin=subprocess.DEVNULL,
@@ -246,32 +341,34 @@ class IngressSupervisor:
             if popen.poll() is None:
                 popen.kill()
             popen.wait()
-            raise UnavailableError(f"the ingress did not start: {_last_line(log_path, offset)}")
-        self._popen, self.pid = popen, popen.pid
-        log.info("ingress: started (pid %d, log in %s)", popen.pid, log_path)
+            raise UnavailableError(f"the ingress did not start: {_last_line(log_file, offset)}")
+        self._popens[worker], self.pids[worker] = popen, popen.pid
+        log.info("ingress: started worker %d (pid %d, log in %s)", worker, popen.pid, log_file)
 
     # ── supervise ────────────────────────────────────────────────────────────────────────────
 
-    async def _supervise(self) -> None:
+    async def _supervise(self, worker: int) -> None:
         while True:
-            assert self.pid is not None
-            await _exit_of(self.pid)
-            if self._popen is not None and self._popen.pid == self.pid:
-                self._popen.wait()  # ours: reap it
-            self._popen = None
-            running = IngressRecord.running(self.data_dir)
-            if running is not None and running.pid != self.pid:
-                log.info("ingress: pid %d took over from pid %d", running.pid, self.pid)
-                self.pid = running.pid
+            pid = self.pids[worker]
+            assert pid is not None
+            await _exit_of(pid)
+            popen = self._popens.pop(worker, None)
+            if popen is not None and popen.pid == pid:
+                popen.wait()  # ours: reap it
+            running = IngressRecord.running(self.data_dir, worker)
+            if running is not None and running.pid != pid:
+                log.info("ingress: worker %d: pid %d took over from pid %d", worker,
+                         running.pid, pid)  # fmt: skip
+                self.pids[worker] = running.pid
                 continue
-            log.warning("ingress: pid %d exited; starting it again", self.pid)
-            await self._start_again()
+            log.warning("ingress: worker %d (pid %d) exited; starting it again", worker, pid)
+            await self._start_again(worker)
 
-    async def _start_again(self) -> None:
+    async def _start_again(self, worker: int) -> None:
         attempt = 0
         while True:
             try:
-                await self._launch(replace=False)
+                await self._launch(worker, replace=False)
                 return
             except WarrenError as exc:
                 delay = RESTART_DELAYS[min(attempt, len(RESTART_DELAYS) - 1)]
@@ -359,11 +456,13 @@ def _last_line(path: Path, offset: int) -> str:
 
 
 class RemoteIngress:
-    """The ``DataPlane`` of a server or worker whose ingress is a process of its own."""
+    """The ``DataPlane`` of a server or worker whose ingress is ``workers`` processes of its
+    own."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, workers: int = 1) -> None:
         self.data_dir = data_dir
-        self.admin = AdminClient(data_dir / ADMIN_SOCKET)
+        self.workers = workers
+        self.admins = [AdminClient(admin_path(data_dir, w)) for w in range(workers)]
         self._stats: dict[str, RouteStats] = {}
         self._revision_stats: dict[tuple[str, int], RouteStats] = {}
         self._problems: dict[int, str] = {}
@@ -372,31 +471,45 @@ class RemoteIngress:
         """Nothing to do: the ingress follows the routing stream itself."""
 
     async def drain(self, address: str, timeout: float) -> int:
+        """Drain ``address`` on every worker (each has its own requests in flight to it)."""
+        left = await asyncio.gather(*(self._drain(a, address, timeout) for a in self.admins))
+        return sum(left)
+
+    @staticmethod
+    async def _drain(admin: AdminClient, address: str, timeout: float) -> int:
         try:
-            answer = await self.admin.call(
-                "drain", wait=timeout + 5.0, address=address, timeout=timeout
-            )
+            answer = await admin.call("drain", wait=timeout + 5.0, address=address, timeout=timeout)
         except UnavailableError as exc:
-            # No ingress runs (it is being started again): none has requests in flight.
+            # No such worker runs (it is being started again): none has requests in flight.
             log.warning("ingress: cannot drain %s: %s", address, exc.message)
             return 0
         return int(answer.get("left", 0))
 
     async def refresh(self) -> None:
-        """Read the ingress's counters and problems (before a scrape, an info)."""
+        """Read the workers' counters and problems, and add them up (before a scrape, an
+        info). A worker that does not answer (being started again) counts for nothing."""
+        answers = await asyncio.gather(*(self._stats_of(a) for a in self.admins))
+        stats: dict[str, RouteStats] = {}
+        revision_stats: dict[tuple[str, int], RouteStats] = {}
+        problems: dict[int, str] = {}
+        for answer in answers:
+            if answer is None:
+                continue
+            for name, wire in answer.get("services", {}).items():
+                _add_to(stats, name, stats_from_wire(wire))
+            for service, revision, wire in answer.get("revisions", []):
+                _add_to(revision_stats, (str(service), int(revision)), stats_from_wire(wire))
+            problems.update({int(p): str(why) for p, why in answer.get("problems", {}).items()})
+        if any(answer is not None for answer in answers):
+            self._stats, self._revision_stats, self._problems = stats, revision_stats, problems
+
+    @staticmethod
+    async def _stats_of(admin: AdminClient) -> dict[str, Any] | None:
         try:
-            answer = await self.admin.call("stats", wait=2.0)
+            return await admin.call("stats", wait=2.0)
         except UnavailableError as exc:
             log.debug("ingress: no counters: %s", exc.message)
-            return
-        self._stats = {
-            name: stats_from_wire(wire) for name, wire in answer.get("services", {}).items()
-        }
-        self._revision_stats = {
-            (str(service), int(revision)): stats_from_wire(wire)
-            for service, revision, wire in answer.get("revisions", [])
-        }
-        self._problems = {int(p): str(why) for p, why in answer.get("problems", {}).items()}
+            return None
 
     def stats(self) -> Mapping[str, RouteStats]:
         """As of the last ``refresh``."""
@@ -411,5 +524,25 @@ class RemoteIngress:
 
     @property
     def shared_port(self) -> int | None:
-        record = IngressRecord.read(self.data_dir)
-        return record.shared_port if record is not None else None
+        for worker in range(self.workers):
+            record = IngressRecord.read(self.data_dir, worker)
+            if record is not None:
+                return record.shared_port
+        return None
+
+
+def _add_to(counters: dict[K, RouteStats], key: K, more: RouteStats) -> None:
+    """Add one worker's counters to the sum."""
+    have = counters.get(key)
+    if have is None:
+        counters[key] = more
+        return
+    counters[key] = RouteStats(
+        requests=have.requests + more.requests,
+        errors_5xx=have.errors_5xx + more.errors_5xx,
+        in_flight=have.in_flight + more.in_flight,
+        latency_counts=[
+            a + b for a, b in zip(have.latency_counts, more.latency_counts, strict=True)
+        ],
+        latency_sum=have.latency_sum + more.latency_sum,
+    )
