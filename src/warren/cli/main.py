@@ -590,7 +590,7 @@ def ingress(
     _logging(log_level)
     if stop:
         where = data_dir or default_data_dir() / "ingress"
-        stopped = stop_running(where)
+        stopped = ", ".join(map(str, stop_running(where)))
         said = f"ingress stopped (pid {stopped})" if stopped else f"no ingress runs on {where}"
         console.print(said, soft_wrap=True)
         return

@@ -377,14 +377,16 @@ class IngressSupervisor:
                 attempt += 1
 
 
-def stop_running(data_dir: Path) -> int | None:
-    """Stop the ingress that runs on ``data_dir`` as ``_stop`` does (what ``warren ingress
-    --stop`` and the demo do): its pid, or None if none runs."""
-    running = IngressRecord.running(data_dir)
-    if running is None:
-        return None
-    asyncio.run(_stop(running.pid))
-    return running.pid
+def stop_running(data_dir: Path) -> list[int]:
+    """Stop every worker of the ingress that runs on ``data_dir``, at once, as ``_stop`` does
+    (what ``warren ingress --stop`` and the demo do): their pids (none: none ran)."""
+    pids = sorted(r.pid for r in IngressRecord.all_running(data_dir).values())
+
+    async def stop_all() -> None:
+        await asyncio.gather(*(_stop(pid) for pid in pids))
+
+    asyncio.run(stop_all())
+    return pids
 
 
 async def _stop(pid: int) -> None:
