@@ -91,8 +91,9 @@ _REASONS = {
     504: b"Gateway Timeout",
 }
 
-# Request headers the ingress drops or replaces: hop-by-hop ones (RFC 9110 §7.6.1), the body
-# framing (the body is re-sent with a Content-Length), Expect (answered here) and X-Forwarded-*.
+# Request headers the ingress drops or replaces: hop-by-hop ones (RFC 9110 §7.6.1; an upgrade's
+# are put back), the body framing (written again with the body: its Content-Length, or chunked),
+# Expect (answered here) and X-Forwarded-*.
 _REQUEST_SPECIAL = frozenset(
     {
         b"connection",
