@@ -1354,6 +1354,22 @@ async def test_any_upgrade_is_passed_through(ingress: Ingress, upstream: Factory
     await u.wait_all_closed()
 
 
+async def test_a_half_close_before_the_101_is_passed_on(
+    ingress: Ingress, upstream: Factory
+) -> None:
+    u = await upstream("u")
+    await ingress.update(web(u))
+    async with raw(ingress.shared_port or 0) as (reader, writer):
+        writer.write(
+            b"GET /upgrade HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\n"
+            b"Upgrade: echo/1\r\n\r\nlast words"
+        )
+        writer.write_eof()  # before the task's 101 has come
+        assert (await read_response(reader, head_only=True)).status == 101
+        assert await asyncio.wait_for(reader.read(), WAIT) == b"u:last words"  # then the end
+    await u.wait_all_closed()
+
+
 async def test_an_upgrade_refused_by_the_task_is_answered_then_closed(
     ingress: Ingress, upstream: Factory
 ) -> None:
