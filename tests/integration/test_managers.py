@@ -325,7 +325,8 @@ def test_every_manager_keeps_the_traffic_of_the_others_ingresses(
         name = leader.server.config.node_name
 
         def seen() -> int:
-            return sum(len(q) for n, q in traffic._remote.get(("web", 1), {}).items() if n == name)
+            kept = traffic._remote.get(("web", 1), {})  # per (node, ingress worker)
+            return sum(len(q) for (node, _), q in kept.items() if node == name)
 
         wait_for(lambda: seen() >= 20, 5, "the leader's requests at the other manager")
         with leader.client() as c:
