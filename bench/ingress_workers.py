@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import shutil
 import signal
 import statistics
@@ -39,14 +40,22 @@ ROUNDS = 3
 
 
 @contextlib.contextmanager
-def _started(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
-    """A process that listens on ``port`` (not pinned); its pid."""
+def _started(
+    args: list[str], port: int, env: dict[str, str] | None = None, says_ready: bool = False
+) -> Iterator[int]:
+    """A process that listens on ``port`` (not pinned); its pid. ``says_ready``: wait for its
+    "ready" line (an ingress worker: the port answers already when another worker serves
+    it)."""
     log = tempfile.TemporaryFile()  # noqa: SIM115 (read on failure, closed with the process)
-    proc = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=log, env=os.environ | (env or {})
-    )
+    out = subprocess.PIPE if says_ready else subprocess.DEVNULL
+    proc = subprocess.Popen(args, stdout=out, stderr=log, env=os.environ | (env or {}))
     try:
         try:
+            if says_ready:
+                assert proc.stdout is not None
+                readable, _, _ = select.select([proc.stdout], [], [], 20)
+                if not readable or proc.stdout.readline().strip() != b"ready":
+                    raise SystemExit("not ready")
             _wait_port(port)
         except SystemExit:
             log.seek(0)
@@ -68,7 +77,8 @@ def _workers(n: int, port: int, upstreams: list[int]) -> Iterator[list[int]]:
     args = [sys.executable, "-m", "bench.ingress_server", str(port)]
     args += [f"127.0.0.1:{p}" for p in upstreams]
     with contextlib.ExitStack() as stack:
-        pids = [stack.enter_context(_started(args, port, {"REUSE_PORT": "1"})) for _ in range(n)]
+        env = {"REUSE_PORT": "1"}
+        pids = [stack.enter_context(_started(args, port, env, says_ready=True)) for _ in range(n)]
         yield pids
 
 
@@ -171,10 +181,16 @@ def main() -> None:
     one = statistics.median(r["rps"] for r in results[1])
     two = statistics.median(r["rps"] for r in results[2])
     per_round = [b["rps"] / a["rps"] for a, b in zip(results[1], results[2], strict=True)]
+    # Requests per CPU-second of the ingress processes: what a core given to them yields.
+    per_core = {
+        n: statistics.median(r["rps"] / r["cores"] for r in runs) for n, runs in results.items()
+    }
     print(
         f"  median: 1 worker {one:.0f} req/s, 2 workers {two:.0f} req/s: {two / one:.2f}x "
         f"(goal >= 1.6 on 2 cores of their own; per round "
-        f"{', '.join(f'{x:.2f}' for x in per_round)})"
+        f"{', '.join(f'{x:.2f}' for x in per_round)}); per ingress CPU-second: "
+        f"1 worker {per_core[1]:.0f}, 2 workers {per_core[2]:.0f} "
+        f"({per_core[2] / per_core[1]:.2f}x)"
     )
 
 
