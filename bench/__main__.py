@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import sys
 
-from bench import canary_fail, containers, crash_rounds, failover, flip, ingress, rolling, scale
+from bench import (
+    canary_fail,
+    containers,
+    crash_rounds,
+    failover,
+    flip,
+    ingress,
+    ingress_workers,
+    rolling,
+    scale,
+)
 
 BENCHMARKS = {
     "scale": scale.main,
     "rolling": rolling.main,
     "ingress": ingress.main,
+    "ingress-workers": ingress_workers.main,
     "flip": flip.main,
     "canary-fail": canary_fail.main,
     "containers": containers.main,

@@ -1,7 +1,8 @@
 """A standalone Warren ingress for the ingress benchmark: ``python -m bench.ingress_server PORT
 UPSTREAM1 UPSTREAM2`` routes PORT to two upstreams, 50/50 by weight, on uvloop, with the
 garbage-collector settings of ``warren server`` (the process the ingress runs in). With
-``TLS_CERT`` and ``TLS_KEY`` in its environment, PORT terminates TLS."""
+``TLS_CERT`` and ``TLS_KEY`` in its environment, PORT terminates TLS; with ``REUSE_PORT=1``,
+it binds PORT with SO_REUSEPORT, as an ingress worker does (several serve one port)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from warren.ports import Endpoint, Route
 
 
 async def serve(port: int, upstreams: list[str]) -> None:
-    ingress = Ingress(host="127.0.0.1")
+    ingress = Ingress(host="127.0.0.1", reuse_port=os.environ.get("REUSE_PORT") == "1")
     await ingress.start()
     endpoints = tuple(Endpoint(a, f"up{i}", i + 1) for i, a in enumerate(upstreams))
     weights = tuple((i + 1, 100 // len(upstreams)) for i in range(len(upstreams)))

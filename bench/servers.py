@@ -1,5 +1,5 @@
 """A ``warren server`` child process for benchmarks: free ports, a temporary data dir, cleaned up
-by PID (the server, then every task process it recorded, then its ingress process)."""
+by PID (the server, then every task process it recorded, then its ingress workers)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,8 @@ def free_port() -> int:
 
 
 def kill_ingress(data: Path) -> None:
-    """SIGKILL the ingress process of the server of ``data`` (it outlives the server)."""
-    running = IngressRecord.running(data / "ingress")
-    if running is not None:
+    """SIGKILL the ingress workers of the server of ``data`` (they outlive the server)."""
+    for running in IngressRecord.all_running(data / "ingress").values():
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(running.pid, signal.SIGKILL)
 

@@ -114,8 +114,9 @@ class IngressProcess:
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         running = IngressRecord.running(data, worker)
         if running is not None and not cfg.replace:
+            which = f"worker {worker} of the ingress" if worker else "an ingress"
             raise UnavailableError(
-                f"an ingress already serves {data} (pid {running.pid}): stop it, "
+                f"{which} already serves {data} (pid {running.pid}): stop it, "
                 "or give --replace to take over from it"
             )
         settings = self.settings = cfg.settings or (running.settings if running else None)

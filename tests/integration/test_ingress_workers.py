@@ -153,6 +153,7 @@ def test_weights_hold_in_the_sum_of_the_workers(canary_at_10: tuple[ServerProces
         before = served_by_worker(server)
         versions = send()
         per_worker = each_worker_served(before, served_by_worker(server))
+        print(f"{way}: {dict(versions)}, per worker {per_worker}")  # for the record (-s)
         assert sum(versions.values()) == 1000
         assert all(n > 0 for n in per_worker), f"{way}: one worker served all: {per_worker}"
         assert abs(share(versions) - 10) <= 1, f"{way}: {versions} (workers: {per_worker})"
@@ -241,6 +242,7 @@ def test_restarts_fail_no_request_and_every_worker_is_adopted(
     failures = [(s.failed, s.requests, s.errors[:5]) for s in snapshots]
     assert all(s.failed == 0 for s in snapshots), failures
     assert worker_pids(server) == first, "a worker was started again instead of adopted"
+    assert client.info()["ingressPids"] == first
     assert server.ingress_pids() == set(_alive(first))
     assert "Traceback" not in server.log()
 
