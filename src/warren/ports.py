@@ -41,11 +41,14 @@ __all__ = [
     "RecoveredTask",
     "Route",
     "RouteStats",
+    "Sample",
     "StateStore",
     "TaskHandle",
     "TxnResult",
     "WatchEvent",
     "Window",
+    "newer",
+    "tally",
 ]
 
 
@@ -349,9 +352,7 @@ class RouteStats:
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     """Non-cumulative counts per bucket of LATENCY_BUCKETS; the last one is +Inf."""
     latency_sum: float = 0.0
-    recent: deque[tuple[float, float, bool]] = field(
-        default_factory=lambda: deque(maxlen=RECENT_KEPT)
-    )
+    recent: deque[Sample] = field(default_factory=lambda: deque(maxlen=RECENT_KEPT))
     """The last requests: (monotonic time, latency, failed) — the windows canary analysis reads."""
 
 
@@ -365,6 +366,34 @@ class Window:
     requests: int
     errors: int
     latencies: tuple[float, ...]
+
+
+Sample = tuple[float, float, bool]
+"""One request as the ingress counts it: (monotonic time it was answered, latency, failed)."""
+
+
+def tally(recent: Sequence[Sample], since: float, latencies: list[float]) -> int:
+    """Add to ``latencies`` those of the samples of ``recent`` (oldest first) answered at
+    ``since`` or after; returns how many of them failed. Read from the newest end: the cost is
+    that of the window, not of all that is kept."""
+    errors = 0
+    for at, latency, failed in reversed(recent):
+        if at < since:
+            break
+        latencies.append(latency)
+        errors += failed
+    return errors
+
+
+def newer(recent: Sequence[Sample], since: float) -> list[Sample]:
+    """The samples of ``recent`` (oldest first) answered after ``since``, oldest first."""
+    found = []
+    for sample in reversed(recent):
+        if sample[0] <= since:
+            break
+        found.append(sample)
+    found.reverse()
+    return found
 
 
 class MetricSource(Protocol):

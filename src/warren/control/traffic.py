@@ -18,13 +18,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from ..ports import RECENT_KEPT, MetricSource, Window
+from ..ports import RECENT_KEPT, MetricSource, Sample, Window, newer, tally
 
 __all__ = ["KEEP", "ClusterTraffic", "ReportedTraffic", "Sample"]
 
 KEEP = 900.0
 
-Sample = tuple[float, float, bool]
 """(monotonic time here, latency in seconds, failed)."""
 
 
@@ -74,13 +73,7 @@ class ClusterTraffic:
             return own
         since = time.monotonic() - seconds
         latencies = list(own.latencies)
-        errors = own.errors
-        for queue in nodes.values():
-            for at, latency, failed in reversed(queue):
-                if at < since:
-                    break
-                latencies.append(latency)
-                errors += failed
+        errors = own.errors + sum(tally(queue, since, latencies) for queue in nodes.values())
         return Window(len(latencies), errors, tuple(latencies))
 
 
@@ -156,26 +149,15 @@ class ReportedTraffic:
         for worker, queue in self._recent.get((service, revision), {}).items():
             reported = self._reported_at.get(worker, 0.0)
             since = (reported if now - reported < FRESH else now) - seconds
-            for at, latency, failed in reversed(queue):
-                if at < since:
-                    break
-                latencies.append(latency)
-                errors += failed
+            errors += tally(queue, since, latencies)
         return Window(len(latencies), errors, tuple(latencies))
 
     def samples_since(self, since: float) -> list[tuple[str, int, list[Sample]]]:
-        found = []
-        for (service, revision), queue in self._relayed.items():
-            if not queue or queue[-1][0] <= since:
-                continue
-            newer = []
-            for sample in reversed(queue):
-                if sample[0] <= since:
-                    break
-                newer.append(sample)
-            newer.reverse()
-            found.append((service, revision, newer))
-        return found
+        return [
+            (service, revision, newer(queue, since))
+            for (service, revision), queue in self._relayed.items()
+            if queue and queue[-1][0] > since
+        ]
 
 
 def _append_in_order(

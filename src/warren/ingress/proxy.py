@@ -50,7 +50,7 @@ from typing import Any, cast
 import httptools
 
 from ..domain.errors import UnavailableError
-from ..ports import LATENCY_BUCKETS, Endpoint, Route, RouteStats, Window
+from ..ports import LATENCY_BUCKETS, Endpoint, Route, RouteStats, Window, newer, tally
 from .limits import Limits
 from .routing import RoutingTable, ServiceEntry
 from .tls import Certificates, TlsError
@@ -1936,32 +1936,18 @@ class Ingress:
         stats = self._rev_stats.get((service, revision))
         if stats is None:
             return Window(0, 0, ())
-        since = time.monotonic() - seconds
         latencies: list[float] = []
-        errors = 0
-        for at, latency, failed in reversed(stats.recent):
-            if at < since:
-                break
-            latencies.append(latency)
-            errors += failed
+        errors = tally(stats.recent, time.monotonic() - seconds, latencies)
         return Window(len(latencies), errors, tuple(latencies))
 
     def samples_since(self, since: float) -> list[tuple[str, int, list[tuple[float, float, bool]]]]:
         """(service, revision, requests answered after the monotonic time ``since``: (monotonic
         time, latency, failed), oldest first) — what a node sends to the leader's analysis."""
-        found = []
-        for (service, revision), stats in self._rev_stats.items():
-            recent = stats.recent
-            if not recent or recent[-1][0] <= since:
-                continue
-            newer = []
-            for sample in reversed(recent):
-                if sample[0] <= since:
-                    break
-                newer.append(sample)
-            newer.reverse()
-            found.append((service, revision, newer))
-        return found
+        return [
+            (service, revision, newer(stats.recent, since))
+            for (service, revision), stats in self._rev_stats.items()
+            if stats.recent and stats.recent[-1][0] > since
+        ]
 
     def in_flight(self, address: str) -> int:
         """Requests sent to ``address`` and not yet answered."""
