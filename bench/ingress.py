@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import shutil
 import signal
 import statistics
@@ -84,14 +85,28 @@ def _pin(pid: int, core: int) -> None:
 
 @contextlib.contextmanager
 def _process(
-    args: list[str], port: int, core: int, env: dict[str, str] | None = None
+    args: list[str],
+    port: int,
+    core: int | None,
+    env: dict[str, str] | None = None,
+    says_ready: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """A process that listens on ``port``, pinned to ``core`` (None: not pinned), stopped on
+    leaving. ``says_ready``: wait for its "ready" line too (an ingress worker: the port answers
+    already when another worker serves it)."""
     log = tempfile.TemporaryFile()  # noqa: SIM115 (read on failure, closed with the process)
     environ = os.environ | (env or {})
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=environ)
+    out = subprocess.PIPE if says_ready else subprocess.DEVNULL
+    proc = subprocess.Popen(args, stdout=out, stderr=log, env=environ)
     try:
-        _pin(proc.pid, core)
+        if core is not None:
+            _pin(proc.pid, core)
         try:
+            if says_ready:
+                assert proc.stdout is not None
+                readable, _, _ = select.select([proc.stdout], [], [], 20)
+                if not readable or proc.stdout.readline().strip() != b"ready":
+                    raise SystemExit("not ready")
             _wait_port(port)
         except SystemExit:
             log.seek(0)

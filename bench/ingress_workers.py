@@ -18,9 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,7 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.ingress import _nginx, _wait_port, cpu_seconds
+from bench.ingress import _nginx, _process, cpu_seconds
 from bench.servers import free_port
 from warren.ingress import COMPILED
 
@@ -40,46 +38,14 @@ ROUNDS = 3
 
 
 @contextlib.contextmanager
-def _started(
-    args: list[str], port: int, env: dict[str, str] | None = None, says_ready: bool = False
-) -> Iterator[int]:
-    """A process that listens on ``port`` (not pinned); its pid. ``says_ready``: wait for its
-    "ready" line (an ingress worker: the port answers already when another worker serves
-    it)."""
-    log = tempfile.TemporaryFile()  # noqa: SIM115 (read on failure, closed with the process)
-    out = subprocess.PIPE if says_ready else subprocess.DEVNULL
-    proc = subprocess.Popen(args, stdout=out, stderr=log, env=os.environ | (env or {}))
-    try:
-        try:
-            if says_ready:
-                assert proc.stdout is not None
-                readable, _, _ = select.select([proc.stdout], [], [], 20)
-                if not readable or proc.stdout.readline().strip() != b"ready":
-                    raise SystemExit("not ready")
-            _wait_port(port)
-        except SystemExit:
-            log.seek(0)
-            raise SystemExit(f"{args[0]} did not start: {log.read().decode()[-500:]}") from None
-        yield proc.pid
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-@contextlib.contextmanager
 def _workers(n: int, port: int, upstreams: list[int]) -> Iterator[list[int]]:
     """``n`` ingress processes serving ``port``, each on its own SO_REUSEPORT socket."""
     args = [sys.executable, "-m", "bench.ingress_server", str(port)]
     args += [f"127.0.0.1:{p}" for p in upstreams]
     with contextlib.ExitStack() as stack:
         env = {"REUSE_PORT": "1"}
-        pids = [stack.enter_context(_started(args, port, env, says_ready=True)) for _ in range(n)]
-        yield pids
+        workers = [_process(args, port, None, env, says_ready=True) for _ in range(n)]
+        yield [stack.enter_context(worker).pid for worker in workers]
 
 
 def _warm_up(url: str) -> None:
@@ -151,7 +117,7 @@ def compare(rounds: int) -> dict[int, list[dict[str, float]]]:
     try:
         with contextlib.ExitStack() as stack:
             for i, port in enumerate(ups):
-                stack.enter_context(_started(_nginx(tmp, port, f"v{i + 1}"), port))
+                stack.enter_context(_process(_nginx(tmp, port, f"v{i + 1}"), port, None))
             for i in range(rounds):
                 for n in (1, 2) if i % 2 == 0 else (2, 1):  # a drift in load falls on both
                     results[n].append(measure(n, ups))

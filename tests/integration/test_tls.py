@@ -153,11 +153,7 @@ async def test_a_port_goes_from_plain_to_tls_and_a_bad_certificate_is_a_problem(
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path, trustme.CA]:
     ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
-    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-    key.write_bytes(cert.private_key_pem.bytes())
-    return chain, key, ca
+    return *write_pair(ca, tmp_path), ca
 
 
 def test_a_certificate_that_cannot_load_is_refused_with_one_line(
