@@ -38,7 +38,7 @@ def _route(port: int, endpoints: tuple[Endpoint, ...], winner: int) -> Route:
 def _figures(ingress: Ingress, new: int, old: int, flip: float, ack: float) -> dict[str, Any]:
     # The ingress's own records of the last requests (``revision_stats()`` copies the counters
     # only): private, read here for the measurement and nothing else.
-    stats = ingress._rev_stats
+    stats = ingress._counters.revisions
     figures: dict[str, Any] = {"flip": flip, "ack": ack}
     fresh = stats.get((SERVICE, new))
     after = [(at - latency, at) for at, latency, _ in fresh.recent if at >= flip] if fresh else []

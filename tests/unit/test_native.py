@@ -30,7 +30,14 @@ def test_a_build_is_fresh_only_for_the_sources_it_was_made_from(tmp_path: Path) 
 
 
 def test_the_hot_path_is_compiled_and_nothing_else() -> None:
-    assert {p.stem for p in native.sources()} == {"limits", "routing", "tls", "messages", "proxy"}
+    assert {p.stem for p in native.sources()} == {
+        "limits",
+        "routing",
+        "tls",
+        "messages",
+        "counters",
+        "proxy",
+    }
     assert all(p.is_file() for p in native.sources())
 
 

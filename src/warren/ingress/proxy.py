@@ -42,7 +42,6 @@ import logging
 import socket
 import ssl
 import time
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -50,7 +49,8 @@ from typing import Any, cast
 import httptools
 
 from ..domain.errors import UnavailableError
-from ..ports import LATENCY_BUCKETS, Endpoint, Route, RouteStats, Window, newer, tally
+from ..ports import Endpoint, Route, RouteStats, Sample, Window
+from .counters import Counters
 from .limits import Limits
 from .messages import (
     _CLOSE,
@@ -735,9 +735,12 @@ class _Exchange:
         self.client = client
         self.req = req
         self.entry = entry
+        # Latency is measured by perf_counter, not by the ingress's clock: a duration, read twice
+        # per request at the finest resolution there is. The clock places the request in time
+        # (the windows of canary analysis), which is what tests make up.
         self.started = time.perf_counter()
         self.rev_stats: RouteStats | None = None
-        """The counters of the revision the request went to (see ``Ingress.stats``)."""
+        """The counters of the revision the request went to (see ``Counters``)."""
         self.endpoint: Endpoint | None = None
         self.address: str | None = None
         """The address counted as in flight for this request."""
@@ -780,19 +783,14 @@ class _Exchange:
 
     def _count(self, endpoint: Endpoint) -> None:
         """Count the request in flight to ``endpoint`` (and no longer to the previous one)."""
-        ingress = self.ingress
+        counters = self.ingress._counters
         if self.address is not None:
-            ingress._in_flight_add(self.address, -1)
+            counters.add_in_flight(self.address, -1)
         if self.rev_stats is not None:
             self.rev_stats.in_flight -= 1
         self.endpoint = endpoint
         address = self.address = endpoint.address
-        in_flight = ingress._in_flight
-        in_flight[address] = in_flight.get(address, 0) + 1
-        key = (self.entry.service, endpoint.revision)
-        rev = ingress._rev_stats.get(key) or ingress._revision_stats(key)
-        rev.in_flight += 1
-        self.rev_stats = rev
+        self.rev_stats = counters.sent(self.entry.service, endpoint.revision, address)
 
     def attach(self, conn: _Upstream) -> None:
         self.upstream = conn
@@ -970,26 +968,11 @@ class _Exchange:
         ingress = self.ingress
         ingress._waiting.discard(self)
         elapsed = time.perf_counter() - self.started
-        bucket = bisect_left(LATENCY_BUCKETS, elapsed)
-        failed = self.status >= 500
-        rev = self.rev_stats
-        if rev is not None:
-            rev.in_flight -= 1
-            rev.recent.append((time.monotonic(), elapsed, failed))
-        stats = rev or ingress._service_stats(self.entry.service)  # (see ``Ingress._stats``)
-        stats.requests += 1
-        stats.latency_counts[bucket] += 1
-        stats.latency_sum += elapsed
-        if failed:
-            stats.errors_5xx += 1
         address = self.address
-        if address is not None:
-            self.address = None
-            count = ingress._in_flight[address] - 1
-            if count > 0:
-                ingress._in_flight[address] = count
-            else:
-                ingress._in_flight_add(address, -1)  # the last one: drain may be waiting
+        self.address = None
+        ingress._counters.answered(
+            self.rev_stats, self.entry.service, address, elapsed, self.status >= 500
+        )
 
     def time_out(self, timeout: float) -> None:
         """Nothing moved for ``timeout`` seconds (see ``Ingress._sweep``)."""
@@ -1398,7 +1381,7 @@ class _Tunnel:
                 transport.abort()
             else:
                 transport.close()
-        self.ingress._in_flight_add(self.address, -1)
+        self.ingress._counters.add_in_flight(self.address, -1)
 
 
 class _TunnelEnd(asyncio.Protocol):
@@ -1446,25 +1429,6 @@ def _split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _copy(stats: RouteStats) -> RouteStats:
-    return RouteStats(
-        requests=stats.requests,
-        errors_5xx=stats.errors_5xx,
-        in_flight=stats.in_flight,
-        latency_counts=list(stats.latency_counts),
-        latency_sum=stats.latency_sum,
-    )
-
-
-def _add(total: RouteStats, stats: RouteStats) -> None:
-    total.requests += stats.requests
-    total.errors_5xx += stats.errors_5xx
-    total.in_flight += stats.in_flight
-    total.latency_sum += stats.latency_sum
-    for bucket, count in enumerate(stats.latency_counts):
-        total.latency_counts[bucket] += count
-
-
 # ── the data plane ───────────────────────────────────────────────────────────────────────────────
 
 
@@ -1477,7 +1441,8 @@ class Ingress:
     by port — served as they are instead of bound again, so that no connection is refused
     while one ingress takes over from another (``warren ingress --replace``). ``reuse_port``:
     bind with SO_REUSEPORT, so that several ingress processes (its workers) serve each port,
-    the kernel spreading the connections among them.
+    the kernel spreading the connections among them. ``clock``: the time of the traffic counters
+    (when a request was answered, and the end of a ``window``), in seconds.
     """
 
     def __init__(
@@ -1490,6 +1455,7 @@ class Ingress:
         limits: Limits = Limits(),
         listeners: Mapping[int, socket.socket] | None = None,
         reuse_port: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._host = host
         self._reuse_port = reuse_port
@@ -1523,14 +1489,7 @@ class Ingress:
         self._pools: dict[str, list[_Upstream]] = {}
         self._connecting: dict[asyncio.Task[_Upstream], _Exchange] = {}
         """Connections being opened, and the exchange each is for."""
-        self._in_flight: dict[str, int] = {}
-        self._drained: dict[str, list[asyncio.Future[None]]] = {}
-        self._stats: dict[str, RouteStats] = {}
-        """Per service, the requests that reached no endpoint (a 503 without a ready task)."""
-        self._rev_stats: dict[tuple[str, int], RouteStats] = {}
-        """Per (service, revision), the requests sent to one of its endpoints. A request is
-        counted here or in ``_stats``, never in both: one set of counters to update per request,
-        and ``stats()`` adds them up when read."""
+        self._counters = Counters(clock)
         self._waiting: set[_Exchange] = set()
         """Exchanges sent to an upstream and not yet answered in full: what ``_sweep`` checks."""
         self._sweeper: asyncio.TimerHandle | None = None
@@ -1579,11 +1538,11 @@ class Ingress:
         for tunnel in list(self._tunnels):
             tunnel.close(abort=True)
         self._pools.clear()
-        for waiters in self._drained.values():
+        for waiters in self._counters.drained.values():
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
-        self._drained.clear()
+        self._counters.drained.clear()
         self.discard_handed_over()
         if self._connecting:
             await asyncio.gather(*self._connecting, return_exceptions=True)
@@ -1671,20 +1630,21 @@ class Ingress:
         self._bind_loop()
         self._table.drain(address)
         self._close_pool(address)
-        if not self._in_flight.get(address):
+        if not self._counters.in_flight.get(address):
             return 0
         fut: asyncio.Future[None] = self._loop.create_future()
-        waiters = self._drained.setdefault(address, [])
+        waiters = self._counters.drained.setdefault(address, [])
         waiters.append(fut)
         try:
             await asyncio.wait([fut], timeout=timeout)
         finally:
             if fut in waiters:
                 waiters.remove(fut)
-            if not waiters and self._drained.get(address) is waiters:
-                del self._drained[address]
+            drained = self._counters.drained
+            if not waiters and drained.get(address) is waiters:
+                del drained[address]
             fut.cancel()
-        left = self._in_flight.get(address, 0)
+        left = self._counters.in_flight.get(address, 0)
         if left:
             self._give_up_on(address, timeout)
         return left
@@ -1710,42 +1670,26 @@ class Ingress:
 
     def stats(self) -> Mapping[str, RouteStats]:
         """Per service, since the ingress started (a snapshot)."""
-        totals = {name: _copy(s) for name, s in self._stats.items()}
-        for (service, _), rev in self._rev_stats.items():
-            total = totals.get(service)
-            if total is None:
-                totals[service] = _copy(rev)
-            else:
-                _add(total, rev)
-        return totals
+        return self._counters.stats()
 
     def revision_stats(self) -> Mapping[tuple[str, int], RouteStats]:
         """Per (service, revision), since the ingress started (a snapshot): canary analysis
         compares these between revisions."""
-        return {key: _copy(s) for key, s in self._rev_stats.items()}
+        return self._counters.revision_stats()
 
     def window(self, service: str, revision: int, seconds: float) -> Window:
-        """``service``'s requests to ``revision`` over the last ``seconds`` (the most recent
-        RECENT_KEPT of them at most): the input of canary analysis."""
-        stats = self._rev_stats.get((service, revision))
-        if stats is None:
-            return Window(0, 0, ())
-        latencies: list[float] = []
-        errors = tally(stats.recent, time.monotonic() - seconds, latencies)
-        return Window(len(latencies), errors, tuple(latencies))
+        """``service``'s requests to ``revision`` over the last ``seconds`` of the ingress's
+        clock (the most recent RECENT_KEPT of them at most): the input of canary analysis."""
+        return self._counters.window(service, revision, seconds)
 
-    def samples_since(self, since: float) -> list[tuple[str, int, list[tuple[float, float, bool]]]]:
-        """(service, revision, requests answered after the monotonic time ``since``: (monotonic
-        time, latency, failed), oldest first) — what a node sends to the leader's analysis."""
-        return [
-            (service, revision, newer(stats.recent, since))
-            for (service, revision), stats in self._rev_stats.items()
-            if stats.recent and stats.recent[-1][0] > since
-        ]
+    def samples_since(self, since: float) -> list[tuple[str, int, list[Sample]]]:
+        """(service, revision, requests answered after the time ``since`` of the ingress's clock:
+        (time, latency, failed), oldest first) — what a node sends to the leader's analysis."""
+        return self._counters.samples_since(since)
 
     def in_flight(self, address: str) -> int:
         """Requests sent to ``address`` and not yet answered."""
-        return self._in_flight.get(address, 0)
+        return self._counters.in_flight.get(address, 0)
 
     # ── listeners ───────────────────────────────────────────────────────────────────────────
 
@@ -1908,29 +1852,7 @@ class Ingress:
         if self._waiting and not self._closing:
             self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
 
-    # ── accounting ──────────────────────────────────────────────────────────────────────────
-
-    def _in_flight_add(self, address: str, n: int) -> None:
-        count = self._in_flight.get(address, 0) + n
-        if count > 0:
-            self._in_flight[address] = count
-            return
-        self._in_flight.pop(address, None)
-        for fut in self._drained.pop(address, ()):
-            if not fut.done():
-                fut.set_result(None)
-
-    def _service_stats(self, service: str) -> RouteStats:
-        stats = self._stats.get(service)
-        if stats is None:
-            stats = self._stats[service] = RouteStats()
-        return stats
-
-    def _revision_stats(self, key: tuple[str, int]) -> RouteStats:
-        stats = self._rev_stats.get(key)
-        if stats is None:
-            stats = self._rev_stats[key] = RouteStats()
-        return stats
+    # ── the event loop ──────────────────────────────────────────────────────────────────────
 
     def _bind_loop(self) -> None:
         if self._loop is None:
