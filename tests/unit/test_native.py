@@ -36,6 +36,7 @@ def test_the_hot_path_is_compiled_and_nothing_else() -> None:
         "tls",
         "messages",
         "counters",
+        "tunnel",
         "proxy",
     }
     assert all(p.is_file() for p in native.sources())
