@@ -8,7 +8,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from warren.ingress.proxy import _Dechunker
+from warren.ingress.upstream import _Dechunker
 
 
 def chunked(parts: list[bytes], trailers: bool) -> bytes:

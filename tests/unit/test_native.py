@@ -37,6 +37,7 @@ def test_the_hot_path_is_compiled_and_nothing_else() -> None:
         "messages",
         "counters",
         "tunnel",
+        "upstream",
         "proxy",
     }
     assert all(p.is_file() for p in native.sources())

@@ -7,9 +7,8 @@ and the body received so far, and then the rest of the body as it comes (with it
 Content-Length, or chunked as the client sent it); the response streams back as it arrives.
 Neither body is ever held whole: a body that comes faster than its reader takes it stops the
 reading of its sender (each side's transport pauses the other's reading), and at most
-``_BUFFERED_MAX`` bytes wait for a connection. The response parser only rewrites the head
-(hop-by-hop headers, ``Connection``) and finds the end of the message; body bytes are forwarded
-as received.
+``_BUFFERED_MAX`` bytes wait for a connection. The upstream side, its pool included, is
+``upstream``'s.
 
 The common path (pooled upstream, keep-alive client, a request whole in one read) creates no task
 and runs no regex: a request costs the parser callbacks, one header scan and one ``join`` for the
@@ -51,30 +50,21 @@ from ..ports import Endpoint, Route, RouteStats, Sample, Window
 from .counters import Counters
 from .limits import Limits
 from .messages import (
-    _CLOSE,
     _CONTINUE,
-    _KEEP_ALIVE,
-    _MAX_HEAD,
-    _RESPONSE_HOP_MARKERS,
-    _drop_header,
     _parser_error,
     _Request,
     _scan_headers,
     _Stop,
     _text_response,
-    _value,
 )
 from .routing import RoutingTable, ServiceEntry
 from .tls import Certificates, TlsError
 from .tunnel import _Tunnel
+from .upstream import Pool, _Upstream
 
 __all__ = ["Ingress"]
 
 log = logging.getLogger("warren.ingress")
-
-_POOL_MAX = 64
-"""Idle connections kept per upstream address. LIFO: the most recently used is the least likely
-to have been closed by the upstream's own idle timeout."""
 
 _MAX_PIPELINE = 32
 """Queued pipelined requests per client before we stop reading from it (resumed below 8)."""
@@ -772,13 +762,13 @@ class _Exchange:
         ingress = self.ingress
         if endpoint is not self.endpoint:
             self._count(endpoint)
-        conn = None if fresh else ingress._pool_take(endpoint.address)
+        conn = None if fresh else ingress._pool.take(endpoint.address)
         if conn is not None:
             self.reused = True
             self.attach(conn)
         else:
             self.reused = False
-            ingress._connect(self, endpoint.address)
+            ingress._pool.connect(self, endpoint.address)
 
     def _count(self, endpoint: Endpoint) -> None:
         """Count the request in flight to ``endpoint`` (and no longer to the previous one)."""
@@ -936,7 +926,7 @@ class _Exchange:
         """The whole response has been forwarded (the request's body may not have been, if the
         upstream answered before its end: that connection then goes)."""
         self.upstream = None
-        self.ingress._release(conn, keep and self.ended)
+        self.ingress._pool.release(conn, keep and self.ended)
         self._finish()
         self.client.exchange_done(self.close_client, self.req.complete)
 
@@ -995,350 +985,6 @@ class _Exchange:
             self.client.abort_response()
 
 
-# ── the upstream side ────────────────────────────────────────────────────────────────────────────
-
-
-class _Upstream(asyncio.Protocol):
-    """One connection to an upstream address; serves one exchange at a time, then goes back to
-    the pool if both sides allow keep-alive."""
-
-    def __init__(self, ingress: Ingress, address: str) -> None:
-        self._ingress = ingress
-        self.address = address
-        self.transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
-        self._ex: _Exchange | None = None
-        self.idle = False
-        self.paused = False
-        self.lost = False
-        self._switching = False
-        """The task answered 101 to an upgrade: the connection becomes a tunnel."""
-        self._dechunk: _Dechunker | None = None
-        """Takes the chunks off a response to an HTTP/1.0 client (the connection is then not
-        used again)."""
-        self._reset()
-
-    def _reset(self) -> None:
-        self._got = False
-        self._status = 0
-        self._interim = 0
-        self._head_done = False
-        self._head_sent = False
-        self._msg_done = False
-        self._keep = False
-        self._violation = False
-        self._until_close = False
-        self._buf: bytearray | None = None
-        """A response head that came in more than one read, until it is whole."""
-
-    # asyncio callbacks ─────────────────────────────────────────────────────────────────────────
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self._ingress._upstreams.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        try:
-            self.lost = True
-            self._ingress._upstreams.discard(self)
-            if self.idle:
-                self.idle = False
-                self._ingress._pool_remove(self)
-                return
-            ex = self._ex
-            if ex is None:
-                return
-            self._ex = None
-            if self._head_sent and self._until_close and not self._violation:
-                # The body was delimited by the close: this is its normal end.
-                ex.complete(self, keep=False)
-                return
-            if exc is None:
-                reason = f"{self.address} closed the connection"
-            else:
-                reason = f"connection to {self.address} lost: {exc}"
-            ex.upstream_failed(reason, nothing_received=not self._got)
-        except Exception:
-            log.exception("ingress: error while closing an upstream connection")
-
-    def data_received(self, data: bytes) -> None:
-        ex = self._ex
-        if ex is None:
-            # Nothing asked: an idle connection should be silent. Do not reuse it.
-            self.discard()
-            return
-        try:
-            self._got = True
-            ex.last_progress = self._ingress._loop.time()
-            try:
-                self._parser.feed_data(data)
-            except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
-                # llhttp stops after a 101 (raising HttpParserUpgrade, or a plain error when
-                # the 101 has no "Connection: upgrade"): what follows is the new protocol's.
-                if self._switching:
-                    self._tunnel(ex, data)
-                else:
-                    self._broken(ex, f"bad response from {self.address}: {_parser_error(exc)}")
-                return
-            if self._head_sent:
-                ex.client.write(data if self._dechunk is None else self._dechunk.feed(data))
-            else:
-                pending = self._buf
-                if pending is not None:
-                    pending += data
-                if not self._head_done:
-                    if pending is None:
-                        self._buf = bytearray(data)
-                    elif len(pending) > _MAX_HEAD:
-                        self._broken(ex, f"response head from {self.address} is too large")
-                    return
-                if not self._send_head(ex, data if pending is None else bytes(pending)):
-                    self._broken(ex, f"bad response head from {self.address}")
-                    return
-            if self._violation:
-                # More than one response for one request: the upstream is confused, and the
-                # client may have got bytes that are not ours to send. Close both.
-                self._broken(ex, f"{self.address} sent more than one response")
-                return
-            if ex.client.write_paused and not self.paused:
-                self.pause()
-            if self._msg_done:
-                self._ex = None
-                if ex.req.head_only:
-                    # llhttp cannot be told that a HEAD response has no body: start afresh.
-                    self._parser = httptools.HttpResponseParser(self)
-                ex.complete(self, self._keep)
-        except Exception:
-            log.exception("ingress: error while forwarding a response")
-            self._broken(ex, "internal error")
-
-    def _send_head(self, ex: _Exchange, buf: bytes) -> bool:
-        """Forward the response head, rewritten, and the body bytes that came with it.
-
-        The head is edited as bytes rather than rebuilt from parser callbacks: most heads carry
-        no hop-by-hop header but ``Connection``, and a few ``find`` calls cost less than a Python
-        call per header."""
-        # 1xx heads come first; they are dropped (Expect was answered by the ingress itself).
-        start = 0
-        for _ in range(self._interim):
-            start = buf.find(b"\r\n\r\n", start) + 4
-        end = buf.find(b"\r\n\r\n", start) + 2
-        if end < 2:
-            return False  # llhttp found a head we cannot: do not guess where it ends
-        head = buf[start:end]  # the status line and the header lines, each with its CRLF
-        lower = head.lower()
-        req = ex.req
-        status = self._status
-        # (``find`` rather than ``in`` on the head, here and below: measured 90 ns against 140.)
-        if self._msg_done or req.head_only or status == 204 or status == 304:
-            # A response already complete in this read is not delimited by the close: the
-            # common case needs no framing header scan.
-            until_close = False
-        elif lower.find(b"\r\ntransfer-encoding:") >= 0:
-            until_close = not _value(lower, b"\r\ntransfer-encoding:").endswith(b"chunked")
-        else:
-            until_close = lower.find(b"\r\ncontent-length:") < 0
-        self._until_close = until_close
-        for marker in _RESPONSE_HOP_MARKERS:
-            at = lower.find(marker)
-            if at >= 0:
-                head, lower = _drop_header(head, lower, marker, at)
-        if not head.startswith(b"1.1 ", 5):
-            head = b"HTTP/1.1 " + head[9:]  # we speak HTTP/1.1 to the client, whatever behind
-        close = not req.keep_alive or until_close or ex.client.close_when_idle
-        if (
-            req.version10
-            and not (req.head_only or status == 204 or status == 304)
-            and lower.find(b"\r\ntransfer-encoding:") >= 0
-        ):
-            # An HTTP/1.0 client cannot read chunks (the task should not have sent them: it was
-            # asked in HTTP/1.0 too): their framing is taken off, and the close ends the body.
-            at = lower.find(b"\r\ntransfer-encoding:")
-            head, lower = _drop_header(head, lower, b"\r\ntransfer-encoding:", at)
-            self._dechunk = _Dechunker()
-            self._keep = False
-            close = True
-        ex.close_client = close
-        if close:
-            head += _CLOSE
-        elif req.version10:
-            head += _KEEP_ALIVE
-        if ex.sticky is not None and ex.endpoint is not None:
-            # Only the head grows: the body's framing (length, chunks, close) is untouched.
-            head += b"Set-Cookie: %s%d; Path=/; HttpOnly; SameSite=Lax\r\n" % (
-                ex.sticky,
-                ex.endpoint.revision,
-            )
-        self._head_sent = True
-        ex.head_sent = True
-        ex.status = status
-        self._buf = None
-        if end + 2 == len(buf) or (self._msg_done and req.head_only):
-            # (A HEAD response's Content-Length announces no body bytes.)
-            ex.client.write(head + b"\r\n")
-        elif self._dechunk is not None:
-            ex.client.write(head + b"\r\n" + self._dechunk.feed(buf[end + 2 :]))
-        else:
-            ex.client.write(b"".join((head, b"\r\n", memoryview(buf)[end + 2 :])))
-        return True
-
-    def _tunnel(self, ex: _Exchange, data: bytes) -> None:
-        """Forward the 101 as it is (its Connection and Upgrade say what the client asked),
-        and pipe both connections into each other from now on."""
-        buf = data if self._buf is None else bytes(self._buf + data)
-        start = 0
-        for _ in range(self._interim):
-            start = buf.find(b"\r\n\r\n", start) + 4
-        end = buf.find(b"\r\n\r\n", start) + 2
-        head = b"HTTP/1.1 " + buf[start + 9 : end]
-        if ex.sticky is not None and ex.endpoint is not None:
-            head += b"Set-Cookie: %s%d; Path=/; HttpOnly; SameSite=Lax\r\n" % (
-                ex.sticky,
-                ex.endpoint.revision,
-            )
-        client = ex.client
-        client.write(b"".join((head, b"\r\n", memoryview(buf)[end + 2 :])))
-        self._ex = None
-        self.lost = True  # never pooled again
-        self._ingress._upstreams.discard(self)
-        address = ex.address
-        ex.address = None  # the tunnel keeps the address's in-flight count (see Ingress.drain)
-        ex.status = 101
-        ex.head_sent = True
-        ex.upstream = None
-        ex._finish()  # the request is counted, with the time to its 101
-        assert address is not None and self.transport is not None
-        _Tunnel(self._ingress, address, client, self.transport, paused=self.paused)
-
-    def _broken(self, ex: _Exchange, reason: str) -> None:
-        self._ex = None
-        self.discard()
-        ex.upstream_failed(reason, nothing_received=False)
-
-    def eof_received(self) -> bool:
-        self.lost = True  # the transport closes now: never take it from the pool again
-        return False  # connection_lost decides what the close means
-
-    # httptools callbacks ───────────────────────────────────────────────────────────────────────
-
-    def on_message_begin(self) -> None:
-        if self._msg_done:
-            self._violation = True
-        self._status = 0
-
-    def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        if status < 200:
-            ex = self._ex
-            if status == 101 and ex is not None and ex.req.upgrade is not None:
-                self._switching = True  # (llhttp stops here: see ``data_received``)
-            else:
-                self._interim += 1
-            return
-        self._status = status
-        self._head_done = True
-        self._keep = self._parser.should_keep_alive()
-        ex = self._ex
-        if ex is not None and ex.req.head_only:
-            self._msg_done = True
-
-    def on_message_complete(self) -> None:
-        if self._status:
-            self._msg_done = True
-
-    # used by the exchange and the pool ─────────────────────────────────────────────────────────
-
-    def start(self, ex: _Exchange, data: bytes) -> None:
-        self._ex = ex
-        self.idle = False
-        self._reset()
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def pause_writing(self) -> None:
-        # The request's body comes faster than the upstream takes it.
-        if self._ex is not None:
-            self._ex.client.upstream_full(True)
-
-    def resume_writing(self) -> None:
-        if self._ex is not None:
-            self._ex.client.upstream_full(False)
-
-    def pause(self) -> None:
-        if not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
-
-    def resume(self) -> None:
-        if self.paused and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
-
-    def discard(self) -> None:
-        """Close for good, telling no one (the caller has dealt with the exchange)."""
-        self._ex = None
-        self.idle = False
-        self.lost = True  # not usable from now on, even before connection_lost says so
-        if self.transport is not None:
-            self.transport.abort()
-
-
-class _Dechunker:
-    """Chunked framing taken off a body, as it comes. (llhttp parses the same bytes and refuses
-    bad framing: this only has to cut.)"""
-
-    __slots__ = ("left", "line", "state")
-
-    # Where in the framing it is (one name each: mypyc compiles no unpacking in a class body).
-    _SIZE = 0
-    _DATA = 1
-    _DATA_END = 2
-    _TRAILERS = 3
-    _DONE = 4
-
-    def __init__(self) -> None:
-        self.state = self._SIZE
-        self.left = 0
-        """Bytes of the current chunk still to come."""
-        self.line = b""
-        """A size or trailer line not yet whole."""
-
-    def feed(self, data: bytes) -> bytes:
-        out = []
-        i, n = 0, len(data)
-        while i < n and self.state != self._DONE:
-            if self.state == self._DATA:
-                take = min(self.left, n - i)
-                out.append(data[i : i + take])
-                i += take
-                self.left -= take
-                if not self.left:
-                    self.state = self._DATA_END
-                continue
-            j = data.find(b"\n", i)
-            if j < 0:
-                self.line += data[i:]
-                break
-            line = (self.line + data[i:j]).rstrip(b"\r")
-            self.line = b""
-            i = j + 1
-            if self.state == self._SIZE:
-                self.left = int(line.split(b";")[0], 16)
-                self.state = self._DATA if self.left else self._TRAILERS
-            elif self.state == self._DATA_END:
-                self.state = self._SIZE
-            elif not line:  # the blank line after the trailers
-                self.state = self._DONE
-        return b"".join(out)
-
-
-def _split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
-
-
 # ── the data plane ───────────────────────────────────────────────────────────────────────────────
 
 
@@ -1372,7 +1018,6 @@ class Ingress:
         self._handed: dict[int, socket.socket] = dict(listeners or {})
         self._shared_port_wanted = shared_port
         self._shared_port: int | None = None
-        self._connect_timeout = connect_timeout
         self._response_timeout = response_timeout
         self._limits = limits
         self._max_body = limits.max_body
@@ -1394,11 +1039,8 @@ class Ingress:
         self._problems: dict[int, str] = {}
         self._lock = asyncio.Lock()
         self._clients: set[_Client] = set()
-        self._upstreams: set[_Upstream] = set()
         self._tunnels: set[_Tunnel] = set()
-        self._pools: dict[str, list[_Upstream]] = {}
-        self._connecting: dict[asyncio.Task[_Upstream], _Exchange] = {}
-        """Connections being opened, and the exchange each is for."""
+        self._pool = Pool(self, connect_timeout)
         self._counters = Counters(clock)
         self._waiting: set[_Exchange] = set()
         """Exchanges sent to an upstream and not yet answered in full: what ``_sweep`` checks."""
@@ -1439,23 +1081,23 @@ class Ingress:
         self._shared = None
         for server in servers:
             server.close()
-        for task in list(self._connecting):
+        for task in list(self._pool.connecting):
             task.cancel()
         for client in list(self._clients):
             client.shutdown()
-        for conn in list(self._upstreams):
+        for conn in list(self._pool.open):
             conn.discard()
         for tunnel in list(self._tunnels):
             tunnel.close(abort=True)
-        self._pools.clear()
+        self._pool.idle.clear()
         for waiters in self._counters.drained.values():
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
         self._counters.drained.clear()
         self.discard_handed_over()
-        if self._connecting:
-            await asyncio.gather(*self._connecting, return_exceptions=True)
+        if self._pool.connecting:
+            await asyncio.gather(*self._pool.connecting, return_exceptions=True)
         for server in servers:
             await server.wait_closed()
         # Let the transports run their connection_lost callbacks.
@@ -1529,8 +1171,8 @@ class Ingress:
     async def update(self, routes: Mapping[str, Route | None]) -> None:
         self._bind_loop()
         claims_changed = self._table.apply(routes)  # in effect for the next request
-        for address in [a for a in self._pools if not self._table.knows(a)]:
-            self._close_pool(address)
+        for address in [a for a in self._pool.idle if not self._table.knows(a)]:
+            self._pool.close_address(address)
         # Listeners change only with the claims, or to retry a port that could not be bound.
         if claims_changed or self._problems:
             async with self._lock:
@@ -1539,7 +1181,7 @@ class Ingress:
     async def drain(self, address: str, timeout: float) -> int:
         self._bind_loop()
         self._table.drain(address)
-        self._close_pool(address)
+        self._pool.close_address(address)
         if not self._counters.in_flight.get(address):
             return 0
         fut: asyncio.Future[None] = self._loop.create_future()
@@ -1570,7 +1212,9 @@ class Ingress:
         waiting on an upstream or on a connection costs nothing on the hot path."""
         reason = f"{address} was drained and did not answer within {timeout:g}s"
         # An exchange that retries on a fresh connection is in both.
-        late = {ex for ex in (*self._waiting, *self._connecting.values()) if ex.address == address}
+        late = {
+            ex for ex in (*self._waiting, *self._pool.connecting.values()) if ex.address == address
+        }
         for ex in late:
             if not ex.done:
                 ex.give_up(reason)
@@ -1671,73 +1315,6 @@ class Ingress:
             if published == port:
                 return cert, key
         return None
-
-    # ── upstream connections ────────────────────────────────────────────────────────────────
-
-    def _pool_take(self, address: str) -> _Upstream | None:
-        pool = self._pools.get(address)
-        while pool:
-            conn = pool.pop()
-            conn.idle = False
-            if not conn.lost:
-                return conn
-        return None
-
-    def _pool_remove(self, conn: _Upstream) -> None:
-        pool = self._pools.get(conn.address)
-        if pool is not None and conn in pool:
-            pool.remove(conn)
-
-    def _release(self, conn: _Upstream, keep: bool) -> None:
-        address = conn.address
-        if keep and not self._closing and not conn.lost and self._table.routes_to(address):
-            pool = self._pools.get(address)
-            if pool is None:
-                pool = self._pools[address] = []
-            if len(pool) < _POOL_MAX:
-                if conn.paused:
-                    conn.resume()
-                conn.idle = True
-                pool.append(conn)
-                return
-        conn.discard()
-
-    def _close_pool(self, address: str) -> None:
-        for conn in self._pools.pop(address, []):
-            conn.discard()
-
-    def _connect(self, ex: _Exchange, address: str) -> None:
-        task = self._loop.create_task(self._open(address))
-        self._connecting[task] = ex
-        task.add_done_callback(lambda t: self._connected(t, ex, address))
-
-    async def _open(self, address: str) -> _Upstream:
-        host, port = _split_address(address)
-        async with asyncio.timeout(self._connect_timeout):
-            _, conn = await self._loop.create_connection(
-                lambda: _Upstream(self, address), host, port
-            )
-        return conn
-
-    def _connected(self, task: asyncio.Task[_Upstream], ex: _Exchange, address: str) -> None:
-        self._connecting.pop(task, None)
-        try:
-            if task.cancelled():
-                if not self._closing:
-                    ex.connect_failed(address, ConnectionAbortedError("cancelled"))
-                return
-            exc = task.exception()
-            if exc is not None:
-                if not self._closing:
-                    ex.connect_failed(address, exc)
-                return
-            conn = task.result()
-            if ex.done or self._closing:
-                self._release(conn, True)
-            else:
-                ex.attach(conn)
-        except Exception:
-            log.exception("ingress: error after connecting to %s", address)
 
     # ── response timeouts ───────────────────────────────────────────────────────────────────
 
