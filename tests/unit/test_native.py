@@ -38,6 +38,7 @@ def test_the_hot_path_is_compiled_and_nothing_else() -> None:
         "counters",
         "tunnel",
         "upstream",
+        "exchange",
         "proxy",
     }
     assert all(p.is_file() for p in native.sources())

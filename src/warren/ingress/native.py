@@ -33,7 +33,17 @@ log = logging.getLogger("warren.ingress")
 
 HERE = Path(__file__).parent
 STAMP = HERE / "compiled.stamp"
-HOT_PATH = ("limits", "routing", "tls", "messages", "counters", "tunnel", "upstream", "proxy")
+HOT_PATH = (
+    "limits",
+    "routing",
+    "tls",
+    "messages",
+    "counters",
+    "tunnel",
+    "upstream",
+    "exchange",
+    "proxy",
+)
 """The modules compiled: those a request goes through, each after those it imports. They are
 compiled in one group, so that their calls to each other stay native. The rest of the package (and
 this chooser, which runs before them) stays Python."""

@@ -31,7 +31,8 @@ from .messages import (
 from .tunnel import _Tunnel
 
 if TYPE_CHECKING:
-    from .proxy import Ingress, _Exchange
+    from .exchange import _Exchange
+    from .proxy import Ingress
 
 __all__ = ["Pool", "_Dechunker", "_Upstream"]
 
