@@ -39,6 +39,7 @@ def test_the_hot_path_is_compiled_and_nothing_else() -> None:
         "tunnel",
         "upstream",
         "exchange",
+        "downstream",
         "proxy",
     }
     assert all(p.is_file() for p in native.sources())

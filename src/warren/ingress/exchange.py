@@ -24,7 +24,8 @@ from .routing import ServiceEntry
 from .upstream import _Upstream
 
 if TYPE_CHECKING:
-    from .proxy import Ingress, _Client
+    from .downstream import _Client
+    from .proxy import Ingress
 
 __all__ = ["_Exchange"]
 

@@ -42,6 +42,7 @@ HOT_PATH = (
     "tunnel",
     "upstream",
     "exchange",
+    "downstream",
     "proxy",
 )
 """The modules compiled: those a request goes through, each after those it imports. They are

@@ -13,7 +13,8 @@ import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .proxy import Ingress, _Client
+    from .downstream import _Client
+    from .proxy import Ingress
 
 __all__ = ["_Tunnel", "_TunnelEnd"]
 
