@@ -6,8 +6,13 @@ A request updates one set of counters, its revision's (``sent``, then ``answered
 reached no endpoint (a 503 without a ready task) is counted for its service. ``stats`` adds them
 up per service when read (Prometheus scrapes), rather than every request paying for two sets.
 
-The time of each request's sample, and the "now" of ``window``, come from the clock given
-(``time.monotonic`` in production; a fake one in tests), never from the ``time`` module itself.
+The time of each request's sample, its latency, and the "now" of ``window`` come from the clock
+given (``time.monotonic`` in production; a fake one in tests), never from the ``time`` module
+itself: a request reads it twice, when it starts and when it is answered.
+
+A revision's counters are a compiled class's fields (``Counts``), not a ``RouteStats``: counting
+a request touches no Python object but the sample it keeps. They are copied into ``RouteStats``
+when read.
 
 Must not import control, agent, api or store: only ``ports``, ``domain``, the standard library,
 httptools and uvloop.
@@ -16,12 +21,52 @@ httptools and uvloop.
 from __future__ import annotations
 
 import asyncio
-from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable, Mapping
+from typing import Final, final
 
-from ..ports import LATENCY_BUCKETS, RouteStats, Sample, Window, newer, tally
+from ..ports import LATENCY_BUCKETS, RECENT_KEPT, RouteStats, Sample, Window, newer, tally
 
-__all__ = ["Counters"]
+__all__ = ["Counters", "Counts"]
+
+_BUCKETS: Final = tuple(LATENCY_BUCKETS)
+_LAST: Final = len(LATENCY_BUCKETS)
+"""The +Inf bucket's index."""
+
+
+@final
+class Counts:
+    """One revision's counters (or, for the requests that reached no endpoint, a service's):
+    what ``RouteStats`` holds."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors_5xx = 0
+        self.in_flight = 0
+        self.latency_counts = [0] * (_LAST + 1)
+        self.latency_sum = 0.0
+        self.recent: deque[Sample] = deque(maxlen=RECENT_KEPT)
+        """The last requests: (time answered, latency, failed)."""
+
+    def count(self, now: float, elapsed: float, failed: bool) -> None:
+        bucket = 0  # the first bucket at least ``elapsed`` (as bisect_left would find)
+        while bucket < _LAST and _BUCKETS[bucket] < elapsed:
+            bucket += 1
+        self.requests += 1
+        self.latency_counts[bucket] += 1
+        self.latency_sum += elapsed
+        if failed:
+            self.errors_5xx += 1
+        self.recent.append((now, elapsed, failed))
+
+    def snapshot(self) -> RouteStats:
+        return RouteStats(
+            requests=self.requests,
+            errors_5xx=self.errors_5xx,
+            in_flight=self.in_flight,
+            latency_counts=list(self.latency_counts),
+            latency_sum=self.latency_sum,
+        )
 
 
 class Counters:
@@ -29,10 +74,11 @@ class Counters:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
-        """When a request was answered, and the end of a window: monotonic seconds."""
-        self.services: dict[str, RouteStats] = {}
+        """When a request started and was answered, and the end of a window: monotonic
+        seconds."""
+        self.services: dict[str, Counts] = {}
         """Per service, the requests that reached no endpoint (a 503 without a ready task)."""
-        self.revisions: dict[tuple[str, int], RouteStats] = {}
+        self.revisions: dict[tuple[str, int], Counts] = {}
         """Per (service, revision), the requests sent to one of its endpoints. A request is
         counted here or in ``services``, never in both: one set of counters to update per
         request, and ``stats()`` adds them up when read."""
@@ -44,7 +90,7 @@ class Counters:
 
     # ── one request ─────────────────────────────────────────────────────────────────────────
 
-    def sent(self, service: str, revision: int, address: str) -> RouteStats:
+    def sent(self, service: str, revision: int, address: str) -> Counts:
         """Count a request in flight to ``address``, an endpoint of ``service``'s ``revision``;
         returns that revision's counters, for ``answered``."""
         in_flight = self.in_flight
@@ -56,24 +102,21 @@ class Counters:
 
     def answered(
         self,
-        rev: RouteStats | None,
+        rev: Counts | None,
         service: str,
         address: str | None,
-        elapsed: float,
+        started: float,
         failed: bool,
     ) -> None:
-        """Count a request answered after ``elapsed`` seconds: ``rev``, the counters ``sent``
-        returned (None: it reached no endpoint), no longer in flight to ``address``."""
-        bucket = bisect_left(LATENCY_BUCKETS, elapsed)
+        """Count a request answered now, started at ``started`` (the clock's time): ``rev``, the
+        counters ``sent`` returned (None: it reached no endpoint), no longer in flight to
+        ``address``."""
+        now = self.clock()
         if rev is not None:
             rev.in_flight -= 1
-            rev.recent.append((self.clock(), elapsed, failed))
-        stats = rev or self._service(service)  # (see ``stats``)
-        stats.requests += 1
-        stats.latency_counts[bucket] += 1
-        stats.latency_sum += elapsed
-        if failed:
-            stats.errors_5xx += 1
+            rev.count(now, now - started, failed)
+        else:
+            self._service(service).count(now, now - started, failed)  # (see ``stats``)
         if address is not None:
             count = self.in_flight[address] - 1
             if count > 0:
@@ -95,11 +138,11 @@ class Counters:
 
     def stats(self) -> Mapping[str, RouteStats]:
         """Per service, since the ingress started (a snapshot)."""
-        totals = {name: _copy(s) for name, s in self.services.items()}
+        totals = {name: s.snapshot() for name, s in self.services.items()}
         for (service, _), rev in self.revisions.items():
             total = totals.get(service)
             if total is None:
-                totals[service] = _copy(rev)
+                totals[service] = rev.snapshot()
             else:
                 _add(total, rev)
         return totals
@@ -107,7 +150,7 @@ class Counters:
     def revision_stats(self) -> Mapping[tuple[str, int], RouteStats]:
         """Per (service, revision), since the ingress started (a snapshot): canary analysis
         compares these between revisions."""
-        return {key: _copy(s) for key, s in self.revisions.items()}
+        return {key: s.snapshot() for key, s in self.revisions.items()}
 
     def window(self, service: str, revision: int, seconds: float) -> Window:
         """``service``'s requests to ``revision`` over the last ``seconds`` (the most recent
@@ -128,30 +171,20 @@ class Counters:
             if stats.recent and stats.recent[-1][0] > since
         ]
 
-    def _service(self, service: str) -> RouteStats:
+    def _service(self, service: str) -> Counts:
         stats = self.services.get(service)
         if stats is None:
-            stats = self.services[service] = RouteStats()
+            stats = self.services[service] = Counts()
         return stats
 
-    def _revision(self, key: tuple[str, int]) -> RouteStats:
+    def _revision(self, key: tuple[str, int]) -> Counts:
         stats = self.revisions.get(key)
         if stats is None:
-            stats = self.revisions[key] = RouteStats()
+            stats = self.revisions[key] = Counts()
         return stats
 
 
-def _copy(stats: RouteStats) -> RouteStats:
-    return RouteStats(
-        requests=stats.requests,
-        errors_5xx=stats.errors_5xx,
-        in_flight=stats.in_flight,
-        latency_counts=list(stats.latency_counts),
-        latency_sum=stats.latency_sum,
-    )
-
-
-def _add(total: RouteStats, stats: RouteStats) -> None:
+def _add(total: RouteStats, stats: Counts) -> None:
     total.requests += stats.requests
     total.errors_5xx += stats.errors_5xx
     total.in_flight += stats.in_flight

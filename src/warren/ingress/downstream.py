@@ -24,7 +24,16 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from .exchange import _Exchange
-from .messages import _CONTINUE, _parser_error, _Request, _scan_headers, _Stop, _text_response
+from .messages import (
+    _CONTINUE,
+    _HTTP10,
+    _HTTP11,
+    _parser_error,
+    _Request,
+    _scan_headers,
+    _Stop,
+    _text_response,
+)
 
 if TYPE_CHECKING:
     from .proxy import Ingress
@@ -215,9 +224,14 @@ class _Client(asyncio.Protocol):
         self._head_began = 0.0
         req.method = parser.get_method()
         req.head_only = req.method == b"HEAD"
-        req.version10 = parser.get_http_version() == "1.0"
         req.keep_alive = parser.should_keep_alive()
-        _scan_headers(req, self._peer, self._proto)
+        # Kept alive with no Connection header, a request is HTTP/1.1 (or later): the version,
+        # a string llhttp's binding formats on each call, is asked only otherwise.
+        if _scan_headers(req, self._peer, self._proto) or not req.keep_alive:
+            req.version10 = parser.get_http_version() == "1.0"
+            if req.version10:
+                # An HTTP/1.0 client cannot read a chunked response: ask in HTTP/1.0 upstream too.
+                req.head = req.head.replace(_HTTP11, _HTTP10, 1)
         ingress = self._ingress
         max_body = ingress._max_body
         if (

@@ -15,10 +15,10 @@ httptools and uvloop.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
-from ..ports import Endpoint, RouteStats
+from ..ports import Endpoint
+from .counters import Counts
 from .messages import _Request, _text_response
 from .routing import ServiceEntry
 from .upstream import _Upstream
@@ -72,11 +72,8 @@ class _Exchange:
         self.client = client
         self.req = req
         self.entry = entry
-        # Latency is measured by perf_counter, not by the ingress's clock: a duration, read twice
-        # per request at the finest resolution there is. The clock places the request in time
-        # (the windows of canary analysis), which is what tests make up.
-        self.started = time.perf_counter()
-        self.rev_stats: RouteStats | None = None
+        self.started = ingress._counters.clock()
+        self.rev_stats: Counts | None = None
         """The counters of the revision the request went to (see ``Counters``)."""
         self.endpoint: Endpoint | None = None
         self.address: str | None = None
@@ -304,11 +301,10 @@ class _Exchange:
         self.streaming = False
         ingress = self.ingress
         ingress._waiting.discard(self)
-        elapsed = time.perf_counter() - self.started
         address = self.address
         self.address = None
         ingress._counters.answered(
-            self.rev_stats, self.entry.service, address, elapsed, self.status >= 500
+            self.rev_stats, self.entry.service, address, self.started, self.status >= 500
         )
 
     def time_out(self, timeout: float) -> None:

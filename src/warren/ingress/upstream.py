@@ -23,10 +23,9 @@ from .messages import (
     _CLOSE,
     _KEEP_ALIVE,
     _MAX_HEAD,
-    _RESPONSE_HOP_MARKERS,
-    _drop_header,
+    _SMALL_BODY,
     _parser_error,
-    _value,
+    _ResponseHead,
 )
 from .tunnel import _Tunnel
 
@@ -115,6 +114,17 @@ class _Upstream(asyncio.Protocol):
         try:
             self._got = True
             ex.last_progress = self._ingress._loop.time()
+            if self._buf is None and not self._head_sent and not self._interim:
+                head = _ResponseHead.whole(data, ex.req.head_only)
+                if head is not None:
+                    # The common response, whole in this read: read without llhttp.
+                    self._status = head.status
+                    self._keep = head.keep
+                    self._head_done = self._msg_done = True
+                    self._send_head(ex, data, head)
+                    self._ex = None
+                    ex.complete(self, head.keep)
+                    return
             try:
                 self._parser.feed_data(data)
             except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
@@ -157,74 +167,69 @@ class _Upstream(asyncio.Protocol):
             log.exception("ingress: error while forwarding a response")
             self._broken(ex, "internal error")
 
-    def _send_head(self, ex: _Exchange, buf: bytes) -> bool:
-        """Forward the response head, rewritten, and the body bytes that came with it.
-
-        The head is edited as bytes rather than rebuilt from parser callbacks: most heads carry
-        no hop-by-hop header but ``Connection``, and a few ``find`` calls cost less than a Python
-        call per header."""
-        # 1xx heads come first; they are dropped (Expect was answered by the ingress itself).
-        start = 0
-        for _ in range(self._interim):
-            start = buf.find(b"\r\n\r\n", start) + 4
-        end = buf.find(b"\r\n\r\n", start) + 2
-        if end < 2:
-            return False  # llhttp found a head we cannot: do not guess where it ends
-        head = buf[start:end]  # the status line and the header lines, each with its CRLF
-        lower = head.lower()
+    def _send_head(self, ex: _Exchange, buf: bytes, head: _ResponseHead | None = None) -> bool:
+        """Forward the response head, rewritten, and the body bytes that came with it
+        (``head``: the head of ``buf``, if already read)."""
+        if head is None:
+            # 1xx heads come first; they are dropped (Expect was answered by the ingress).
+            start = 0
+            for _ in range(self._interim):
+                start = buf.find(b"\r\n\r\n", start) + 4
+            end = buf.find(b"\r\n\r\n", start) + 2
+            if end < 2:
+                return False  # llhttp found a head we cannot: do not guess where it ends
+            head = _ResponseHead(buf, start, end)
+        end = head.end
+        lines = head.kept
+        encoding = head.encoding
         req = ex.req
         status = self._status
-        # (``find`` rather than ``in`` on the head, here and below: measured 90 ns against 140.)
         if self._msg_done or req.head_only or status == 204 or status == 304:
-            # A response already complete in this read is not delimited by the close: the
-            # common case needs no framing header scan.
+            # A response already complete in this read is not delimited by the close.
             until_close = False
-        elif lower.find(b"\r\ntransfer-encoding:") >= 0:
-            until_close = not _value(lower, b"\r\ntransfer-encoding:").endswith(b"chunked")
+        elif encoding:
+            until_close = not encoding[18:].strip().lower().endswith(b"chunked")
         else:
-            until_close = lower.find(b"\r\ncontent-length:") < 0
+            until_close = not head.length
         self._until_close = until_close
-        for marker in _RESPONSE_HOP_MARKERS:
-            at = lower.find(marker)
-            if at >= 0:
-                head, lower = _drop_header(head, lower, marker, at)
-        if not head.startswith(b"1.1 ", 5):
-            head = b"HTTP/1.1 " + head[9:]  # we speak HTTP/1.1 to the client, whatever behind
+        if not lines[0].startswith(b"HTTP/1.1 "):
+            lines[0] = b"HTTP/1.1 " + lines[0][9:]  # we speak HTTP/1.1 to the client
         close = not req.keep_alive or until_close or ex.client.close_when_idle
-        if (
-            req.version10
-            and not (req.head_only or status == 204 or status == 304)
-            and lower.find(b"\r\ntransfer-encoding:") >= 0
-        ):
+        if req.version10 and not (req.head_only or status == 204 or status == 304) and encoding:
             # An HTTP/1.0 client cannot read chunks (the task should not have sent them: it was
             # asked in HTTP/1.0 too): their framing is taken off, and the close ends the body.
-            at = lower.find(b"\r\ntransfer-encoding:")
-            head, lower = _drop_header(head, lower, b"\r\ntransfer-encoding:", at)
+            lines = [line for line in lines if line is not encoding]
             self._dechunk = _Dechunker()
             self._keep = False
             close = True
         ex.close_client = close
+        # The last line is empty (the head's last CRLF): what the ingress adds goes there.
         if close:
-            head += _CLOSE
+            lines[-1] = _CLOSE
         elif req.version10:
-            head += _KEEP_ALIVE
+            lines[-1] = _KEEP_ALIVE
         if ex.sticky is not None and ex.endpoint is not None:
             # Only the head grows: the body's framing (length, chunks, close) is untouched.
-            head += b"Set-Cookie: %s%d; Path=/; HttpOnly; SameSite=Lax\r\n" % (
+            lines[-1] += b"Set-Cookie: %s%d; Path=/; HttpOnly; SameSite=Lax\r\n" % (
                 ex.sticky,
                 ex.endpoint.revision,
             )
+        lines.append(b"")
+        out = b"\r\n".join(lines)  # (ends with the blank line)
         self._head_sent = True
         ex.head_sent = True
         ex.status = status
         self._buf = None
-        if end + 2 == len(buf) or (self._msg_done and req.head_only):
+        rest = len(buf) - end - 2
+        if rest == 0 or (self._msg_done and req.head_only):
             # (A HEAD response's Content-Length announces no body bytes.)
-            ex.client.write(head + b"\r\n")
+            ex.client.write(out)
         elif self._dechunk is not None:
-            ex.client.write(head + b"\r\n" + self._dechunk.feed(buf[end + 2 :]))
+            ex.client.write(out + self._dechunk.feed(buf[end + 2 :]))
+        elif rest <= _SMALL_BODY:
+            ex.client.write(out + buf[end + 2 :])
         else:
-            ex.client.write(b"".join((head, b"\r\n", memoryview(buf)[end + 2 :])))
+            ex.client.write(b"".join((out, memoryview(buf)[end + 2 :])))
         return True
 
     def _tunnel(self, ex: _Exchange, data: bytes) -> None:
