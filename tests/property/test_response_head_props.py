@@ -1,8 +1,11 @@
 """The ingress reads the common response (whole in one read, its end told by its Content-Length)
 without llhttp: whenever it does, llhttp would have read the same status, the same end and the
-same keep-alive; and what it does not read that way, llhttp still does."""
+same keep-alive (or refused a CR standing alone, which the ingress forwards: a recipient must
+refuse it or read it as a space); and what it does not read that way, llhttp still does."""
 
 from __future__ import annotations
+
+import re
 
 import httptools
 from hypothesis import given
@@ -84,10 +87,15 @@ def test_what_is_read_without_llhttp_is_what_llhttp_reads(buf: bytes) -> None:
     head = _ResponseHead.whole(buf, head_only=False)
     if head is None:
         return
-    assert llhttp(buf) == (head.status, head.keep, 1)
+    read = llhttp(buf)
+    if read is None:
+        assert re.search(rb"\r(?!\n)", buf[: head.end])
+    else:
+        assert read == (head.status, head.keep, 1)
     # Nothing of the head is lost but the connection-level headers.
-    kept = b"\r\n".join(head.kept)
+    kept = b"\n".join(head.kept)
     assert b"connection:" not in kept.lower()
+    assert kept == re.sub(rb"(?im)^connection:[^\n]*\n", b"", buf[: head.end])
 
 
 def test_the_common_response_is_read_without_llhttp() -> None:
@@ -97,8 +105,8 @@ def test_the_common_response_is_read_without_llhttp() -> None:
     )
     head = _ResponseHead.whole(buf, head_only=False)
     assert head is not None and (head.status, head.keep) == (200, True)
-    assert head.kept[1:] == [b"Server: nginx", b"Content-Type: application/json",
-                             b"Content-Length: 17", b""]  # fmt: skip
+    assert head.kept[1:] == [b"Server: nginx\r", b"Content-Type: application/json\r",
+                             b"Content-Length: 17\r", b""]  # fmt: skip
     assert _ResponseHead.whole(buf.replace(b"keep-alive", b"close"), head_only=False).keep is False  # type: ignore[union-attr]
     for other in (
         buf.replace(b"17", b"16"),  # the length does not match: llhttp reads it

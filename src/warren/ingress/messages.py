@@ -12,7 +12,7 @@ httptools and uvloop.
 
 from __future__ import annotations
 
-from typing import final
+from typing import Final, final
 
 __all__ = [
     "_CLOSE",
@@ -21,6 +21,7 @@ __all__ = [
     "_HTTP11",
     "_KEEP_ALIVE",
     "_MAX_HEAD",
+    "_NATIVE",
     "_SMALL_BODY",
     "_Request",
     "_ResponseHead",
@@ -29,6 +30,12 @@ __all__ = [
     "_scan_headers",
     "_text_response",
 ]
+
+_NATIVE: Final = not __file__.endswith(".py")
+"""Compiled by mypyc (the module is a shared library, not its source). Compiled, a loop over a
+few bytes costs less than a call of a ``bytes`` method; as Python, much more: the few loops of
+the response's reading are taken only when compiled, and the common response is read without
+llhttp only then (``_ResponseHead.whole``; as Python, llhttp's callbacks cost less)."""
 
 _MAX_HEAD = 64 * 1024
 """Largest response head (status line plus headers). A request's is bounded by ``Limits``."""
@@ -229,23 +236,26 @@ def _scan_headers(req: _Request, peer: bytes, proto: bytes = b"http") -> bool:
 
 @final
 class _ResponseHead:
-    """A response head as lines (the status line, the header lines, an empty last one), with
-    those the ingress drops taken out (``kept``) and its framing noted. Dropped: the
-    connection-level headers (Connection, Keep-Alive, Proxy-Connection, Upgrade; RFC 9110
-    §7.6.1). Transfer-Encoding and Trailer stay: the body is forwarded as received, its chunk
-    framing included.
+    """A response head as lines, each with its CR (the status line, the header lines, then an
+    empty last one), with those the ingress drops taken out (``kept``) and its framing noted.
+    Dropped: the connection-level headers (Connection, Keep-Alive, Proxy-Connection, Upgrade;
+    RFC 9110 §7.6.1). Transfer-Encoding and Trailer stay: the body is forwarded as received,
+    its chunk framing included. ``b"\\n".join(kept)`` is the head again, without them; what
+    the ingress adds goes in the last line, before its CRLF.
 
-    Read with one split and one ``find`` of each line's colon; only a line whose name has the
-    length and the first letter of a header the ingress acts on is compared whole. Cheaper
-    than a Python call per header (llhttp's callbacks), or a search of the head for each header
-    the ingress drops. (Not ``in``: on bytes it tries the operand as an integer first, and
-    raises and clears an exception when it is not — ten times a ``find``.)"""
+    Read with one split at the LFs and a scan of each name for its colon; only a line whose
+    name has the length and the first letter of a header the ingress acts on is compared whole.
+    Cheaper than a Python call per header (llhttp's callbacks), or a search of the head for each
+    header the ingress drops. (Compiled, a loop over a name's bytes costs a tenth of a
+    ``find``, which parses its arguments on each call; ``in`` costs more than ``find``: on bytes
+    it tries its operand as an integer first, and raises and clears an exception.)"""
 
-    def __init__(self, buf: bytes, start: int, end: int) -> None:
+    def __init__(self, buf: bytes, start: int, end: int, checked: bool = False) -> None:
+        """``checked``: tell whether the head is ``strict`` (else, as Python, it is read as
+        llhttp has found it to be, at less cost)."""
         self.end = end
         """Where the head's last CRLF begins in ``buf``."""
-        self.raw = raw = buf[start:end]
-        lines = raw.split(b"\r\n")
+        lines = buf[start:end].split(b"\n")
         kept: list[bytes] | None = None
         self.encoding = b""
         """The Transfer-Encoding line, if any."""
@@ -257,29 +267,22 @@ class _ResponseHead:
         self.connections = 0
         self.unusual = False
         """A connection-level header other than Connection (llhttp reads those responses)."""
-        self.lines = len(lines)
-        self.colons = True
-        """Every header line has a name, and a colon right after it."""
+        self.strict = lines[0][-1:] == b"\r"
+        """Every line ends with CRLF, and every header line has a name and a colon right after
+        it (what llhttp would insist on)."""
         for i in range(1, len(lines) - 1):
             line = lines[i]
-            # Told apart by the length of the name and its first letter; only a line that may
-            # be one of the headers the ingress acts on is compared whole.
-            colon = line.find(b":")
-            if colon <= 0:
-                self.colons = False
-                first = 0
-            else:
-                first = line[0] | 0x20
-                before = line[colon - 1]
-                if before == 32 or before == 9:  # (a space or a tab)
-                    self.colons = False
+            colon = _colon(line) if _NATIVE or checked else line.find(b":")  # (``_NATIVE``)
+            if colon <= 0 or line[len(line) - 1] != 13:  # CR
+                self.strict = False
+            first = line[0] | 0x20 if colon > 0 else 0
             drop = False
             if first == 99:  # c
-                if colon == 10 and line[:10].lower() == b"connection":
+                if colon == 10 and _is(line[:10], b"Connection", b"connection"):
                     drop = True
                     self.connection = line
                     self.connections += 1
-                elif colon == 14 and line[:14].lower() == b"content-length":
+                elif colon == 14 and _is(line[:14], b"Content-Length", b"content-length"):
                     self.length = line
                     self.lengths += 1
             elif (
@@ -310,38 +313,35 @@ class _ResponseHead:
         connection stays open; None for anything else, which llhttp reads.
 
         What decides where the response ends and whether the connection stays open is checked
-        as strictly as llhttp does (one Content-Length of digits only, matching the bytes that
+        as strictly as llhttp does: one Content-Length of digits only, matching the bytes that
         follow; no Transfer-Encoding; a Connection of ``keep-alive`` or ``close``; lines that
-        end with CRLF and only there); what does not (the characters of a header's name and
-        value) is forwarded as the task sent it."""
-        if head_only or not buf.startswith(b"HTTP/1.1 "):
+        end with CRLF, so that no LF alone can start a header the ingress did not see. What
+        does not (the characters of a header's name and value, a CR alone, which a recipient
+        must refuse or read as a space) is forwarded as the task sent it."""
+        if head_only or buf[:9] != b"HTTP/1.1 ":
             return None
         end = buf.find(b"\r\n\r\n") + 2
-        code = buf[9:12]
-        if end < 2 or not code.isdigit() or buf[12] != 32:  # " "
+        status = _number(buf, 9, 12)
+        if end < 2 or buf[12] != 32 or status < 200 or status == 204 or status == 304:  # " "
             return None
-        status = int(code)
-        if status < 200 or status == 204 or status == 304:
-            return None
-        head = _ResponseHead(buf, 0, end)
+        head = _ResponseHead(buf, 0, end, checked=True)
         if (
             head.encoding
             or head.unusual
             or head.lengths != 1
             or head.connections > 1
-            or not head.colons
-            # Every line ends with CRLF, and no CR or LF stands alone (a client could take it
-            # for a line's end, and read a header the ingress did not see).
-            or head.raw.count(b"\n") != head.lines - 1
-            or head.raw.count(b"\r") != head.lines - 1
+            or not head.strict
         ):
             return None
-        length = head.length[15:].strip()
-        if not length.isdigit() or int(length) != len(buf) - end - 2:
+        line = head.length
+        first, last = _trimmed(line, 15)
+        if _number(line, first, last) != len(buf) - end - 2:
             return None
         keep = True
-        if head.connection:
-            token = head.connection[11:].strip().lower()
+        line = head.connection
+        if line and line != b"Connection: keep-alive\r":
+            first, last = _trimmed(line, 11)
+            token = line[first:last].lower()
             if token == b"close":
                 keep = False
             elif token != b"keep-alive":
@@ -349,6 +349,47 @@ class _ResponseHead:
         head.status = status
         head.keep = keep
         return head
+
+
+def _colon(line: bytes) -> int:
+    """Where the colon after a header line's name is; -1 if there is none or the name has a
+    space, a tab or a CR (not a name, then)."""
+    for i in range(len(line)):
+        c = line[i]
+        if c == 58:  # ":"
+            return i
+        if c == 32 or c == 9 or c == 13:
+            return -1
+    return -1
+
+
+def _is(name: bytes, usual: bytes, lower: bytes) -> bool:
+    """Whether ``name`` is the header name ``lower`` in any case (most often as ``usual``)."""
+    return name == usual or name.lower() == lower
+
+
+def _number(data: bytes, first: int, last: int) -> int:
+    """The decimal number ``data[first:last]`` (at most 15 digits), or -1 if it is not one."""
+    if first >= last or last - first > 15:
+        return -1
+    value = 0
+    for i in range(first, last):
+        digit = data[i] - 48  # "0"
+        if digit < 0 or digit > 9:
+            return -1
+        value = value * 10 + digit
+    return value
+
+
+def _trimmed(line: bytes, first: int) -> tuple[int, int]:
+    """Where the value that begins at ``first`` in a header ``line`` (which ends with CR)
+    begins and ends without the spaces and tabs around it."""
+    last = len(line) - 1
+    while first < last and (line[first] == 32 or line[first] == 9):
+        first += 1
+    while last > first and (line[last - 1] == 32 or line[last - 1] == 9):
+        last -= 1
+    return first, last
 
 
 _SMALL_BODY = 16 * 1024

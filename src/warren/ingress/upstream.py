@@ -23,6 +23,7 @@ from .messages import (
     _CLOSE,
     _KEEP_ALIVE,
     _MAX_HEAD,
+    _NATIVE,
     _SMALL_BODY,
     _parser_error,
     _ResponseHead,
@@ -114,7 +115,8 @@ class _Upstream(asyncio.Protocol):
         try:
             self._got = True
             ex.last_progress = self._ingress._loop.time()
-            if self._buf is None and not self._head_sent and not self._interim:
+            if _NATIVE and self._buf is None and not self._head_sent and not self._interim:
+                # (As Python, llhttp reads it at less cost: see ``_NATIVE``.)
                 head = _ResponseHead.whole(data, ex.req.head_only)
                 if head is not None:
                     # The common response, whole in this read: read without llhttp.
@@ -203,19 +205,17 @@ class _Upstream(asyncio.Protocol):
             self._keep = False
             close = True
         ex.close_client = close
-        # The last line is empty (the head's last CRLF): what the ingress adds goes there.
-        if close:
-            lines[-1] = _CLOSE
-        elif req.version10:
-            lines[-1] = _KEEP_ALIVE
+        # The last line is empty (after the head's last LF): what the ingress adds goes there,
+        # then the blank line.
+        extra = _CLOSE if close else _KEEP_ALIVE if req.version10 else b""
         if ex.sticky is not None and ex.endpoint is not None:
             # Only the head grows: the body's framing (length, chunks, close) is untouched.
-            lines[-1] += b"Set-Cookie: %s%d; Path=/; HttpOnly; SameSite=Lax\r\n" % (
+            extra += b"Set-Cookie: %s%d; Path=/; HttpOnly; SameSite=Lax\r\n" % (
                 ex.sticky,
                 ex.endpoint.revision,
             )
-        lines.append(b"")
-        out = b"\r\n".join(lines)  # (ends with the blank line)
+        lines[-1] = extra + b"\r\n"
+        out = b"\n".join(lines)
         self._head_sent = True
         ex.head_sent = True
         ex.status = status
