@@ -28,6 +28,7 @@ from .messages import (
     _CONTINUE,
     _HTTP10,
     _HTTP11,
+    _forwarded,
     _parser_error,
     _Request,
     _scan_headers,
@@ -67,6 +68,8 @@ class _Client(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._peer = b""
+        self._forwarded = b""
+        """X-Forwarded-For and -Proto for the requests that have no X-Forwarded-For."""
         self._req = _Request()
         self._parsing = False
         self._in_head = False
@@ -103,6 +106,7 @@ class _Client(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self._peer = str(peer[0]).encode() if isinstance(peer, tuple) else b"unknown"
+        self._forwarded = _forwarded(self._peer, self._proto)
         self._ingress._clients.add(self)
         self._last = self._head_began = self._loop.time()
         limits = self._ingress._limits
@@ -227,7 +231,7 @@ class _Client(asyncio.Protocol):
         req.keep_alive = parser.should_keep_alive()
         # Kept alive with no Connection header, a request is HTTP/1.1 (or later): the version,
         # a string llhttp's binding formats on each call, is asked only otherwise.
-        if _scan_headers(req, self._peer, self._proto) or not req.keep_alive:
+        if _scan_headers(req, self._peer, self._proto, self._forwarded) or not req.keep_alive:
             req.version10 = parser.get_http_version() == "1.0"
             if req.version10:
                 # An HTTP/1.0 client cannot read a chunked response: ask in HTTP/1.0 upstream too.
@@ -434,12 +438,13 @@ class _Client(asyncio.Protocol):
                 self.write(_CONTINUE)
             ex.send(endpoint)
 
-    def exchange_done(self, close: bool, complete: bool = True) -> None:
+    def exchange_done(self, close: bool, complete: bool = True, now: float = 0.0) -> None:
         """The exchange is over; ``complete``: its request was received whole (if not, what is
-        left of its body is unwanted, and the connection closes)."""
+        left of its body is unwanted, and the connection closes). ``now``: the loop's time, if
+        the caller has just read it."""
         self._exchange = None
         self._upstream_full = False
-        self._last = self._loop.time()
+        self._last = now or self._loop.time()
         if not complete and not self.closed:
             self._linger()
         elif close or self.closed:

@@ -273,7 +273,8 @@ class _Exchange:
         self.upstream = None
         self.ingress._pool.release(conn, keep and self.ended)
         self._finish()
-        self.client.exchange_done(self.close_client, self.req.complete)
+        # (The response's last bytes have just come: ``last_progress`` is now.)
+        self.client.exchange_done(self.close_client, self.req.complete, self.last_progress)
 
     def fail(self, status: int, text: str) -> None:
         """Answer the client with an error of our own (nothing of a response was sent yet)."""

@@ -26,6 +26,7 @@ __all__ = [
     "_Request",
     "_ResponseHead",
     "_Stop",
+    "_forwarded",
     "_parser_error",
     "_scan_headers",
     "_text_response",
@@ -186,21 +187,31 @@ _HTTP10 = b" HTTP/1.0\r\nConnection: keep-alive\r\n"
 ``_Client.on_headers_complete``)."""
 
 
-def _scan_headers(req: _Request, peer: bytes, proto: bytes = b"http") -> bool:
+def _forwarded(peer: bytes, proto: bytes) -> bytes:
+    """The X-Forwarded-For and -Proto lines of a request without an X-Forwarded-For of its own
+    (the same for every request of a connection: made once per connection)."""
+    return b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (peer, proto)
+
+
+def _scan_headers(
+    req: _Request, peer: bytes, proto: bytes = b"http", forwarded: bytes = b""
+) -> bool:
     """Serialize the head to forward (``req.head``, in HTTP/1.1), and note the headers the
-    ingress acts on; whether the request has a ``Connection`` header.
+    ingress acts on; whether the request has a ``Connection`` header. ``forwarded``: the
+    connection's ``_forwarded(peer, proto)``, if made already.
 
     Built as a list of parts joined once: measured, ~35% cheaper than appending to a bytearray
-    (350 ns for a one-header request)."""
+    (350 ns for a one-header request); appended one by one (a tuple added to the list costs
+    more), and as few of them as can be (a join costs ~100 instructions a part)."""
     out = [req.method, b" ", req.url, _HTTP11]
     connection: bytes | None = None
     for name, value in req.headers:
         lname = name.lower()
         if lname not in _REQUEST_SPECIAL:
-            out += (name, b": ", value, b"\r\n")
+            _add_header(out, name, value)
         elif lname == b"host":
             req.host = value
-            out += (name, b": ", value, b"\r\n")
+            _add_header(out, name, value)
         elif lname == b"content-length":
             req.has_body = True
             req.content_length = int(value)  # llhttp has checked it is a number
@@ -223,15 +234,26 @@ def _scan_headers(req: _Request, peer: bytes, proto: bytes = b"http") -> bool:
             for name, value in req.headers:
                 lname = name.lower()
                 if lname not in named and (lname == b"host" or lname not in _REQUEST_SPECIAL):
-                    out += (name, b": ", value, b"\r\n")
-    xff = peer if req.forwarded_for is None else req.forwarded_for + b", " + peer
-    out += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", proto, b"\r\n")
+                    _add_header(out, name, value)
+    if req.forwarded_for is not None:
+        out.append(_forwarded(req.forwarded_for + b", " + peer, proto))
+    else:
+        out.append(forwarded or _forwarded(peer, proto))
     if req.host is not None:
-        out += (b"X-Forwarded-Host: ", req.host, b"\r\n")
+        out.append(b"X-Forwarded-Host: ")
+        out.append(req.host)
+        out.append(b"\r\n")
     req.head = b"".join(out)
     # req.headers stay: a route's pins (preview, A/B) and sticky cookie read them when the
     # request is routed.
     return connection is not None
+
+
+def _add_header(out: list[bytes], name: bytes, value: bytes) -> None:
+    out.append(name)
+    out.append(b": ")
+    out.append(value)
+    out.append(b"\r\n")
 
 
 @final
