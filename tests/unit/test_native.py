@@ -4,10 +4,14 @@ runs) builds it where a C compiler is."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from warren.ingress import native
 
@@ -72,3 +76,26 @@ def test_the_build_that_runs_is_the_one_make_made() -> None:
     if os.environ.get("CI") == "true":
         # CI runs `make test`, which compiles: the suite has run against the compiled ingress.
         assert built, "make did not compile the ingress"
+
+
+def test_a_build_of_some_modules_only_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module added to the hot path since the last build has none: the others' builds are
+    older than their sources, and must not be imported either (the sources run, all of them)."""
+    package = tmp_path / "halfbuilt"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in native.HOT_PATH:
+        (package / f"{name}.py").write_text(f"WHAT = {name!r}\n")
+    first = native.HOT_PATH[0]
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    (package / f"{first}{suffix}").write_bytes(b"an old build")  # imported, it would fail
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    try:
+        assert native.choose("halfbuilt", package) is False
+        assert first == importlib.import_module(f"halfbuilt.{first}").WHAT
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] == "halfbuilt"]:
+            del sys.modules[name]

@@ -5,8 +5,9 @@ there (``python src/warren/ingress/native.py compile``), and writes ``compiled.s
 digest of the sources it compiled. Python imports a compiled module before its source, so a
 module edited since would run as it was: ``choose`` (called by the package before it imports
 anything) has the sources found first instead when the digest no longer matches, or when
-``WARREN_PURE=1`` asks for them. The compiled modules are used all together or not at all: they
-call each other directly, not through ``sys.modules``.
+``WARREN_PURE=1`` asks for them, or when some modules have no build (added since it was made).
+The compiled modules are used all together or not at all: they call each other directly, not
+through ``sys.modules``.
 
 Must not import anything of Warren's: it runs before the rest of the package is imported.
 """
@@ -72,15 +73,18 @@ def compiled(paths: list[Path]) -> bool:
     return all(list(p.parent.glob(f"{p.stem}.*.so")) for p in paths)
 
 
-def choose(package: str) -> bool:
-    """Decide for ``package`` (this package's name): True when its compiled modules will be
-    imported, False when its sources have been loaded in their place."""
-    paths = sources()
-    if not compiled(paths):
-        return False
+def choose(package: str, where: Path = HERE) -> bool:
+    """Decide for ``package`` (this package's name; its modules in ``where``): True when its
+    compiled modules will be imported, False when its sources have been loaded in their place."""
+    paths = sources(where)
+    built = [p for p in paths if compiled([p])]
+    if not built:
+        return False  # nothing compiled: Python finds the sources
     wanted = os.environ.get("WARREN_PURE", "") not in ("1", "true")
-    if wanted and fresh(paths, STAMP):
+    if wanted and len(built) == len(paths) and fresh(paths, where / STAMP.name):
         return True
+    # Some or all have a build that is not to run: older than their sources, or a build of
+    # some modules only (one added to the hot path since has none), or not wanted.
     if wanted:
         log.warning(
             "ingress: its compiled build is older than its source; running the source "
