@@ -20,7 +20,7 @@ from .domain.deployments import Deployment, DeploymentStatus
 from .domain.errors import AuthError, UnavailableError, WarrenError, error_for_code
 from .domain.events import Event
 from .domain.nodes import Node, NodeSummary
-from .domain.services import Revision, Service
+from .domain.services import RevisionEntry, Service
 from .domain.specs import ServiceSpec
 from .domain.tasks import Task
 from .paths import default_data_dir, token_path
@@ -257,9 +257,10 @@ class Client:
         deployment = body.pop("deployment")
         return Service.model_validate(body), str(deployment)
 
-    def list_revisions(self, service: str) -> list[Revision]:
+    def list_revisions(self, service: str) -> list[RevisionEntry]:
+        """Every revision kept, oldest first, marked current and stable."""
         return [
-            Revision.model_validate(r)
+            RevisionEntry.model_validate(r)
             for r in self.request("GET", f"/v1/services/{service}/revisions")
         ]
 

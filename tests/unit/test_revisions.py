@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from warren.agent.dispatching import StoreDispatcher
 from warren.clocks import FakeClock
+from warren.domain.services import EnvChange, env_changes
 from warren.domain.specs import ServiceSpec
 from warren.ports import Delete
 from warren.store.cluster import DEPLOYMENTS, REVISIONS, ClusterStore
@@ -56,3 +57,16 @@ async def test_a_revision_read_twice_is_one_shared_copy() -> None:
     cluster = ClusterStore(MemoryStore(clock), clock)
     await cluster.create_service(web("v1"))
     assert await cluster.get_revision("web", 1) is await cluster.get_revision("web", 1)
+
+
+def test_env_changes_name_each_key_added_removed_or_changed() -> None:
+    before = {"A": "1", "B": "2", "GONE": "x"}
+    after = {"A": "1", "B": "3", "C": "4"}
+    changes = env_changes(before, after)
+    assert [str(c) for c in changes] == ["~B=2→3", "+C=4", "-GONE"]
+    assert changes[0] == EnvChange(key="B", old="2", new="3")
+    assert changes[1] == EnvChange(key="C", old=None, new="4")
+    assert changes[2] == EnvChange(key="GONE", old="x", new=None)
+    assert env_changes(after, after) == ()
+    # An empty value is a value: set to "", it is a change, not a removal.
+    assert [str(c) for c in env_changes({"A": "1"}, {"A": ""})] == ["~A=1→"]

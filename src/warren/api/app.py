@@ -36,12 +36,12 @@ from ..domain.errors import (
 from ..domain.events import Event, Level
 from ..domain.nodes import Node, NodeAvailability, NodeSummary
 from ..domain.requests import Answer, Intent
-from ..domain.services import Revision, Service
+from ..domain.services import Revision, RevisionEntry, Service
 from ..domain.specs import ServiceSpec, patch_spec
 from ..domain.tasks import Task
 from ..planning.draining import drain_status
 from ..planning.previewing import plan_fast_track, plan_rollout
-from ..planning.releases import fast_track_target, starts_from
+from ..planning.releases import fast_track_target, newest_good_revision, starts_from
 from ..store.cluster import EVENTS, ClusterStore, decode
 from ..tokens import NODE_TOKEN_PREFIX
 from .admission import admit
@@ -299,10 +299,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
         await cluster.get_service(name)
         return [t.to_wire() for t in await cluster.list_tasks(name)]
 
-    @app.get("/v1/services/{name}/revisions", tags=["services"])
-    async def revisions(name: str, _: Auth) -> list[dict[str, Any]]:
-        await cluster.get_service(name)
-        return [r.to_wire() for r in await cluster.list_revisions(name)]
+    @app.get("/v1/services/{name}/revisions", tags=["services"], response_model_exclude_none=True)
+    async def revisions(name: str, _: Auth) -> list[RevisionEntry]:
+        """Every revision kept (oldest first), marked ``current`` (the service's spec now) and
+        ``stable`` (what the last good release left serving)."""
+        service, _kv = await cluster.get_service(name)
+        deployments = await cluster.list_deployments(name)
+        # No deployment yet: the service runs the revision it was created with.
+        stable = newest_good_revision(deployments) if deployments else service.revision
+        return [
+            RevisionEntry(
+                **dict(r), current=r.number == service.revision, stable=r.number == stable
+            )
+            for r in await cluster.list_revisions(name)
+        ]
 
     @app.get("/v1/services/{name}/revisions/{number}", tags=["services"])
     async def revision(name: str, number: int, _: Auth) -> dict[str, Any]:

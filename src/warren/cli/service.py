@@ -1,20 +1,24 @@
-"""``warren service …``: create, ls, inspect, ps, scale, update, rollback, rm, logs."""
+"""``warren service …``: create, ls, inspect, revisions, ps, scale, update, rollback, rm, logs."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shlex
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from ..client import Client
 from ..domain.base import parse_model
 from ..domain.errors import ValidationError
+from ..domain.services import EnvChange, RevisionEntry, env_changes
 from ..domain.specs import ServiceSpec, patch_spec, service_to_document
 from ..domain.tasks import Task, TaskState
 from .changes import (
@@ -158,6 +162,96 @@ def inspect(
         console.print(yaml.safe_dump(doc, sort_keys=False).rstrip(), markup=False)
     else:
         raise ValidationError(f"expected yaml or json, got {output!r}", "--output")
+
+
+@app.command()
+def revisions(
+    name: str,
+    output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", metavar="", help="Print the numbers only.")
+    ] = False,
+) -> None:
+    """List a service's revisions, newest first: image or command, env changes, and which is
+    CURRENT (its spec now) and STABLE (what the last good release left serving)."""
+    if output not in ("table", "json"):
+        raise ValidationError(f"expected table or json, got {output!r}", "--output")
+    with Client() as client:
+        kept = client.list_revisions(name)
+    rows = _with_changes(kept)
+    if quiet:
+        for rev, _changes in rows:
+            console.print(str(rev.number))
+    elif output == "json":
+        console.print_json(json.dumps([_revision_json(rev, changes) for rev, changes in rows]))
+    else:
+        console.print(revisions_table(rows))
+
+
+def _with_changes(
+    kept: list[RevisionEntry],
+) -> list[tuple[RevisionEntry, tuple[EnvChange, ...] | None]]:
+    """Newest first, each with its env changes since the revision kept before it. Revision 1
+    is compared with no env at all; an older one whose predecessors were trimmed
+    (``revisionHistoryLimit``) with nothing: None."""
+    rows: list[tuple[RevisionEntry, tuple[EnvChange, ...] | None]] = []
+    before: RevisionEntry | None = None
+    for rev in sorted(kept, key=lambda r: r.number):
+        if before is not None:
+            rows.append((rev, env_changes(before.spec.env, rev.spec.env)))
+        else:
+            rows.append((rev, env_changes({}, rev.spec.env) if rev.number == 1 else None))
+        before = rev
+    return rows[::-1]
+
+
+def _revision_json(rev: RevisionEntry, changes: tuple[EnvChange, ...] | None) -> dict[str, object]:
+    return {
+        "number": rev.number,
+        "created_at": datetime.fromtimestamp(rev.created_at, UTC).isoformat(),
+        "image": rev.spec.image,
+        "command": list(rev.spec.command) if rev.spec.command is not None else None,
+        "env": dict(rev.spec.env),
+        "env_changes": None if changes is None else [c.model_dump(mode="json") for c in changes],
+        "change": rev.change,
+        "current": rev.current,
+        "stable": rev.stable,
+    }
+
+
+def revisions_table(rows: list[tuple[RevisionEntry, tuple[EnvChange, ...] | None]]) -> Table:
+    """One row per revision; an IMAGE column if any revision has an image, a COMMAND column if
+    any has a command (a process service's, or a container's own)."""
+    images = any(rev.spec.image for rev, _ in rows)
+    commands = any(rev.spec.command for rev, _ in rows)
+    table = Table(box=None, header_style="bold")
+    table.add_column("REVISION", justify="right")
+    table.add_column("")
+    table.add_column("CREATED", no_wrap=True)
+    if images:
+        table.add_column("IMAGE", overflow="fold")
+    if commands:
+        table.add_column("COMMAND", overflow="fold")
+    table.add_column("ENV", overflow="fold")
+    table.add_column("CHANGE", overflow="fold")
+    for rev, changes in rows:
+        marks = " ".join(m for m, on in (("CURRENT", rev.current), ("STABLE", rev.stable)) if on)
+        cells = [str(rev.number), f"[bold]{marks}[/bold]" if marks else ""]
+        cells.append(datetime.fromtimestamp(rev.created_at).strftime("%Y-%m-%d %H:%M:%S"))
+        if images:
+            cells.append(escape(rev.spec.image or "-"))
+        if commands:
+            cells.append(escape(shlex.join(rev.spec.command or ()) or "-"))
+        cells.append(escape(_env_cell(changes)))
+        cells.append(escape(rev.change))
+        table.add_row(*cells)
+    return table
+
+
+def _env_cell(changes: tuple[EnvChange, ...] | None) -> str:
+    if changes is None:
+        return "-"
+    return " ".join(str(c) for c in changes) or "(same)"
 
 
 def tasks_table(tasks: list[Task]) -> Table:

@@ -1,0 +1,72 @@
+"""``warren service revisions NAME`` against a real server: one row per revision, newest first,
+with its command, its env changes, and the CURRENT and STABLE markers; ``-o json``, ``-q``, and
+an unknown service."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from tests.servers import ServerProcess, wait_for, warren
+from warren.domain.deployments import Phase
+
+COMMAND = "python -m warren.demo.app"
+
+
+def test_revisions_show_env_changes_and_which_is_current_and_stable(
+    server: ServerProcess,
+) -> None:
+    client = server.client()
+    created = warren(
+        server, "service", "create", "web", "--command", COMMAND, "--env", "VERSION=v1"
+    )
+    assert created.returncode == 0, created.stderr
+    added = warren(server, "service", "update", "web", "--env", "DEBUG=1", "--detach")
+    assert added.returncode == 0, added.stderr
+    wait_for(
+        lambda: client.deployment_status("web").phase == Phase.SUCCEEDED, 30, "revision 2 to serve"
+    )
+    # Revision 3's task must stay healthy for a minute before it counts: its release is still
+    # under way while we look, so revision 2 is the stable one and 3 the current one.
+    changed = warren(
+        server, "service", "update", "web", "--env", "VERSION=v2", "--monitor", "60s", "--detach"
+    )
+    assert changed.returncode == 0, changed.stderr
+
+    table = warren(server, "service", "revisions", "web")
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["REVISION", "CREATED", "COMMAND", "ENV", "CHANGE"]
+    assert [r.split()[0] for r in rows] == ["3", "2", "1"]
+    assert "CURRENT" in rows[0] and "STABLE" not in rows[0] and "~VERSION=v1→v2" in rows[0]
+    assert "STABLE" in rows[1] and "CURRENT" not in rows[1] and "+DEBUG=1" in rows[1]
+    assert "+VERSION=v1" in rows[2] and "CURRENT" not in rows[2] and "STABLE" not in rows[2]
+    assert all(COMMAND in r for r in rows)
+
+    answer = warren(server, "service", "revisions", "web", "-o", "json")
+    assert answer.returncode == 0, answer.stderr
+    listed = json.loads(answer.stdout)
+    assert [r["number"] for r in listed] == [3, 2, 1]
+    times = [datetime.fromisoformat(r["created_at"]) for r in listed]
+    assert all(t.tzinfo is not None for t in times) and times == sorted(times, reverse=True)
+    newest = listed[0]
+    assert newest["image"] is None and newest["command"] == COMMAND.split()
+    assert newest["env"] == {"VERSION": "v2", "DEBUG": "1"}
+    assert newest["env_changes"] == [{"key": "VERSION", "old": "v1", "new": "v2"}]
+    assert listed[1]["env_changes"] == [{"key": "DEBUG", "old": None, "new": "1"}]
+    assert listed[2]["env_changes"] == [{"key": "VERSION", "old": None, "new": "v1"}]
+    assert [(r["current"], r["stable"]) for r in listed] == [
+        (True, False),
+        (False, True),
+        (False, False),
+    ]
+
+    quiet = warren(server, "service", "revisions", "web", "-q")
+    assert quiet.returncode == 0 and quiet.stdout.split() == ["3", "2", "1"]
+
+
+def test_revisions_of_an_unknown_service_is_one_line_and_status_1(server: ServerProcess) -> None:
+    inspect = warren(server, "service", "inspect", "nope")
+    revisions = warren(server, "service", "revisions", "nope")
+    assert (revisions.returncode, revisions.stdout) == (1, "")
+    assert revisions.stderr == inspect.stderr == "error: service 'nope' not found\n"
