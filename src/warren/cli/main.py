@@ -28,7 +28,7 @@ from ..paths import default_data_dir, token_path
 from . import cluster, deploy, node, service
 from .documents import load_services
 from .flags import DURATION, POSITIVE_DURATION
-from .output import console, fail
+from .output import advise_on, console, fail
 
 if TYPE_CHECKING:
     from ..ingress.supervising import IngressSupervisor
@@ -651,6 +651,7 @@ def apply(
         for spec in specs:
             svc, result = client.apply_service(spec)
             console.print(f"service {svc.name} {result} (revision {svc.revision})")
+            advise_on(svc.spec)
 
 
 @app.command()

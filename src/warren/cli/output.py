@@ -9,7 +9,10 @@ import time
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["ago", "console", "err_console", "fail"]
+from ..domain.advice import advise
+from ..domain.specs import ServiceSpec
+
+__all__ = ["advise_on", "ago", "console", "err_console", "fail", "warn"]
 
 # Piped output (a file, grep, a test) is not cut to 80 columns: tables keep whole ids.
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
@@ -34,3 +37,14 @@ def ago(when: float | None, now: float | None = None) -> str:
 def fail(message: str) -> None:
     # Escaped: a message may hold brackets (a URL, a user's value) that are not markup.
     err_console.print(f"[red]error:[/red] {escape(message)}", markup=True, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True, soft_wrap=True)
+
+
+def advise_on(spec: ServiceSpec) -> None:
+    """Warn of the release practices ``spec`` departs from (``domain.advice``): on stderr, so
+    that a script reading stdout is not disturbed."""
+    for sentence in advise(spec):
+        warn(f"service {spec.name}: {sentence}")

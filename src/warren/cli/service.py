@@ -61,7 +61,7 @@ from .changes import (
 from .deploy import follow
 from .documents import load_services
 from .flags import change_ports, parse_publish
-from .output import ago, console
+from .output import advise_on, ago, console
 
 __all__ = ["app"]
 
@@ -123,6 +123,7 @@ def create(
     with Client() as client:
         service = client.create_service(spec)
     console.print(f"service {service.name} created (revision {service.revision})")
+    advise_on(service.spec)
 
 
 @app.command("ls")
@@ -351,6 +352,8 @@ def update(
             added = parse_publish(publish_add, tls_cert, tls_key, "--publish-add")
             changes["ports"] = change_ports(current, added, publish_rm)
         service, changed, deployment = client.patch_service(name, changes, env_rm)
+        if changed:
+            advise_on(service.spec)
         if not changed:
             console.print(f"service {name}: nothing changed (revision {service.revision})")
             return
