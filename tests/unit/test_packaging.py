@@ -8,6 +8,7 @@ tests use them), and a blocked library is simulated with ``sys.modules[NAME] = N
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -143,3 +144,8 @@ def test_version_long_and_short(tmp_path: Path) -> None:
         result = run_cli([flag], tmp_path)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"warren {__version__}"
+
+
+def test_the_installed_version_is_the_one_in_the_source() -> None:
+    # pyproject reads it from warren.__version__: one place to change at a release.
+    assert importlib.metadata.version("warren") == __version__
