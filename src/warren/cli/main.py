@@ -2,8 +2,8 @@
 ``node …``, ``cluster …``, ``apply``, ``demo``.
 
 ``main`` is the console script: it turns every WarrenError and unexpected error into one line on
-stderr and exit status 1, a usage error (a bad flag or value) into one line and exit status 2 —
-never a traceback.
+stderr and exit status 1, a usage error (a bad flag or value, or a store or driver chosen whose
+extra is not installed) into one line and exit status 2 — never a traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import typer
 
 from .. import __version__
 from ..client import Client
-from ..domain.errors import WarrenError
+from ..domain.errors import MissingExtraError, WarrenError
 from ..ingress.limits import Limits
 from ..paths import default_data_dir, token_path
 from . import cluster, deploy, node, service
@@ -60,7 +60,12 @@ def _root(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", metavar="", callback=_version, is_eager=True, help="Show version."
+            "--version",
+            "-V",
+            metavar="",
+            callback=_version,
+            is_eager=True,
+            help="Show version.",
         ),
     ] = False,
 ) -> None:
@@ -685,6 +690,9 @@ def main() -> None:
     except typer.Abort:
         fail("interrupted")
         sys.exit(130)
+    except MissingExtraError as exc:  # as a bad flag: this install cannot do what was asked
+        fail(exc.message)
+        sys.exit(2)
     except WarrenError as exc:
         fail(exc.message)
         sys.exit(1)

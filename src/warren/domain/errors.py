@@ -6,6 +6,7 @@
     ├── ConflictError                already exists, or a compare-and-swap lost a race
     │   └── CompactedError           a watch asked for a revision the store no longer keeps
     ├── InvalidTransitionError       a task state change the state machine forbids
+    ├── MissingExtraError            a store or driver chosen whose extra is not installed
     ├── AuthError                    missing or wrong token
     │   └── ForbiddenError           a valid token, not allowed this (a worker's token)
     ├── UnavailableError             a dependency is down (server, store, engine); retry later
@@ -25,6 +26,7 @@ __all__ = [
     "DriverError",
     "ForbiddenError",
     "InvalidTransitionError",
+    "MissingExtraError",
     "NotFoundError",
     "StoreError",
     "UnavailableError",
@@ -69,6 +71,17 @@ class CompactedError(ConflictError):
 
 class InvalidTransitionError(WarrenError):
     code = "invalid_transition"
+
+
+class MissingExtraError(WarrenError):
+    """A store or driver was chosen whose libraries come with an extra that is not installed
+    (``pip install 'warren[etcd]'``). The CLI exits with status 2 on it, as on a bad flag."""
+
+    code = "missing_extra"
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(f"{what} needs the {extra} extra: pip install 'warren[{extra}]'")
+        self.extra = extra
 
 
 class AuthError(WarrenError):

@@ -1,6 +1,7 @@
 """StateStore implementations behind one etcd-shaped API (``warren.ports.StateStore``):
 ``memory`` for tests, ``sqlite`` (the embedded default), ``etcd`` (for HA; ``store.etcd``, imported
-only when asked for, as gRPC is slow to load). No SQL or etcd call outside this package.
+only when asked for: gRPC is slow to load, and comes with the ``etcd`` extra only). No SQL or etcd
+call outside this package.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..domain.errors import ValidationError
+from ..extras import ETCD, needs_extra
 from ..ports import Clock, StateStore
 from .memory import MemoryStore
 from .sqlite import SqliteStore
@@ -20,7 +22,8 @@ def open_store(url: str, data_dir: Path, clock: Clock) -> StateStore:
     ``etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`` (keys under ``/warren`` unless a prefix is given;
     it connects on first use, and lease expiry follows etcd's clock, not ``clock``)."""
     if url.startswith("etcd://"):
-        from .etcd import EtcdStore
+        with needs_extra(ETCD):
+            from .etcd import EtcdStore
 
         return EtcdStore.from_url(url)
     store: MemoryStore

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import re
 import resource
 import time
@@ -44,7 +43,7 @@ from ...domain.tasks import Task
 from ...ports import Clock, ExitStatus, Prober, ProbeResult, RecoveredTask, TaskHandle
 from .local import PortPool, follow_file, tail_of
 
-__all__ = ["API_VERSION", "ContainerProber", "DockerDriver", "find_engine_socket"]
+__all__ = ["API_VERSION", "ContainerProber", "DockerDriver"]
 
 log = logging.getLogger("warren.agent")
 
@@ -64,19 +63,6 @@ ENGINE_RETRY = 1.0
 _LABEL = "warren.task"
 _NO_CONNECTION = 900
 """aiodocker's status for "could not talk to the engine at all" (socket missing, refused)."""
-_ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock")
-
-
-def find_engine_socket(environ: dict[str, str] | None = None) -> str | None:
-    """The engine's unix socket: ``DOCKER_HOST`` (``unix://PATH``), else Docker's, else
-    Podman's (system, then the user's). None when there is none."""
-    env = os.environ if environ is None else environ
-    host = env.get("DOCKER_HOST", "")
-    if host:
-        return host.removeprefix("unix://") if host.startswith(("unix://", "/")) else None
-    runtime_dir = env.get("XDG_RUNTIME_DIR")
-    candidates = [*_ENGINE_SOCKETS, *([f"{runtime_dir}/podman/podman.sock"] if runtime_dir else [])]
-    return next((path for path in candidates if Path(path).exists()), None)
 
 
 @dataclass
