@@ -270,8 +270,9 @@ def test_the_ingress_limits_are_server_flags(
     ).start()
 
     def ask(request: bytes) -> tuple[bytes, float]:
+        # From before the connection opens: the head timeout counts from its opening.
+        began = time.monotonic()
         with socket.create_connection(("127.0.0.1", srv.http_port), timeout=5) as sock:
-            began = time.monotonic()
             sock.sendall(request)
             answer = b""
             while chunk := sock.recv(4096):

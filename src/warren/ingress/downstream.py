@@ -50,6 +50,11 @@ _BUFFERED_MAX = 256 * 1024
 """Request body bytes held for a client (its request not yet on an upstream connection, or
 pipelined behind another) before we stop reading from it."""
 
+_CLOCK_STEP = 0.001
+"""The loop's clock step: uvloop's time is whole milliseconds, rounded down, so a time read from
+it may stand up to 1 ms before the moment it was read. The head and idle deadlines, counted from
+such times, are moved by one step: never reached before their timeout has passed."""
+
 _LINGER = 2.0
 """After refusing a request whose body may still be arriving (413, 400), keep reading and
 discarding for this long before closing, so that the client reads our answer instead of a reset."""
@@ -563,7 +568,7 @@ class _Client(asyncio.Protocol):
 
     def _arm_head_timeout(self) -> None:
         """Make the timer fire by the head deadline (it may be set for a later idle one)."""
-        deadline = self._head_began + self._ingress._limits.head_timeout
+        deadline = self._head_began + self._ingress._limits.head_timeout + _CLOCK_STEP
         if self._timer is None or self._timer.when() > deadline:
             if self._timer is not None:
                 self._timer.cancel()
@@ -584,13 +589,13 @@ class _Client(asyncio.Protocol):
         now = self._loop.time()
         wait = limits.idle_timeout
         if self._head_began and not self._read_paused:
-            left = self._head_began + limits.head_timeout - now
+            left = self._head_began + limits.head_timeout + _CLOCK_STEP - now
             if left <= 0:
                 self._head_timed_out(limits.head_timeout)
                 return
             wait = min(wait, left)
         elif self._exchange is None and not self._queue:
-            left = self._last + limits.idle_timeout - now
+            left = self._last + limits.idle_timeout + _CLOCK_STEP - now
             if left <= 0:
                 self._close()
                 return
