@@ -19,41 +19,7 @@ from ..client import Client
 from ..domain.deployments import Deployment, DeploymentStatus, Phase
 from ..domain.durations import format_duration
 from ..domain.errors import WarrenError
-from .changes import (
-    Command,
-    Delay,
-    DrainTimeout,
-    Driver,
-    Env,
-    EnvRm,
-    FailureAction,
-    HealthCmd,
-    HealthHttp,
-    HealthTcp,
-    HealthyDeadline,
-    Host,
-    Image,
-    Interval,
-    MaxFailureRatio,
-    Monitor,
-    Order,
-    Parallelism,
-    ProgressDeadline,
-    Publish,
-    Pull,
-    Replicas,
-    Retries,
-    RollbackOrder,
-    RollbackParallelism,
-    StartPeriod,
-    StopGrace,
-    StopSignal,
-    Strategy,
-    Timeout,
-    TlsCert,
-    TlsKey,
-    spec_changes,
-)  # fmt: skip
+from .changes import PLAN, Changes, change_flags
 from .documents import load_services
 from .output import ago, console
 
@@ -296,40 +262,11 @@ def follow(client: Client, service: str, deployment_id: str) -> None:
 
 
 @app.command()
+@change_flags(PLAN)
 def plan(
     name: str,
-    image: Image = None,
-    command: Command = None,
-    driver: Driver = None,
-    pull: Pull = None,
-    stop_signal: StopSignal = None,
-    env: Env = [],  # noqa: B006
-    env_rm: EnvRm = [],  # noqa: B006
-    replicas: Replicas = None,
-    publish: Publish = [],  # noqa: B006
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    host: Host = None,
-    health_http: HealthHttp = None,
-    health_tcp: HealthTcp = False,
-    health_cmd: HealthCmd = None,
-    health_interval: Interval = None,
-    health_timeout: Timeout = None,
-    health_retries: Retries = None,
-    health_start_period: StartPeriod = None,
-    strategy: Strategy = None,
-    parallelism: Parallelism = None,
-    delay: Delay = None,
-    failure_action: FailureAction = None,
-    order: Order = None,
-    monitor: Monitor = None,
-    max_failure_ratio: MaxFailureRatio = None,
-    healthy_deadline: HealthyDeadline = None,
-    progress_deadline: ProgressDeadline = None,
-    rollback_parallelism: RollbackParallelism = None,
-    rollback_order: RollbackOrder = None,
-    stop_grace: StopGrace = None,
-    drain_timeout: DrainTimeout = None,
+    # The flags' values, given by @change_flags.
+    changes: Changes = None,  # type: ignore[assignment]
     file: Annotated[
         Path | None,
         typer.Option("--file", "-f", metavar="FILE", help="The whole new spec instead."),
@@ -338,7 +275,6 @@ def plan(
     """Show the rollout a change would perform — steps, tasks per revision, weights, analysis,
     earliest finish, peak tasks — without performing it; the change flags are those of
     `service update`. Impossible settings are refused."""
-    changes = spec_changes(locals())
     with Client() as client:
         if file is not None:
             specs = load_services(file)
@@ -347,7 +283,7 @@ def plan(
                 raise WarrenError(f"{file} holds no service named {name!r}")
             result = client.plan(name, spec.to_wire(), replace=True)
         else:
-            result = client.plan(name, changes, env_rm)
+            result = client.plan(name, changes.to_spec(), changes.get("env_rm"))
     to = result["to_revision"]
     head = f"{result['strategy']}: revision {result['from_revision']}"
     console.print(head + (f" → {to}" if to else ""))

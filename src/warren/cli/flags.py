@@ -14,8 +14,6 @@ from ..domain.errors import ValidationError
 __all__ = [
     "DURATION",
     "POSITIVE_DURATION",
-    "DeployFlags",
-    "HealthFlags",
     "change_ports",
     "parse_env",
     "parse_publish",
@@ -102,90 +100,3 @@ def change_ports(
     adding = {p["published"] for p in add}
     kept = [p for p in current if p["published"] not in gone | adding]
     return [*kept, *add]
-
-
-_TIMING_FLAGS = {
-    "interval": "--health-interval", "timeout": "--health-timeout",
-    "retries": "--health-retries", "startPeriod": "--health-start-period",
-}  # fmt: skip
-
-
-class HealthFlags:
-    """--health-http/--health-tcp/--health-cmd and their timings → ``healthCheck``."""
-
-    def __init__(
-        self,
-        http: str | None,
-        tcp: bool,
-        cmd: str | None,
-        interval: float | None,
-        timeout: float | None,
-        retries: int | None,
-        start_period: float | None = None,
-    ) -> None:
-        self.http, self.tcp, self.cmd = http, tcp, cmd
-        self.timings = {
-            "interval": interval, "timeout": timeout, "retries": retries,
-            "startPeriod": start_period,
-        }  # fmt: skip
-
-    def to_spec(self) -> dict[str, Any] | None:
-        kinds = [k for k, on in (("http", self.http), ("tcp", self.tcp), ("exec", self.cmd)) if on]
-        if len(kinds) > 1:
-            raise ValidationError("use only one of --health-http, --health-tcp, --health-cmd")
-        timings = {k: v for k, v in self.timings.items() if v is not None}
-        if not kinds:
-            if timings:
-                raise ValidationError(
-                    "needs --health-http, --health-tcp or --health-cmd",
-                    _TIMING_FLAGS[next(iter(timings))],
-                )
-            return None
-        check: dict[str, Any] = dict(timings)
-        if self.http:
-            check["http"] = {"path": self.http}
-        elif self.tcp:
-            check["tcp"] = {}
-        else:
-            check["exec"] = {"command": self.cmd}
-        return check
-
-
-class DeployFlags:
-    """The rolling-update flags → ``deploy`` (only the ones given)."""
-
-    def __init__(self, **flags: Any) -> None:
-        self.flags = {k: v for k, v in flags.items() if v is not None}
-
-    def to_spec(self) -> dict[str, Any]:
-        f = self.flags
-        update = {
-            camel: f[name]
-            for name, camel in (
-                ("parallelism", "parallelism"),
-                ("delay", "delay"),
-                ("failure_action", "failureAction"),
-                ("order", "order"),
-                ("monitor", "monitor"),
-                ("max_failure_ratio", "maxFailureRatio"),
-                ("healthy_deadline", "healthyDeadline"),
-                ("progress_deadline", "progressDeadline"),
-            )
-            if name in f
-        }
-        rollback = {
-            camel: f[name]
-            for name, camel in (
-                ("rollback_parallelism", "parallelism"),
-                ("rollback_order", "order"),
-            )
-            if name in f
-        }
-        deploy: dict[str, Any] = {}
-        if "strategy" in f:
-            deploy["strategy"] = f["strategy"]
-        if update:
-            deploy["updateConfig"] = update
-        if rollback:
-            deploy["rollbackConfig"] = rollback
-        return deploy

@@ -35,6 +35,21 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "main"]
 
+
+def _no_type_names_in_help() -> None:
+    """typer prints a Python type beside every argument and flag (``name <str>``, ``--help
+    <bool>``); an argument's name says what it takes and a flag takes nothing, so show neither."""
+    typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+    option_type = typer.core.TyperOption.display_type_rich
+
+    def option(self: typer.core.TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else option_type(self, ctx)
+
+    typer.core.TyperOption.display_type_rich = option  # type: ignore[method-assign]
+
+
+_no_type_names_in_help()
+
 app = typer.Typer(
     name="warren",
     help="Warren: a small container orchestrator for safe releases.",

@@ -21,43 +21,7 @@ from ..domain.errors import ValidationError
 from ..domain.services import EnvChange, RevisionEntry, env_changes
 from ..domain.specs import ServiceSpec, patch_spec, service_to_document
 from ..domain.tasks import Task, TaskState
-from .changes import (
-    Command,
-    Delay,
-    DrainTimeout,
-    Driver,
-    Env,
-    EnvRm,
-    FailureAction,
-    HealthCmd,
-    HealthHttp,
-    HealthTcp,
-    HealthyDeadline,
-    Host,
-    Image,
-    Interval,
-    MaxFailureRatio,
-    Monitor,
-    Order,
-    Parallelism,
-    ProgressDeadline,
-    Publish,
-    PublishAdd,
-    PublishRm,
-    Pull,
-    Replicas,
-    Retries,
-    RollbackOrder,
-    RollbackParallelism,
-    StartPeriod,
-    StopGrace,
-    StopSignal,
-    Strategy,
-    Timeout,
-    TlsCert,
-    TlsKey,
-    spec_changes,
-)  # fmt: skip
+from .changes import CREATE, UPDATE, Changes, change_flags
 from .deploy import follow
 from .documents import load_services
 from .flags import change_ports, parse_publish
@@ -69,43 +33,15 @@ app = typer.Typer(help="Create and manage services.", no_args_is_help=True)
 
 
 @app.command()
+@change_flags(CREATE)
 def create(
     name: Annotated[str | None, typer.Argument(help="Service name.")] = None,
-    image: Image = None,
-    command: Command = None,
-    driver: Driver = None,
-    pull: Pull = None,
-    stop_signal: StopSignal = None,
-    replicas: Replicas = None,
-    env: Env = [],  # noqa: B006 (typer reads the default; it is never mutated)
-    publish: Publish = [],  # noqa: B006
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    host: Host = None,
-    health_http: HealthHttp = None,
-    health_tcp: HealthTcp = False,
-    health_cmd: HealthCmd = None,
-    health_interval: Interval = None,
-    health_timeout: Timeout = None,
-    health_retries: Retries = None,
-    health_start_period: StartPeriod = None,
-    strategy: Strategy = None,
-    parallelism: Parallelism = None,
-    delay: Delay = None,
-    failure_action: FailureAction = None,
-    order: Order = None,
-    monitor: Monitor = None,
-    max_failure_ratio: MaxFailureRatio = None,
-    healthy_deadline: HealthyDeadline = None,
-    progress_deadline: ProgressDeadline = None,
-    rollback_parallelism: RollbackParallelism = None,
-    rollback_order: RollbackOrder = None,
-    stop_grace: StopGrace = None,
-    drain_timeout: DrainTimeout = None,
+    # The flags' values, given by @change_flags.
+    changes: Changes = None,  # type: ignore[assignment]
     file: Annotated[Path | None, typer.Option("--file", "-f", help="A service YAML.")] = None,
 ) -> None:
     """Create a service from flags (or from -f FILE.yaml)."""
-    changes = spec_changes(locals())
+    spec_changes = changes.to_spec()
     if file is not None:
         specs = load_services(file)
         if len(specs) != 1:
@@ -113,13 +49,15 @@ def create(
         base = specs[0].to_wire()
         if name and name != specs[0].name:
             raise ValidationError(f"the file names the service {specs[0].name!r}, not {name!r}")
-        spec = patch_spec(specs[0], changes) if changes else ServiceSpec.model_validate(base)
+        spec = (
+            patch_spec(specs[0], spec_changes) if spec_changes else ServiceSpec.model_validate(base)
+        )
     else:
         if not name:
             raise ValidationError("give a service NAME (or -f FILE.yaml)")
-        if "image" not in changes and "command" not in changes:
+        if "image" not in spec_changes and "command" not in spec_changes:
             raise ValidationError("give --image IMAGE or --command CMD")
-        spec = parse_model(ServiceSpec, {"name": name, **changes})
+        spec = parse_model(ServiceSpec, {"name": name, **spec_changes})
     with Client() as client:
         service = client.create_service(spec)
     console.print(f"service {service.name} created (revision {service.revision})")
@@ -297,61 +235,33 @@ def scale(name: str, replicas: Annotated[int, typer.Argument(min=0)]) -> None:
 
 
 @app.command()
+@change_flags(UPDATE)
 def update(
     name: str,
-    image: Image = None,
-    command: Command = None,
-    driver: Driver = None,
-    pull: Pull = None,
-    stop_signal: StopSignal = None,
-    env: Env = [],  # noqa: B006
-    env_rm: EnvRm = [],  # noqa: B006
-    replicas: Replicas = None,
-    publish: Publish = [],  # noqa: B006
-    publish_add: PublishAdd = [],  # noqa: B006
-    publish_rm: PublishRm = [],  # noqa: B006
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    host: Host = None,
-    health_http: HealthHttp = None,
-    health_tcp: HealthTcp = False,
-    health_cmd: HealthCmd = None,
-    health_interval: Interval = None,
-    health_timeout: Timeout = None,
-    health_retries: Retries = None,
-    health_start_period: StartPeriod = None,
-    strategy: Strategy = None,
-    parallelism: Parallelism = None,
-    delay: Delay = None,
-    failure_action: FailureAction = None,
-    order: Order = None,
-    monitor: Monitor = None,
-    max_failure_ratio: MaxFailureRatio = None,
-    healthy_deadline: HealthyDeadline = None,
-    progress_deadline: ProgressDeadline = None,
-    rollback_parallelism: RollbackParallelism = None,
-    rollback_order: RollbackOrder = None,
-    stop_grace: StopGrace = None,
-    drain_timeout: DrainTimeout = None,
+    # The flags' values, given by @change_flags.
+    changes: Changes = None,  # type: ignore[assignment]
     detach: Annotated[
         bool, typer.Option("--detach", "-d", metavar="", help="Return at once.")
     ] = False,
 ) -> None:
     """Change a service. A change of image, command, env, health check … makes a new revision
     and starts a deployment; without --detach, follows it live and exits 0 only if it succeeds."""
+    publish_add, publish_rm = changes.get("publish_add"), changes.get("publish_rm")
     published = publish_add or publish_rm
-    changes = spec_changes({**locals(), "tls_cert": None if published else tls_cert,
-                            "tls_key": None if published else tls_key})  # fmt: skip
-    if not changes and not env_rm and not published:
+    spec_changes = changes.to_spec(ports=not published)
+    env_rm = changes.get("env_rm")
+    if not spec_changes and not env_rm and not published:
         raise ValidationError("nothing to change: give at least one flag")
     with Client() as client:
         if published:
-            if publish:
+            if changes.get("publish"):
                 raise ValidationError("--publish replaces every port: not with --publish-add/-rm")
             current = [p.to_wire() for p in client.get_service(name).spec.ports]
-            added = parse_publish(publish_add, tls_cert, tls_key, "--publish-add")
-            changes["ports"] = change_ports(current, added, publish_rm)
-        service, changed, deployment = client.patch_service(name, changes, env_rm)
+            added = parse_publish(
+                publish_add, changes.get("tls_cert"), changes.get("tls_key"), "--publish-add"
+            )
+            spec_changes["ports"] = change_ports(current, added, publish_rm)
+        service, changed, deployment = client.patch_service(name, spec_changes, env_rm)
         if changed:
             advise_on(service.spec)
         if not changed:
