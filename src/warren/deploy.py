@@ -61,11 +61,8 @@ class Deployer:
             return self.manager.deployment_status(service_id)
         service = self.manager.get_service(service_id)
         return DeploymentStatus.of(
-            service_name=service.name,
-            image=service.spec.version_label,
-            strategy=str(service.spec.deploy.strategy),
+            spec=service.spec,
             revision=service.revision,
-            replicas=service.spec.replicas,
             deployments=(),
             tasks=self.manager.list_tasks_by_service(service_id),
             now=0.0,

@@ -47,14 +47,14 @@ def test_revisions_show_env_changes_and_which_is_current_and_stable(
     assert answer.returncode == 0, answer.stderr
     listed = json.loads(answer.stdout)
     assert [r["number"] for r in listed] == [3, 2, 1]
-    times = [datetime.fromisoformat(r["created_at"]) for r in listed]
+    times = [datetime.fromisoformat(r["createdAt"]) for r in listed]
     assert all(t.tzinfo is not None for t in times) and times == sorted(times, reverse=True)
     newest = listed[0]
     assert newest["image"] is None and newest["command"] == COMMAND.split()
     assert newest["env"] == {"VERSION": "v2", "DEBUG": "1"}
-    assert newest["env_changes"] == [{"key": "VERSION", "old": "v1", "new": "v2"}]
-    assert listed[1]["env_changes"] == [{"key": "DEBUG", "old": None, "new": "1"}]
-    assert listed[2]["env_changes"] == [{"key": "VERSION", "old": None, "new": "v1"}]
+    assert newest["envChanges"] == [{"key": "VERSION", "old": "v1", "new": "v2"}]
+    assert listed[1]["envChanges"] == [{"key": "DEBUG", "old": None, "new": "1"}]
+    assert listed[2]["envChanges"] == [{"key": "VERSION", "old": None, "new": "v1"}]
     assert [(r["current"], r["stable"]) for r in listed] == [
         (True, False),
         (False, True),

@@ -26,7 +26,7 @@ def test_rolling_plan() -> None:
     base = spec(updateConfig={"parallelism": 2, "monitor": "5s", "delay": "10s"})
     plan = plan_rollout(base, 1, changed(base))
     assert [s.tasks for s in plan.steps] == [{"old": 2, "new": 2}, {"old": 0, "new": 4}]
-    assert [s.earliest_at for s in plan.steps] == [5.0, 20.0]
+    assert [s.earliest_after for s in plan.steps] == [5.0, 20.0]
     assert (plan.peak_tasks, plan.earliest_finish, plan.to_revision) == (6, 20.0, 2)
 
 
@@ -47,7 +47,7 @@ def test_canary_plan() -> None:
     plan = plan_rollout(base, 1, changed(base))
     assert plan.steps[0].tasks == {"old": 4, "new": 2}  # enough canaries for 50%
     assert [s.weights.get("new") for s in plan.steps[1:5]] == [10, 10, 50, 50]
-    assert plan.steps[2].earliest_at == 30.0 and plan.steps[4].earliest_at is None
+    assert plan.steps[2].earliest_after == 30.0 and plan.steps[4].earliest_after is None
     assert plan.steps[1].analysis == "every 10s: success rate >= 0.99, min 20 requests"
     assert plan.peak_tasks == 8 and plan.earliest_finish is None
 

@@ -15,7 +15,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -274,9 +274,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
             # A new revision over an unpromoted release: it starts from the stable one.
             current = (await cluster.get_revision(name, start)).spec
             if fast_track_target(active, {start: current}.get, new) is not None:
-                return asdict(plan_fast_track(service.revision, start, new.replicas))
+                return plan_fast_track(service.revision, start, new.replicas).to_wire()
         plan = plan_rollout(current, start, new, await cluster.next_revision(name))
-        return asdict(plan)
+        return plan.to_wire()
 
     @app.post("/v1/services/{name}/scale", tags=["services"])
     async def scale_service(name: str, body: ScaleRequest, _: Auth) -> dict[str, Any]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from ..client import Client
-from .output import console
+from .output import OUTPUT, Format, console, show
 
 __all__ = ["app"]
 
@@ -18,18 +18,27 @@ app = typer.Typer(
 
 
 @app.command()
-def status() -> None:
+def status(output: OUTPUT = Format.TABLE) -> None:
     """The store, the managers and which one leads, and how many nodes are ready."""
     with Client() as client:
         info = client.info()
         nodes = [node for node, _ in client.list_nodes()]
     ready = sum(n.status == "ready" for n in nodes)
+    doc = {
+        "version": info.get("version"),
+        "store": info.get("store"),
+        "leader": info.get("leaderName"),
+        "managers": info.get("managers", []),
+        "nodes": {"ready": ready, "down": len(nodes) - ready},
+    }
+    show(output, lambda: doc, lambda: _print_status(info, ready, len(nodes) - ready))
+
+
+def _print_status(info: dict[str, Any], ready: int, down: int) -> None:
     console.print(f"store     {info.get('store')}", highlight=False, markup=False)
     leader = info.get("leaderName") or "none (an election is under way)"
     console.print(f"leader    {leader}", highlight=False, markup=False)
-    console.print(
-        f"nodes     {ready} ready, {len(nodes) - ready} down", highlight=False, markup=False
-    )
+    console.print(f"nodes     {ready} ready, {down} down", highlight=False, markup=False)
     table = Table(box=None, header_style="bold")
     for column in ("MANAGER", "API", "LEADER"):
         table.add_column(column)

@@ -3,10 +3,9 @@ of a rollout that ``service update`` and ``service rollback`` follow until it en
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Group
@@ -21,7 +20,7 @@ from ..domain.durations import format_duration
 from ..domain.errors import WarrenError
 from .changes import PLAN, Changes, change_flags
 from .documents import load_services
-from .output import ago, console
+from .output import OUTPUT, QUIET, Format, ago, console, show
 
 __all__ = ["app", "follow"]
 
@@ -50,7 +49,7 @@ def status_table(status: DeploymentStatus) -> Table:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("service", f"{status.service_name} (revision {status.revision})")
-    table.add_row("version", status.image)
+    table.add_row("version", status.version)
     table.add_row("strategy", status.strategy)
     table.add_row(
         "tasks", f"{status.ready_tasks}/{status.desired_tasks} ready, {status.total_tasks} total"
@@ -113,16 +112,14 @@ def status(
     watch: Annotated[
         bool, typer.Option("--watch", "-w", metavar="", help="Refresh until it ends.")
     ] = False,
-    output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
+    output: OUTPUT = Format.TABLE,
 ) -> None:
     """Rollout status: tasks by state, phase, step, the last decisions."""
     with Client() as client:
         st = client.deployment_status(name)
-        if output == "json":
-            console.print_json(json.dumps(st.to_wire()))
+        if output is not Format.TABLE:
+            show(output, lambda: st, lambda: None)
             return
-        if output != "table":
-            raise WarrenError(f"--output: expected table or json, got {output!r}")
         if not watch:
             console.print(status_table(st))
             if st.decisions:
@@ -141,26 +138,30 @@ def status(
 
 
 @app.command()
-def history(name: str) -> None:
+def history(name: str, output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
     """Every deployment of a service kept (newest last), with how each ended."""
     with Client() as client:
         deployments = client.list_deployments(name)
-    table = Table(box=None, header_style="bold")
-    for col in ("DEPLOYMENT", "KIND", "REVISIONS", "PHASE", "STARTED", "DURATION"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("MESSAGE", overflow="ellipsis", no_wrap=True, max_width=60)
-    for d in deployments:
-        took = (d.finished_at or time.time()) - d.started_at
-        table.add_row(
-            d.id,
-            str(d.kind),
-            f"{d.from_revision} → {d.to_revision}",
-            _phase(d.phase),
-            ago(d.started_at) + " ago",
-            format_duration(round(took, 1)),
-            d.message,
-        )
-    console.print(table)
+
+    def view() -> None:
+        table = Table(box=None, header_style="bold")
+        for col in ("DEPLOYMENT", "KIND", "REVISIONS", "PHASE", "STARTED", "DURATION"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("MESSAGE", overflow="ellipsis", no_wrap=True, max_width=60)
+        for d in deployments:
+            took = (d.finished_at or time.time()) - d.started_at
+            table.add_row(
+                d.id,
+                str(d.kind),
+                f"{d.from_revision} → {d.to_revision}",
+                _phase(d.phase),
+                ago(d.started_at) + " ago",
+                format_duration(round(took, 1)),
+                d.message,
+            )
+        console.print(table)
+
+    show(output, lambda: deployments, view, [d.id for d in deployments] if quiet else None)
 
 
 @app.command()
@@ -271,6 +272,7 @@ def plan(
         Path | None,
         typer.Option("--file", "-f", metavar="FILE", help="The whole new spec instead."),
     ] = None,
+    output: OUTPUT = Format.TABLE,
 ) -> None:
     """Show the rollout a change would perform — steps, tasks per revision, weights, analysis,
     earliest finish, peak tasks — without performing it; the change flags are those of
@@ -284,8 +286,12 @@ def plan(
             result = client.plan(name, spec.to_wire(), replace=True)
         else:
             result = client.plan(name, changes.to_spec(), changes.get("env_rm"))
-    to = result["to_revision"]
-    head = f"{result['strategy']}: revision {result['from_revision']}"
+    show(output, lambda: result, lambda: _print_plan(result))
+
+
+def _print_plan(result: dict[str, Any]) -> None:
+    to = result["toRevision"]
+    head = f"{result['strategy']}: revision {result['fromRevision']}"
     console.print(head + (f" → {to}" if to else ""))
     table = Table(box=None, header_style="bold")
     for col in ("STEP", "TASKS", "WEIGHTS", "ANALYSIS", "EARLIEST"):
@@ -293,15 +299,15 @@ def plan(
     for step in result["steps"]:
         tasks = ", ".join(f"{k} {v}" for k, v in step["tasks"].items())
         weights = ", ".join(f"{k} {v}%" for k, v in step["weights"].items())
-        at = step["earliest_at"]
+        at = step["earliestAfter"]
         table.add_row(
             step["description"], tasks, weights or "-", step["analysis"] or "-",
             "when promoted" if at is None else f"+{format_duration(round(at, 3))}",
         )  # fmt: skip
     console.print(table)
-    finish = result["earliest_finish"]
+    finish = result["earliestFinish"]
     console.print(
-        f"peak tasks: {result['peak_tasks']}; earliest finish: "
+        f"peak tasks: {result['peakTasks']}; earliest finish: "
         + ("when promoted" if finish is None else f"+{format_duration(round(finish, 3))}")
         + " (plus the tasks' own start-up)"
     )

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import typer
-import yaml
 from rich.table import Table
 
 from ..client import Client
-from ..domain.errors import ValidationError
 from ..domain.nodes import NodeStatus, NodeSummary
-from .output import ago, console
+from .output import OUTPUT, QUIET, Format, ago, console, show
 
 __all__ = ["app"]
 
@@ -32,11 +28,20 @@ def _memory(size: int) -> str:
 
 
 @app.command("ls")
-def list_nodes() -> None:
+def list_nodes(output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
     """List nodes: status, availability, resources and tasks; a draining node's progress
     below."""
     with Client() as client:
-        summaries = client.node_summaries()
+        summaries = sorted(client.node_summaries(), key=lambda s: s.node.name)
+    show(
+        output,
+        lambda: [_document(s) for s in summaries],
+        lambda: _print_nodes(summaries),
+        [s.node.name for s in summaries] if quiet else None,
+    )
+
+
+def _print_nodes(summaries: list[NodeSummary]) -> None:
     table = Table(box=None, header_style="bold")
     for col in (
         "NAME", "STATUS", "AVAILABILITY", "ADDRESS", "DRIVERS", "CPUS", "MEMORY", "TASKS",
@@ -44,7 +49,7 @@ def list_nodes() -> None:
     ):  # fmt: skip
         table.add_column(col)
     notes = []
-    for s in sorted(summaries, key=lambda s: s.node.name):
+    for s in summaries:
         n = s.node
         status = f"[red]{n.status}[/red]" if n.status == NodeStatus.DOWN else str(n.status)
         availability = f"[yellow]{n.availability}[/yellow]" if n.draining else str(n.availability)
@@ -59,16 +64,14 @@ def list_nodes() -> None:
         console.print("\n" + "\n".join(notes), markup=False)
 
 
-def _time(when: float) -> str:
-    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
-
-
 def _document(s: NodeSummary) -> dict[str, Any]:
+    """The node's record, its drain, and its tasks (a listing: how many)."""
     doc = s.node.to_wire()
-    doc["registeredAt"] = _time(s.node.registered_at)
-    doc["updatedAt"] = _time(s.node.updated_at)
     if s.drain is not None:
         doc["drain"] = {"message": s.drain.summary(), **s.drain.to_wire()}
+    if s.task_list is None:
+        doc["tasks"] = s.tasks
+        return doc
     doc["tasks"] = [
         {
             "id": t.id, "service": t.service, "revision": t.revision, "state": str(t.state),
@@ -76,26 +79,18 @@ def _document(s: NodeSummary) -> dict[str, Any]:
             **({"endpoint": t.endpoint} if t.endpoint else {}),
             **({"message": t.message} if t.message else {}),
         }
-        for t in s.task_list or ()
+        for t in s.task_list
     ]  # fmt: skip
     return doc
 
 
 @app.command()
-def inspect(
-    name: str,
-    output: Annotated[str, typer.Option("--output", "-o", help="yaml | json")] = "yaml",
-) -> None:
+def inspect(name: str, output: OUTPUT = Format.YAML) -> None:
     """Show a node: its record, its tasks, and while it drains how far that has come."""
-    if output not in ("yaml", "json"):
-        raise ValidationError(f"expected yaml or json, got {output!r}", "--output")
     with Client() as client:
         summary = client.get_node(name)
-    doc = _document(summary)
-    if output == "json":
-        console.print_json(json.dumps(doc))
-    else:
-        console.print(yaml.safe_dump(doc, sort_keys=False).rstrip(), markup=False)
+    # For people (table), the YAML itself.
+    show(Format.YAML if output is Format.TABLE else output, lambda: _document(summary), print)
 
 
 @app.command()

@@ -1,18 +1,39 @@
-"""How the CLI shows things: rich tables, relative times, one-line errors."""
+"""How the CLI shows things: rich tables, relative times, one-line errors, and the documents of
+``-o json|yaml`` (ISO-8601 UTC times) that scripts read."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 
 from ..domain.advice import advise
 from ..domain.specs import ServiceSpec
 
-__all__ = ["advise_on", "ago", "console", "err_console", "fail", "warn"]
+__all__ = [
+    "OUTPUT",
+    "QUIET",
+    "Format",
+    "advise_on",
+    "ago",
+    "console",
+    "document",
+    "err_console",
+    "fail",
+    "iso",
+    "show",
+    "warn",
+]
 
 # Piped output (a file, grep, a test) is not cut to 80 columns: tables keep whole ids.
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
@@ -48,3 +69,65 @@ def advise_on(spec: ServiceSpec) -> None:
     that a script reading stdout is not disturbed."""
     for sentence in advise(spec):
         warn(f"service {spec.name}: {sentence}")
+
+
+class Format(StrEnum):
+    """What ``-o`` prints: the view for people, or a document for scripts."""
+
+    TABLE = "table"
+    JSON = "json"
+    YAML = "yaml"
+
+
+OUTPUT = Annotated[
+    Format,
+    typer.Option(
+        "--output", "-o", metavar="FORMAT", case_sensitive=False,
+        help="table | json | yaml (times in ISO-8601 UTC).",
+    ),
+]  # fmt: skip
+QUIET = Annotated[bool, typer.Option("--quiet", "-q", help="Names or ids only, one per line.")]
+
+
+def iso(when: float | None) -> str | None:
+    """A Unix time as ISO-8601 UTC: ``2026-12-07T07:15:35.123456+00:00``."""
+    return None if when is None else datetime.fromtimestamp(when, UTC).isoformat()
+
+
+# The fields of the API's (camelCase) documents that hold a Unix time: createdAt, pauseUntil,
+# time … (a plan's earliestAfter and earliestFinish are offsets from its start, not times).
+_TIME_KEY = re.compile(r"(At|Until|^time)$")
+
+
+def document(value: Any) -> Any:
+    """``value`` (models, dicts, lists) as plain JSON data, camelCase as the API's, with every
+    time in ISO-8601 UTC."""
+    if hasattr(value, "to_wire"):
+        value = value.to_wire()
+    if isinstance(value, dict):
+        return {
+            k: iso(v) if _TIME_KEY.search(k) and isinstance(v, int | float) else document(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [document(v) for v in value]
+    return value
+
+
+def show(
+    fmt: Format, doc: Callable[[], Any], view: Callable[[], None], ids: Iterable[str] | None = None
+) -> None:
+    """Print ``ids`` one per line (``-q``), else the document (``-o json|yaml``), else the view
+    for people. Documents go straight to stdout: no colour, no wrapping, whatever the
+    terminal."""
+    if ids is not None:
+        for one in ids:
+            sys.stdout.write(f"{one}\n")
+    elif fmt is Format.TABLE:
+        view()
+    elif fmt is Format.JSON:
+        sys.stdout.write(json.dumps(document(doc()), indent=2) + "\n")
+    else:
+        import yaml  # only -o yaml needs it
+
+        sys.stdout.write(yaml.safe_dump(document(doc()), sort_keys=False))

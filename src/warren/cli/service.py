@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import shlex
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -25,7 +23,7 @@ from .changes import CREATE, UPDATE, Changes, change_flags
 from .deploy import follow
 from .documents import load_services
 from .flags import change_ports, parse_publish
-from .output import advise_on, ago, console
+from .output import OUTPUT, QUIET, Format, advise_on, ago, console, show
 
 __all__ = ["app"]
 
@@ -65,66 +63,54 @@ def create(
 
 
 @app.command("ls")
-def list_services() -> None:
+def list_services(output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
     """List services."""
     with Client() as client:
         services = client.service_summaries()
-    table = Table(box=None, header_style="bold")
-    for col in ("NAME", "REPLICAS", "VERSION", "PORTS", "STRATEGY", "REVISION", "UPDATED"):
-        table.add_column(col)
-    for s in services:
-        table.add_row(
-            s["name"],
-            f"{s['ready']}/{s['replicas']}",
-            s["version"],
-            ",".join(str(p) for p in s.get("ports", [])) or (s.get("host") or "-"),
-            s["strategy"],
-            str(s["revision"]),
-            ago(s["updatedAt"]),
-        )
-    console.print(table)
+
+    def view() -> None:
+        table = Table(box=None, header_style="bold")
+        for col in ("NAME", "REPLICAS", "VERSION", "PORTS", "STRATEGY", "REVISION", "UPDATED"):
+            table.add_column(col)
+        for s in services:
+            table.add_row(
+                s["name"],
+                f"{s['ready']}/{s['replicas']}",
+                s["version"],
+                ",".join(str(p) for p in s.get("ports", [])) or (s.get("host") or "-"),
+                s["strategy"],
+                str(s["revision"]),
+                ago(s["updatedAt"]),
+            )
+        console.print(table)
+
+    show(output, lambda: services, view, [s["name"] for s in services] if quiet else None)
 
 
 @app.command()
-def inspect(
-    name: str,
-    output: Annotated[str, typer.Option("--output", "-o", help="yaml | json")] = "yaml",
-) -> None:
-    """Show a service's current spec (as the YAML `warren apply -f` takes)."""
+def inspect(name: str, output: OUTPUT = Format.YAML) -> None:
+    """Show a service's current spec (as the YAML `warren apply -f` takes) and its revision."""
     with Client() as client:
         service = client.get_service(name)
     doc = service_to_document(service.spec)
-    doc["status"] = {"revision": service.revision}
-    if output == "json":
-        console.print_json(json.dumps(doc))
-    elif output == "yaml":
-        console.print(yaml.safe_dump(doc, sort_keys=False).rstrip(), markup=False)
-    else:
-        raise ValidationError(f"expected yaml or json, got {output!r}", "--output")
+    doc["status"] = {"revision": service.revision, "updatedAt": service.updated_at}
+    # For people (table), the YAML itself.
+    show(Format.YAML if output is Format.TABLE else output, lambda: doc, lambda: None)
 
 
 @app.command()
-def revisions(
-    name: str,
-    output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", metavar="", help="Print the numbers only.")
-    ] = False,
-) -> None:
+def revisions(name: str, output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
     """List a service's revisions, newest first: image or command, env changes, and which is
     CURRENT (its spec now) and STABLE (what the last good release left serving)."""
-    if output not in ("table", "json"):
-        raise ValidationError(f"expected table or json, got {output!r}", "--output")
     with Client() as client:
         kept = client.list_revisions(name)
     rows = _with_changes(kept)
-    if quiet:
-        for rev, _changes in rows:
-            console.print(str(rev.number))
-    elif output == "json":
-        console.print_json(json.dumps([_revision_json(rev, changes) for rev, changes in rows]))
-    else:
-        console.print(revisions_table(rows))
+    show(
+        output,
+        lambda: [_revision_document(rev, changes) for rev, changes in rows],
+        lambda: console.print(revisions_table(rows)),
+        [str(rev.number) for rev, _ in rows] if quiet else None,
+    )
 
 
 def _with_changes(
@@ -144,14 +130,16 @@ def _with_changes(
     return rows[::-1]
 
 
-def _revision_json(rev: RevisionEntry, changes: tuple[EnvChange, ...] | None) -> dict[str, object]:
+def _revision_document(
+    rev: RevisionEntry, changes: tuple[EnvChange, ...] | None
+) -> dict[str, object]:
     return {
         "number": rev.number,
-        "created_at": datetime.fromtimestamp(rev.created_at, UTC).isoformat(),
+        "createdAt": rev.created_at,
         "image": rev.spec.image,
         "command": list(rev.spec.command) if rev.spec.command is not None else None,
         "env": dict(rev.spec.env),
-        "env_changes": None if changes is None else [c.model_dump(mode="json") for c in changes],
+        "envChanges": None if changes is None else [c.model_dump(mode="json") for c in changes],
         "change": rev.change,
         "current": rev.current,
         "stable": rev.stable,
@@ -219,11 +207,16 @@ def tasks_table(tasks: list[Task]) -> Table:
 
 
 @app.command()
-def ps(name: str) -> None:
+def ps(name: str, output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
     """List a service's tasks: running ones and recent history."""
     with Client() as client:
         tasks = client.list_tasks(name)
-    console.print(tasks_table(tasks))
+    show(
+        output,
+        lambda: tasks,
+        lambda: console.print(tasks_table(tasks)),
+        [t.id for t in tasks] if quiet else None,
+    )
 
 
 @app.command()

@@ -28,7 +28,14 @@ from typing import Any
 from pydantic import Field
 
 from .base import Model
-from .specs import FailureAction, RollbackConfig, Strategy, UpdateConfig, UpdateOrder
+from .specs import (
+    FailureAction,
+    RollbackConfig,
+    ServiceSpec,
+    Strategy,
+    UpdateConfig,
+    UpdateOrder,
+)  # fmt: skip
 from .tasks import Task, current_tasks
 
 __all__ = [
@@ -378,8 +385,13 @@ class DeploymentStatus(Model):
 
     service_id: str
     service_name: str
-    image: str
-    """The image, or for a process service its version label (``VERSION=v2`` or the command)."""
+    image: str | None = None
+    """The container image (None for a process service)."""
+    command: tuple[str, ...] | None = None
+    """The command line (a process service's; a container's own, if it sets one)."""
+    version: str
+    """A short label of the revision: the image, else ``VERSION=…`` from env, else the
+    command."""
     strategy: str
     revision: int
     desired_tasks: int
@@ -425,11 +437,8 @@ class DeploymentStatus(Model):
 
     @staticmethod
     def of(
-        service_name: str,
-        image: str,
-        strategy: str,
+        spec: ServiceSpec,
         revision: int,
-        replicas: int,
         deployments: Sequence[Deployment],
         tasks: Sequence[Task],
         now: float,
@@ -441,11 +450,14 @@ class DeploymentStatus(Model):
         if newest is not None and newest.active:
             revisions |= {r for r in (newest.from_revision, newest.to_revision) if r is not None}
         current = current_tasks(tasks, revisions)
+        replicas = spec.replicas
         status = DeploymentStatus(
-            service_id=service_name,
-            service_name=service_name,
-            image=image,
-            strategy=strategy,
+            service_id=spec.name,
+            service_name=spec.name,
+            image=spec.image,
+            command=spec.command,
+            version=spec.version_label,
+            strategy=str(spec.deploy.strategy),
             revision=revision,
             desired_tasks=replicas,
             ready_tasks=sum(1 for t in current if t.ready and t.revision == revision),

@@ -4,7 +4,10 @@ each strategy makes its own (``strategies``), ``previewing`` picks the strategy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from pydantic.alias_generators import to_camel
 
 __all__ = ["PlannedStep", "RolloutPlan"]
 
@@ -17,7 +20,7 @@ class PlannedStep:
     weights: dict[str, int] = field(default_factory=dict)
     """Traffic share per revision, when the release sets weights."""
     analysis: str = ""
-    earliest_at: float | None = 0.0
+    earliest_after: float | None = 0.0
     """Seconds after the start at which this step can be done at the earliest (None: it waits
     for a person)."""
 
@@ -31,3 +34,13 @@ class RolloutPlan:
     peak_tasks: int
     earliest_finish: float | None
     notes: tuple[str, ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        """camelCase, as the API's other documents (``earliestAfter``, ``peakTasks`` …)."""
+        doc = _camel(self)
+        doc["steps"] = [_camel(step) for step in self.steps]
+        return doc
+
+
+def _camel(record: PlannedStep | RolloutPlan) -> dict[str, Any]:
+    return {to_camel(f.name): getattr(record, f.name) for f in fields(record)}

@@ -391,11 +391,8 @@ class ClusterStore:
         deployments = await self.list_deployments(name)
         shown, _ = status_deployment(deployments)
         return DeploymentStatus.of(
-            service_name=name,
-            image=service.spec.version_label,
-            strategy=str(service.spec.deploy.strategy),
+            spec=service.spec,
             revision=service.revision,
-            replicas=service.spec.replicas,
             deployments=deployments,
             tasks=await self.list_tasks(name),
             now=self.clock.now(),

@@ -240,7 +240,7 @@ def preview(spec: ServiceSpec, revision: int, new: int) -> RolloutPlan:
             PlannedStep(
                 f"batch {b + 1}/{batches}: slots {first}-{last} to revision {new}",
                 {"old": n - last, "new": last},
-                earliest_at=at,
+                earliest_after=at,
             )
         )
     surge = per_batch if cfg.order == "start-first" else 0
