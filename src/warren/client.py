@@ -135,11 +135,13 @@ class Client:
     def create_service(self, spec: ServiceSpec) -> Service:
         return Service.model_validate(self.request("POST", "/v1/services", json=spec.to_wire()))
 
-    def apply_service(self, spec: ServiceSpec) -> tuple[Service, str]:
-        """Create or replace; returns the service and ``created|updated|unchanged``."""
+    def apply_service(self, spec: ServiceSpec) -> tuple[Service, str, str | None]:
+        """Create or replace; returns the service, ``created|updated|unchanged`` and the
+        deployment the change started, if any."""
         body = self.request("PUT", f"/v1/services/{spec.name}", json=spec.to_wire())
         result = body.pop("result")
-        return Service.model_validate(body), str(result)
+        deployment = body.pop("deployment", None)
+        return Service.model_validate(body), str(result), deployment
 
     def get_service(self, name: str) -> Service:
         return Service.model_validate(self.request("GET", f"/v1/services/{name}"))

@@ -65,7 +65,7 @@ def test_health_check_flags_reach_the_spec(server: ServerProcess) -> None:
     env = server.env()
     created = warren(
         "service", "create", "slow", "--command", "sleep 60", "--health-tcp",
-        "--health-start-period", "30s", "--health-retries", "2", env=env,
+        "--health-start-period", "30s", "--health-retries", "2", "--detach", env=env,
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     check = server.client().get_service("slow").spec.health_check
@@ -96,7 +96,9 @@ def test_errors_from_the_server(server: ServerProcess, tmp_path: Path) -> None:
     bad.write_text("apiVersion: warren.io/v1\nkind: Service\nmetadata: {name: web\n")
     one_line_error(warren("apply", "-f", str(bad), env=env), "line")
     one_line_error(warren("apply", "-f", str(tmp_path / "missing.yaml"), env=env), "cannot read")
-    assert warren("service", "create", "web", "--command", "sleep 60", env=env).returncode == 0
+    assert (
+        warren("service", "create", "web", "--command", "sleep 60", "-d", env=env).returncode == 0
+    )
     one_line_error(warren("service", "create", "web", "--command", "x", env=env), "already exists")
     one_line_error(warren("service", "update", "web", env=env), "nothing to change")
     one_line_error(
@@ -110,7 +112,8 @@ def test_errors_from_the_server(server: ServerProcess, tmp_path: Path) -> None:
 
 def test_deploy_plan_takes_the_update_flags(server: ServerProcess) -> None:
     env = server.env()
-    created = warren("service", "create", "planned", "--command", "sleep 60", "-r", "4", env=env)
+    created = warren("service", "create", "planned", "--command", "sleep 60", "-r", "4", "-d",
+                     env=env)  # fmt: skip
     assert created.returncode == 0, created.stderr
     plan = warren(
         "deploy", "plan", "planned", "--env", "V=2", "--parallelism", "2", "--delay", "3s",

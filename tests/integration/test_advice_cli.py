@@ -13,7 +13,9 @@ COMMAND = "python -m warren.demo.app"
 def test_create_update_and_apply_warn_and_do_what_was_asked(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    created = warren(server, "service", "create", "web", "--command", COMMAND, "--replicas", "2")
+    created = warren(
+        server, "service", "create", "web", "--command", COMMAND, "--replicas", "2", "--detach"
+    )
     assert created.returncode == 0, created.stderr
     assert created.stdout.strip() == "service web created (revision 1)"
     assert "warning: service web: no health check" in created.stderr

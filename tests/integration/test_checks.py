@@ -78,7 +78,8 @@ def canary_spec(port: int, analysis: dict[str, Any], version: str = "v1") -> dic
             "replicas": 2,
             "env": {"VERSION": version},
             "ports": [{"published": port}],
-            "healthCheck": {"http": {"path": "/healthz"}, "interval": "200ms"},
+            # Fast probes; a loaded machine may take longer than 3 of them to start the app.
+            "healthCheck": {"http": {"path": "/healthz"}, "interval": "200ms", "startPeriod": "5s"},
             "deploy": {
                 "strategy": "canary",
                 "canary": {
@@ -94,7 +95,7 @@ def apply(server: ServerProcess, tmp_path: Path, doc: dict[str, Any]) -> None:
     path = tmp_path / "web.json"  # JSON is YAML
     path.write_text(json.dumps(doc))
     done = subprocess.run(
-        [sys.executable, "-m", "warren", "apply", "-f", str(path)],
+        [sys.executable, "-m", "warren", "apply", "-f", str(path), "--detach"],
         env=server.env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -210,11 +210,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.put("/v1/services/{name}", tags=["services"])
     async def apply_service(name: str, spec: ServiceSpec, _: Auth) -> JSONResponse:
-        """Create the service, or replace its spec (a new revision when the template changed)."""
+        """Create the service, or replace its spec (a new revision when the template changed;
+        the deployment it starts is in ``deployment``)."""
         if spec.name != name:
             raise ValidationError(f"does not match the URL ({name!r})", "name")
         admit(spec)
         try:
+            before, _kv = await cluster.get_service(name)
             service, changed = await cluster.update_service(name, lambda _old: spec, "apply")
         except NotFoundError:
             service = await cluster.create_service(spec)
@@ -223,7 +225,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         result = "updated" if changed else "unchanged"
         if changed:
             await _record_update(service)
-        return JSONResponse({**service.to_wire(), "result": result})
+        started = await _started(before, service)
+        return JSONResponse({**service.to_wire(), "result": result, **started})
 
     async def _record_update(service: Service) -> None:
         await cluster.record(

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -18,11 +19,13 @@ from ..client import Client
 from ..domain.deployments import Deployment, DeploymentStatus, Phase
 from ..domain.durations import format_duration
 from ..domain.errors import WarrenError
+from ..domain.services import Service
+from ..domain.tasks import Task, TaskState
 from .changes import PLAN, Changes, change_flags
 from .documents import load_services
 from .output import OUTPUT, QUIET, Format, ago, console, show
 
-__all__ = ["app", "follow"]
+__all__ = ["app", "follow", "follow_start"]
 
 app = typer.Typer(help="Follow and steer deployments (rollouts).", no_args_is_help=True)
 
@@ -260,6 +263,54 @@ def follow(client: Client, service: str, deployment_id: str) -> None:
         raise WarrenError(f"deployment {followed.id} {followed.phase}: {followed.message}")
     took = (followed.finished_at or time.time()) - followed.started_at
     console.print(f"deployment {followed.id} succeeded in {format_duration(round(took, 1))}")
+
+
+def follow_start(client: Client, service: Service) -> None:
+    """Show a new service's tasks starting until every replica has been ready for the monitor
+    period (``updateConfig.monitor``), as ``docker service create`` verifies; raise (exit
+    status 1) if they are not by the progress deadline, with the last failure. Each failed
+    start is one line as it happens."""
+    name, revision, replicas = service.name, service.revision, service.spec.replicas
+    config = service.spec.deploy.update_config
+    if replicas == 0:
+        return
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=30),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} ready"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    started = time.monotonic()
+    ready_since: dict[str, float] = {}  # by task id: when this command first saw it ready
+    failed: dict[str, Task] = {}
+    with progress:
+        bar = progress.add_task(f"{name} revision {revision}", total=replicas)
+        while True:
+            now = time.monotonic()
+            tasks = [t for t in client.list_tasks(name) if t.revision == revision]
+            for t in tasks:
+                if t.state == TaskState.FAILED and t.id not in failed:
+                    failed[t.id] = t
+                    why = t.message or (f"exit {t.exit_code}" if t.exit_code is not None else "")
+                    progress.console.print(f"  [red]task {t.id} failed[/red]: {escape(why)}")
+            ready = {t.id for t in tasks if t.ready and t.wants_running}
+            ready_since = {i: ready_since.get(i, now) for i in ready}
+            stable = sum(1 for since in ready_since.values() if now - since >= config.monitor)
+            progress.update(bar, completed=stable)
+            if stable >= replicas:
+                break
+            if now - started > config.progress_deadline:
+                last = max(failed.values(), key=lambda t: t.updated_at, default=None)
+                why = f"; last failure: task {last.id}: {last.message}" if last else ""
+                raise WarrenError(
+                    f"service {name}: {stable}/{replicas} tasks ready after the progress "
+                    f"deadline ({format_duration(config.progress_deadline)}){why} — "
+                    f"`warren service ps {name}` and `warren service logs {name}` say more"
+                )
+            time.sleep(0.25)
+    console.print(f"service {name}: {replicas}/{replicas} tasks ready")
 
 
 @app.command()

@@ -26,9 +26,10 @@ from ..domain.errors import MissingExtraError, WarrenError
 from ..ingress.limits import Limits
 from ..paths import default_data_dir, token_path
 from . import cluster, deploy, node, service
+from .deploy import follow, follow_start
 from .documents import load_services
 from .flags import DURATION, POSITIVE_DURATION
-from .output import advise_on, console, fail
+from .output import DETACH, advise_on, console, fail
 
 if TYPE_CHECKING:
     from ..ingress.supervising import IngressSupervisor
@@ -664,14 +665,35 @@ def _logging(log_level: str) -> None:
 @app.command()
 def apply(
     file: Annotated[Path, typer.Option("--file", "-f", help="Service YAML ('-' for stdin).")],
+    detach: DETACH = False,
 ) -> None:
-    """Create or update every service described in a YAML file."""
+    """Create or update every service described in a YAML file. Without --detach, then follows
+    each: a new service until its tasks are ready, an update's deployment until it ends; exits
+    0 only if all of them succeed."""
     specs = load_services(file)
     with Client() as client:
+        applied = []
         for spec in specs:
-            svc, result = client.apply_service(spec)
+            svc, result, deployment = client.apply_service(spec)
             console.print(f"service {svc.name} {result} (revision {svc.revision})")
             advise_on(svc.spec)
+            applied.append((svc, result, deployment))
+        if detach:
+            return
+        # All written first, then followed: the services start side by side, and one that
+        # fails does not keep the others from being followed.
+        failed = 0
+        for svc, result, deployment in applied:
+            try:
+                if result == "created":
+                    follow_start(client, svc)
+                elif deployment is not None:
+                    follow(client, svc.name, deployment)
+            except WarrenError as exc:
+                fail(exc.message)
+                failed += 1
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

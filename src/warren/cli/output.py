@@ -21,6 +21,7 @@ from ..domain.advice import advise
 from ..domain.specs import ServiceSpec
 
 __all__ = [
+    "DETACH",
     "OUTPUT",
     "QUIET",
     "Format",
@@ -87,6 +88,7 @@ OUTPUT = Annotated[
     ),
 ]  # fmt: skip
 QUIET = Annotated[bool, typer.Option("--quiet", "-q", help="Names or ids only, one per line.")]
+DETACH = Annotated[bool, typer.Option("--detach", "-d", help="Return at once.")]
 
 
 def iso(when: float | None) -> str | None:

@@ -20,10 +20,10 @@ from ..domain.services import EnvChange, RevisionEntry, env_changes
 from ..domain.specs import ServiceSpec, patch_spec, service_to_document
 from ..domain.tasks import Task, TaskState
 from .changes import CREATE, UPDATE, Changes, change_flags
-from .deploy import follow
+from .deploy import follow, follow_start
 from .documents import load_services
 from .flags import change_ports, parse_publish
-from .output import OUTPUT, QUIET, Format, advise_on, ago, console, show
+from .output import DETACH, OUTPUT, QUIET, Format, advise_on, ago, console, show
 
 __all__ = ["app"]
 
@@ -37,8 +37,11 @@ def create(
     # The flags' values, given by @change_flags.
     changes: Changes = None,  # type: ignore[assignment]
     file: Annotated[Path | None, typer.Option("--file", "-f", help="A service YAML.")] = None,
+    detach: DETACH = False,
 ) -> None:
-    """Create a service from flags (or from -f FILE.yaml)."""
+    """Create a service from flags (or from -f FILE.yaml). Without --detach, shows its tasks
+    starting and exits 0 once every replica is ready, 1 if they are not by the progress
+    deadline."""
     spec_changes = changes.to_spec()
     if file is not None:
         specs = load_services(file)
@@ -58,8 +61,10 @@ def create(
         spec = parse_model(ServiceSpec, {"name": name, **spec_changes})
     with Client() as client:
         service = client.create_service(spec)
-    console.print(f"service {service.name} created (revision {service.revision})")
-    advise_on(service.spec)
+        console.print(f"service {service.name} created (revision {service.revision})")
+        advise_on(service.spec)
+        if not detach:
+            follow_start(client, service)
 
 
 @app.command("ls")
@@ -233,9 +238,7 @@ def update(
     name: str,
     # The flags' values, given by @change_flags.
     changes: Changes = None,  # type: ignore[assignment]
-    detach: Annotated[
-        bool, typer.Option("--detach", "-d", metavar="", help="Return at once.")
-    ] = False,
+    detach: DETACH = False,
 ) -> None:
     """Change a service. A change of image, command, env, health check … makes a new revision
     and starts a deployment; without --detach, follows it live and exits 0 only if it succeeds."""
@@ -276,9 +279,7 @@ def rollback(
     to_revision: Annotated[
         int | None, typer.Option("--to-revision", min=1, help="Default: the previous one.")
     ] = None,
-    detach: Annotated[
-        bool, typer.Option("--detach", "-d", metavar="", help="Return at once.")
-    ] = False,
+    detach: DETACH = False,
 ) -> None:
     """Go back to the previous revision (or --to-revision N) with the rollback config."""
     with Client() as client:
