@@ -384,7 +384,8 @@ class Server:
 
         async def restart() -> None:
             delay = 0.5
-            while True:
+            # Stopping: registering again would end the node's own drain (``leave``).
+            while not self._stopped.is_set():
                 try:
                     await agent.start(functools.partial(self._assigned, agent.name))
                     log.info("node %s: the store answers again; agent started", agent.name)

@@ -431,7 +431,9 @@ class Worker:
                     stale = set(self.ingress.routes) - routes
                     await self.ingress.update(dict.fromkeys(stale))
                 fencing = self.lease_watch is not None and self.lease_watch.fencing
-                if not self._running and self._starting is None and not fencing:
+                # Stopping: registering again would end the node's own drain (``leave``).
+                stopping = self._stopped.is_set()
+                if not self._running and self._starting is None and not fencing and not stopping:
                     self._starting = asyncio.get_running_loop().create_task(self._start_agent())
             if self._reconnect:
                 self._reconnect = False
