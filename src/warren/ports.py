@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from .domain.events import Level
-from .domain.nodes import Node
+from .domain.nodes import DrainStatus, Node
 from .domain.services import Revision
 from .domain.specs import HealthCheck, ServiceSpec
 from .domain.tasks import Task
@@ -258,6 +258,17 @@ class Dispatcher(Protocol):
 
     async def record(self, kind: str, message: str, level: Level, task: Task) -> None:
         """An event about one of the node's tasks (a failure, for ``warren service ps``)."""
+        ...
+
+    async def leave(self) -> None:
+        """The node drains itself on its way out (its process is stopping): no new tasks, its
+        tasks move to other nodes. Undone when the node registers again; an operator's drain
+        stays as it is."""
+        ...
+
+    def drain_progress(self) -> AsyncIterator[DrainStatus]:
+        """How far the node's drain has come: now, then after every change, until the caller
+        stops reading. UnavailableError when no manager (or store) answers."""
         ...
 
 

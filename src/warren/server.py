@@ -3,10 +3,10 @@ the API of one ``warren server``, and starts and stops them in order.
 
 Start-up fails early with one clear message (data dir in use by another server, a port taken)
 before anything is half-started; shutdown leaves the tasks running — a restarted server
-re-adopts them. The ingress runs in this process (``ingress="embedded"``), or as a process of
-its own that outlives this one (``"process"``, the command line's default: ``warren ingress``,
-supervised here, ``ingress.supervising``): shutdown leaves it serving, and a restarted server
-adopts it.
+re-adopts them — unless the server drains its node first (``leave``, ``agent.leaving``). The
+ingress runs in this process (``ingress="embedded"``), or as a process of its own that outlives
+this one (``"process"``, the command line's default: ``warren ingress``, supervised here,
+``ingress.supervising``): shutdown leaves it serving, and a restarted server adopts it.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from . import __version__
 from .agent import Agent, FakeDriver, LeaseWatch, StoreDispatcher
+from .agent.leaving import Leaving, Outcome
 from .agent.runtimes import close_runtimes, local_runtimes
 from .api import ApiContext, create_app
 from .api.metrics import build_metrics
@@ -173,6 +174,11 @@ class ServerConfig:
     ingress_workers: int | None = None
     """With ``ingress="process"``: how many ingress processes serve the ports (SO_REUSEPORT);
     None: one per core."""
+    drain_timeout: float = 0.0
+    """Stopping (``leave``), a server that runs tasks drains its node first: how long its
+    tasks may take to move to other nodes before they are stopped anyway; 0: it leaves at
+    once, its tasks left running for a restarted server to adopt. ``warren server`` drains
+    (``--drain-timeout``, 60 s)."""
 
 
 class _PlaneView:
@@ -211,6 +217,8 @@ class Server:
         self.http: HttpServer | None = None
         self._lock_fd: int | None = None
         self._stopped = asyncio.Event()
+        self._interrupted = asyncio.Event()
+        """A second stop request: a drain under way stops at once."""
 
     # ── start ────────────────────────────────────────────────────────────────────────────────
 
@@ -376,7 +384,8 @@ class Server:
 
         async def restart() -> None:
             delay = 0.5
-            while True:
+            # Stopping: registering again would end the node's own drain (``leave``).
+            while not self._stopped.is_set():
                 try:
                     await agent.start(functools.partial(self._assigned, agent.name))
                     log.info("node %s: the store answers again; agent started", agent.name)
@@ -529,7 +538,20 @@ class Server:
         return f"http://{host}:{port}"
 
     def request_stop(self) -> None:
+        """The first call ends ``wait``; a second one cuts ``leave`` short."""
+        if self._stopped.is_set():
+            self._interrupted.set()
         self._stopped.set()
+
+    async def leave(self, say: Callable[[str], None]) -> Outcome | None:
+        """Drain this server's own node before it stops (``agent.leaving``), up to
+        ``drain_timeout``, everything else still running (its controllers may be the ones
+        that move the tasks). None when it does not drain (no tasks run here, a timeout of 0)."""
+        agent = self.agents.get(self.config.node_name) if self.config.worker else None
+        if self.config.drain_timeout <= 0 or agent is None or not agent.running:
+            return None
+        leaving = Leaving(agent, self.clock, say, self._interrupted)
+        return await leaving.run(self.config.drain_timeout)
 
     async def wait(self) -> None:
         assert self.http is not None and self.http.task is not None

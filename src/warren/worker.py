@@ -15,6 +15,9 @@ Cut off from every manager for longer than the heartbeat lease, the worker stops
 its own (``Agent.fence``): the managers have declared the node down and started the tasks
 elsewhere, and a task must not run twice for longer than its stop grace. When the link comes
 back it registers again and reports those tasks stopped.
+
+Stopped (SIGTERM, Ctrl-C), it drains its node first when given a drain timeout (``leave``,
+``agent.leaving``): its tasks move to other nodes, then it exits.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .agent import Agent, LeaseWatch
+from .agent.leaving import Leaving, Outcome
 from .agent.runtimes import close_runtimes, local_runtimes
 from .api.metrics import build_metrics
 from .api.nodes import node_app, node_routes
@@ -43,7 +47,7 @@ from .domain.errors import (
     WarrenError,
 )
 from .domain.events import Level
-from .domain.nodes import Node
+from .domain.nodes import DrainStatus, Node
 from .domain.services import Revision
 from .domain.tasks import Task
 from .ingress import Ingress, Limits
@@ -92,6 +96,10 @@ class WorkerConfig:
     """``server.INGRESS_MODES``: ``warren worker`` runs it as a "process"."""
     ingress_workers: int | None = None
     """With ``ingress="process"``: how many ingress processes; None: one per core."""
+    drain_timeout: float = 0.0
+    """Stopping (``leave``): how long the node may take to move its tasks to other nodes
+    before it stops them anyway; 0: it leaves at once, its tasks left running for a
+    restarted worker to adopt. ``warren worker`` drains (``--drain-timeout``, 60 s)."""
 
 
 class RemoteDispatcher:
@@ -174,6 +182,14 @@ class RemoteDispatcher:
         except WarrenError as exc:  # an event is worth a try, not a wait
             log.warning("event %s not recorded: %s", kind, exc)
 
+    async def leave(self) -> None:
+        await self.link.call("POST", "/v1/worker/leave")
+
+    async def drain_progress(self) -> AsyncIterator[DrainStatus]:
+        async for message in self.link.lines("/v1/worker/drain"):
+            if message.get("type") == "drain":
+                yield DrainStatus.model_validate(message["drain"])
+
 
 class Worker:
     def __init__(self, config: WorkerConfig, clock: Clock | None = None) -> None:
@@ -194,6 +210,8 @@ class Worker:
         self.connected = asyncio.Event()
         """Set while the agent runs (started, not fenced)."""
         self._stopped = asyncio.Event()
+        self._interrupted = asyncio.Event()
+        """A second stop request: a drain under way stops at once."""
         self.reporter: TrafficReporter | None = None
         self.http: HttpServer | None = None
         self._logs_token: str | None = None
@@ -318,10 +336,21 @@ class Worker:
         log.info("joined as node %s", cfg.node_name)
 
     def request_stop(self) -> None:
+        """The first call ends ``wait``; a second one cuts ``leave`` short."""
+        if self._stopped.is_set():
+            self._interrupted.set()
         self._stopped.set()
 
     async def wait(self) -> None:
         await self._stopped.wait()
+
+    async def leave(self, say: Callable[[str], None]) -> Outcome | None:
+        """Drain the node before it stops (``agent.leaving``), up to ``drain_timeout``; None
+        when it does not drain (a timeout of 0, an agent not running)."""
+        if self.config.drain_timeout <= 0 or self.agent is None or not self._running:
+            return None
+        leaving = Leaving(self.agent, self.clock, say, self._interrupted)
+        return await leaving.run(self.config.drain_timeout)
 
     async def stop(self) -> None:
         """Stop serving; the tasks keep running (a restarted worker adopts them)."""
@@ -402,7 +431,9 @@ class Worker:
                     stale = set(self.ingress.routes) - routes
                     await self.ingress.update(dict.fromkeys(stale))
                 fencing = self.lease_watch is not None and self.lease_watch.fencing
-                if not self._running and self._starting is None and not fencing:
+                # Stopping: registering again would end the node's own drain (``leave``).
+                stopping = self._stopped.is_set()
+                if not self._running and self._starting is None and not fencing and not stopping:
                     self._starting = asyncio.get_running_loop().create_task(self._start_agent())
             if self._reconnect:
                 self._reconnect = False

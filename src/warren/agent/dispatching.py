@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from ..domain.errors import NotFoundError
 from ..domain.events import Level
-from ..domain.nodes import Heartbeat, Node
+from ..domain.nodes import DrainStatus, Heartbeat, Node
 from ..domain.services import Revision
 from ..domain.tasks import Task
 from ..store.cluster import HEARTBEATS, ClusterStore, encode
@@ -70,3 +70,9 @@ class StoreDispatcher:
         await self.cluster.record(
             kind, message, level, service=task.service, task=task.id, node=task.node
         )
+
+    async def leave(self) -> None:
+        await self.cluster.drain_for_shutdown(self._node)
+
+    def drain_progress(self) -> AsyncIterator[DrainStatus]:
+        return self.cluster.drain_progress(self._node)

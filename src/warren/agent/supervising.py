@@ -161,6 +161,29 @@ class Agent:
                 halts += [halt(driver, r.task_id) for r in await driver.recover() if r.alive]
         await asyncio.gather(*halts)
 
+    async def halt(self, why: str, at_once: bool = False) -> int:
+        """Stop every task of the node, and report each stopped, without waiting for the
+        control plane to shut them down: the node is leaving (``agent.leaving``). Each is
+        drained and given its stop grace, or, ``at_once``, killed. Returns how many there
+        were. A report waits for a manager: bound this with a timeout, and ``fence`` after."""
+        supervisors = list(self.supervisors.values())
+        for sup in supervisors:
+            sup.halt(why, at_once)
+        if at_once:  # those already stopping, drained and given their grace: killed too
+            await asyncio.gather(*(sup.kill() for sup in supervisors))
+        await asyncio.gather(*(sup.finished() for sup in supervisors))
+        return len(supervisors)
+
+    def stop_takes(self) -> float:
+        """The longest a task of the node takes to stop: drain, then grace (10 s when unknown)."""
+        return max(
+            (
+                (s.spec.drain_timeout + s.spec.stop_grace) if s.spec else 10.0
+                for s in self.supervisors.values()
+            ),
+            default=0.0,
+        )
+
     async def stop(self) -> None:
         """Stop supervising; the tasks themselves keep running (a restarted agent adopts them)."""
         self._started = False
@@ -188,6 +211,10 @@ class Supervisor:
         """Set by the health watcher when the task failed its probes: stop it as failed."""
         self.stop_grace: float | None = None
         """Known once the task's spec is read."""
+        self.spec: ServiceSpec | None = None
+        """Known once read: what its stop takes (drain timeout, stop grace)."""
+        self._halt: tuple[str, bool] | None = None
+        """Stop the task though its desired state says run: (why, at once). Its node leaves."""
 
     def start(self) -> None:
         self._runner = asyncio.get_running_loop().create_task(self._run(), name=self.task.id)
@@ -199,6 +226,26 @@ class Supervisor:
             self.task = task
         self._changed.set()
 
+    def halt(self, why: str, at_once: bool = False) -> None:
+        """Stop the task now, whatever the control plane wants: its node is leaving the
+        cluster and the task could not move in time. ``at_once``: no drain, no grace."""
+        if self._halt is None or at_once:
+            self._halt = (why, at_once)
+        self._changed.set()
+
+    async def kill(self) -> None:
+        """Kill the task's process now, if it has one (its supervisor reports the stop)."""
+        driver: Driver | None = getattr(self, "driver", None)
+        if driver is not None:
+            with contextlib.suppress(WarrenError):
+                await driver.stop(self.task.id, 0.0)
+
+    async def finished(self) -> None:
+        """Wait until the supervisor has ended (the task stopped and reported)."""
+        if self._runner is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(self._runner)
+
     async def cancel(self) -> None:
         if self._runner is not None:
             self._runner.cancel()
@@ -207,7 +254,12 @@ class Supervisor:
 
     @property
     def _wants_stop(self) -> bool:
-        return self._deleted or not self.task.wants_running or self.task.state == TaskState.STOPPING
+        return (
+            self._deleted
+            or self._halt is not None
+            or not self.task.wants_running
+            or self.task.state == TaskState.STOPPING
+        )
 
     async def _report(self, change: Callable[[Task], Task | None]) -> Task | None:
         """Write observed state with compare-and-swap; the task may be gone or ended."""
@@ -261,7 +313,7 @@ class Supervisor:
             await self._become(TaskState.FAILED, message=exc.message)
             return
         self.driver, self.prober = driver, prober
-        self.stop_grace = spec.stop_grace
+        self.stop_grace, self.spec = spec.stop_grace, spec
         # Starting, and the driver has no record of it: the agent died in the middle of the start,
         # before the driver recorded a process (whatever it had forked, its recover stopped).
         # Nothing of the task ever ran, so nothing failed: it is started again. Reported failed,
@@ -349,6 +401,14 @@ class Supervisor:
             await self._event_failed(self._health_failure)
         elif exit_wait.done() and not self._wants_stop:
             await self._ended(exit_wait.result())
+        elif self._halt is not None and self.task.wants_running:
+            exit_wait.cancel()
+            why, at_once = self._halt
+            await (
+                self._stop_at_once(why)
+                if at_once
+                else self._stop(spec, handle, TaskState.STOPPED, why)
+            )
         else:
             exit_wait.cancel()
             await self._stop(spec, handle, TaskState.STOPPED, self.task.message or "stopped")
@@ -385,6 +445,13 @@ class Supervisor:
                 )
         status = await self.driver.stop(self.task.id, spec.stop_grace)
         await self._become(final, exit_code=status.exit_code, message=why)
+
+    async def _stop_at_once(self, why: str) -> None:
+        """Kill first, report after: the node leaves now, and a report may wait for a manager
+        (no drain: the control plane routes to the replacement once it hears of the stop)."""
+        status = await self.driver.stop(self.task.id, 0.0)
+        await self._become(TaskState.STOPPING)
+        await self._become(TaskState.STOPPED, exit_code=status.exit_code, message=why)
 
     async def _watch_health(self, spec: ServiceSpec, handle: TaskHandle) -> None:
         clock = self.agent.clock

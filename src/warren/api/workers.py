@@ -4,12 +4,16 @@ A worker joins with the cluster's join token (``warren cluster join-token``) and
 own token; with it, it may register its node, keep the node's heartbeat lease alive, follow its
 assignments (its node's tasks, and the routing table for its ingress) or the routing table
 alone (an ingress of its own process), read the revisions its tasks run and report their
-observed state — nothing else: every other route answers 403, and a
-report about another node's task, or that changes what the control plane decides, too."""
+observed state, and drain its node on its way out and follow that drain — nothing else: every
+other route answers 403, and a report about another node's task, or that changes what the
+control plane decides, too."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -18,6 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from ..agent.dispatching import bind_heartbeat
+from ..control.assigning import PING
 from ..control.traffic import KEEP
 from ..domain.base import Model
 from ..domain.errors import (
@@ -26,9 +31,10 @@ from ..domain.errors import (
     ForbiddenError,
     NotFoundError,
     ValidationError,
+    WarrenError,
 )
 from ..domain.events import Level
-from ..domain.nodes import Node
+from ..domain.nodes import DrainStatus, Node
 from ..domain.tasks import Task
 from ..ports import RECENT_KEPT
 from ..store.cluster import HEARTBEATS, ClusterStore
@@ -197,6 +203,20 @@ def worker_routes(
             raise NotFoundError("this server does not stream its routing")
         return StreamingResponse(routes(), media_type="application/x-ndjson")
 
+    @router.post("/leave")
+    async def leave(node: NodeAuth) -> dict[str, Any]:
+        """The node is stopping: it drains itself (no new tasks; its tasks move to other nodes,
+        each replacement ready before the old task stops). The drain is the node's: it ends
+        when the node registers again. A node an operator drained stays so."""
+        drained, _ = await cluster.drain_for_shutdown(node)
+        return drained.to_wire()
+
+    @router.get("/drain")
+    async def follow_drain(node: NodeAuth) -> StreamingResponse:
+        """How far the node's drain has come (``DrainStatus``), one JSON object per line: now,
+        then at every change; ``{"type": "ping"}`` when nothing changed for a while."""
+        return StreamingResponse(_drain_lines(cluster, node), media_type="application/x-ndjson")
+
     @router.get("/tasks/{task_id}")
     async def get_task(task_id: str, node: NodeAuth) -> dict[str, Any]:
         task, revision = await own_task(node, task_id)
@@ -244,3 +264,34 @@ def worker_routes(
         return event.to_wire()
 
     return router
+
+
+async def _drain_lines(cluster: ClusterStore, node: str) -> AsyncIterator[bytes]:
+    """``drain_progress`` as NDJSON, with a ping every PING seconds of quiet (so that the
+    worker knows the stream lives). The progress is read by a task of its own: a timeout
+    around the generator's next step would close it."""
+    queue: asyncio.Queue[DrainStatus | None] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for status in cluster.drain_progress(node):
+                queue.put_nowait(status)
+        finally:
+            queue.put_nowait(None)
+
+    reader = asyncio.get_running_loop().create_task(pump())
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(PING):
+                    status = await queue.get()
+            except TimeoutError:
+                yield b'{"type":"ping"}\n'
+                continue
+            if status is None:
+                return
+            yield json.dumps({"type": "drain", "drain": status.to_wire()}).encode() + b"\n"
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WarrenError):
+            await reader  # a store that stopped answering: the stream ended, the worker asks again

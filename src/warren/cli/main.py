@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
@@ -29,9 +29,10 @@ from . import cluster, deploy, node, service
 from .deploy import follow, follow_start
 from .documents import load_services
 from .flags import DURATION, POSITIVE_DURATION
-from .output import DETACH, advise_on, console, fail
+from .output import DETACH, advise_on, console, err_console, fail
 
 if TYPE_CHECKING:
+    from ..agent.leaving import Outcome
     from ..ingress.supervising import IngressSupervisor
 
 __all__ = ["app", "main"]
@@ -137,6 +138,21 @@ IngressMode = Annotated[
         metavar="MODE",
         help="process: `warren ingress`, a process of its own, started and supervised here; "
         "it outlives this one, so a restart drops no request. embedded: in this process.",
+    ),
+]
+
+
+NodeDrainTimeout = Annotated[
+    float,
+    typer.Option(
+        "--drain-timeout",
+        parser=DURATION,
+        metavar="DUR",
+        show_default="60s",
+        help="On SIGTERM or Ctrl-C, the node drains first: its tasks move to other nodes "
+        "(each replacement ready before the old task stops), then it exits; after this long "
+        "it stops the tasks that did not move (a second signal: at once). Tasks no other node "
+        "can take keep running. 0: exit at once, tasks left running for a restart to adopt.",
     ),
 ]
 
@@ -298,6 +314,7 @@ def server(
     heartbeat_ttl: HeartbeatTtl = 10.0,
     ingress: IngressMode = "process",
     ingress_workers: IngressWorkers = None,
+    drain_timeout: NodeDrainTimeout = 60.0,
     ingress_head_timeout: HeadTimeout = _LIMITS.head_timeout,
     ingress_idle_timeout: IdleTimeout = _LIMITS.idle_timeout,
     ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
@@ -337,6 +354,7 @@ def server(
         simulate_nodes=simulate_nodes,
         ingress=_ingress_mode(ingress),
         ingress_workers=ingress_workers,
+        drain_timeout=drain_timeout,
     )
 
     srv = Server(config)
@@ -352,8 +370,9 @@ def server(
             f"  data     {config.data_dir}"
         )
 
-    kept = "tasks and ingress keep" if config.ingress == "process" else "tasks keep"
-    _serve(srv, banner, f"stopping ({kept} running; a restarted server adopts them)")
+    status = _serve(srv, banner, _goodbye("server", config.ingress), srv.leave)
+    if status:
+        raise typer.Exit(status)
 
 
 class _Serving(Protocol):
@@ -366,26 +385,60 @@ class _Serving(Protocol):
     async def stop(self) -> None: ...
 
 
-def _serve(process: _Serving, banner: Callable[[], str], goodbye: str) -> None:
+Leave = Callable[[Callable[[str], None]], Awaitable["Outcome | None"]]
+"""A node's drain on its way out: given how to say each step, what came of it (None: it did
+not drain)."""
+
+
+def _goodbye(what: str, ingress: str) -> Callable[[Outcome | None], str]:
+    """What a server or worker says as it stops, after its drain (``outcome``) if any."""
+
+    from ..agent.leaving import Outcome
+
+    def goodbye(outcome: Outcome | None) -> str:
+        kept = "ingress keeps" if ingress == "process" else ""
+        if outcome is None or outcome in (Outcome.STAYED, Outcome.UNREACHED):
+            kept = "tasks and ingress keep" if kept else "tasks keep"
+            return f"stopping ({kept} running; a restarted {what} adopts them)"
+        return f"stopping ({kept} running; a restarted {what} adopts it)" if kept else "stopping"
+
+    return goodbye
+
+
+def _say(line: str) -> None:
+    err_console.print(line, markup=False, soft_wrap=True)
+
+
+def _serve(
+    process: _Serving,
+    banner: Callable[[], str],
+    goodbye: Callable[[Outcome | None], str],
+    leave: Leave | None = None,
+) -> int:
     """Start ``process`` in a uvloop, say ``banner()``, run until SIGINT/SIGTERM (or until it
-    ends by itself), say ``goodbye`` and stop it."""
+    ends by itself); then ``leave`` (a node's drain: a second signal cuts it short), say
+    ``goodbye`` and stop it. Returns the exit status."""
     import uvloop
 
-    async def run() -> None:
+    async def run() -> int:
         await process.start()
         _tune_gc()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, process.request_stop)
         console.print(banner(), highlight=False)
+        outcome = None
         try:
             await process.wait()
+            if leave is not None:
+                outcome = await leave(_say)
         finally:
-            console.print(goodbye)
+            console.print(goodbye(outcome))
             await process.stop()
+        return outcome.exit_status if outcome is not None else 0
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(run())
+        return runner.run(run())
 
 
 def _tune_gc() -> None:
@@ -450,6 +503,7 @@ def worker(
     docker_network: DockerNetwork = None,
     ingress: IngressMode = "process",
     ingress_workers: IngressWorkers = None,
+    drain_timeout: NodeDrainTimeout = 60.0,
     ingress_head_timeout: HeadTimeout = _LIMITS.head_timeout,
     ingress_idle_timeout: IdleTimeout = _LIMITS.idle_timeout,
     ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
@@ -486,6 +540,7 @@ def worker(
         docker_network=docker_network,
         ingress=_ingress_mode(ingress),
         ingress_workers=ingress_workers,
+        drain_timeout=drain_timeout,
     )
 
     wrk = Worker(config)
@@ -502,8 +557,9 @@ def worker(
             f"  data     {config.data_dir}"
         )
 
-    kept = "tasks and ingress keep" if config.ingress == "process" else "tasks keep"
-    _serve(wrk, banner, f"stopping ({kept} running; a restarted worker adopts them)")
+    status = _serve(wrk, banner, _goodbye("worker", config.ingress), wrk.leave)
+    if status:
+        raise typer.Exit(status)
 
 
 @app.command()
@@ -651,7 +707,7 @@ def ingress(
             f"  data     {config.data_dir}"
         )
 
-    _serve(proc, banner, "stopping: finishing the requests in flight")
+    _serve(proc, banner, lambda _: "stopping: finishing the requests in flight")
 
 
 def _logging(log_level: str) -> None:

@@ -52,7 +52,9 @@ def _print_nodes(summaries: list[NodeSummary]) -> None:
     for s in summaries:
         n = s.node
         status = f"[red]{n.status}[/red]" if n.status == NodeStatus.DOWN else str(n.status)
-        availability = f"[yellow]{n.availability}[/yellow]" if n.draining else str(n.availability)
+        availability = str(n.availability)
+        if n.draining:  # one the node made on its way out ends when it is back
+            availability = f"[yellow]{n.availability}{' (shutdown)' if n.leaving else ''}[/yellow]"
         table.add_row(
             n.name, status, availability, n.address, ",".join(n.drivers), f"{n.cpus:g}",
             _memory(n.memory), str(s.tasks), ago(n.updated_at),

@@ -2,7 +2,10 @@
 
 ``status`` is observed (heartbeats); ``availability`` is the operator's wish (drain). A node in
 ``drain`` gets no new tasks, and its tasks move to other nodes (``planning.reconciling``);
-``DrainStatus`` says how far that has come — it is computed from the tasks, never stored.
+``DrainStatus`` says how far that has come — it is computed from the tasks, never stored. A node
+also drains itself when its process is stopped (SIGTERM, Ctrl-C): ``drained_by`` tells that
+drain from an operator's, for the first is undone when the node registers again and the second
+is not.
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ from pydantic import Field
 from .base import Model
 from .tasks import Task
 
-__all__ = ["DrainStatus", "Heartbeat", "Node", "NodeAvailability", "NodeStatus", "NodeSummary"]
+__all__ = [
+    "DrainStatus",
+    "DrainedBy",
+    "Heartbeat",
+    "Node",
+    "NodeAvailability",
+    "NodeStatus",
+    "NodeSummary",
+]
 
 
 class NodeStatus(StrEnum):
@@ -25,6 +36,14 @@ class NodeStatus(StrEnum):
 class NodeAvailability(StrEnum):
     ACTIVE = "active"
     DRAIN = "drain"
+
+
+class DrainedBy(StrEnum):
+    """Who put a node in ``drain``: an operator (``warren node drain``), or the node itself on
+    its way out (its worker or server got SIGTERM or Ctrl-C: ``agent.leaving``)."""
+
+    OPERATOR = "operator"
+    SHUTDOWN = "shutdown"
 
 
 class Node(Model):
@@ -39,6 +58,10 @@ class Node(Model):
     drivers: tuple[str, ...] = ("process",)
     status: NodeStatus = NodeStatus.READY
     availability: NodeAvailability = NodeAvailability.ACTIVE
+    drained_by: DrainedBy | None = None
+    """Set while in ``drain``. A drain by ``shutdown`` ends when the node registers again (its
+    process is back); an operator's lasts until ``warren node activate``. (A drain stored
+    before this field existed counts as an operator's.)"""
     registered_at: float
     updated_at: float
 
@@ -49,6 +72,11 @@ class Node(Model):
     @property
     def draining(self) -> bool:
         return self.availability == NodeAvailability.DRAIN
+
+    @property
+    def leaving(self) -> bool:
+        """Drained by its own shutdown, not by an operator."""
+        return self.draining and self.drained_by == DrainedBy.SHUTDOWN
 
 
 class Heartbeat(Model):
@@ -77,6 +105,12 @@ class DrainStatus(Model):
     @property
     def done(self) -> bool:
         return not self.remaining and not self.stopping
+
+    @property
+    def all_stuck(self) -> bool:
+        """Every task left cannot move, and none is stopping: waiting will not change that
+        until a node frees up."""
+        return bool(self.remaining) and self.stuck >= self.remaining and not self.stopping
 
     def summary(self) -> str:
         """One line: ``draining: 2 tasks cannot move: no ready node runs the process driver``."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -35,13 +35,20 @@ from ..domain.deployments import (
     Reason,
     status_deployment,
 )
-from ..domain.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from ..domain.errors import (
+    CompactedError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ValidationError,
+)
 from ..domain.events import Event, Level
-from ..domain.nodes import Node, NodeAvailability, NodeStatus
+from ..domain.nodes import DrainedBy, DrainStatus, Node, NodeAvailability, NodeStatus
 from ..domain.requests import Intent, OperatorRequest
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec
 from ..domain.tasks import OBSERVED_FIELDS, DesiredState, Task, TaskState
+from ..planning.draining import drain_status
 from ..planning.releases import (
     fast_track_target,
     last_good_revision,
@@ -577,39 +584,106 @@ class ClusterStore:
             raise NotFoundError(f"node {name!r} not found")
         return decode(Node, kv)
 
-    async def put_node(self, node: Node) -> None:
+    async def put_node(self, node: Node) -> Node:
         """Register ``node`` (an agent starting). What is not the agent's to say is kept from
         the node registered before: the operator's ``availability`` (a drained node stays
         drained across agent restarts) and the ``status``, which the node watcher alone writes,
         from the node's heartbeat. A new node is down until its heartbeat is seen. (Written
         ready here, a node back after its lease expired was ready — placeable — before it had
-        a heartbeat, until the watcher wrote it down again and then ready.)"""
+        a heartbeat, until the watcher wrote it down again and then ready.) A node that drained
+        itself on its way out (``Node.leaving``) is back: active again, as in Swarm. Returns
+        the node as stored."""
         key = f"{NODES}{node.name}"
         for _ in range(10):
             kv = await self.raw.get(key)
             if kv is None:
                 new = node.model_copy(update={"status": NodeStatus.DOWN})
                 if (await self.raw.txn([Compare.absent(key)], [Put(key, encode(new))])).succeeded:
-                    return
+                    return new
                 continue
             old = decode(Node, kv)
-            new = node.model_copy(update={"availability": old.availability, "status": old.status})
+            kept = {"availability": old.availability, "drained_by": old.drained_by}
+            if old.leaving:
+                kept = {"availability": NodeAvailability.ACTIVE, "drained_by": None}
+            new = node.model_copy(update={**kept, "status": old.status})
             if (await self.raw.txn([Compare.unchanged(kv)], [Put(key, encode(new))])).succeeded:
-                return
+                if old.leaving:
+                    await self.record(
+                        "node.active", f"node {node.name} is back: active again", node=node.name
+                    )
+                return new
         raise ConflictError(f"node {node.name!r} kept changing while registering; try again")
 
     async def set_node_availability(self, name: str, availability: NodeAvailability) -> Node:
         """The operator's wish for a node: ``drain`` (no new tasks; its tasks move elsewhere)
-        or ``active``. NotFoundError for an unknown node."""
+        or ``active``. NotFoundError for an unknown node. Draining a node that drains itself
+        on its way out makes the drain the operator's: it outlasts the node's restart."""
+        by = DrainedBy.OPERATOR if availability == NodeAvailability.DRAIN else None
+        return await self._set_drain(name, availability, by)
+
+    async def drain_for_shutdown(self, name: str) -> tuple[Node, bool]:
+        """The node drains itself: its worker or server is stopping (``agent.leaving``). No
+        new tasks, its tasks move elsewhere, as with ``warren node drain``; but the drain is
+        the node's, undone when it registers again (``put_node``). A node an operator drained
+        stays the operator's. Returns the node, and whether this call drained it."""
+        node = await self.get_node(name)
+        if node.draining:
+            return node, False
+        node = await self._set_drain(name, NodeAvailability.DRAIN, DrainedBy.SHUTDOWN)
+        if node.drained_by != DrainedBy.SHUTDOWN:
+            return node, False  # an operator drained it meanwhile
+        await self.record(
+            "node.drain", f"node {name} is stopping: its tasks move to other nodes", node=name
+        )
+        return node, True
+
+    async def drain_progress(self, name: str) -> AsyncIterator[DrainStatus]:
+        """How far the drain of node ``name`` has come: now, then again whenever a change of
+        the tasks changes it, for as long as the caller reads (a watch, not polling)."""
+        last: DrainStatus | None = None
+        while True:
+            kvs, revision = await self.raw.range(TASKS)
+            tasks = {kv.key: decode(Task, kv) for kv in kvs}
+            status = drain_status(name, tasks.values())
+            if status != last:
+                yield status
+                last = status
+            watch = self.raw.watch(TASKS, revision + 1)
+            try:
+                async for batch in watch:
+                    for event in batch:
+                        if event.type == "put":
+                            tasks[event.kv.key] = decode(Task, event.kv)
+                        else:
+                            tasks.pop(event.kv.key, None)
+                    status = drain_status(name, tasks.values())
+                    if status != last:
+                        yield status
+                        last = status
+                return  # the store is closing
+            except CompactedError:
+                continue  # read the tasks again
+            finally:
+                await watch.aclose()  # type: ignore[attr-defined]
+
+    async def _set_drain(
+        self, name: str, availability: NodeAvailability, by: DrainedBy | None
+    ) -> Node:
         for _ in range(10):
             kv = await self.raw.get(f"{NODES}{name}")
             if kv is None:
                 raise NotFoundError(f"node {name!r} not found")
             node = decode(Node, kv)
-            if node.availability == availability:
+            if node.availability == availability and node.drained_by == by:
                 return node
+            if by == DrainedBy.SHUTDOWN and node.draining:
+                return node  # an operator's drain is never made the node's own
             new = node.model_copy(
-                update={"availability": availability, "updated_at": self.clock.now()}
+                update={
+                    "availability": availability,
+                    "drained_by": by,
+                    "updated_at": self.clock.now(),
+                }
             )
             if (await self.raw.txn([Compare.unchanged(kv)], [Put(kv.key, encode(new))])).succeeded:
                 return new
