@@ -7,20 +7,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..client import Client
-from .output import OUTPUT, Format, console, show
+from .connect import connect
+from .output import OUTPUT, Format, console, group, show
 
 __all__ = ["app"]
 
-app = typer.Typer(
-    help="The cluster's managers and leader; join remote workers to it.", no_args_is_help=True
-)
+app = group("The cluster's managers and leader; join remote workers to it.")
 
 
 @app.command()
 def status(output: OUTPUT = Format.TABLE) -> None:
     """The store, the managers and which one leads, and how many nodes are ready."""
-    with Client() as client:
+    with connect() as client:
         info = client.info()
         nodes = [node for node, _ in client.list_nodes()]
     ready = sum(n.status == "ready" for n in nodes)
@@ -63,7 +61,7 @@ def join_token(
     """The token a remote worker joins with: `warren worker --manager URL --token TOKEN`.
     It lets a worker register its node, follow its tasks and report their state — nothing
     else."""
-    with Client() as client:
+    with connect() as client:
         token = client.join_token(rotate)
         addr = client.addr
     if quiet:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Group
@@ -15,29 +15,32 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 from rich.text import Text
 
-from ..client import Client
-from ..domain.deployments import Deployment, DeploymentStatus, Phase
 from ..domain.durations import format_duration
 from ..domain.errors import WarrenError
-from ..domain.services import Service
-from ..domain.tasks import Task, TaskState
 from .changes import PLAN, Changes, change_flags
-from .documents import load_services
-from .output import OUTPUT, QUIET, Format, ago, console, show
+from .connect import connect
+from .output import OUTPUT, QUIET, Format, ago, console, group, show
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..domain.deployments import Deployment, DeploymentStatus, Phase
+    from ..domain.services import Service
+    from ..domain.tasks import Task
 
 __all__ = ["app", "follow", "follow_start"]
 
-app = typer.Typer(help="Follow and steer deployments (rollouts).", no_args_is_help=True)
+app = group("Follow and steer deployments (rollouts).")
 
+# By the phases' values (``Phase`` is a StrEnum): no pydantic model to import at start-up.
 _PHASE_STYLE = {
-    Phase.PROGRESSING: "cyan",
-    Phase.PAUSED: "yellow",
-    Phase.AWAITING_PROMOTION: "yellow",
-    Phase.SUCCEEDED: "green",
-    Phase.FAILED: "red",
-    Phase.ROLLING_BACK: "yellow",
-    Phase.ROLLED_BACK: "red",
-    Phase.SUPERSEDED: "dim",
+    "progressing": "cyan",
+    "paused": "yellow",
+    "awaiting_promotion": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "rolling_back": "yellow",
+    "rolled_back": "red",
+    "superseded": "dim",
 }
 
 
@@ -118,7 +121,7 @@ def status(
     output: OUTPUT = Format.TABLE,
 ) -> None:
     """Rollout status: tasks by state, phase, step, the last decisions."""
-    with Client() as client:
+    with connect() as client:
         st = client.deployment_status(name)
         if output is not Format.TABLE:
             show(output, lambda: st, lambda: None)
@@ -143,7 +146,7 @@ def status(
 @app.command()
 def history(name: str, output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
     """Every deployment of a service kept (newest last), with how each ended."""
-    with Client() as client:
+    with connect() as client:
         deployments = client.list_deployments(name)
 
     def view() -> None:
@@ -170,7 +173,7 @@ def history(name: str, output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> N
 @app.command()
 def pause(name: str) -> None:
     """Pause the active rollout: no new batch starts until `deploy resume`."""
-    with Client() as client:
+    with connect() as client:
         d = client.pause_deployment(name)
     console.print(f"deployment {d.id} {d.phase}")
 
@@ -178,7 +181,7 @@ def pause(name: str) -> None:
 @app.command()
 def resume(name: str) -> None:
     """Resume a paused rollout."""
-    with Client() as client:
+    with connect() as client:
         d = client.resume_deployment(name)
     console.print(f"deployment {d.id} {d.phase}")
 
@@ -196,7 +199,7 @@ def promote(
 ) -> None:
     """Canary: skip the current pause (--full: all remaining steps). Blue/green: switch now.
     Refused while the new revision's tasks are not all ready (--force to promote anyway)."""
-    with Client() as client:
+    with connect() as client:
         d = client.promote_deployment(name, full, force)
     console.print(f"deployment {d.id}: {d.message}")
 
@@ -204,7 +207,7 @@ def promote(
 @app.command()
 def abort(name: str) -> None:
     """Stop the active rollout and roll back to the revision it started from."""
-    with Client() as client:
+    with connect() as client:
         d = client.abort_deployment(name)
     console.print(f"deployment {d.id}: {d.message}")
 
@@ -212,6 +215,8 @@ def abort(name: str) -> None:
 def follow(client: Client, service: str, deployment_id: str) -> None:
     """Show a rollout live until it ends — including the automatic rollback it may trigger —
     and raise (exit status 1) unless it succeeded."""
+    from ..domain.deployments import Phase
+
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(bar_width=30),
@@ -270,6 +275,8 @@ def follow_start(client: Client, service: Service) -> None:
     period (``updateConfig.monitor``), as ``docker service create`` verifies; raise (exit
     status 1) if they are not by the progress deadline, with the last failure. Each failed
     start is one line as it happens."""
+    from ..domain.tasks import TaskState
+
     name, revision, replicas = service.name, service.revision, service.spec.replicas
     config = service.spec.deploy.update_config
     if replicas == 0:
@@ -328,7 +335,9 @@ def plan(
     """Show the rollout a change would perform — steps, tasks per revision, weights, analysis,
     earliest finish, peak tasks — without performing it; the change flags are those of
     `service update`. Impossible settings are refused."""
-    with Client() as client:
+    from .documents import load_services
+
+    with connect() as client:
         if file is not None:
             specs = load_services(file)
             spec = next((s for s in specs if s.name == name), None)

@@ -8,7 +8,6 @@ extra is not installed) into one line and exit status 2 — never a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
@@ -21,15 +20,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 import typer
 
 from .. import __version__
-from ..client import Client
-from ..domain.errors import MissingExtraError, WarrenError
+from ..domain.errors import MissingExtraError, ValidationError, WarrenError
 from ..ingress.limits import Limits
 from ..paths import default_data_dir, token_path
 from . import cluster, deploy, node, service
+from .connect import connect, use
 from .deploy import follow, follow_start
-from .documents import load_services
 from .flags import DURATION, POSITIVE_DURATION
-from .output import DETACH, advise_on, console, err_console, fail
+from .output import DETACH, advise_on, console, err_console, fail, group
 
 if TYPE_CHECKING:
     from ..agent.leaving import Outcome
@@ -38,28 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["app", "main"]
 
 
-def _no_type_names_in_help() -> None:
-    """typer prints a Python type beside every argument and flag (``name <str>``, ``--help
-    <bool>``); an argument's name says what it takes and a flag takes nothing, so show neither."""
-    typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
-    option_type = typer.core.TyperOption.display_type_rich
-
-    def option(self: typer.core.TyperOption, ctx: Any) -> str | None:
-        return None if self.is_flag else option_type(self, ctx)
-
-    typer.core.TyperOption.display_type_rich = option  # type: ignore[method-assign]
-
-
-_no_type_names_in_help()
-
-app = typer.Typer(
-    name="warren",
-    help="Warren: a small container orchestrator for safe releases.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+app = group("Warren: a small container orchestrator for safe releases.", name="warren")
 app.add_typer(service.app, name="service")
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(node.app, name="node")
@@ -85,8 +62,27 @@ def _root(
             help="Show version.",
         ),
     ] = False,
+    addr: Annotated[
+        str | None,
+        typer.Option(
+            "--addr",
+            envvar="WARREN_ADDR",
+            metavar="URL",
+            help="The server's API (default http://127.0.0.1:7070).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="WARREN_TOKEN",
+            metavar="TOKEN",
+            show_envvar=True,
+            help="Its token (default: the token file of $WARREN_DATA_DIR or the default data dir).",
+        ),
+    ] = None,
 ) -> None:
-    pass
+    use(addr, token)
 
 
 # Options of both `server` and `worker`.
@@ -418,6 +414,8 @@ def _serve(
     """Start ``process`` in a uvloop, say ``banner()``, run until SIGINT/SIGTERM (or until it
     ends by itself); then ``leave`` (a node's drain: a second signal cuts it short), say
     ``goodbye`` and stop it. Returns the exit status."""
+    import asyncio
+
     import uvloop
 
     async def run() -> int:
@@ -726,8 +724,10 @@ def apply(
     """Create or update every service described in a YAML file. Without --detach, then follows
     each: a new service until its tasks are ready, an update's deployment until it ends; exits
     0 only if all of them succeed."""
+    from .documents import load_services
+
     specs = load_services(file)
-    with Client() as client:
+    with connect() as client:
         applied = []
         for spec in specs:
             svc, result, deployment = client.apply_service(spec)
@@ -768,6 +768,23 @@ _click: Any = sys.modules[typer.BadParameter.__module__]
 """The exceptions of the click that typer runs on (newer typers carry a copy of their own)."""
 
 
+def _command_path(args: list[str]) -> str:
+    """``warren service create`` for ``--addr URL service create web --replicas x``: the
+    command words of a command line (the root's options taken with their values)."""
+    command: Any = typer.main.get_command(app)
+    path, words = ["warren"], iter(args)
+    for word in words:
+        if word in ("--addr", "--token"):
+            next(words, None)
+        elif not word.startswith("-"):
+            sub = getattr(command, "commands", {}).get(word)
+            if sub is None:
+                break
+            command = sub
+            path.append(word)
+    return " ".join(path)
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)
@@ -775,7 +792,9 @@ def main() -> None:
         sys.exit(exc.exit_code)  # the help is printed already
     except _click.UsageError as exc:  # a bad flag or value: one line too, and where to look
         command = exc.ctx.command_path if exc.ctx is not None else "warren"
-        fail(f"{exc.format_message()} (see `{command} -h`)")
+        # typer words a refused value as pydantic does ("Value error, 'x' is not one of …").
+        message = exc.format_message().replace("Value error, ", "")
+        fail(f"{message} (see `{command} -h`)")
         sys.exit(exc.exit_code)
     except _click.ClickException as exc:
         fail(exc.format_message())
@@ -785,6 +804,9 @@ def main() -> None:
         sys.exit(130)
     except MissingExtraError as exc:  # as a bad flag: this install cannot do what was asked
         fail(exc.message)
+        sys.exit(2)
+    except ValidationError as exc:  # a bad value, seen here or by the server: a usage error
+        fail(f"{exc.message} (see `{_command_path(sys.argv[1:])} -h`)")
         sys.exit(2)
     except WarrenError as exc:
         fail(exc.message)

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
 from rich.table import Table
 
-from ..client import Client
-from ..domain.nodes import NodeStatus, NodeSummary
-from .output import OUTPUT, QUIET, Format, ago, console, show
+from .connect import connect
+from .output import OUTPUT, QUIET, Format, ago, console, group, show
+
+if TYPE_CHECKING:
+    from ..domain.nodes import NodeSummary
 
 __all__ = ["app"]
 
-app = typer.Typer(
-    help="List and inspect nodes; drain them for maintenance, activate them, forget dead ones.",
-    no_args_is_help=True,
-)
+app = group("List and inspect nodes; drain them for maintenance, activate them, forget dead ones.")
 
 
 def _memory(size: int) -> str:
@@ -31,7 +29,7 @@ def _memory(size: int) -> str:
 def list_nodes(output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
     """List nodes: status, availability, resources and tasks; a draining node's progress
     below."""
-    with Client() as client:
+    with connect() as client:
         summaries = sorted(client.node_summaries(), key=lambda s: s.node.name)
     show(
         output,
@@ -42,6 +40,8 @@ def list_nodes(output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
 
 
 def _print_nodes(summaries: list[NodeSummary]) -> None:
+    from ..domain.nodes import NodeStatus
+
     table = Table(box=None, header_style="bold")
     for col in (
         "NAME", "STATUS", "AVAILABILITY", "ADDRESS", "DRIVERS", "CPUS", "MEMORY", "TASKS",
@@ -89,7 +89,7 @@ def _document(s: NodeSummary) -> dict[str, Any]:
 @app.command()
 def inspect(name: str, output: OUTPUT = Format.YAML) -> None:
     """Show a node: its record, its tasks, and while it drains how far that has come."""
-    with Client() as client:
+    with connect() as client:
         summary = client.get_node(name)
     # For people (table), the YAML itself.
     show(Format.YAML if output is Format.TABLE else output, lambda: _document(summary), print)
@@ -100,7 +100,7 @@ def drain(name: str) -> None:
     """Take a node out of scheduling: no new tasks, and its tasks move to other nodes without
     dropping requests (each replacement is ready before the old task is drained and stopped).
     Returns at once; `warren node inspect NAME` shows the progress."""
-    with Client() as client:
+    with connect() as client:
         summary = client.drain_node(name)
     if summary.tasks:
         what = "its task moves" if summary.tasks == 1 else f"its {summary.tasks} tasks move"
@@ -116,7 +116,7 @@ def drain(name: str) -> None:
 @app.command()
 def activate(name: str) -> None:
     """Let a node take new tasks again (tasks that moved away are not moved back)."""
-    with Client() as client:
+    with connect() as client:
         client.activate_node(name)
     console.print(f"node {name} active: it takes new tasks again", markup=False)
 
@@ -126,7 +126,7 @@ def remove(name: str) -> None:
     """Forget a node that is down for good (its machine is gone): its tasks, already replaced
     on other nodes, end as stopped, and its token stops working (to come back, it must join
     again). A node that is ready cannot be removed."""
-    with Client() as client:
+    with connect() as client:
         ended = client.remove_node(name)
     tasks = f"; {len(ended)} task(s) it had ended" if ended else ""
     console.print(f"node {name} removed{tasks}", markup=False)

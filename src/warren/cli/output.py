@@ -11,14 +11,14 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..domain.advice import advise
-from ..domain.specs import ServiceSpec
+if TYPE_CHECKING:
+    from ..domain.specs import ServiceSpec
 
 __all__ = [
     "DETACH",
@@ -31,6 +31,7 @@ __all__ = [
     "document",
     "err_console",
     "fail",
+    "group",
     "iso",
     "show",
     "warn",
@@ -68,6 +69,8 @@ def warn(message: str) -> None:
 def advise_on(spec: ServiceSpec) -> None:
     """Warn of the release practices ``spec`` departs from (``domain.advice``): on stderr, so
     that a script reading stdout is not disturbed."""
+    from ..domain.advice import advise
+
     for sentence in advise(spec):
         warn(f"service {spec.name}: {sentence}")
 
@@ -133,3 +136,17 @@ def show(
         import yaml  # only -o yaml needs it
 
         sys.stdout.write(yaml.safe_dump(document(doc()), sort_keys=False))
+
+
+def group(help: str, **settings: Any) -> typer.Typer:
+    """A command group. Help is plain text, as docker's and git's: typer's boxes cost a tenth of
+    a second at every start (rich's markdown), and they hide nothing a script or a person
+    needs."""
+    return typer.Typer(
+        help=help,
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        **settings,
+    )

@@ -6,28 +6,27 @@ import contextlib
 import shlex
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..client import Client
-from ..domain.base import parse_model
 from ..domain.errors import ValidationError
-from ..domain.services import EnvChange, RevisionEntry, env_changes
-from ..domain.specs import ServiceSpec, patch_spec, service_to_document
-from ..domain.tasks import Task, TaskState
 from .changes import CREATE, UPDATE, Changes, change_flags
+from .connect import connect
 from .deploy import follow, follow_start
-from .documents import load_services
 from .flags import change_ports, parse_publish
-from .output import DETACH, OUTPUT, QUIET, Format, advise_on, ago, console, show
+from .output import DETACH, OUTPUT, QUIET, Format, advise_on, ago, console, group, show
+
+if TYPE_CHECKING:
+    from ..domain.services import EnvChange, RevisionEntry
+    from ..domain.tasks import Task
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Create and manage services.", no_args_is_help=True)
+app = group("Create and manage services.")
 
 
 @app.command()
@@ -42,6 +41,10 @@ def create(
     """Create a service from flags (or from -f FILE.yaml). Without --detach, shows its tasks
     starting and exits 0 once every replica is ready, 1 if they are not by the progress
     deadline."""
+    from ..domain.base import parse_model
+    from ..domain.specs import ServiceSpec, patch_spec
+    from .documents import load_services
+
     spec_changes = changes.to_spec()
     if file is not None:
         specs = load_services(file)
@@ -59,7 +62,7 @@ def create(
         if "image" not in spec_changes and "command" not in spec_changes:
             raise ValidationError("give --image IMAGE or --command CMD")
         spec = parse_model(ServiceSpec, {"name": name, **spec_changes})
-    with Client() as client:
+    with connect() as client:
         service = client.create_service(spec)
         console.print(f"service {service.name} created (revision {service.revision})")
         advise_on(service.spec)
@@ -70,7 +73,7 @@ def create(
 @app.command("ls")
 def list_services(output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
     """List services."""
-    with Client() as client:
+    with connect() as client:
         services = client.service_summaries()
 
     def view() -> None:
@@ -95,7 +98,9 @@ def list_services(output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
 @app.command()
 def inspect(name: str, output: OUTPUT = Format.YAML) -> None:
     """Show a service's current spec (as the YAML `warren apply -f` takes) and its revision."""
-    with Client() as client:
+    from ..domain.specs import service_to_document
+
+    with connect() as client:
         service = client.get_service(name)
     doc = service_to_document(service.spec)
     doc["status"] = {"revision": service.revision, "updatedAt": service.updated_at}
@@ -107,7 +112,7 @@ def inspect(name: str, output: OUTPUT = Format.YAML) -> None:
 def revisions(name: str, output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
     """List a service's revisions, newest first: image or command, env changes, and which is
     CURRENT (its spec now) and STABLE (what the last good release left serving)."""
-    with Client() as client:
+    with connect() as client:
         kept = client.list_revisions(name)
     rows = _with_changes(kept)
     show(
@@ -124,6 +129,8 @@ def _with_changes(
     """Newest first, each with its env changes since the revision kept before it. Revision 1
     is compared with no env at all; an older one whose predecessors were trimmed
     (``revisionHistoryLimit``) with nothing: None."""
+    from ..domain.services import env_changes
+
     rows: list[tuple[RevisionEntry, tuple[EnvChange, ...] | None]] = []
     before: RevisionEntry | None = None
     for rev in sorted(kept, key=lambda r: r.number):
@@ -187,6 +194,8 @@ def _env_cell(changes: tuple[EnvChange, ...] | None) -> str:
 
 
 def tasks_table(tasks: list[Task]) -> Table:
+    from ..domain.tasks import TaskState
+
     table = Table(box=None, header_style="bold")
     for col in ("TASK", "REV", "NODE", "DESIRED", "STATE", "READY", "ENDPOINT", "SINCE", "MESSAGE"):
         table.add_column(col, overflow="fold" if col == "MESSAGE" else "ellipsis")
@@ -214,7 +223,7 @@ def tasks_table(tasks: list[Task]) -> Table:
 @app.command()
 def ps(name: str, output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
     """List a service's tasks: running ones and recent history."""
-    with Client() as client:
+    with connect() as client:
         tasks = client.list_tasks(name)
     show(
         output,
@@ -227,7 +236,7 @@ def ps(name: str, output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
 @app.command()
 def scale(name: str, replicas: Annotated[int, typer.Argument(min=0)]) -> None:
     """Set the number of replicas (no new revision, no rollout)."""
-    with Client() as client:
+    with connect() as client:
         service = client.scale_service(name, replicas)
     console.print(f"service {name} scaled to {service.spec.replicas}")
 
@@ -248,7 +257,7 @@ def update(
     env_rm = changes.get("env_rm")
     if not spec_changes and not env_rm and not published:
         raise ValidationError("nothing to change: give at least one flag")
-    with Client() as client:
+    with connect() as client:
         if published:
             if changes.get("publish"):
                 raise ValidationError("--publish replaces every port: not with --publish-add/-rm")
@@ -282,7 +291,7 @@ def rollback(
     detach: DETACH = False,
 ) -> None:
     """Go back to the previous revision (or --to-revision N) with the rollback config."""
-    with Client() as client:
+    with connect() as client:
         service, deployment = client.rollback_service(name, to_revision)
         console.print(
             f"service {name} rolling back to revision {service.revision}: deployment {deployment}"
@@ -294,7 +303,7 @@ def rollback(
 @app.command("rm")
 def remove(names: Annotated[list[str], typer.Argument(help="Services to remove.")]) -> None:
     """Remove services; their tasks are drained and stopped."""
-    with Client() as client:
+    with connect() as client:
         for name in names:
             client.delete_service(name)
             console.print(f"service {name} removed")
@@ -315,7 +324,7 @@ def logs(
     ] = False,
 ) -> None:
     """Print the recent output of a service's tasks."""
-    with Client() as client:
+    with connect() as client:
         if not follow:
             lines = client.logs(name, tail, task)
             width = max((len(entry["task"]) for entry in lines), default=0)

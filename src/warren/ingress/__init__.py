@@ -8,13 +8,34 @@ httptools and uvloop.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import native
 
 COMPILED = native.choose(__name__)
 """Whether the ingress runs compiled by mypyc (see ``native``), or as Python."""
 
 from .limits import Limits  # noqa: E402 (after the choice of build)
-from .proxy import Ingress  # noqa: E402
-from .routing import RoutingTable, ServiceEntry, normalize_host  # noqa: E402
+
+if TYPE_CHECKING:
+    from .proxy import Ingress
+    from .routing import RoutingTable, ServiceEntry, normalize_host
 
 __all__ = ["COMPILED", "Ingress", "Limits", "RoutingTable", "ServiceEntry", "normalize_host"]
+
+_LAZY = {
+    "Ingress": "proxy",
+    "RoutingTable": "routing",
+    "ServiceEntry": "routing",
+    "normalize_host": "routing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Imported when first asked for: the CLI reads ``Limits`` (the defaults its flags show)
+    # without loading the proxy, its parser and the domain models.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
