@@ -1,12 +1,16 @@
-"""The event stream of a real server (``GET /v1/events/stream``, server-sent events): a stream
-resumed with Last-Event-ID gets exactly the events it missed, keep-alive pings come on a quiet
-stream, and the client reconnects across a server restart."""
+"""The event stream of a real server (``GET /v1/events/stream``, server-sent events) and
+``warren events``: a stream resumed with Last-Event-ID gets exactly the events it missed,
+keep-alive pings come on a quiet stream, the client reconnects across a server restart, and the
+command lists, filters and follows."""
 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,8 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 from httpx_sse import connect_sse
+from typer.testing import CliRunner
 
 from tests.servers import ServerProcess, wait_for
+from warren.cli.main import app as cli
 from warren.client import Client
 from warren.domain.errors import AuthError
 from warren.domain.events import Event
@@ -183,3 +189,78 @@ def test_the_client_follows_the_stream_across_a_server_restart(server: ServerPro
     assert got == kept[kept.index("before") + 1 :]
     follower.join(10)
     assert not follower.is_alive() and seen.empty()
+
+
+def _lines(stream: subprocess.Popen[str], out: queue.Queue[str]) -> None:
+    assert stream.stdout is not None
+    for line in stream.stdout:
+        out.put(line)
+
+
+def test_warren_events_follows_as_json_lines_and_ends_quietly_on_ctrl_c(
+    server: ServerProcess,
+) -> None:
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "warren", "events", "-o", "json", "--follow"],
+        env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_lines, args=(follow, lines), daemon=True).start()
+        # The kept events come first (the server's node.ready): the stream is open.
+        first = json.loads(lines.get(timeout=20))
+        assert first["kind"] == "node.ready"
+        assert first["time"].endswith("+00:00") and "T" in first["time"]
+        with server.client() as client:
+            client.create_service(idle("web"))
+        while (doc := json.loads(lines.get(timeout=20)))["kind"] != "service.created":
+            pass
+        assert doc["service"] == "web" and doc["message"] == "service web created"
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(10) == 0
+        assert follow.stderr is not None and follow.stderr.read() == ""
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait(5)
+
+
+def test_warren_events_since_shows_the_last_minutes_only(
+    server: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with server.client() as client:
+        client.create_service(idle("old"))
+        (old,) = client.list_events("old")
+        # The two must be apart by more than the call below takes to read the clock.
+        wait_for(lambda: time.time() > old.time + 0.5, 5, "half a second")
+        client.create_service(idle("new"))
+        (new,) = client.list_events("new")
+    # In this process, so that `--since` counts from the moment it is given (a new Python
+    # would take a while to start): from between the two events.
+    since = time.time() - (old.time + new.time) / 2
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(cli, ["events", "--since", f"{since:.3f}s", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["service"] for line in result.stdout.splitlines()] == ["new"]
+
+    table = CliRunner().invoke(cli, ["events", "--service", "old"])
+    header, row = table.stdout.splitlines()
+    assert header.split() == ["TIME", "LEVEL", "KIND", "SERVICE/TASK/NODE", "MESSAGE"]
+    assert row.split()[2:] == ["info", "service.created", "old", "service", "old", "created"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--since", "abc"), ("--output", "xml"), ("--limit", "0")]
+)
+def test_warren_events_refuses_a_bad_value_in_one_line_naming_the_flag(
+    flag: str, value: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "WARREN_ADDR": "http://127.0.0.1:9", "WARREN_DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "warren", "events", flag, value],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and flag in result.stderr, result.stderr
+    assert result.stdout == ""

@@ -1,5 +1,5 @@
 """The ``warren`` command: ``server``, ``worker``, ``ingress``, ``service …``, ``deploy …``,
-``node …``, ``cluster …``, ``apply``, ``demo``.
+``node …``, ``cluster …``, ``apply``, ``events``, ``demo``.
 
 ``main`` is the console script: it turns every WarrenError and unexpected error into one line on
 stderr and exit status 1, a usage error (a bad flag or value, or a store or driver chosen whose
@@ -25,7 +25,7 @@ from ..client import Client
 from ..domain.errors import MissingExtraError, WarrenError
 from ..ingress.limits import Limits
 from ..paths import default_data_dir, token_path
-from . import cluster, deploy, node, service
+from . import cluster, deploy, events, node, service
 from .documents import load_services
 from .flags import DURATION, POSITIVE_DURATION
 from .output import advise_on, console, fail
@@ -657,6 +657,9 @@ def apply(
             svc, result = client.apply_service(spec)
             console.print(f"service {svc.name} {result} (revision {svc.revision})")
             advise_on(svc.spec)
+
+
+app.command("events")(events.events)
 
 
 @app.command()
