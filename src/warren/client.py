@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,12 @@ if TYPE_CHECKING:  # imported where used: the CLI starts without pydantic (`warr
 __all__ = ["DEFAULT_ADDR", "Client", "api_error"]
 
 DEFAULT_ADDR = "http://127.0.0.1:7070"
+RECONNECTS = 10
+"""How many times in a row ``stream_events`` opens a lost stream again (about 13 s in all):
+long enough for a server to restart."""
+STREAM_SILENCE = 60.0
+"""An event stream that sends nothing for this long (four of the server's 15 s pings) is
+taken for a dead connection, and opened again."""
 
 
 def _find_token(data_dir: Path | None) -> str | None:
@@ -379,33 +386,92 @@ class Client:
 
     # ── events ───────────────────────────────────────────────────────────────────────────────
 
-    def list_events(self, service: str | None = None, limit: int = 100) -> list[Event]:
+    def list_events(
+        self, service: str | None = None, limit: int = 100, since: float | None = None
+    ) -> list[Event]:
+        """The newest ``limit`` kept events, oldest first (``since``: at or after that Unix
+        time)."""
         from .domain.events import Event
 
         params: dict[str, Any] = {"limit": limit}
         if service:
             params["service"] = service
+        if since is not None:
+            params["since"] = since
         return [Event.model_validate(e) for e in self.request("GET", "/v1/events", params=params)]
 
     def stream_events(
-        self, service: str | None = None, on_connect: Callable[[], None] | None = None
+        self,
+        service: str | None = None,
+        on_connect: Callable[[], None] | None = None,
+        *,
+        since: float | None = None,
+        limit: int | None = None,
+        last_event_id: int | None = None,
+        reconnects: int = RECONNECTS,
     ) -> Iterator[Event]:
-        """Follow the server-sent event stream until the connection ends. ``on_connect`` is
-        called once the server watches: every event after that moment is delivered."""
+        """The cluster's events as they happen, until the caller stops: first, if asked, the
+        kept ones at or after the Unix time ``since`` (the newest ``limit`` of them), then
+        every new one. A lost connection (the server restarted, or stopped and another
+        manager answers) is opened again with ``Last-Event-ID``, so that no event is missed
+        or seen twice: up to ``reconnects`` times in a row, 0.1 s, 0.2 s … 2 s apart, then
+        UnavailableError. ``on_connect`` is called on each connection: every event written
+        from then on will come. ``last_event_id``: resume after that event's id."""
+        params: dict[str, Any] = {}
+        if service:
+            params["service"] = service
+        if since is not None:
+            params["since"] = since
+        if limit is not None:
+            params["limit"] = limit
+        position = last_event_id
+        failures = 0
+        while True:
+            try:
+                for item in self._event_stream(params, position):
+                    if item is None:  # connected
+                        failures = 0
+                        if on_connect is not None:
+                            on_connect()
+                        continue
+                    revision, event = item
+                    position = revision if revision is not None else position
+                    yield event
+                why = "the server ended the stream"
+            except (httpx.TransportError, UnavailableError) as exc:
+                why = str(exc) or type(exc).__name__
+            failures += 1
+            if failures > reconnects:
+                raise UnavailableError(
+                    f"lost the event stream of {self.addr} ({why}); "
+                    f"{reconnects} reconnections failed"
+                )
+            time.sleep(min(0.1 * 2 ** (failures - 1), 2.0))
+
+    def _event_stream(
+        self, params: dict[str, Any], after: int | None
+    ) -> Iterator[tuple[int | None, Event] | None]:
+        """One connection to the event stream: None once it is open, then each event with its
+        id (the store revision that wrote it)."""
+        from httpx_sse import connect_sse
+
         from .domain.events import Event
 
-        params = {"service": service} if service else {}
-        try:
-            with self._http.stream(
-                "GET", "/v1/events/stream", params=params, timeout=httpx.Timeout(30, read=None)
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                self._raise_for(response)
-                for line in response.iter_lines():
-                    if line == ": connected" and on_connect is not None:
-                        on_connect()
-                    elif line.startswith("data: "):
-                        yield Event.model_validate(json.loads(line[6:]))
-        except httpx.ConnectError:
-            raise UnavailableError(f"cannot reach the Warren server at {self.addr}") from None
+        self._authorize()
+        headers = {"Last-Event-ID": str(after)} if after is not None else {}
+        timeout = httpx.Timeout(30, read=STREAM_SILENCE)
+        with connect_sse(
+            self._http, "GET", "/v1/events/stream", params=params, headers=headers, timeout=timeout
+        ) as source:
+            if source.response.status_code >= 400:
+                source.response.read()
+            self._raise_for(source.response)
+            yield None
+            for frame in source.iter_sse():
+                if not frame.data:
+                    # A keep-alive ping (a comment line) once an id was seen: httpx-sse 0.4
+                    # still hands the blank line after it on, as a frame with that id and no
+                    # data, where the SSE spec dispatches nothing.
+                    continue
+                revision = int(frame.id) if frame.id.isdigit() else None
+                yield revision, Event.model_validate_json(frame.data)

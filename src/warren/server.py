@@ -30,6 +30,7 @@ from .agent import Agent, FakeDriver, LeaseWatch, StoreDispatcher
 from .agent.leaving import Leaving, Outcome
 from .agent.runtimes import close_runtimes, local_runtimes
 from .api import ApiContext, create_app
+from .api.events import PING, EventStreams
 from .api.metrics import build_metrics
 from .api.serving import HttpServer, parse_address
 from .api.workers import TrafficBatch
@@ -179,6 +180,8 @@ class ServerConfig:
     tasks may take to move to other nodes before they are stopped anyway; 0: it leaves at
     once, its tasks left running for a restarted server to adopt. ``warren server`` drains
     (``--drain-timeout``, 60 s)."""
+    event_ping: float = PING
+    """Seconds between keep-alive pings on a quiet event stream (``GET /v1/events/stream``)."""
 
 
 class _PlaneView:
@@ -210,6 +213,7 @@ class Server:
         """What the ingress process reports of its traffic (the ingress is a process)."""
         self.reporter: TrafficReporter | None = None
         self.node_logs = NodeLogs()
+        self.event_streams = EventStreams()
         self.agents: dict[str, Agent] = {}
         self.feed: AssignmentFeed | None = None
         self._watches: list[asyncio.Task[None]] = []
@@ -300,6 +304,8 @@ class Server:
                 traffic=self._take_traffic,
                 node=cfg.node_name,
                 logs_token=self._own_logs_token if cfg.worker else None,
+                event_streams=self.event_streams,
+                event_ping=cfg.event_ping,
             )
         )
         self._scrape = build_metrics(self.plane, self.ingress)
@@ -572,6 +578,7 @@ class Server:
         await self.node_logs.close()
         if self.feed is not None:
             self.feed.close()  # else the HTTP server waits for the workers' streams to end
+        self.event_streams.close()  # and for the event streams
         if self.http is not None:
             await self.http.stop()
         for watch in self._watches:

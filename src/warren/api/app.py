@@ -15,7 +15,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -33,7 +33,7 @@ from ..domain.errors import (
     ValidationError,
     WarrenError,
 )
-from ..domain.events import Event, Level
+from ..domain.events import Level
 from ..domain.nodes import Node, NodeAvailability, NodeSummary
 from ..domain.requests import Answer, Intent
 from ..domain.services import Revision, RevisionEntry, Service
@@ -42,10 +42,11 @@ from ..domain.tasks import Task
 from ..planning.draining import drain_status
 from ..planning.previewing import plan_fast_track, plan_rollout
 from ..planning.releases import fast_track_target, newest_good_revision, starts_from
-from ..store.cluster import EVENTS, ClusterStore, decode
+from ..store.cluster import ClusterStore
 from ..tokens import NODE_TOKEN_PREFIX
 from .admission import admit
 from .errors import install_error_handlers
+from .events import PING, EventStreams, event_routes
 from .nodes import node_routes
 from .schemas import (
     RollbackRequest,
@@ -107,6 +108,10 @@ class ApiContext:
     node: str = ""
     logs_token: Callable[[], Awaitable[str | None]] | None = None
     """This server runs tasks: other managers read their logs with this token."""
+    event_streams: EventStreams = field(default_factory=EventStreams)
+    """The open event streams, which the server ends when it stops."""
+    event_ping: float = PING
+    """Seconds between keep-alive pings on a quiet event stream."""
 
 
 async def _follow_lines(
@@ -162,6 +167,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.include_router(worker_routes(cluster, ctx.assignments, ctx.traffic, ctx.routes))
+    app.include_router(event_routes(cluster, authorized, ctx.event_streams, ctx.event_ping))
     if ctx.logs_token is not None and ctx.logs is not None and ctx.follow is not None:
         app.include_router(node_routes(ctx.node, ctx.logs_token, ctx.logs, ctx.follow))
 
@@ -454,7 +460,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         )
         return {**service.to_wire(), "deployment": d.id}
 
-    # ── tasks, nodes, events ─────────────────────────────────────────────────────────────────
+    # ── tasks, nodes ─────────────────────────────────────────────────────────────────────────
 
     @app.get("/v1/tasks", tags=["tasks"])
     async def list_tasks(_: Auth, service: str | None = None) -> list[dict[str, Any]]:
@@ -513,47 +519,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         message = f"node {name} removed ({len(ended)} task(s) of it ended)"
         await cluster.record("node.removed", message, Level.WARNING, node=name)
         return {"node": name, "tasksEnded": ended}
-
-    @app.get("/v1/events", tags=["events"])
-    async def list_events(
-        _: Auth,
-        service: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[dict[str, Any]]:
-        return [e.to_wire() for e in await cluster.list_events(service, limit)]
-
-    @app.get("/v1/events/stream", tags=["events"])
-    async def stream_events(_: Auth, service: str | None = None) -> StreamingResponse:
-        """Server-sent events: one ``event: KIND`` / ``data: JSON`` per event, from now on."""
-        _kvs, revision = await cluster.raw.range(EVENTS)
-
-        async def stream() -> AsyncIterator[bytes]:
-            # The watch starts at the revision read above: whatever happens after ": connected"
-            # (or even just before it) is delivered.
-            watch = cluster.raw.watch(EVENTS, revision + 1)
-            yield b": connected\n\n"
-            try:
-                while True:
-                    try:
-                        async with asyncio.timeout(15):
-                            batch = await anext(watch)
-                    except TimeoutError:
-                        yield b": keep-alive\n\n"
-                        continue
-                    except StopAsyncIteration:
-                        return
-                    for ev in batch:
-                        if ev.type != "put":
-                            continue
-                        event = decode(Event, ev.kv)
-                        if service and event.service != service:
-                            continue
-                        data = json.dumps(event.to_wire())
-                        yield f"event: {event.kind}\ndata: {data}\n\n".encode()
-            finally:
-                await watch.aclose()  # type: ignore[attr-defined]
-
-        return StreamingResponse(stream(), media_type="text/event-stream")
 
     return app
 

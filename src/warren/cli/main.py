@@ -1,5 +1,5 @@
 """The ``warren`` command: ``server``, ``worker``, ``ingress``, ``service …``, ``deploy …``,
-``node …``, ``cluster …``, ``apply``, ``demo``.
+``node …``, ``cluster …``, ``apply``, ``events``, ``demo``.
 
 ``main`` is the console script: it turns every WarrenError and unexpected error into one line on
 stderr and exit status 1, a usage error (a bad flag or value, or a store or driver chosen whose
@@ -23,7 +23,7 @@ from .. import __version__
 from ..domain.errors import MissingExtraError, ValidationError, WarrenError
 from ..ingress.limits import Limits
 from ..paths import default_data_dir, token_path
-from . import cluster, deploy, node, service
+from . import cluster, deploy, events, node, service
 from .connect import connect, use
 from .deploy import follow, follow_start
 from .flags import DURATION, POSITIVE_DURATION
@@ -750,6 +750,9 @@ def apply(
                 failed += 1
     if failed:
         raise typer.Exit(1)
+
+
+app.command("events")(events.events)
 
 
 @app.command()

@@ -96,7 +96,9 @@ DETACH = Annotated[bool, typer.Option("--detach", "-d", help="Return at once.")]
 
 def iso(when: float | None) -> str | None:
     """A Unix time as ISO-8601 UTC: ``2026-12-07T07:15:35.123456+00:00``."""
-    return None if when is None else datetime.fromtimestamp(when, UTC).isoformat()
+    return (
+        None if when is None else datetime.fromtimestamp(when, UTC).isoformat("T", "microseconds")
+    )
 
 
 # The fields of the API's (camelCase) documents that hold a Unix time: createdAt, pauseUntil,

@@ -795,12 +795,26 @@ class ClusterStore:
         if len(kvs) > EVENTS_KEPT:
             await self.raw.txn([], [Delete(kv.key) for kv in kvs[: len(kvs) - EVENTS_KEPT]])
 
-    async def list_events(self, service: str | None = None, limit: int = 100) -> list[Event]:
+    async def list_events(
+        self, service: str | None = None, limit: int = 100, since: float | None = None
+    ) -> list[Event]:
+        """The newest ``limit`` kept events (of ``service``, at or after the Unix time
+        ``since``), oldest first."""
         kvs, _ = await self.raw.range(EVENTS)
         events = [decode(Event, kv) for kv in kvs]
         if service:
             events = [e for e in events if e.service == service]
+        if since is not None:
+            events = [e for e in events if e.time >= since]
         return events[-limit:]
+
+    async def kept_events(self) -> tuple[list[tuple[int, Event]], int]:
+        """Every kept event with the store revision that wrote it, in the order they were
+        written, and the revision the store was read at: a watch of ``EVENTS`` from the
+        next one misses none written since."""
+        kvs, revision = await self.raw.range(EVENTS)
+        ordered = sorted(kvs, key=lambda kv: kv.mod_revision)
+        return [(kv.mod_revision, decode(Event, kv)) for kv in ordered], revision
 
 
 def _replaced(request: OperatorRequest, newer: OperatorRequest) -> ConflictError:
