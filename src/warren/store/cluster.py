@@ -344,7 +344,7 @@ class ClusterStore:
             rollback = await self._create_rollback(
                 current, target, cause, latest, compares, ops, note
             )
-            spec = revision.spec.model_copy(update={"replicas": current.spec.replicas})
+            spec = revision.spec.keeping_settings_of(current.spec)
             service = current.model_copy(
                 update={"spec": spec, "revision": target, "updated_at": self.clock.now()}
             )
