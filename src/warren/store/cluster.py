@@ -12,6 +12,8 @@ Key layout (one prefix per kind; values are the camelCase JSON of the domain mod
     /deployments/{service}/{n:08d}    Deployment   rollouts, oldest first; the newest drives
     /requests/{service}               OperatorRequest  pause/resume/promote/abort, for the
                                                    deployment controller to apply and answer
+    /notifications/{service}/{n:08d}  Delivery     what each receiver was told of deployment n
+                                                   (created with it; gone once all is told)
     /cluster/secret                   bytes        signs the node tokens of remote workers
     /cluster/join-token               str          what `warren worker --token` joins with
     /cluster/admin-token              str          the admin token of every manager
@@ -38,6 +40,7 @@ from ..domain.deployments import (
 from ..domain.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from ..domain.events import Event, Level
 from ..domain.nodes import Node, NodeAvailability, NodeStatus
+from ..domain.notifications import Delivery
 from ..domain.requests import Intent, OperatorRequest
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec
@@ -61,6 +64,7 @@ __all__ = [
     "HEARTBEATS",
     "NODES",
     "NODE_EPOCHS",
+    "NOTIFICATIONS",
     "REQUESTS",
     "REVISIONS",
     "SERVICES",
@@ -69,6 +73,7 @@ __all__ = [
     "decode",
     "deployment_key",
     "encode",
+    "notification_key",
     "request_key",
     "revision_key",
     "sequence_of",
@@ -84,6 +89,7 @@ HEARTBEATS = "/heartbeats/"
 EVENTS = "/events/"
 DEPLOYMENTS = "/deployments/"
 REQUESTS = "/requests/"
+NOTIFICATIONS = "/notifications/"
 CLUSTER_SECRET = "/cluster/secret"
 JOIN_TOKEN = "/cluster/join-token"
 ADMIN_TOKEN = "/cluster/admin-token"
@@ -114,6 +120,11 @@ def revision_key(service: str, number: int) -> str:
 
 def deployment_key(service: str, sequence: int) -> str:
     return f"{DEPLOYMENTS}{service}/{sequence:08d}"
+
+
+def notification_key(service: str, sequence: int) -> str:
+    """Where what was told of deployment ``sequence`` of ``service`` is kept."""
+    return f"{NOTIFICATIONS}{service}/{sequence:08d}"
 
 
 def request_key(service: str) -> str:
@@ -240,7 +251,7 @@ class ClusterStore:
         start = starts_from(latest[0] if latest else None, current.revision)
         sequence = await self._add_deployment_guards(current.name, latest, compares, ops)
         deployment = new_update(current, number, spec, start, now, sequence)
-        ops.append(Put(deployment_key(current.name, sequence), encode(deployment)))
+        ops.extend(_deployment_puts(deployment, sequence))
         return deployment
 
     async def _create_rollback(
@@ -259,7 +270,7 @@ class ClusterStore:
         sequence = await self._add_deployment_guards(service.name, latest, compares, ops)
         undoes = undone_by_rollback(latest[0] if latest else None)
         rollback = new_rollback(service, target, cause, now, sequence, undoes, note)
-        ops.append(Put(deployment_key(service.name, sequence), encode(rollback)))
+        ops.extend(_deployment_puts(rollback, sequence))
         return rollback
 
     async def _add_deployment_guards(
@@ -284,6 +295,7 @@ class ClusterStore:
         for kv, d in list(zip(kvs, kept, strict=True))[: max(0, excess)]:
             if d.phase.terminal and d.id not in needed:
                 ops.append(Delete(kv.key))
+                ops.append(Delete(notification_key(name, sequence_of(d.id))))
         return sequence
 
     async def _stable_spec(self, active: Deployment | None) -> dict[int, ServiceSpec]:
@@ -741,6 +753,16 @@ def _replaced(request: OperatorRequest, newer: OperatorRequest) -> ConflictError
 
 def _new_join_token() -> bytes:
     return f"wrn-join-{secrets.token_urlsafe(24)}".encode()
+
+
+def _deployment_puts(deployment: Deployment, sequence: int) -> list[Op]:
+    """A new deployment, and the record that its notifications are due (in the same write:
+    a crash cannot leave one without the other)."""
+    delivery = Delivery(deployment=deployment.id)
+    return [
+        Put(deployment_key(deployment.service, sequence), encode(deployment)),
+        Put(notification_key(deployment.service, sequence), encode(delivery)),
+    ]
 
 
 def ops_for_tasks(tasks: Sequence[Task]) -> list[Op]:
