@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import SimCluster
+from tests.helpers import RecordingPlane, SimCluster, SteadyTraffic
 from warren.control.plane import ControlPlane
 from warren.domain.deployments import Phase
+from warren.domain.requests import Intent
 from warren.domain.specs import ServiceSpec
 from warren.planning.notifications import Receiver
 from warren.store.cluster import NOTIFICATIONS
@@ -56,14 +57,16 @@ class Hooks:
         ]
 
 
-def spec(version: str = "v1", notify: list[dict[str, Any]] | None = None) -> ServiceSpec:
+def spec(
+    version: str = "v1", notify: list[dict[str, Any]] | None = None, **deploy: Any
+) -> ServiceSpec:
     return ServiceSpec.model_validate(
         {
             "name": "web", "command": ["app"], "driver": "fake", "replicas": 2,
             "env": {"FAKE_READY_AFTER": "1s", "VERSION": version},
             "healthCheck": {"exec": {"command": ["true"]}, "interval": "1s", "retries": 2},
             "deploy": {"updateConfig": {"monitor": "0s", "parallelism": 2},
-                       "notify": notify or []},
+                       "notify": notify or [], **deploy},
         }
     )  # fmt: skip
 
@@ -73,13 +76,23 @@ def hooks() -> Hooks:
     return Hooks()
 
 
-async def running(hooks: Hooks, receivers: list[Receiver]) -> SimCluster:
-    sim = SimCluster(nodes=1, receivers=receivers, notify_http=hooks.client)
+async def running(
+    hooks: Hooks, receivers: list[Receiver], first: ServiceSpec | None = None
+) -> SimCluster:
+    sim = SimCluster(
+        nodes=1, dataplane=RecordingPlane(), metrics=SteadyTraffic(), receivers=receivers,
+        notify_http=hooks.client,
+    )  # fmt: skip
     hooks.sim = sim
     await sim.start()
-    await sim.cluster.create_service(spec())
+    await sim.cluster.create_service(first or spec())
     await sim.advance(2)
     return sim
+
+
+async def ask(sim: SimCluster, intent: Intent) -> None:
+    await sim.cluster.ask("web", intent)
+    await sim.advance(2)
 
 
 async def update(sim: SimCluster, new: ServiceSpec, seconds: float = 5) -> None:
@@ -204,5 +217,39 @@ async def test_the_services_receivers_come_and_go_with_its_spec(hooks: Hooks) ->
                 "complete: 2/2 tasks on revision 3 (2/2 tasks ready)"
             }
         ]
+    finally:
+        await sim.stop()
+
+
+CANARY = {"strategy": "canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+BLUE_GREEN = {"strategy": "blue-green", "blueGreen": {"autoPromote": False, "scaleDownDelay": "0s"}}
+
+
+@pytest.mark.parametrize("deploy", [CANARY, BLUE_GREEN], ids=["canary", "blue-green"])
+async def test_a_release_by_weights_tells_its_wait_for_promotion_and_what_the_operator_did(
+    hooks: Hooks, deploy: dict[str, Any]
+) -> None:
+    sim = await running(hooks, [Receiver(ALL)], spec(**deploy))
+    try:
+        await sim.cluster.update_service("web", lambda _old: spec("v2", **deploy))
+        await sim.quiesce()
+        await ask(sim, Intent.PAUSE)  # while its new tasks start
+        await ask(sim, Intent.RESUME)
+        await sim.advance(3)
+        await ask(sim, Intent.PROMOTE)
+        await sim.advance(5)
+        assert (await sim.cluster.list_deployments("web"))[-1].phase == Phase.SUCCEEDED
+        assert hooks.told() == [
+            ("web-1", "started"), ("web-1", "paused"), ("web-1", "resumed"),
+            ("web-1", "awaiting_promotion"), ("web-1", "promoted"), ("web-1", "succeeded"),
+        ]  # fmt: skip
+        # An abort of the next one: it goes back, and says so.
+        await update(sim, spec("v3", **deploy))
+        await ask(sim, Intent.ABORT)
+        await sim.advance(5)
+        assert hooks.told()[6:] == [
+            ("web-2", "started"), ("web-2", "awaiting_promotion"), ("web-2", "aborted"),
+            ("web-3", "started"), ("web-3", "succeeded"), ("web-2", "rolled_back"),
+        ]  # fmt: skip
     finally:
         await sim.stop()
