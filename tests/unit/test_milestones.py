@@ -4,10 +4,12 @@ and not part of the template."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from warren.cli.documents import load_services
 from warren.domain import transitions
 from warren.domain.deployments import Deployment, DeploymentKind, Phase, Reason, RolloutConfig
 from warren.domain.errors import ValidationError
@@ -153,3 +155,23 @@ def test_who_is_notified_is_not_part_of_the_template() -> None:
     assert old.same_template(new)
     back = old.keeping_settings_of(new.model_copy(update={"replicas": 5}))
     assert back.deploy.notify == new.deploy.notify and back.replicas == 5
+
+
+def test_a_bare_on_key_in_a_yaml_file_is_read_as_on(tmp_path: Path) -> None:
+    """YAML 1.1, which PyYAML reads, takes a bare ``on:`` key for the boolean true."""
+    path = tmp_path / "web.yaml"
+    path.write_text(
+        "apiVersion: warren.io/v1\nkind: Service\nmetadata: {name: web}\n"
+        "spec:\n  command: [app]\n  deploy:\n    notify:\n"
+        "      - url: http://hooks.example/x\n        on: [failed, rolled_back]\n"
+        "      - {url: http://hooks.example/y, on: [sucess]}\n"
+    )
+    with pytest.raises(ValidationError) as caught:
+        load_services(path)
+    assert str(caught.value).endswith("spec.deploy.notify.1.on: unknown event 'sucess': expected "
+                                      "one of started, paused, resumed, awaiting_promotion, "
+                                      "promoted, succeeded, failed, rolling_back, rolled_back, "
+                                      "aborted, superseded")  # fmt: skip
+    path.write_text(path.read_text().replace("sucess", "paused"))
+    [spec] = load_services(path)
+    assert [n.on for n in spec.deploy.notify] == [(E.FAILED, E.ROLLED_BACK), (E.PAUSED,)]

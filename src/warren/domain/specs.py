@@ -439,6 +439,15 @@ class Notify(Model):
     """The events it wants; None (left out): every one."""
     format: NotifyFormat = NotifyFormat.JSON
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_on(cls, data: Any) -> Any:
+        """YAML 1.1 — what PyYAML, and so ``warren apply -f``, reads — takes a bare ``on:``
+        key for the boolean true (GitHub Actions' workflows meet the same)."""
+        if isinstance(data, dict) and any(k is True for k in data) and "on" not in data:
+            return {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
