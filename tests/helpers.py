@@ -3,14 +3,16 @@ clock, driven step by step."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from warren.agent import Agent, FakeDriver, StoreDispatcher
 from warren.clocks import FakeClock
+from warren.control.notifying import HttpFactory
 from warren.control.plane import ControlPlane
 from warren.domain.nodes import Node
 from warren.domain.tasks import Task
+from warren.planning.notifications import Receiver
 from warren.ports import DataPlane, Driver, MetricSource, Prober, Route, RouteStats, Window
 from warren.store import MemoryStore
 from warren.store.cluster import ClusterStore
@@ -72,11 +74,17 @@ class SimCluster:
     nodes: int = 2
     dataplane: DataPlane | None = None
     metrics: MetricSource | None = None
+    receivers: Sequence[Receiver] = ()
+    """Told of every deployment (``warren server --notify``)."""
+    notify_http: HttpFactory | None = None
 
     async def start(self) -> SimCluster:
         self.store = MemoryStore(self.clock, reap_interval=1.0)
         self.cluster = ClusterStore(self.store, self.clock)
-        self.plane = ControlPlane(self.cluster, self.clock, self.dataplane, self.metrics)
+        self.plane = ControlPlane(
+            self.cluster, self.clock, self.dataplane, self.metrics, self.receivers,
+            notify_http=self.notify_http,
+        )  # fmt: skip
         self.drivers = {f"n{i}": FakeDriver(self.clock) for i in range(1, self.nodes + 1)}
         self.agents: dict[str, Agent] = {}
         self.plane.tasks.on_change(self._dispatch)

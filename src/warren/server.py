@@ -56,6 +56,7 @@ from .ingress.supervising import (
 )
 from .paths import token_path
 from .peers import NodeLogs
+from .planning.notifications import server_receiver
 from .ports import Clock, StateStore
 from .reporting import TrafficReporter
 from .store import MemoryStore, open_store
@@ -182,6 +183,8 @@ class ServerConfig:
     (``--drain-timeout``, 60 s)."""
     event_ping: float = PING
     """Seconds between keep-alive pings on a quiet event stream (``GET /v1/events/stream``)."""
+    notify: tuple[str, ...] = ()
+    """URLs told of every deployment event of every service (JSON; ``control.notifying``)."""
 
 
 class _PlaneView:
@@ -265,7 +268,8 @@ class Server:
         local = self.ingress if isinstance(self.ingress, Ingress) else ReportedTraffic()
         self.own_traffic = local if isinstance(local, ReportedTraffic) else None
         self.traffic = ClusterTraffic(local)
-        self.plane = ControlPlane(writer, self.clock, routes, self.traffic)
+        receivers = [server_receiver(url) for url in cfg.notify]
+        self.plane = ControlPlane(writer, self.clock, routes, self.traffic, receivers)
         self.plane.tasks.on_change(self._dispatch)
         feed = self.feed = AssignmentFeed(self.plane.tasks, routes)
         await self.plane.start(lead=not shared)

@@ -175,6 +175,34 @@ def _ingress_pids(supervisor: IngressSupervisor | None) -> str:
     return f"; warren ingress, {len(supervisor.pids)} worker(s), pid {pids}"
 
 
+Notify = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--notify",
+        metavar="URL",
+        envvar="WARREN_NOTIFY",
+        help="POST every deployment event of every service here (JSON; repeat for several). "
+        "$WARREN_NOTIFY: URLs separated by spaces or commas.",
+    ),
+]
+
+
+def _notify_urls(values: list[str] | None) -> tuple[str, ...]:
+    """The receivers of ``--notify`` (each may hold several URLs, as $WARREN_NOTIFY does),
+    each an http(s) URL — or one line saying which is not."""
+    from ..domain.base import parse_model
+    from ..domain.errors import ValidationError
+    from ..domain.specs import Notify
+
+    urls = [u for value in values or () for u in value.replace(",", " ").split()]
+    for url in urls:
+        try:
+            parse_model(Notify, {"url": url})
+        except ValidationError as exc:
+            raise typer.BadParameter(exc.reason, param_hint="--notify") from None
+    return tuple(dict.fromkeys(urls))
+
+
 def _ingress_mode(mode: str) -> str:
     from ..server import INGRESS_MODES
 
@@ -311,6 +339,7 @@ def server(
     ingress: IngressMode = "process",
     ingress_workers: IngressWorkers = None,
     drain_timeout: NodeDrainTimeout = 60.0,
+    notify: Notify = None,
     ingress_head_timeout: HeadTimeout = _LIMITS.head_timeout,
     ingress_idle_timeout: IdleTimeout = _LIMITS.idle_timeout,
     ingress_max_request_line: MaxRequestLine = _LIMITS.max_request_line,
@@ -351,6 +380,7 @@ def server(
         ingress=_ingress_mode(ingress),
         ingress_workers=ingress_workers,
         drain_timeout=drain_timeout,
+        notify=_notify_urls(notify),
     )
 
     srv = Server(config)

@@ -270,7 +270,7 @@ class DeploymentController(Controller):
         target = await self.cluster.get_revision(service.name, revision)
         if kv is None:
             return
-        spec = target.spec.model_copy(update={"replicas": service.spec.replicas})
+        spec = target.spec.keeping_settings_of(service.spec)
         reverted = service.model_copy(
             update={"spec": spec, "revision": revision, "updated_at": self.clock.now()}
         )

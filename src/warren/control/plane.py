@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from ..domain.deployments import Deployment
 from ..domain.nodes import Heartbeat, Node
+from ..domain.notifications import Delivery
 from ..domain.requests import OperatorRequest
 from ..domain.services import Revision, Service
 from ..domain.tasks import Task
+from ..planning.notifications import Receiver, RetryPolicy
 from ..ports import Clock, DataPlane, MetricSource
 from ..store.cluster import (
     DEPLOYMENTS,
     HEARTBEATS,
     NODES,
+    NOTIFICATIONS,
     REQUESTS,
     REVISIONS,
     SERVICES,
@@ -37,6 +41,7 @@ from .deploying import DeploymentController
 from .indexing import DeploymentIndex, TaskIndex
 from .measuring import DeployMetrics
 from .nodes import NodeWatcher
+from .notifying import HttpFactory, Notifier
 from .reconciling import Reconciler
 from .routing import RoutingController
 
@@ -50,7 +55,12 @@ class ControlPlane:
         clock: Clock,
         dataplane: DataPlane | None,
         metrics: MetricSource | None = None,
+        receivers: Sequence[Receiver] = (),
+        notify_retry: RetryPolicy | None = None,
+        notify_http: HttpFactory | None = None,
     ) -> None:
+        """``receivers``: told of every service's deployments (``warren server --notify``);
+        ``notify_http``: the HTTP client they are told through (tests: a mock transport)."""
         store = cluster.raw
         self.services = Informer(store, SERVICES, Service)
         self.revisions = Informer(store, REVISIONS, Revision)
@@ -59,6 +69,7 @@ class ControlPlane:
         self.heartbeats = Informer(store, HEARTBEATS, Heartbeat)
         self.deployments = Informer(store, DEPLOYMENTS, Deployment)
         self.requests = Informer(store, REQUESTS, OperatorRequest)
+        self.deliveries = Informer(store, NOTIFICATIONS, Delivery)
         self.index = TaskIndex(self.tasks, self.revisions)
         self.latest = DeploymentIndex(self.deployments)
         self.reconciler = Reconciler(
@@ -86,13 +97,26 @@ class ControlPlane:
             requests=self.requests,
         )
         self.metrics = DeployMetrics(self.deployments)
+        self.notifier = Notifier(
+            cluster,
+            self.services,
+            self.deployments,
+            self.deliveries,
+            self.index,
+            clock,
+            receivers,
+            notify_retry,
+            notify_http,
+        )
         self.node_watcher = NodeWatcher(cluster, self.nodes, set(), clock)
         self.heartbeats.on_change(
             lambda key, old, new: self.node_watcher.heartbeat_changed(
                 key[len(HEARTBEATS) :], new is not None
             )
         )
-        self.controllers: list[Controller] = [self.reconciler, self.deployer, self.node_watcher]
+        self.controllers: list[Controller] = [
+            self.reconciler, self.deployer, self.node_watcher, self.notifier,
+        ]  # fmt: skip
         self.routing: RoutingController | None = None
         if dataplane is not None:
             self.routing = RoutingController(
@@ -108,8 +132,8 @@ class ControlPlane:
             self.deployments.on_change(self.routing.deployment_changed)
             self.controllers.append(self.routing)
         self._informers: list[Informer[Any]] = [
-            self.revisions, self.deployments, self.requests, self.services, self.nodes,
-            self.heartbeats, self.tasks,
+            self.revisions, self.deployments, self.deliveries, self.requests, self.services,
+            self.nodes, self.heartbeats, self.tasks,
         ]  # fmt: skip
 
         self.leads = False
@@ -155,6 +179,7 @@ class ControlPlane:
         self.node_watcher.enqueue_all()
         self.reconciler.enqueue_all()
         self.deployer.enqueue_all()
+        self.notifier.enqueue_all()
         for controller in self.writers:
             controller.start()
 

@@ -30,6 +30,7 @@ from ..planning.strategies import drives, slot_revisions
 from ..ports import Clock, Compare, Delete, Op, Put
 from ..store.cluster import (
     DEPLOYMENTS,
+    NOTIFICATIONS,
     REVISIONS,
     TASKS,
     ClusterStore,
@@ -347,11 +348,13 @@ def _create(new_tasks: Iterable[Task], placed: Mapping[str, Task]) -> _Writes:
 
 
 def _forget_revisions(name: str) -> _Writes:
-    """A deleted service with no tasks left: delete its revisions, deployments and request."""
+    """A deleted service with no tasks left: delete its revisions, deployments (and what was
+    told of them) and request."""
     return _Writes(
         ops=(
             Delete(f"{REVISIONS}{name}/", prefix=True),
             Delete(f"{DEPLOYMENTS}{name}/", prefix=True),
+            Delete(f"{NOTIFICATIONS}{name}/", prefix=True),
             Delete(request_key(name)),
         )
     )

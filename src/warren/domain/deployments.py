@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import Field
 
 from .base import Model
+from .notifications import DeploymentEvent
 from .specs import (
     FailureAction,
     RollbackConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "Deployment",
     "DeploymentKind",
     "DeploymentStatus",
+    "Milestone",
     "Phase",
     "Reason",
     "RolloutConfig",
@@ -187,6 +189,26 @@ class Decision(Model):
     action: str = ""
 
 
+class Milestone(Model):
+    """A moment of a deployment's life that people may want to be told of: its start, a change
+    of phase, a resume, a promotion (``domain.transitions`` records them; the notifier sends
+    them). Numbered from 1, in order."""
+
+    number: int
+    event: DeploymentEvent
+    phase: Phase
+    """The phase the deployment was in right after it."""
+    time: float
+    reason: str
+    message: str
+    decision: int
+    """The number of the decision that logged it (``decision_count`` right after)."""
+
+
+MILESTONES_KEPT = 100
+"""A deployment has a handful; an operator who pauses and resumes one in a loop is capped."""
+
+
 class Deployment(Model):
     id: str
     service: str
@@ -262,6 +284,8 @@ class Deployment(Model):
     decision_count: int = 0
     """Decisions made so far: the log keeps the last DECISIONS_KEPT, and this tells a reader
     how many are new since it last looked."""
+    milestones: tuple[Milestone, ...] = ()
+    """The last MILESTONES_KEPT milestones, oldest first (each with its number)."""
     message: str = ""
     """The latest human summary: why it is paused, failed, rolled back …"""
 
@@ -327,6 +351,22 @@ class Deployment(Model):
         if unknown:
             raise TypeError(f"not a field of a deployment: {', '.join(sorted(unknown))}")
         return type(self).model_validate({**data, **changes})
+
+    def with_milestone(self, event: DeploymentEvent) -> Deployment:
+        """This deployment with ``event`` recorded as a milestone, told by its last decision
+        (for ``domain.transitions`` alone)."""
+        last = self.decisions[-1] if self.decisions else None
+        milestone = Milestone(
+            number=self.milestones[-1].number + 1 if self.milestones else 1,
+            event=event,
+            phase=self.phase,
+            time=last.time if last else self.updated_at,
+            reason=last.reason if last else "",
+            message=last.message if last else self.message,
+            decision=self.decision_count,
+        )
+        milestones = (*self.milestones, milestone)[-MILESTONES_KEPT:]
+        return self.model_copy(update={"milestones": milestones})
 
     def with_condition(self, condition: Condition) -> Deployment:
         others = tuple(c for c in self.conditions if c.type != condition.type)

@@ -17,6 +17,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from .base import Duration, Model, parse_model
 from .errors import ValidationError
+from .notifications import DeploymentEvent, NotifyFormat
 
 __all__ = [
     "API_VERSION",
@@ -32,6 +33,7 @@ __all__ = [
     "HealthCheck",
     "HttpCheck",
     "MetricCheck",
+    "Notify",
     "PortSpec",
     "PrometheusQuery",
     "Resources",
@@ -416,6 +418,42 @@ class BlueGreenConfig(Model):
     analysis: Analysis | None = None
 
 
+def _known_events(value: Any) -> Any:
+    """One line for a typo, with the names to choose from (``domain.notifications``)."""
+    names = [e.value for e in DeploymentEvent]
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("name at least one event, or leave `on` out for every event")
+        for item in value:
+            if item not in names:
+                raise ValueError(f"unknown event {item!r}: expected one of {', '.join(names)}")
+    return value
+
+
+class Notify(Model):
+    """A receiver of the service's deployment events: a POST of each event it wants, in
+    ``format`` (``docs/deployments.md``, Notifications)."""
+
+    url: str
+    on: Annotated[tuple[DeploymentEvent, ...] | None, BeforeValidator(_known_events)] = None
+    """The events it wants; None (left out): every one."""
+    format: NotifyFormat = NotifyFormat.JSON
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_on(cls, data: Any) -> Any:
+        """YAML 1.1 — what PyYAML, and so ``warren apply -f``, reads — takes a bare ``on:``
+        key for the boolean true (GitHub Actions' workflows meet the same)."""
+        if isinstance(data, dict) and any(k is True for k in data) and "on" not in data:
+            return {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v)
+
+
 class DeployConfig(Model):
     strategy: StrategyName = Strategy.ROLLING.value
     update_config: UpdateConfig = UpdateConfig()
@@ -423,6 +461,8 @@ class DeployConfig(Model):
     canary: CanaryConfig | None = None
     blue_green: BlueGreenConfig | None = None
     revision_history_limit: int = Field(10, ge=1)
+    notify: tuple[Notify, ...] = ()
+    """Who is told of the deployments: not part of the template (changing it starts none)."""
 
 
 class ServiceSpec(Model):
@@ -515,11 +555,19 @@ class ServiceSpec(Model):
 
     @property
     def template(self) -> dict[str, Any]:
-        """Everything that needs new tasks when it changes: the spec minus ``replicas``."""
-        return self.model_dump(mode="json", exclude={"replicas"})
+        """Everything that needs new tasks when it changes: the spec minus ``replicas`` and
+        who is told of its deployments (``deploy.notify``)."""
+        return self.model_dump(mode="json", exclude=_NOT_TEMPLATE)
 
     def same_template(self, other: ServiceSpec) -> bool:
         return self.template == other.template
+
+    def keeping_settings_of(self, current: ServiceSpec) -> ServiceSpec:
+        """This spec (a revision's, which the service goes back to) with what is not part of
+        the template taken from ``current``: a rollback changes neither the replica count nor
+        who is told of it."""
+        deploy = self.deploy.model_copy(update={"notify": current.deploy.notify})
+        return self.model_copy(update={"replicas": current.replicas, "deploy": deploy})
 
     @property
     def version_label(self) -> str:
@@ -529,6 +577,9 @@ class ServiceSpec(Model):
         if "VERSION" in self.env:
             return f"VERSION={self.env['VERSION']}"
         return " ".join(self.command or ())[:40]
+
+
+_NOT_TEMPLATE: dict[str, Any] = {"replicas": True, "deploy": {"notify": True}}
 
 
 def _cannot_finish(deploy: DeployConfig) -> str | None:

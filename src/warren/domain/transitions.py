@@ -18,6 +18,7 @@ from typing import Any
 
 from .deployments import Condition, Deployment, Phase, Reason, check_progress
 from .errors import InvalidTransitionError
+from .notifications import DeploymentEvent
 
 __all__ = [
     "TRANSITIONS",
@@ -28,6 +29,7 @@ __all__ = [
     "fail_and_revert",
     "finish",
     "link_rollback",
+    "milestone_of",
     "pause",
     "promote",
     "resume",
@@ -97,7 +99,41 @@ def _move(
     if phase.terminal:
         changes.setdefault("finished_at", now)
     moved = d.logged(now, reason, message, action, measured, phase=phase, **changes)
+    milestone = milestone_of(event, str(reason), d.phase, phase)
+    if milestone is not None:
+        moved = moved.with_milestone(milestone)
     return _conditions(moved, now, str(reason), message)
+
+
+_MILESTONES: Mapping[Event, DeploymentEvent] = {
+    Event.SUPERSEDE: DeploymentEvent.SUPERSEDED,
+    Event.PAUSE: DeploymentEvent.PAUSED,
+    Event.RESUME: DeploymentEvent.RESUMED,
+    Event.AWAIT_PROMOTION: DeploymentEvent.AWAITING_PROMOTION,
+    Event.PROMOTE: DeploymentEvent.PROMOTED,
+    Event.FAIL: DeploymentEvent.FAILED,
+    Event.FINISH: DeploymentEvent.SUCCEEDED,
+    Event.ROLL_BACK: DeploymentEvent.ROLLING_BACK,
+    Event.LINK_ROLLBACK: DeploymentEvent.ROLLING_BACK,
+}
+_ENDED_AS = {
+    Phase.ROLLED_BACK: DeploymentEvent.ROLLED_BACK,
+    Phase.SUPERSEDED: DeploymentEvent.SUPERSEDED,
+    Phase.FAILED: DeploymentEvent.FAILED,
+}
+
+
+def milestone_of(event: Event, reason: str, before: Phase, after: Phase) -> DeploymentEvent | None:
+    """The milestone a transition is (None: it tells nothing new). The operator's abort is
+    ``aborted`` whatever follows it; linking the rollback of a release that is rolling back
+    already changes nothing anyone waits for."""
+    if event == Event.END_ROLLBACK:
+        return _ENDED_AS[after]
+    if event == Event.LINK_ROLLBACK and before == Phase.ROLLING_BACK:
+        return None
+    if reason == Reason.ABORTED and event in (Event.FAIL, Event.ROLL_BACK):
+        return DeploymentEvent.ABORTED
+    return _MILESTONES[event]
 
 
 def _conditions(d: Deployment, now: float, reason: str, message: str) -> Deployment:
@@ -117,7 +153,8 @@ def start(d: Deployment, now: float, reason: Reason | str, message: str) -> Depl
     """A new deployment's first decision: why it exists."""
     if d.decisions or d.phase != Phase.PROGRESSING:
         raise InvalidTransitionError(f"deployment {d.id} has started already")
-    return _conditions(d.logged(now, reason, message), now, str(reason), message)
+    started = d.logged(now, reason, message).with_milestone(DeploymentEvent.STARTED)
+    return _conditions(started, now, str(reason), message)
 
 
 def supersede(d: Deployment, now: float, by: Deployment) -> Deployment:

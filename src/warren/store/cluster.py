@@ -12,6 +12,8 @@ Key layout (one prefix per kind; values are the camelCase JSON of the domain mod
     /deployments/{service}/{n:08d}    Deployment   rollouts, oldest first; the newest drives
     /requests/{service}               OperatorRequest  pause/resume/promote/abort, for the
                                                    deployment controller to apply and answer
+    /notifications/{service}/{n:08d}  Delivery     what each receiver was told of deployment n
+                                                   (created with it; gone once all is told)
     /cluster/secret                   bytes        signs the node tokens of remote workers
     /cluster/join-token               str          what `warren worker --token` joins with
     /cluster/admin-token              str          the admin token of every manager
@@ -44,6 +46,7 @@ from ..domain.errors import (
 )
 from ..domain.events import Event, Level
 from ..domain.nodes import DrainedBy, DrainStatus, Node, NodeAvailability, NodeStatus
+from ..domain.notifications import Delivery
 from ..domain.requests import Intent, OperatorRequest
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec
@@ -68,6 +71,7 @@ __all__ = [
     "HEARTBEATS",
     "NODES",
     "NODE_EPOCHS",
+    "NOTIFICATIONS",
     "REQUESTS",
     "REVISIONS",
     "SERVICES",
@@ -76,6 +80,7 @@ __all__ = [
     "decode",
     "deployment_key",
     "encode",
+    "notification_key",
     "request_key",
     "revision_key",
     "sequence_of",
@@ -91,6 +96,7 @@ HEARTBEATS = "/heartbeats/"
 EVENTS = "/events/"
 DEPLOYMENTS = "/deployments/"
 REQUESTS = "/requests/"
+NOTIFICATIONS = "/notifications/"
 CLUSTER_SECRET = "/cluster/secret"
 JOIN_TOKEN = "/cluster/join-token"
 ADMIN_TOKEN = "/cluster/admin-token"
@@ -121,6 +127,11 @@ def revision_key(service: str, number: int) -> str:
 
 def deployment_key(service: str, sequence: int) -> str:
     return f"{DEPLOYMENTS}{service}/{sequence:08d}"
+
+
+def notification_key(service: str, sequence: int) -> str:
+    """Where what was told of deployment ``sequence`` of ``service`` is kept."""
+    return f"{NOTIFICATIONS}{service}/{sequence:08d}"
 
 
 def request_key(service: str) -> str:
@@ -247,7 +258,7 @@ class ClusterStore:
         start = starts_from(latest[0] if latest else None, current.revision)
         sequence = await self._add_deployment_guards(current.name, latest, compares, ops)
         deployment = new_update(current, number, spec, start, now, sequence)
-        ops.append(Put(deployment_key(current.name, sequence), encode(deployment)))
+        ops.extend(_deployment_puts(deployment, sequence))
         return deployment
 
     async def _create_rollback(
@@ -266,7 +277,7 @@ class ClusterStore:
         sequence = await self._add_deployment_guards(service.name, latest, compares, ops)
         undoes = undone_by_rollback(latest[0] if latest else None)
         rollback = new_rollback(service, target, cause, now, sequence, undoes, note)
-        ops.append(Put(deployment_key(service.name, sequence), encode(rollback)))
+        ops.extend(_deployment_puts(rollback, sequence))
         return rollback
 
     async def _add_deployment_guards(
@@ -291,6 +302,7 @@ class ClusterStore:
         for kv, d in list(zip(kvs, kept, strict=True))[: max(0, excess)]:
             if d.phase.terminal and d.id not in needed:
                 ops.append(Delete(kv.key))
+                ops.append(Delete(notification_key(name, sequence_of(d.id))))
         return sequence
 
     async def _stable_spec(self, active: Deployment | None) -> dict[int, ServiceSpec]:
@@ -351,7 +363,7 @@ class ClusterStore:
             rollback = await self._create_rollback(
                 current, target, cause, latest, compares, ops, note
             )
-            spec = revision.spec.model_copy(update={"replicas": current.spec.replicas})
+            spec = revision.spec.keeping_settings_of(current.spec)
             service = current.model_copy(
                 update={"spec": spec, "revision": target, "updated_at": self.clock.now()}
             )
@@ -826,6 +838,16 @@ def _replaced(request: OperatorRequest, newer: OperatorRequest) -> ConflictError
 
 def _new_join_token() -> bytes:
     return f"wrn-join-{secrets.token_urlsafe(24)}".encode()
+
+
+def _deployment_puts(deployment: Deployment, sequence: int) -> list[Op]:
+    """A new deployment, and the record that its notifications are due (in the same write:
+    a crash cannot leave one without the other)."""
+    delivery = Delivery(deployment=deployment.id)
+    return [
+        Put(deployment_key(deployment.service, sequence), encode(deployment)),
+        Put(notification_key(deployment.service, sequence), encode(delivery)),
+    ]
 
 
 def ops_for_tasks(tasks: Sequence[Task]) -> list[Op]:
