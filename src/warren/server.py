@@ -310,6 +310,7 @@ class Server:
                 logs_token=self._own_logs_token if cfg.worker else None,
                 event_streams=self.event_streams,
                 event_ping=cfg.event_ping,
+                reserved_ports=self._reserved_ports(),
             )
         )
         self._scrape = build_metrics(self.plane, self.ingress)
@@ -524,6 +525,13 @@ class Server:
     @property
     def api_address(self) -> tuple[str, int]:
         return self.http.address if self.http else ("", 0)
+
+    def _reserved_ports(self) -> dict[int, str]:
+        """The ports this server listens on, which no service may publish."""
+        reserved = {self.api_address[1]: "Warren's API (--api)"}
+        if self.config.http_port:
+            reserved[self.config.http_port] = "Warren's shared HTTP port (--http-port)"
+        return reserved
 
     @property
     def api_url(self) -> str:

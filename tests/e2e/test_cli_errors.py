@@ -124,3 +124,15 @@ def test_deploy_plan_takes_the_update_flags(server: ServerProcess) -> None:
     assert "earliest finish: +13s" in plan.stdout, plan.stdout  # 2 monitors of 5s, a 3s delay
     one_line_error(warren("deploy", "plan", "planned", "--parallelism", "-1", env=env), "--para")
     assert warren("service", "rm", "planned", env=env).returncode == 0
+
+
+def test_a_port_taken_is_refused_when_written(server: ServerProcess) -> None:
+    env = server.env()
+    port = str(free_port())
+    taken = warren("service", "create", "web", "--command", "sleep 60", "-p", port, "-d", env=env)
+    assert taken.returncode == 0, taken.stderr
+    again = warren("service", "create", "api", "--command", "sleep 60", "-p", port, env=env)
+    one_line_error(again, f"port {port} is published by service web")
+    own = warren("service", "create", "api", "--command", "x", "-p", str(server.api_port), env=env)
+    one_line_error(own, f"port {server.api_port} is Warren's API (--api)")
+    assert [s.name for s in server.client().list_services()] == ["web"]

@@ -1,21 +1,28 @@
-"""What the API checks of a spec beyond its own validation, with the files of this manager:
-each TLS port's certificate and key must load (readable, PEM, the key matching the
-certificate), as the ingress will load them. One clear line names the port; nothing is stored.
+"""What the API checks of a spec beyond its own validation, with what this manager knows: no
+published port is one Warren itself listens on (its API, its shared HTTP port), and each TLS
+port's certificate and key load (readable, PEM, the key matching the certificate), as the
+ingress will load them. One clear line names the port; nothing is stored. (A port another
+service publishes is refused by the store, in the write: ``ClusterStore``.)
 
 Must not import the control plane or the store."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
-from ..domain.errors import ValidationError
+from ..domain.errors import ConflictError, ValidationError
 from ..domain.specs import ServiceSpec
 from ..ingress.tls import TlsError, server_context
 
 __all__ = ["admit"]
 
 
-def admit(spec: ServiceSpec) -> ServiceSpec:
+def admit(spec: ServiceSpec, reserved: Mapping[int, str] = {}) -> ServiceSpec:
+    """``reserved``: the ports Warren listens on here, each with what it is."""
+    for port in spec.ports:
+        if port.published in reserved:
+            raise ConflictError(f"ports: port {port.published} is {reserved[port.published]}")
     for i, port in enumerate(spec.ports):
         if port.tls is None:
             continue

@@ -44,7 +44,7 @@ from ..planning.previewing import plan_fast_track, plan_rollout
 from ..planning.releases import fast_track_target, newest_good_revision, starts_from
 from ..store.cluster import ClusterStore
 from ..tokens import NODE_TOKEN_PREFIX
-from .admission import admit
+from .admission import admit as admit_spec
 from .errors import install_error_handlers
 from .events import PING, EventStreams, event_routes
 from .nodes import node_routes
@@ -112,6 +112,8 @@ class ApiContext:
     """The open event streams, which the server ends when it stops."""
     event_ping: float = PING
     """Seconds between keep-alive pings on a quiet event stream."""
+    reserved_ports: Mapping[int, str] = field(default_factory=dict)
+    """The ports this server listens on, which no service may publish, each with what it is."""
 
 
 async def _follow_lines(
@@ -154,6 +156,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.cluster = cluster
 
     install_error_handlers(app)
+
+    def admit(spec: ServiceSpec) -> ServiceSpec:
+        return admit_spec(spec, ctx.reserved_ports)
 
     # ── open routes ──────────────────────────────────────────────────────────────────────────
 

@@ -97,6 +97,9 @@ EVENTS = "/events/"
 DEPLOYMENTS = "/deployments/"
 REQUESTS = "/requests/"
 NOTIFICATIONS = "/notifications/"
+PORTS = "/ports/"
+"""``/ports/PORT`` → the name of the service that publishes it: one service per port, claimed
+in the transaction that writes the spec."""
 CLUSTER_SECRET = "/cluster/secret"
 JOIN_TOKEN = "/cluster/join-token"
 ADMIN_TOKEN = "/cluster/admin-token"
@@ -119,6 +122,10 @@ def decode(cls: type[M], kv: KeyValue) -> M:
 
 def service_key(name: str) -> str:
     return f"{SERVICES}{name}"
+
+
+def port_key(port: int) -> str:
+    return f"{PORTS}{port:05d}"
 
 
 def revision_key(service: str, number: int) -> str:
@@ -192,13 +199,47 @@ class ClusterStore:
                 f"service {spec.name!r} was just removed and its tasks are still stopping; "
                 "try again in a few seconds"
             )
-        res = await self.raw.txn(
-            [Compare.absent(key)],
-            [Put(key, encode(service)), Put(revision_key(spec.name, 1), encode(revision))],
-        )
+        compares = [Compare.absent(key)]
+        ops: list[Op] = [
+            Put(key, encode(service)),
+            Put(revision_key(spec.name, 1), encode(revision)),
+        ]
+        await self._claim_ports(spec, None, compares, ops)
+        res = await self.raw.txn(compares, ops)
         if not res.succeeded:
+            await self._claim_ports(spec, None, [], [])  # a port taken meanwhile: say which
             raise ConflictError(f"service {spec.name!r} already exists")
         return service
+
+    async def _claim_ports(
+        self, spec: ServiceSpec, before: ServiceSpec | None, compares: list[Compare], ops: list[Op]
+    ) -> None:
+        """Add to a write of ``spec`` (``before``: the spec it replaces) the claims of the ports
+        it newly publishes — each still free when the write lands — and the release of those it
+        no longer does. Raises ConflictError naming the service that holds a port."""
+        had = {p.published for p in before.ports} if before is not None else set()
+        wanted = {p.published for p in spec.ports}
+        for port in sorted(wanted - had):
+            key = port_key(port)
+            kv = await self.raw.get(key)
+            holder = await self._publisher(port, spec.name)
+            if holder is not None:
+                raise ConflictError(f"ports: port {port} is published by service {holder}")
+            compares.append(Compare.absent(key) if kv is None else Compare.unchanged(kv))
+            ops.append(Put(key, spec.name.encode()))
+        ops.extend(Delete(port_key(port)) for port in sorted(had - wanted))
+
+    async def _publisher(self, port: int, other_than: str) -> str | None:
+        """The service other than ``other_than`` whose spec publishes ``port``, if any. Read
+        from the specs: a claim is what makes two writers race, a spec is the truth (a claim may
+        outlive a rollback to a revision without the port, and services written before claims
+        were kept have none)."""
+        kvs, _ = await self.raw.range(SERVICES)
+        for kv in kvs:
+            service = decode(Service, kv)
+            if service.name != other_than and any(p.published == port for p in service.spec.ports):
+                return service.name
+        return None
 
     async def update_service(
         self, name: str, change: Callable[[ServiceSpec], ServiceSpec], cause: str = "update"
@@ -237,6 +278,7 @@ class ClusterStore:
                 update={"spec": spec, "revision": number, "updated_at": self.clock.now()}
             )
             ops.append(Put(kv.key, encode(service)))
+            await self._claim_ports(spec, current.spec, compares, ops)
             ops.extend(await self._trim_revisions(name, spec, keep=number))
             if (await self.raw.txn(compares, ops)).succeeded:
                 return service, True
@@ -496,8 +538,9 @@ class ClusterStore:
     async def delete_service(self, name: str) -> None:
         """Remove the service; its tasks are stopped by the reconciler, which then removes the
         revisions."""
-        _, kv = await self.get_service(name)
-        res = await self.raw.txn([Compare.unchanged(kv)], [Delete(kv.key)])
+        service, kv = await self.get_service(name)
+        released = [Delete(port_key(p.published)) for p in service.spec.ports]
+        res = await self.raw.txn([Compare.unchanged(kv)], [Delete(kv.key), *released])
         if not res.succeeded:
             raise ConflictError(f"service {name!r} changed while being removed; try again")
 
