@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .agent import Agent, LeaseWatch
+from .agent import Agent, LeaseWatch, LogRotation
 from .agent.runtimes import close_runtimes, local_runtimes
 from .api.metrics import build_metrics
 from .api.nodes import node_app, node_routes
@@ -43,6 +43,7 @@ from .domain.errors import (
     WarrenError,
 )
 from .domain.events import Level
+from .domain.logs import LogLine
 from .domain.nodes import Node
 from .domain.services import Revision
 from .domain.tasks import Task
@@ -92,6 +93,8 @@ class WorkerConfig:
     """``server.INGRESS_MODES``: ``warren worker`` runs it as a "process"."""
     ingress_workers: int | None = None
     """With ``ingress="process"``: how many ingress processes; None: one per core."""
+    log_rotation: LogRotation = field(default_factory=LogRotation)
+    """How much of each process task's output is kept."""
 
 
 class RemoteDispatcher:
@@ -227,8 +230,9 @@ class Worker:
         else:
             self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port, cfg.ingress_limits)
         drivers = local_runtimes(
-            cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network
-        )
+            cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network,
+            cfg.log_rotation,
+        )  # fmt: skip
         node = node_record(cfg.node_name, tuple(drivers), self.clock, cfg.advertise)
         node = node.model_copy(update={"labels": cfg.labels, "api": await self._serve_api()})
         self.agent = Agent(
@@ -275,14 +279,16 @@ class Worker:
     async def _expected_logs_token(self) -> str | None:
         return self._logs_token
 
-    async def _logs(self, task: Task, tail: int | None) -> list[str]:
+    async def _logs(self, task: Task, tail: int | None, since: str | None) -> list[LogLine]:
         assert self.agent is not None
-        return await self.agent.logs(task, tail)
+        return await self.agent.logs(task, tail, since)
 
-    async def _follow_logs(self, task: Task) -> AsyncIterator[str]:
+    async def _follow_logs(
+        self, task: Task, tail: int | None, since: str | None
+    ) -> AsyncIterator[list[LogLine]]:
         assert self.agent is not None
-        async for line in self.agent.follow(task):
-            yield line
+        async for batch in self.agent.follow(task, tail, since):
+            yield batch
 
     async def _join(self) -> None:
         """The node's token: kept from an earlier join, else got with the join token."""
