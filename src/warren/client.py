@@ -318,19 +318,30 @@ class Client:
             for r in self.request("GET", f"/v1/services/{service}/revisions")
         ]
 
-    def logs(self, service: str, tail: int = 100, task: str | None = None) -> list[dict[str, str]]:
-        params: dict[str, Any] = {"tail": tail}
-        if task:
-            params["task"] = task
+    def logs(
+        self,
+        service: str,
+        tail: int | None = 100,
+        task: str | None = None,
+        since: str | None = None,
+    ) -> list[dict[str, str]]:
+        """The last ``tail`` lines of each task (None: all) written at ``since`` or later (a
+        duration back from now, ``10m``, or an RFC 3339 time), merged by time: each
+        ``{"task", "time", "line"}``."""
+        params = _logs_params(tail, task, since)
         return list(self.request("GET", f"/v1/services/{service}/logs", params=params)["lines"])
 
     def follow_logs(
-        self, service: str, tail: int = 100, task: str | None = None
+        self,
+        service: str,
+        tail: int | None = 100,
+        task: str | None = None,
+        since: str | None = None,
     ) -> Iterator[dict[str, str]]:
-        """The last ``tail`` lines of each task, then every new line, until the connection ends."""
-        params: dict[str, Any] = {"tail": tail, "follow": "true"}
-        if task:
-            params["task"] = task
+        """What ``logs`` returns, then every new line — of the tasks that start meanwhile too —
+        and an entry with ``event`` (``started``, ``ended``) when a task starts or ends, until
+        the connection ends."""
+        params = {**_logs_params(tail, task, since), "follow": "true"}
         self._authorize()
         try:
             with self._http.stream(
@@ -475,3 +486,12 @@ class Client:
                     continue
                 revision = int(frame.id) if frame.id.isdigit() else None
                 yield revision, Event.model_validate_json(frame.data)
+
+
+def _logs_params(tail: int | None, task: str | None, since: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"tail": "all" if tail is None else tail}
+    if task:
+        params["task"] = task
+    if since:
+        params["since"] = since
+    return params

@@ -10,6 +10,7 @@ import httpx
 
 from .client import api_error
 from .domain.errors import UnavailableError, WarrenError
+from .domain.logs import LogLine
 from .domain.nodes import Node
 from .domain.tasks import Task
 
@@ -35,8 +36,10 @@ class NodeLogs:
             "headers": {"Authorization": f"Bearer {token}"},
         }
 
-    async def lines(self, node: Node, task: Task, token: str, tail: int | None) -> list[str]:
-        req = self._request(node, task, token, tail=tail or 100_000)
+    async def lines(
+        self, node: Node, task: Task, token: str, tail: int | None, since: str | None = None
+    ) -> list[LogLine]:
+        req = self._request(node, task, token, tail=tail, since=since)
         try:
             response = await self._http.post(**req)  # type: ignore[arg-type]
         except httpx.HTTPError as exc:
@@ -44,12 +47,14 @@ class NodeLogs:
         if response.status_code >= 400:
             raise api_error(response) or _answered(node, response)
         try:
-            return list(response.json()["lines"])
+            return _lines(response.json()["lines"])
         except (ValueError, KeyError, TypeError):
             raise _answered(node, response) from None
 
-    async def follow(self, node: Node, task: Task, token: str) -> AsyncIterator[str]:
-        req = self._request(node, task, token, tail=1, follow=True)
+    async def follow(
+        self, node: Node, task: Task, token: str, tail: int | None, since: str | None = None
+    ) -> AsyncIterator[list[LogLine]]:
+        req = self._request(node, task, token, tail=tail, since=since, follow=True)
         try:
             async with self._follows.stream("POST", **req) as response:  # type: ignore[arg-type]
                 if response.status_code >= 400:
@@ -57,13 +62,20 @@ class NodeLogs:
                     raise api_error(response) or _answered(node, response)
                 async for line in response.aiter_lines():
                     if line:
-                        yield json.loads(line)
+                        batch = json.loads(line)
+                        yield _lines(batch if isinstance(batch, list) else [batch])
         except httpx.HTTPError as exc:
             raise UnavailableError(f"node {node.name} does not answer ({exc!r})") from None
 
     async def close(self) -> None:
         await self._http.aclose()
         await self._follows.aclose()
+
+
+def _lines(wire: list[list[str] | str]) -> list[LogLine]:
+    """``[[TIME, TEXT], …]`` as ``api.nodes`` sends them (a bare string: a node older than
+    times, and its line has none)."""
+    return [LogLine("", x) if isinstance(x, str) else LogLine(str(x[0]), str(x[1])) for x in wire]
 
 
 def _answered(node: Node, response: httpx.Response) -> WarrenError:

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from .domain.events import Level
+from .domain.logs import LogLine
 from .domain.nodes import DrainStatus, Node
 from .domain.services import Revision
 from .domain.specs import HealthCheck, ServiceSpec
@@ -224,10 +225,19 @@ class Driver(Protocol):
         """Drop every record of an ended task (its logs stay)."""
         ...
 
-    async def logs(self, task_id: str, tail: int | None = None) -> list[str]: ...
+    async def logs(
+        self, task_id: str, tail: int | None = None, since: str | None = None
+    ) -> list[LogLine]:
+        """The last ``tail`` lines of the task's output (all without it) of those read at
+        ``since`` or later (a ``domain.logs`` time), oldest first."""
+        ...
 
-    def follow(self, task_id: str) -> AsyncIterator[str]:
-        """The task's output lines from now on, as they come (until the caller stops)."""
+    def follow(
+        self, task_id: str, tail: int | None = None, since: str | None = None
+    ) -> AsyncIterator[list[LogLine]]:
+        """First what ``logs(task_id, tail, since)`` returns (one batch, maybe empty), then each
+        batch of new lines as they come, none missed or twice; it ends once the task's output
+        has (the task ended and every line it wrote was read)."""
         ...
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import __version__
-from .agent import Agent, FakeDriver, LeaseWatch, StoreDispatcher
+from .agent import Agent, FakeDriver, LeaseWatch, LogRotation, StoreDispatcher
 from .agent.leaving import Leaving, Outcome
 from .agent.runtimes import close_runtimes, local_runtimes
 from .api import ApiContext, create_app
@@ -43,6 +43,7 @@ from .control.roster import Roster
 from .control.traffic import ClusterTraffic, ReportedTraffic
 from .domain.deployments import DeploymentStatus
 from .domain.errors import UnavailableError, WarrenError
+from .domain.logs import LogLine
 from .domain.nodes import Node
 from .domain.services import Service
 from .domain.specs import ServiceSpec
@@ -185,6 +186,8 @@ class ServerConfig:
     """Seconds between keep-alive pings on a quiet event stream (``GET /v1/events/stream``)."""
     notify: tuple[str, ...] = ()
     """URLs told of every deployment event of every service (JSON; ``control.notifying``)."""
+    log_rotation: LogRotation = field(default_factory=LogRotation)
+    """How much of each process task's output is kept."""
 
 
 class _PlaneView:
@@ -354,8 +357,9 @@ class Server:
         agents = []
         if cfg.worker:
             drivers = local_runtimes(
-                cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network
-            )
+                cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network,
+                cfg.log_rotation,
+            )  # fmt: skip
             node = node_record(cfg.node_name, tuple(drivers), self.clock, cfg.advertise)
             node = node.model_copy(update={"api": self.reachable_api_url})
             agents.append(
@@ -425,23 +429,25 @@ class Server:
             if agent is not None:
                 agent.task_changed(old, new)
 
-    async def _logs(self, task: Task, tail: int | None) -> list[str]:
+    async def _logs(self, task: Task, tail: int | None, since: str | None) -> list[LogLine]:
         """A task's logs: from this server's agent, or from the node that runs it."""
         agent = self.agents.get(task.node or "")
         if agent is not None:
-            return await agent.logs(task, tail)
+            return await agent.logs(task, tail, since)
         node, token = await self._peer(task)
-        return await self.node_logs.lines(node, task, token, tail)
+        return await self.node_logs.lines(node, task, token, tail, since)
 
-    async def _follow(self, task: Task) -> AsyncIterator[str]:
+    async def _follow(
+        self, task: Task, tail: int | None, since: str | None
+    ) -> AsyncIterator[list[LogLine]]:
         agent = self.agents.get(task.node or "")
         if agent is not None:
-            async for line in agent.follow(task):
-                yield line
+            async for batch in agent.follow(task, tail, since):
+                yield batch
             return
         node, token = await self._peer(task)
-        async for line in self.node_logs.follow(node, task, token):
-            yield line
+        async for batch in self.node_logs.follow(node, task, token, tail, since):
+            yield batch
 
     async def _peer(self, task: Task) -> tuple[Node, str]:
         """The node that runs ``task``, and the token that reads its logs."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .agent import Agent, LeaseWatch
+from .agent import Agent, LeaseWatch, LogRotation
 from .agent.leaving import Leaving, Outcome
 from .agent.runtimes import close_runtimes, local_runtimes
 from .api.metrics import build_metrics
@@ -47,6 +47,7 @@ from .domain.errors import (
     WarrenError,
 )
 from .domain.events import Level
+from .domain.logs import LogLine
 from .domain.nodes import DrainStatus, Node
 from .domain.services import Revision
 from .domain.tasks import Task
@@ -100,6 +101,8 @@ class WorkerConfig:
     """Stopping (``leave``): how long the node may take to move its tasks to other nodes
     before it stops them anyway; 0: it leaves at once, its tasks left running for a
     restarted worker to adopt. ``warren worker`` drains (``--drain-timeout``, 60 s)."""
+    log_rotation: LogRotation = field(default_factory=LogRotation)
+    """How much of each process task's output is kept."""
 
 
 class RemoteDispatcher:
@@ -245,8 +248,9 @@ class Worker:
         else:
             self.ingress = await start_ingress(cfg.ingress_host, cfg.http_port, cfg.ingress_limits)
         drivers = local_runtimes(
-            cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network
-        )
+            cfg.data_dir, cfg.node_name, self.clock, cfg.advertise, cfg.docker_network,
+            cfg.log_rotation,
+        )  # fmt: skip
         node = node_record(cfg.node_name, tuple(drivers), self.clock, cfg.advertise)
         node = node.model_copy(update={"labels": cfg.labels, "api": await self._serve_api()})
         self.agent = Agent(
@@ -293,14 +297,16 @@ class Worker:
     async def _expected_logs_token(self) -> str | None:
         return self._logs_token
 
-    async def _logs(self, task: Task, tail: int | None) -> list[str]:
+    async def _logs(self, task: Task, tail: int | None, since: str | None) -> list[LogLine]:
         assert self.agent is not None
-        return await self.agent.logs(task, tail)
+        return await self.agent.logs(task, tail, since)
 
-    async def _follow_logs(self, task: Task) -> AsyncIterator[str]:
+    async def _follow_logs(
+        self, task: Task, tail: int | None, since: str | None
+    ) -> AsyncIterator[list[LogLine]]:
         assert self.agent is not None
-        async for line in self.agent.follow(task):
-            yield line
+        async for batch in self.agent.follow(task, tail, since):
+            yield batch
 
     async def _join(self) -> None:
         """The node's token: kept from an earlier join, else got with the join token."""

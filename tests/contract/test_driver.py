@@ -24,6 +24,7 @@ from warren.agent.drivers import FakeDriver, ProcessDriver
 from warren.agent.drivers.docker import DockerDriver
 from warren.clocks import SystemClock
 from warren.domain.errors import DriverError
+from warren.domain.logs import LogLine, stamp_of
 from warren.domain.specs import ServiceSpec
 from warren.domain.tasks import Task
 from warren.ports import Driver, ExitStatus, TaskHandle
@@ -80,6 +81,11 @@ async def pid_gone(pid: int) -> bool:
     return not pid_alive(pid)
 
 
+def talking(lines: int) -> str:
+    """Python that prints ``line 0`` … ``line N-1``, one every 50 ms."""
+    return f"import time\nfor n in range({lines}): time.sleep(0.05); print('line', n, flush=True)"
+
+
 def parse_endpoint(endpoint: str | None) -> tuple[str, int]:
     assert endpoint is not None
     host, sep, port = endpoint.rpartition(":")
@@ -103,6 +109,8 @@ class Adapter(ABC):
     stop_overhead: float = 0.0
     """What stopping costs beyond the task's own exit (an engine tears down a container's
     network and mounts: ~0.1-0.7 s here)."""
+    whole_seconds: bool = False
+    """Its log lines' times are whole seconds (Podman's compatible API before 5.8)."""
 
     @abstractmethod
     def forever(self) -> ServiceSpec: ...
@@ -114,6 +122,11 @@ class Adapter(ABC):
 
     @abstractmethod
     def fails_to_start(self) -> ServiceSpec: ...
+
+    @abstractmethod
+    def talks(self, lines: int) -> ServiceSpec:
+        """A task that prints ``line 0`` … ``line N-1``, one every 50 ms, then exits 0."""
+        ...
 
     @abstractmethod
     def ignores_sigterm(self) -> ServiceSpec: ...
@@ -137,7 +150,7 @@ class Adapter(ABC):
 
     async def until_ready(self, task_id: str) -> None:
         async def logged() -> bool:
-            return any(self.ready_line in line for line in await self.driver.logs(task_id))
+            return any(self.ready_line in x.text for x in await self.driver.logs(task_id))
 
         await eventually(logged, f"{task_id} logs {self.ready_line!r}")
 
@@ -160,6 +173,9 @@ class FakeAdapter(Adapter):
 
     def fails_to_start(self) -> ServiceSpec:
         return self.spec(FAKE_START_ERROR="image pull failed: no such image")
+
+    def talks(self, lines: int) -> ServiceSpec:
+        return self.spec(FAKE_TALK=str(lines))
 
     def ignores_sigterm(self) -> ServiceSpec:
         return self.spec()  # the fake has no signals: "stops within grace" is all it can show
@@ -205,6 +221,9 @@ class ProcessAdapter(Adapter):
 
     def fails_to_start(self) -> ServiceSpec:
         return self.spec("warren-no-such-command", "--flag")
+
+    def talks(self, lines: int) -> ServiceSpec:
+        return self.spec(PY, "-c", talking(lines))
 
     def ignores_sigterm(self) -> ServiceSpec:
         return self.spec(
@@ -257,6 +276,7 @@ class DockerAdapter(Adapter):
         self.log_dir = tmp_path / "logs"
         super().__init__("docker", self._new_driver(), ready_line="listening on")
         self.stop_overhead = 1.5
+        self.whole_seconds = engine.name == "podman"
 
     def _new_driver(self) -> DockerDriver:
         return DockerDriver(
@@ -285,6 +305,9 @@ class DockerAdapter(Adapter):
 
     def fails_to_start(self) -> ServiceSpec:
         return self.spec(image="localhost/warren-no-such-image:v9")
+
+    def talks(self, lines: int) -> ServiceSpec:
+        return self.spec("/usr/local/bin/python3", "-c", talking(lines))
 
     def ignores_sigterm(self) -> ServiceSpec:
         return self.spec(
@@ -507,10 +530,52 @@ async def test_logs_return_the_output_of_the_task(adapter: Adapter) -> None:
     await adapter.start("web.1.a", adapter.forever())
     await adapter.until_ready("web.1.a")
     lines = await adapter.driver.logs("web.1.a")
-    assert any(adapter.ready_line in line for line in lines)
-    assert all("\n" not in line for line in lines)
+    assert any(adapter.ready_line in x.text for x in lines)
+    assert all("\n" not in x.text for x in lines)
     assert await adapter.driver.logs("web.1.a", tail=1) == lines[-1:]
     assert await adapter.driver.logs("web.9.zz") == []
+
+
+async def test_log_lines_carry_the_time_they_were_read(adapter: Adapter) -> None:
+    before = stamp_of(time.time() - 1)  # an engine's clock may be a little apart
+    await adapter.start("web.1.a", adapter.talks(5))
+    await eventually(lambda: said(adapter, "web.1.a", "line 4"), "the task's last line")
+
+    lines = await adapter.driver.logs("web.1.a")
+
+    times = [x.time for x in lines]
+    assert all(times) and times == sorted(times), lines
+    assert before <= times[0] and times[-1] <= stamp_of(time.time() + 1), lines
+    if not adapter.whole_seconds:
+        assert len(set(times[-5:])) == 5  # 50 ms apart: read one by one
+    since = [x for x in lines if x.time >= times[-2]]
+    assert await adapter.driver.logs("web.1.a", since=times[-2]) == since
+    assert await adapter.driver.logs("web.1.a", tail=1, since=times[-2]) == lines[-1:]
+    assert await adapter.driver.logs("web.1.a", since=stamp_of(time.time() + 60)) == []
+
+
+async def test_follow_gives_the_last_lines_then_each_new_one_and_ends_with_the_task(
+    adapter: Adapter,
+) -> None:
+    await adapter.start("web.1.a", adapter.talks(30))
+    await eventually(lambda: said(adapter, "web.1.a", "line 3"), "the task's first lines")
+    follow = adapter.driver.follow("web.1.a", tail=2)
+
+    history = await asyncio.wait_for(anext(follow), WAIT)
+    rest: list[LogLine] = []
+
+    async def read_to_the_end() -> None:
+        async for batch in follow:
+            rest.extend(batch)
+
+    await asyncio.wait_for(read_to_the_end(), WAIT)  # it ends by itself, with the task
+    assert len(history) == 2
+    numbers = [int(x.text.split()[1]) for x in history + rest if x.text.startswith("line ")]
+    assert numbers == list(range(numbers[0], 30)), numbers  # none missed, none twice
+
+
+async def said(adapter: Adapter, task_id: str, text: str) -> bool:
+    return any(x.text == text for x in await adapter.driver.logs(task_id))
 
 
 async def test_logs_stay_after_forget(adapter: Adapter) -> None:
@@ -520,7 +585,7 @@ async def test_logs_stay_after_forget(adapter: Adapter) -> None:
 
     await adapter.driver.forget("web.1.a")
 
-    assert any(adapter.ready_line in line for line in await adapter.driver.logs("web.1.a"))
+    assert any(adapter.ready_line in x.text for x in await adapter.driver.logs("web.1.a"))
 
 
 # ── process driver only ──────────────────────────────────────────────────────────────────────────
@@ -540,7 +605,7 @@ async def run_to_end(process: ProcessAdapter, task: Task, code: str) -> list[str
     process.tasks.append(task.id)
     await asyncio.wait_for(process.driver.start(task, process.spec(PY, "-c", code)), WAIT)
     status = await asyncio.wait_for(process.driver.wait(task.id), WAIT)
-    lines = await process.driver.logs(task.id)
+    lines = [x.text for x in await process.driver.logs(task.id)]
     assert status.exit_code == 0, lines
     return lines
 
@@ -558,7 +623,7 @@ async def test_process_task_gets_port_and_warren_variables(process: ProcessAdapt
     handle = await asyncio.wait_for(process.driver.start(task, spec), WAIT)
     await asyncio.wait_for(process.driver.wait(task.id), WAIT)
 
-    seen = json.loads((await process.driver.logs(task.id))[-1])
+    seen = json.loads((await process.driver.logs(task.id))[-1].text)
 
     assert seen == {
         "PORT": str(parse_endpoint(handle.endpoint)[1]),
@@ -598,7 +663,7 @@ async def test_process_stop_kills_the_whole_group(process: ProcessAdapter) -> No
     script = "trap '' TERM; sleep 300 & echo child=$!; trap - TERM; echo listening on; wait"
     handle = await process.start("web.1.a", process.spec("sh", "-c", script))
     await process.until_ready("web.1.a")
-    lines = await process.driver.logs("web.1.a")
+    lines = [x.text for x in await process.driver.logs("web.1.a")]
     child = int(next(line for line in lines if line.startswith("child="))[len("child=") :])
     assert pid_alive(child)
     assert os.getpgid(child) == int(handle.runtime_id)
@@ -628,7 +693,7 @@ async def test_process_graceful_stop_reports_the_exit(process: ProcessAdapter) -
     # The demo app handles SIGTERM and exits 0, saying so in its log.
     assert status.exit_code == 0
     assert not pid_alive(int(handle.runtime_id))
-    assert "demo app: stopping" in await process.driver.logs("web.1.a")
+    assert "demo app: stopping" in [x.text for x in await process.driver.logs("web.1.a")]
 
 
 @pytest.mark.parametrize("what", ["directory", "not-executable"])

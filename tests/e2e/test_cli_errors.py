@@ -52,6 +52,9 @@ def test_bad_flags_name_the_flag() -> None:
 def test_usage_errors_are_one_line() -> None:
     for args, needle in (
         (("service", "logs", "web", "--tail", "0"), "--tail"),
+        (("service", "logs", "web", "--since", "abc"), "--since"),
+        (("server", "--log-max-size", "10"), "--log-max-size"),
+        (("worker", "--manager", "m", "--token", "t", "--log-max-files", "0"), "--log-max-files"),
         (("service", "create", "web", "--bogus"), "--bogus"),
         (("nosuch",), "nosuch"),
     ):

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from warren.domain.errors import NotFoundError, UnavailableError
+from warren.domain.logs import LogLine
 from warren.domain.nodes import Node
 from warren.domain.tasks import Task
 from warren.peers import NodeLogs
@@ -33,8 +34,13 @@ def reading(answer: httpx.Response) -> NodeLogs:
 
 
 def test_the_lines_a_node_answers() -> None:
-    logs = reading(httpx.Response(200, json={"lines": ["a", "b"]}))
-    assert asyncio.run(logs.lines(NODE, TASK, "tok", 10)) == ["a", "b"]
+    time = "2024-05-01T12:00:00.000000000Z"
+    logs = reading(httpx.Response(200, json={"lines": [[time, "a"], [time, "b"]]}))
+    lines = asyncio.run(logs.lines(NODE, TASK, "tok", 10))
+    assert lines == [LogLine(time, "a"), LogLine(time, "b")]
+    # A node from before times were kept: its lines have none.
+    older = reading(httpx.Response(200, json={"lines": ["a"]}))
+    assert asyncio.run(older.lines(NODE, TASK, "tok", 10)) == [LogLine("", "a")]
 
 
 def test_an_answer_that_is_not_the_nodes_api_is_one_clear_error() -> None:

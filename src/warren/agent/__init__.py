@@ -2,9 +2,17 @@
 reports their observed state. Must not import control, api, ingress or the CLI."""
 
 from .dispatching import StoreDispatcher
-from .drivers import FakeDriver, ProcessDriver
+from .drivers import FakeDriver, LogRotation, ProcessDriver
 from .fencing import LeaseWatch
 from .probing import NetworkProber
 from .supervising import Agent
 
-__all__ = ["Agent", "FakeDriver", "LeaseWatch", "NetworkProber", "ProcessDriver", "StoreDispatcher"]
+__all__ = [
+    "Agent",
+    "FakeDriver",
+    "LeaseWatch",
+    "LogRotation",
+    "NetworkProber",
+    "ProcessDriver",
+    "StoreDispatcher",
+]

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..domain.errors import MissingExtraError
 from ..extras import DOCKER, needs_extra
 from ..ports import Clock, Driver, Prober
-from .drivers import FakeDriver, ProcessDriver
+from .drivers import FakeDriver, LogRotation, ProcessDriver
 from .drivers.engine import find_engine_socket
 from .probing import NetworkProber
 
@@ -29,12 +29,16 @@ def local_runtimes(
     clock: Clock,
     address: str = "127.0.0.1",
     docker_network: str | None = None,
+    rotation: LogRotation = LogRotation(),
 ) -> Runtimes:
     """``address``: the node's address, where tasks listen and the ingress reaches them.
+    ``rotation``: how much of a process task's output is kept.
     ``docker_network`` asks for containers: without the docker extra that is MissingExtraError;
     without it, an engine found but no extra only leaves the docker driver off (and says so)."""
     drivers: Runtimes = {}
-    process = ProcessDriver(data_dir / "agent" / "tasks", data_dir / "logs", clock, address)
+    process = ProcessDriver(
+        data_dir / "agent" / "tasks", data_dir / "logs", clock, address, rotation=rotation
+    )
     drivers["process"] = (process, NetworkProber())
     fake = FakeDriver(clock, address)
     drivers["fake"] = (fake, fake)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 from ..domain.errors import DriverError, InvalidTransitionError, NotFoundError, WarrenError
 from ..domain.events import Level
+from ..domain.logs import LogLine
 from ..domain.nodes import Node
 from ..domain.specs import ServiceSpec
 from ..domain.tasks import Task, TaskState
@@ -134,14 +135,19 @@ class Agent:
             raise DriverError(f"node {self.name} has no {spec.effective_driver} driver")
         return found
 
-    async def logs(self, task: Task, tail: int | None = None) -> list[str]:
+    async def logs(
+        self, task: Task, tail: int | None = None, since: str | None = None
+    ) -> list[LogLine]:
         spec = await self.spec_for(task)
-        return await self.runtime(spec)[0].logs(task.id, tail)
+        return await self.runtime(spec)[0].logs(task.id, tail, since)
 
-    async def follow(self, task: Task) -> AsyncIterator[str]:
+    async def follow(
+        self, task: Task, tail: int | None = None, since: str | None = None
+    ) -> AsyncIterator[list[LogLine]]:
+        """``Driver.follow`` of the task's driver."""
         spec = await self.spec_for(task)
-        async for line in self.runtime(spec)[0].follow(task.id):
-            yield line
+        async for batch in self.runtime(spec)[0].follow(task.id, tail, since):
+            yield batch
 
     async def fence(self, default_grace: float = 10.0) -> None:
         """Cut off from the managers for longer than the node's lease: the control plane has

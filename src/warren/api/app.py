@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
@@ -31,9 +30,9 @@ from ..domain.errors import (
     NotFoundError,
     UnavailableError,
     ValidationError,
-    WarrenError,
 )
 from ..domain.events import Level
+from ..domain.logs import parse_since
 from ..domain.nodes import Node, NodeAvailability, NodeSummary
 from ..domain.requests import Answer, Intent
 from ..domain.services import Revision, RevisionEntry, Service
@@ -47,7 +46,8 @@ from ..tokens import NODE_TOKEN_PREFIX
 from .admission import admit as admit_spec
 from .errors import install_error_handlers
 from .events import PING, EventStreams, event_routes
-from .nodes import node_routes
+from .logs import LogFollow, read_logs, shown
+from .nodes import FollowLogs, ReadLogs, node_routes
 from .schemas import (
     RollbackRequest,
     ScaleRequest,
@@ -94,8 +94,8 @@ class ApiContext:
     cluster: ClusterStore
     token: str
     view: ClusterView | None = None
-    logs: Callable[[Task, int | None], Awaitable[list[str]]] | None = None
-    follow: Callable[[Task], AsyncIterator[str]] | None = None
+    logs: ReadLogs | None = None
+    follow: FollowLogs | None = None
     metrics: Callable[[], Awaitable[bytes]] | None = None
     """Prometheus' text, at scrape time (an ingress of its own process is asked then)."""
     info: Callable[[], Awaitable[dict[str, Any]]] | None = None
@@ -116,33 +116,13 @@ class ApiContext:
     """The ports this server listens on, which no service may publish, each with what it is."""
 
 
-async def _follow_lines(
-    first: list[dict[str, str]],
-    tasks: list[Task],
-    follow: Callable[[Task], AsyncIterator[str]],
-) -> AsyncIterator[bytes]:
-    """``first``, then the new lines of every task, interleaved as they come."""
-    for entry in first:
-        yield json.dumps(entry).encode() + b"\n"
-    queue: asyncio.Queue[dict[str, str]] = asyncio.Queue(maxsize=10_000)
-
-    async def pump(task: Task) -> None:
-        try:
-            async for line in follow(task):
-                await queue.put({"task": task.id, "line": line})
-        except WarrenError as exc:  # one node away: say so, and follow the others
-            line = f"[warren] cannot follow the logs of {task.id}: {exc.message}"
-            await queue.put({"task": task.id, "line": line})
-
-    pumps = [asyncio.ensure_future(pump(t)) for t in tasks]
-    try:
-        while True:
-            entry = await queue.get()
-            yield json.dumps(entry).encode() + b"\n"
-    finally:
-        for p in pumps:
-            p.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
+def _tail_lines(tail: str) -> int | None:
+    """``tail``: a number of lines, or ``all`` (None)."""
+    if tail == "all":
+        return None
+    if tail.isdigit() and 1 <= int(tail) <= 100_000:
+        return int(tail)
+    raise ValidationError(f"expected 1 to 100000 lines, or all, got {tail!r}", "tail")
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -337,42 +317,30 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def logs(
         name: str,
         _: Auth,
-        tail: Annotated[int, Query(ge=1, le=100_000)] = 100,
+        tail: Annotated[str, Query(description="1 to 100000 lines, or all")] = "100",
+        since: Annotated[
+            str | None, Query(description="A duration back from now (10m), or an RFC 3339 time")
+        ] = None,
         task: str | None = None,
         follow: bool = False,
     ) -> dict[str, Any] | StreamingResponse:
-        """The last ``tail`` lines of each task; ``follow``: then every new line as it comes,
-        one JSON object per line (``{"task", "line"}``), until the client goes."""
+        """The last ``tail`` lines of each task (read at ``since`` or later), merged by the time
+        each line was read: ``{"task", "time", "line"}``. ``follow``: then every new line as it
+        comes, one JSON object per line, with the tasks that start meanwhile and an entry with
+        ``event`` when a task starts or ends, until the client goes."""
+        lines = _tail_lines(tail)
+        cut = parse_since(since, cluster.clock.now()) if since is not None else None
         await cluster.get_service(name)
         tasks = await cluster.list_tasks(name)
-        if task is not None:
-            tasks = [t for t in tasks if t.id == task]
-            if not tasks:
-                raise NotFoundError(f"task {task!r} of service {name!r} not found")
-        lines: list[dict[str, str]] = []
-        if ctx.logs is None:
+        if task is not None and not any(t.id == task for t in tasks):
+            raise NotFoundError(f"task {task!r} of service {name!r} not found")
+        if ctx.logs is None or ctx.follow is None:
             raise UnavailableError("this server runs no worker: no logs to read")
-        shown = [
-            t for t in sorted(tasks, key=lambda t: (t.slot, t.created_at)) if t.state != "pending"
-        ]
-        read = ctx.logs
-
-        async def task_lines(t: Task) -> list[str]:
-            try:
-                return await read(t, tail)
-            except WarrenError as exc:  # one node away: the others' logs still shown
-                return [f"[warren] cannot read the logs of {t.id}: {exc.message}"]
-
-        # At once: a node that does not answer costs its timeout once, not once per task.
-        for t, found in zip(shown, await asyncio.gather(*map(task_lines, shown)), strict=True):
-            lines.extend({"task": t.id, "line": line} for line in found)
         if not follow:
-            return {"service": name, "lines": lines}
-        assert ctx.follow is not None
-        followed = [t for t in shown if t.wants_running]
-        return StreamingResponse(
-            _follow_lines(lines, followed, ctx.follow), media_type="application/x-ndjson"
-        )
+            chosen = shown(t for t in tasks if task is None or t.id == task)
+            return {"service": name, "lines": await read_logs(chosen, ctx.logs, lines, cut)}
+        stream = LogFollow(cluster, name, task, lines, cut, ctx.logs, ctx.follow, cluster.clock.now)
+        return StreamingResponse(stream.stream(), media_type="application/x-ndjson")
 
     # ── deployments ──────────────────────────────────────────────────────────────────────────
 

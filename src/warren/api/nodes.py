@@ -1,7 +1,10 @@
 """The route a node serves its tasks' logs on, to the managers: ``POST /v1/node/logs`` — on the
 API of a ``warren server`` that runs tasks, and on the small API of a ``warren worker``
 (``--api``). A manager shows the node's logs token (``tokens.logs_token``), so that asking
-any manager for a service's logs reaches the tasks on every node."""
+any manager for a service's logs reaches the tasks on every node.
+
+On the wire a line is ``[TIME, TEXT]`` (``domain.logs``); a follow answers one JSON array of
+lines per line of its body: the history first (maybe ``[]``), then each batch as it comes."""
 
 from __future__ import annotations
 
@@ -16,43 +19,57 @@ from pydantic import Field
 
 from ..domain.base import Model
 from ..domain.errors import AuthError, ForbiddenError
+from ..domain.logs import LogLine
 from ..domain.tasks import Task
 from .errors import install_error_handlers
 from .workers import bearer
 
-__all__ = ["LogsRequest", "node_app", "node_routes"]
+__all__ = ["FollowLogs", "LogsRequest", "ReadLogs", "node_app", "node_routes", "wire_lines"]
+
+ReadLogs = Callable[[Task, int | None, str | None], Awaitable[list[LogLine]]]
+"""A task's last ``tail`` lines (None: all) since a time (None: any): ``Driver.logs``."""
+FollowLogs = Callable[[Task, int | None, str | None], AsyncIterator[list[LogLine]]]
+"""The same, then each batch of new lines until the task's output ends: ``Driver.follow``."""
 
 
 class LogsRequest(Model):
     task: Task
-    tail: int = Field(100, ge=1, le=100_000)
+    tail: int | None = Field(100, ge=1, le=100_000)
+    """None: every line (since ``since``)."""
+    since: str | None = None
+    """A ``domain.logs`` time: only the lines read then or later."""
     follow: bool = False
+
+
+def wire_lines(lines: list[LogLine]) -> list[list[str]]:
+    return [[x.time, x.text] for x in lines]
 
 
 def node_routes(
     node: str,
     token: Callable[[], Awaitable[str | None]],
-    logs: Callable[[Task, int | None], Awaitable[list[str]]],
-    follow: Callable[[Task], AsyncIterator[str]],
+    logs: ReadLogs,
+    follow: FollowLogs,
 ) -> APIRouter:
     """``token()``: the logs token this node expects (None: it serves no logs)."""
     router = APIRouter(prefix="/v1/node", tags=["nodes"])
 
     @router.post("/logs", response_model=None)
     async def task_logs(body: LogsRequest, request: Request) -> dict[str, Any] | StreamingResponse:
-        """The last ``tail`` lines of one of this node's tasks; ``follow``: then each new line,
-        one JSON string per line, until the caller goes."""
+        """The last ``tail`` lines since ``since`` of one of this node's tasks; ``follow``: then
+        each batch of new lines, one JSON array per line, until the task's output ends or the
+        caller goes."""
         expected = await token()
         if expected is None or not hmac.compare_digest(bearer(request).encode(), expected.encode()):
             raise AuthError("invalid logs token")
         if body.task.node != node:
             raise ForbiddenError(f"task {body.task.id} is not on node {node}")
         if not body.follow:
-            return {"lines": await logs(body.task, body.tail)}
+            return {"lines": wire_lines(await logs(body.task, body.tail, body.since))}
 
         async def lines() -> AsyncIterator[bytes]:
-            async for line in follow(body.task):
-                yield json.dumps(line).encode() + b"\n"
+            async for batch in follow(body.task, body.tail, body.since):
+                yield json.dumps(wire_lines(batch)).encode() + b"\n"
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 

@@ -4,16 +4,21 @@ bad flag fail with a message naming the flag."""
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import typer
 
 from ..domain.durations import parse_duration
 from ..domain.errors import ValidationError
+from ..domain.logs import parse_since
+from ..domain.specs import parse_memory
 
 __all__ = [
     "DURATION",
     "POSITIVE_DURATION",
+    "SINCE",
+    "SIZE",
     "change_ports",
     "parse_env",
     "parse_publish",
@@ -36,6 +41,28 @@ def POSITIVE_DURATION(value: str | float) -> float:
     if seconds <= 0:
         raise typer.BadParameter(f"must be more than 0, got {value!r}")
     return seconds
+
+
+def SINCE(value: str) -> str:
+    """Typer parser for ``--since``: checked here (a bad one is a usage error naming the flag),
+    passed on as written — the server counts a duration back from its own clock."""
+    try:
+        parse_since(value, time.time())
+    except ValidationError as exc:
+        raise typer.BadParameter(exc.reason) from None
+    return value
+
+
+def SIZE(value: str | int) -> int:
+    """Typer parser for sizes in bytes: ``10MiB``, ``512k``, ``1048576``."""
+    if isinstance(value, int):
+        return value
+    try:
+        return parse_memory(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected a size like 10MiB, 512k or 1048576, got {value!r}"
+        ) from None
 
 
 def parse_env(values: list[str]) -> dict[str, str]:

@@ -26,10 +26,11 @@ from ..paths import default_data_dir, token_path
 from . import cluster, deploy, events, node, service
 from .connect import connect, use
 from .deploy import follow, follow_start
-from .flags import DURATION, POSITIVE_DURATION
+from .flags import DURATION, POSITIVE_DURATION, SIZE
 from .output import DETACH, advise_on, console, err_console, fail, group
 
 if TYPE_CHECKING:
+    from ..agent.drivers.process import LogRotation
     from ..agent.leaving import Outcome
     from ..ingress.supervising import IngressSupervisor
 
@@ -165,6 +166,48 @@ IngressWorkers = Annotated[
         "SO_REUSEPORT sockets (the kernel spreads the connections among them).",
     ),
 ]
+
+
+MIN_LOG_SIZE = 1024
+"""The smallest ``--log-max-size``: a file holds a few lines at least."""
+
+
+def _log_size(value: str | int) -> int:
+    size = SIZE(value)
+    if size < MIN_LOG_SIZE:
+        raise typer.BadParameter(f"must be at least {MIN_LOG_SIZE} bytes, got {value!r}")
+    return size
+
+
+LogMaxSize = Annotated[
+    int | None,
+    typer.Option(
+        "--log-max-size",
+        parser=_log_size,
+        metavar="SIZE",
+        show_default="10MiB",
+        help="A process task's log file is rotated at this size (10MiB, 512k, bytes).",
+    ),
+]
+LogMaxFiles = Annotated[
+    int | None,
+    typer.Option(
+        "--log-max-files",
+        min=1,
+        max=1000,
+        metavar="N",
+        show_default="3",
+        help="Log files kept per process task, the newest included (1: cut to empty).",
+    ),
+]
+
+
+def _log_rotation(max_size: int | None, max_files: int | None) -> LogRotation:
+    """``--log-max-size``/``--log-max-files`` (the defaults: ``LogRotation``'s)."""
+    from ..agent.drivers.process import LogRotation
+
+    default = LogRotation()
+    return LogRotation(max_size or default.max_size, max_files or default.max_files)
 
 
 def _ingress_pids(supervisor: IngressSupervisor | None) -> str:
@@ -346,6 +389,8 @@ def server(
     ingress_max_header_bytes: MaxHeaderBytes = _LIMITS.max_header_bytes,
     ingress_max_header_fields: MaxHeaderFields = _LIMITS.max_header_fields,
     ingress_max_body: MaxBody = _LIMITS.max_body,
+    log_max_size: LogMaxSize = None,
+    log_max_files: LogMaxFiles = None,
     log_level: LogLevel = "info",
     simulate_nodes: Annotated[int, typer.Option("--simulate-nodes", hidden=True, min=0)] = 0,
 ) -> None:
@@ -381,6 +426,7 @@ def server(
         ingress_workers=ingress_workers,
         drain_timeout=drain_timeout,
         notify=_notify_urls(notify),
+        log_rotation=_log_rotation(log_max_size, log_max_files),
     )
 
     srv = Server(config)
@@ -538,6 +584,8 @@ def worker(
     ingress_max_header_bytes: MaxHeaderBytes = _LIMITS.max_header_bytes,
     ingress_max_header_fields: MaxHeaderFields = _LIMITS.max_header_fields,
     ingress_max_body: MaxBody = _LIMITS.max_body,
+    log_max_size: LogMaxSize = None,
+    log_max_files: LogMaxFiles = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Run a worker: a node that runs tasks for managers elsewhere, with its own ingress."""
@@ -569,6 +617,7 @@ def worker(
         ingress=_ingress_mode(ingress),
         ingress_workers=ingress_workers,
         drain_timeout=drain_timeout,
+        log_rotation=_log_rotation(log_max_size, log_max_files),
     )
 
     wrk = Worker(config)
@@ -748,7 +797,9 @@ def _logging(log_level: str) -> None:
 
 @app.command()
 def apply(
-    file: Annotated[Path, typer.Option("--file", "-f", help="Service YAML ('-' for stdin).")],
+    file: Annotated[
+        Path, typer.Option("--file", "-f", metavar="FILE", help="Service YAML ('-' for stdin).")
+    ],
     detach: DETACH = False,
 ) -> None:
     """Create or update every service described in a YAML file. Without --detach, then follows

@@ -140,6 +140,32 @@ def show(
         sys.stdout.write(yaml.safe_dump(document(doc()), sort_keys=False))
 
 
+def _plain_help() -> None:
+    """typer 0.29 prints a Python type beside every argument and flag (``name <str>``, ``--help
+    <bool>``) and a required argument as ``{name}``; an argument's name says what it takes and a
+    flag takes nothing, so show neither, and write arguments as docker does: ``NAME``,
+    ``[NAME]``. (Where typer has no such hooks, its own help stands.)"""
+    core = typer.core
+    if hasattr(core.TyperArgument, "_usage_display_name"):
+
+        def usage(self: Any) -> str:
+            name = str(self.display_name_raw).upper() + ("..." if self.nargs != 1 else "")
+            return name if self.required else f"[{name}]"
+
+        core.TyperArgument._usage_display_name = usage  # type: ignore[method-assign]
+    if hasattr(core.TyperArgument, "display_type_rich"):
+        core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+        option_type = core.TyperOption.display_type_rich
+
+        def option(self: Any, ctx: Any) -> str | None:
+            return None if self.is_flag else option_type(self, ctx)
+
+        core.TyperOption.display_type_rich = option  # type: ignore[method-assign]
+
+
+_plain_help()
+
+
 def group(help: str, **settings: Any) -> typer.Typer:
     """A command group. Help is plain text, as docker's and git's: typer's boxes cost a tenth of
     a second at every start (rich's markdown), and they hide nothing a script or a person

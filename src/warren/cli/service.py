@@ -14,10 +14,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ..domain.errors import ValidationError
+from ..domain.logs import STAMP_LENGTH
 from .changes import CREATE, UPDATE, Changes, change_flags
 from .connect import connect
 from .deploy import follow, follow_start
-from .flags import change_ports, parse_publish
+from .flags import SINCE, change_ports, parse_publish
 from .output import DETACH, OUTPUT, QUIET, Format, advise_on, ago, console, group, show
 
 if TYPE_CHECKING:
@@ -35,7 +36,9 @@ def create(
     name: Annotated[str | None, typer.Argument(help="Service name.")] = None,
     # The flags' values, given by @change_flags.
     changes: Changes = None,  # type: ignore[assignment]
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="A service YAML.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", metavar="FILE", help="A service YAML.")
+    ] = None,
     detach: DETACH = False,
 ) -> None:
     """Create a service from flags (or from -f FILE.yaml). Without --detach, shows its tasks
@@ -313,31 +316,67 @@ def remove(names: Annotated[list[str], typer.Argument(help="Services to remove."
 def logs(
     name: str,
     tail: Annotated[
-        int, typer.Option("--tail", "-n", min=1, metavar="N", help="The last N lines of each task.")
-    ] = 100,
-    task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
+        int | None,
+        typer.Option(
+            "--tail",
+            "-n",
+            min=1,
+            max=100_000,
+            metavar="N",
+            show_default="100; with --since, all",
+            help="The last N lines of each task.",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            parser=SINCE,
+            metavar="DUR|TIME",
+            help="Only lines written since then: a duration back from now (10m, 1h30m) or an "
+            "RFC 3339 time (2024-05-01T12:00:00Z).",
+        ),
+    ] = None,
+    timestamps: Annotated[
+        bool,
+        typer.Option(
+            "--timestamps", "-t", metavar="", help="Each line with its time (ISO-8601, UTC)."
+        ),
+    ] = False,
+    task: Annotated[
+        str | None, typer.Option("--task", metavar="ID", help="Only this task.")
+    ] = None,
     follow: Annotated[
         bool,
         typer.Option(
-            "--follow", "-f", metavar="", help="Then print new lines as they come (Ctrl-C ends)."
+            "--follow",
+            "-f",
+            metavar="",
+            help="Then print new lines as they come, from the tasks that start meanwhile too, "
+            "and say when a task starts or ends (Ctrl-C ends).",
         ),
     ] = False,
 ) -> None:
-    """Print the recent output of a service's tasks."""
+    """Print the recent output of a service's tasks, their lines merged by time."""
+    lines: int | None = tail if tail is not None else (None if since else 100)
     with connect() as client:
         if not follow:
-            lines = client.logs(name, tail, task)
-            width = max((len(entry["task"]) for entry in lines), default=0)
-            for entry in lines:
-                _print_line(entry, width)
+            entries = client.logs(name, lines, task, since)
+            width = max((len(entry["task"]) for entry in entries), default=0)
+            for entry in entries:
+                _print_line(entry, width, timestamps)
             return
         with contextlib.suppress(KeyboardInterrupt):
-            for entry in client.follow_logs(name, tail, task):
-                _print_line(entry, len(entry["task"]))
+            for entry in client.follow_logs(name, lines, task, since):
+                _print_line(entry, len(entry["task"]), timestamps)
 
 
-def _print_line(entry: dict[str, str], width: int) -> None:
+def _print_line(entry: dict[str, str], width: int, timestamps: bool) -> None:
     # A Text, not markup: a log line's own brackets must print as they are.
-    text = Text(f"{entry['task']:<{width}}", style="dim")
-    text.append(f" | {entry['line']}")
+    text = Text()
+    if timestamps:
+        text.append(f"{entry.get('time') or '-':<{STAMP_LENGTH}} ")
+    text.append(f"{entry['task']:<{width}}", style="dim")
+    text.append(" | ")
+    text.append(entry["line"], style="bold" if "event" in entry else "")
     console.print(text, soft_wrap=True, highlight=False)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -63,7 +63,17 @@ from ..planning.releases import (
     undone_by_rollback,
 )
 from ..planning.strategies import kind_of
-from ..ports import Clock, Compare, Delete, KeyValue, Op, Put, StateStore
+from ..ports import (
+    Clock,
+    Compare,
+    Delete,
+    EventType,
+    KeyValue,
+    Op,
+    Put,
+    StateStore,
+    WatchEvent,
+)
 
 __all__ = [
     "DEPLOYMENTS",
@@ -571,6 +581,40 @@ class ClusterStore:
     async def list_tasks(self, service: str | None = None) -> list[Task]:
         kvs, _ = await self.raw.range(f"{TASKS}{service}/" if service else TASKS)
         return [decode(Task, kv) for kv in kvs]
+
+    async def watch_tasks(
+        self, service: str
+    ) -> AsyncGenerator[list[tuple[str, Task | None]], None]:
+        """The service's tasks now (one batch: every one), then each change as it comes:
+        ``(task id, the task, or None once it is deleted)``. A watch that falls behind the
+        store's history lists them again (a task deleted meanwhile comes as None). It ends
+        when the store closes."""
+        prefix = f"{TASKS}{service}/"
+        known: set[str] = set()
+        while True:
+            kvs, revision = await self.raw.range(prefix)
+            listed = [decode(Task, kv) for kv in kvs]
+            gone = known - {t.id for t in listed}
+            known = {t.id for t in listed}
+            yield [(t.id, t) for t in listed] + [(tid, None) for tid in sorted(gone)]
+            watch = self.raw.watch(prefix, revision + 1)
+            try:
+                async for events in watch:
+                    yield [self._task_change(prefix, event, known) for event in events]
+                return
+            except CompactedError:
+                continue
+            finally:
+                await watch.aclose()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _task_change(prefix: str, event: WatchEvent, known: set[str]) -> tuple[str, Task | None]:
+        tid = event.kv.key[len(prefix) :]
+        if event.type == EventType.DELETE:
+            known.discard(tid)
+            return tid, None
+        known.add(tid)
+        return tid, decode(Task, event.kv)
 
     async def get_task(self, task_id: str) -> tuple[Task, KeyValue]:
         service = task_id.rsplit(".", 2)[0]

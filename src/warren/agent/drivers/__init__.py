@@ -2,6 +2,6 @@
 (a child process per task). Each implements ``warren.ports.Driver``."""
 
 from .fake import FakeDriver
-from .process import ProcessDriver
+from .process import LogRotation, ProcessDriver
 
-__all__ = ["FakeDriver", "ProcessDriver"]
+__all__ = ["FakeDriver", "LogRotation", "ProcessDriver"]

@@ -26,7 +26,6 @@ import logging
 import math
 import re
 import resource
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,10 +37,12 @@ import aiohttp
 from aiodocker.containers import DockerContainer
 
 from ...domain.errors import DriverError
+from ...domain.logs import LogLine, parse_time, stamp_of
 from ...domain.specs import HealthCheck, ServiceSpec
 from ...domain.tasks import Task
 from ...ports import Clock, ExitStatus, Prober, ProbeResult, RecoveredTask, TaskHandle
-from .local import PortPool, follow_file, tail_of
+from .local import PortPool
+from .logfiles import follow_log, read_log
 
 __all__ = ["API_VERSION", "ContainerProber", "DockerDriver"]
 
@@ -309,23 +310,34 @@ class DockerDriver:
             raise DriverError(f"stopping {task_id}: the engine did not answer ({exc})") from None
         return await self._exit_status(known.id, stopped=True)
 
-    async def follow(self, task_id: str) -> AsyncIterator[str]:
+    async def follow(
+        self, task_id: str, tail: int | None = None, since: str | None = None
+    ) -> AsyncIterator[list[LogLine]]:
         known = self._containers.get(task_id)
-        if known is None:
-            async for line in follow_file(self.log_dir / f"{task_id}.log"):
-                yield line
+        if known is None:  # removed: its logs were kept in the file, and nothing more comes
+            async for batch in follow_log(self._log_path(task_id), tail, since, lambda: True):
+                yield batch
             return
+        cut = stamp_of(self._clock.now())
+        history = await self.logs(task_id, tail, since)
+        yield history
+        after = _AfterHistory(history, since)
         container = self.docker.containers.container(known.id)
         partial = ""
         try:
             async for chunk in container.log(
-                stdout=True, stderr=True, follow=True, since=int(time.time()), timeout=None
-            ):
+                stdout=True, stderr=True, follow=True, timestamps=True,
+                since=_whole_seconds(after.last or cut), timeout=None,
+            ):  # fmt: skip
                 *lines, partial = (partial + chunk).split("\n")
-                for line in lines:
-                    yield line
+                batch = after.take([_engine_line(x) for x in lines])
+                if batch:
+                    yield batch
         except (aiodocker.DockerError, aiohttp.ClientError):
-            return  # the container went (or the engine): nothing more will come
+            pass  # the container went (or the engine): nothing more will come
+        rest = after.take([_engine_line(partial)] if partial else []) + after.rest()
+        if rest:
+            yield rest
 
     async def exec_in(self, task_id: str, command: list[str]) -> tuple[int | None, str]:
         """Run ``command`` in the task's container: (exit code, output)."""
@@ -375,25 +387,42 @@ class DockerDriver:
         container = self.docker.containers.container(known.id)
         with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, TimeoutError):
             async with asyncio.timeout(CALL_TIMEOUT):
-                lines = await container.log(stdout=True, stderr=True)
-            with open(self.log_dir / f"{task_id}.log", "a") as out:  # noqa: ASYNC230
-                out.write("".join(lines))
+                chunks = await container.log(stdout=True, stderr=True, timestamps=True)
+            lines = map(_engine_line, "".join(chunks).splitlines())
+            # As a process's log writer writes its file: "TIME TEXT" (a line with no time as
+            # it is).
+            with open(self._log_path(task_id), "a") as out:  # noqa: ASYNC230
+                out.write(
+                    "".join(f"{x.time} {x.text}\n" if x.time else f"{x.text}\n" for x in lines)
+                )
         with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, TimeoutError):
             async with asyncio.timeout(CALL_TIMEOUT):
                 await container.delete(force=True)
 
-    async def logs(self, task_id: str, tail: int | None = None) -> list[str]:
+    async def logs(
+        self, task_id: str, tail: int | None = None, since: str | None = None
+    ) -> list[LogLine]:
         known = self._containers.get(task_id)
         if known is None:
-            return tail_of(self.log_dir / f"{task_id}.log", tail)
+            return await read_log(self._log_path(task_id), tail, since)
         container = self.docker.containers.container(known.id)
+        # With ``since``, the engine picks by whole seconds and its ``tail`` would count the
+        # lines before the cut: both are applied here, on the lines' own times.
+        params: dict[str, Any] = {"tail": "all" if since or not tail else tail}
+        if since:
+            params["since"] = _whole_seconds(since)
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
-                chunks = await container.log(stdout=True, stderr=True, tail=tail or "all")
+                chunks = await container.log(stdout=True, stderr=True, timestamps=True, **params)
         except (aiodocker.DockerError, aiohttp.ClientError, TimeoutError):
-            return tail_of(self.log_dir / f"{task_id}.log", tail)
-        lines = "".join(chunks).splitlines()
+            return await read_log(self._log_path(task_id), tail, since)
+        lines = [_engine_line(x) for x in "".join(chunks).splitlines()]
+        if since:
+            lines = [x for x in lines if x.time >= since]
         return lines[-tail:] if tail else lines
+
+    def _log_path(self, task_id: str) -> Path:
+        return self.log_dir / f"{task_id}.log"
 
     def _handle(self, container_id: str, port: int | None, info: dict[str, Any]) -> TaskHandle:
         """The same handle for a container whether just started or adopted after a restart:
@@ -460,6 +489,53 @@ def _timestamp(text: str) -> float | None:
     fraction = (m.group(2) or ".0")[:7]
     zone = "+00:00" if m.group(3) == "Z" else m.group(3)
     return datetime.fromisoformat(f"{m.group(1)}{fraction}{zone}").timestamp()
+
+
+class _AfterHistory:
+    """The lines of a follow's stream that come after its history. The stream starts at the
+    whole second of the history's last line (the engine's ``since`` is whole seconds), and an
+    engine may give times in whole seconds too (Podman's compatible API before 5.8): of the
+    lines with the last line's time, those up to the history's own last ones are passed over —
+    found by their text, since a count would need all the lines of that time."""
+
+    def __init__(self, history: list[LogLine], since: str | None) -> None:
+        self.last = next((x.time for x in reversed(history) if x.time), "")
+        self.ending = [x.text for x in history if x.time == self.last] if self.last else []
+        self.since = since
+        self.held: list[LogLine] = []
+        """Lines of the last line's time, until the history's ending is found among them."""
+
+    def take(self, lines: list[LogLine]) -> list[LogLine]:
+        out: list[LogLine] = []
+        for line in lines:
+            if not self.ending:
+                if self.since is None or line.time >= self.since:
+                    out.append(line)
+            elif line.time == self.last:
+                self.held.append(line)
+                if [x.text for x in self.held[-len(self.ending) :]] == self.ending:
+                    self.ending, self.held = [], []
+            elif line.time > self.last:  # past it, the ending not found: keep all
+                out += [*self.held, line]
+                self.ending, self.held = [], []
+        return out
+
+    def rest(self) -> list[LogLine]:
+        held, self.held = self.held, []
+        return held
+
+
+def _engine_line(raw: str) -> LogLine:
+    """A line the engine gave with ``timestamps``: ``TIME TEXT``, TIME in RFC 3339 (Docker's
+    with 9 digits, Podman's as it likes) → its LogLine, the time made fixed-width UTC."""
+    head, _, text = raw.partition(" ")
+    time = parse_time(head)
+    return LogLine(time, text) if time is not None else LogLine("", raw)
+
+
+def _whole_seconds(time: str) -> int:
+    """A ``domain.logs`` time → the engine's ``since``: whole seconds since the epoch, down."""
+    return int(datetime.fromisoformat(time[:19] + "+00:00").timestamp())
 
 
 def _published_port(info: dict[str, Any]) -> int | None:

@@ -6,6 +6,8 @@ Knobs (env of the service):
 - ``FAKE_START_ERROR=msg``: start fails with that message;
 - ``FAKE_START_DELAY=2s``: start takes that long;
 - ``FAKE_RUN_FOR=10s`` and ``FAKE_EXIT_CODE=N`` (default 0): the task ends on its own;
+- ``FAKE_TALK=N``: the task prints ``line 0`` … ``line N-1``, one every 50 ms, then ends (exit
+  code 0);
 - ``FAKE_READY_AFTER=3s``: health probes fail until the task has run that long;
 - ``FAKE_UNHEALTHY=1``: health probes always fail;
 - ``FAKE_FLAP=2s``: once ready, health probes pass for 2 s, fail for 2 s, pass … (a flapping
@@ -24,10 +26,10 @@ from dataclasses import dataclass
 
 from ...domain.durations import parse_duration
 from ...domain.errors import DriverError
+from ...domain.logs import LogLine, stamp_of
 from ...domain.specs import HealthCheck, ServiceSpec
 from ...domain.tasks import Task
 from ...ports import Clock, ExitStatus, ProbeResult, RecoveredTask, TaskHandle
-from .local import FOLLOW_POLL
 
 __all__ = ["FakeDriver"]
 
@@ -48,7 +50,9 @@ class FakeDriver:
         self._address = address
         self._tasks: dict[str, _FakeTask] = {}
         self._ports = itertools.count(40000)
-        self._logs: dict[str, list[str]] = {}
+        self._logs: dict[str, list[LogLine]] = {}
+        self._changed = asyncio.Event()
+        """Set (and replaced) whenever a task writes a line or ends: what follows wait on."""
         self.started: list[str] = []
         """Every task id ever started, in order (tests assert nothing starts twice)."""
 
@@ -72,18 +76,29 @@ class FakeDriver:
         fake = _FakeTask(handle, dict(env), asyncio.get_running_loop().create_future())
         self._tasks[task.id] = fake
         self.started.append(task.id)
-        self._logs.setdefault(task.id, []).append(f"started {task.id}")
+        self.write(task.id, f"started {task.id}")
         if "FAKE_RUN_FOR" in env:
             code = int(env.get("FAKE_EXIT_CODE", "0"))
             fake.timer = asyncio.get_running_loop().create_task(
                 self._exit_after(fake, parse_duration(env["FAKE_RUN_FOR"]), code)
             )
+        elif "FAKE_TALK" in env:
+            fake.timer = asyncio.get_running_loop().create_task(
+                self._talk(task.id, fake, int(env["FAKE_TALK"]))
+            )
         return handle
+
+    async def _talk(self, task_id: str, fake: _FakeTask, lines: int) -> None:
+        for n in range(lines):
+            await self._clock.sleep(0.05)
+            self.write(task_id, f"line {n}")
+        await self._exit_after(fake, 0, 0)
 
     async def _exit_after(self, fake: _FakeTask, seconds: float, code: int) -> None:
         await self._clock.sleep(seconds)
         if not fake.exited.done():
             fake.exited.set_result(ExitStatus(code, f"exited with code {code}"))
+            self._notify()
 
     async def wait(self, task_id: str) -> ExitStatus:
         return await asyncio.shield(self._task(task_id).exited)
@@ -94,6 +109,7 @@ class FakeDriver:
             return ExitStatus(None, "not running")
         if not fake.exited.done():
             fake.exited.set_result(ExitStatus(0, "stopped"))
+            self._notify()
         if fake.timer is not None:
             fake.timer.cancel()
         return fake.exited.result()
@@ -103,6 +119,16 @@ class FakeDriver:
         fake = self._task(task_id)
         if not fake.exited.done():
             fake.exited.set_result(ExitStatus(code, f"killed (exit code {code})"))
+            self._notify()
+
+    def write(self, task_id: str, text: str) -> None:
+        """Tests: the task prints a line (read now, by the clock)."""
+        self._logs.setdefault(task_id, []).append(LogLine(stamp_of(self._clock.now()), text))
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def recover(self) -> list[RecoveredTask]:
         return [
@@ -116,19 +142,30 @@ class FakeDriver:
             fake.timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await fake.timer
+        self._notify()
 
-    async def logs(self, task_id: str, tail: int | None = None) -> list[str]:
-        lines = self._logs.get(task_id, [])
-        return lines[-tail:] if tail else list(lines)
+    async def logs(
+        self, task_id: str, tail: int | None = None, since: str | None = None
+    ) -> list[LogLine]:
+        lines = [x for x in self._logs.get(task_id, []) if since is None or x.time >= since]
+        return lines[-tail:] if tail else lines
 
-    async def follow(self, task_id: str) -> AsyncIterator[str]:
+    async def follow(
+        self, task_id: str, tail: int | None = None, since: str | None = None
+    ) -> AsyncIterator[list[LogLine]]:
+        yield await self.logs(task_id, tail, since)
         seen = len(self._logs.get(task_id, []))
         while True:
-            lines = self._logs.get(task_id, [])
-            for line in lines[seen:]:
-                yield line
-            seen = len(lines)
-            await asyncio.sleep(FOLLOW_POLL)
+            changed = self._changed
+            new = self._logs.get(task_id, [])[seen:]
+            if new:
+                seen += len(new)
+                yield new
+                continue
+            fake = self._tasks.get(task_id)
+            if fake is None or fake.exited.done():
+                return
+            await changed.wait()
 
     def running(self) -> list[str]:
         return [tid for tid, fake in self._tasks.items() if not fake.exited.done()]

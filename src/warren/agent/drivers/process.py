@@ -3,7 +3,9 @@
 - env: the service's env plus ``PORT`` (a free port allocated here), ``WARREN_TASK_ID``,
   ``WARREN_SERVICE``, ``WARREN_REVISION``; the server's interpreter directory first on ``PATH``,
   so ``python -m …`` runs with the same Python as Warren;
-- stdout and stderr go to ``LOG_DIR/TASK_ID.log``;
+- stdout and stderr go through a pipe to the task's log writer (``logwriter.py``, a small process
+  of its own that outlives a restart of the server as the task does), which writes each line to
+  ``LOG_DIR/TASK_ID.log`` with the time it read it, and rotates the file (``LogRotation``);
 - stop: SIGTERM to the process group, up to the grace period, then SIGKILL to the group;
 - a record per task (pid, its start time in /proc, port) under ``STATE_DIR``: after a restart of
   the server, ``recover`` re-adopts the processes that still run (same pid *and* same start time,
@@ -17,26 +19,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...domain.errors import DriverError
+from ...domain.logs import LogLine
 from ...domain.specs import ServiceSpec
 from ...domain.tasks import Task
 from ...ports import Clock, ExitStatus, RecoveredTask, TaskHandle
 from ...processes import start_ticks
 from ..environment import task_environment
-from .local import PortPool, follow_file, tail_of
+from . import logwriter
+from .local import PortPool
+from .logfiles import follow_log, read_log, writer_active
 
-__all__ = ["ProcessDriver"]
+__all__ = ["LogRotation", "ProcessDriver"]
 
 log = logging.getLogger("warren.agent")
+
+
+@dataclass(frozen=True)
+class LogRotation:
+    """How much of a task's output is kept (``--log-max-size``, ``--log-max-files``): files of
+    at most ``max_size`` bytes, ``max_files`` of them — 30 MiB a task by default."""
+
+    max_size: int = 10 * 2**20
+    max_files: int = 3
 
 
 @dataclass
@@ -60,13 +76,17 @@ class ProcessDriver:
         clock: Clock,
         address: str = "127.0.0.1",
         workdir: Path | None = None,
+        rotation: LogRotation = LogRotation(),
     ) -> None:
         self._clock = clock
         self.state_dir = state_dir
         self.log_dir = log_dir
         self.address = address
         self.workdir = workdir
+        self.rotation = rotation
         self._procs: dict[str, _Proc] = {}
+        self._writers: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
+        """Log writers started here that still run: their Popen and pidfd, to reap them."""
         self._ports = PortPool(address)
         state_dir.mkdir(parents=True, exist_ok=True)
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -77,24 +97,29 @@ class ProcessDriver:
         if not spec.command:
             raise DriverError("the process driver needs a command")
         port = self._ports.allocate()
-        log_path = self.log_dir / f"{task.id}.log"
         # A crash between the fork and the record would leave a process nobody knows: this
         # marker lets ``recover`` find it (by its WARREN_TASK_ID) and stop it.
         starting = self._starting_path(task.id)
         starting.touch()
         try:
-            # Blocking on purpose: open and fork take well under a millisecond.
-            with open(log_path, "ab") as out:  # noqa: ASYNC230
-                popen = subprocess.Popen(  # noqa: ASYNC220
-                    list(spec.command),
-                    env=task_environment(task, spec, port, self.address),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group: stop reaches children too
-                    cwd=self.workdir,
-                    close_fds=True,
-                )
+            output = self._start_writer(task.id)
+        except OSError as exc:
+            self._ports.release(port)
+            starting.unlink(missing_ok=True)
+            raise DriverError(f"cannot start the log writer of {task.id}: {exc}") from exc
+        try:
+            # Blocking on purpose: each fork (the writer's, the task's) takes about a
+            # millisecond on an idle machine.
+            popen = subprocess.Popen(  # noqa: ASYNC220
+                list(spec.command),
+                env=task_environment(task, spec, port, self.address),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop reaches children too
+                cwd=self.workdir,
+                close_fds=True,
+            )
         except OSError as exc:
             self._ports.release(port)
             starting.unlink(missing_ok=True)
@@ -103,6 +128,8 @@ class ProcessDriver:
             if isinstance(exc, PermissionError):
                 raise DriverError(f"permission denied running {spec.command[0]}") from None
             raise DriverError(f"cannot start {spec.command[0]}: {exc}") from exc
+        finally:
+            os.close(output)  # the task's copy is the only one: its end is the writer's
         ticks = start_ticks(popen.pid)
         loop = asyncio.get_running_loop()
         handle = TaskHandle(
@@ -116,6 +143,56 @@ class ProcessDriver:
         self._procs[task.id] = proc
         self._watch_exit(proc)
         return handle
+
+    def _start_writer(self, task_id: str) -> int:
+        """Start the log writer of ``task_id``; the pipe's end the task writes to."""
+        path = self.log_dir / f"{task_id}.log"
+        path.touch()  # there before start returns: a follow finds it
+        # Locked here, before the writer runs, and handed down: from now until the writer ends,
+        # every reader sees that lines may still come.
+        lock = os.open(f"{path}.lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            read_end, write_end = os.pipe()
+        except OSError:
+            os.close(lock)
+            raise
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            writer = subprocess.Popen(
+                [
+                    sys.executable, "-I", "-S", logwriter.__file__, str(path),
+                    str(self.rotation.max_size), str(self.rotation.max_files), str(lock),
+                ],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(lock,),
+                start_new_session=True,  # stopping the task's group leaves it to read the rest
+                env={},
+            )  # fmt: skip
+        except OSError:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+            os.close(lock)
+        self._reap_when_done(writer)
+        return write_end
+
+    def _reap_when_done(self, writer: subprocess.Popen[bytes]) -> None:
+        try:
+            pidfd = os.pidfd_open(writer.pid)
+        except ProcessLookupError:
+            writer.wait()
+            return
+        self._writers[writer.pid] = (writer, pidfd)
+        asyncio.get_running_loop().add_reader(pidfd, self._writer_ended, writer.pid)
+
+    def _writer_ended(self, pid: int) -> None:
+        writer, pidfd = self._writers.pop(pid)
+        asyncio.get_running_loop().remove_reader(pidfd)
+        os.close(pidfd)
+        writer.wait()
 
     def _record_path(self, task_id: str) -> Path:
         return self.state_dir / f"{task_id}.json"
@@ -239,14 +316,33 @@ class ProcessDriver:
         with contextlib.suppress(FileNotFoundError):
             self._record_path(task_id).unlink()
 
-    async def logs(self, task_id: str, tail: int | None = None) -> list[str]:
-        return tail_of(self.log_dir / f"{task_id}.log", tail)
+    async def logs(
+        self, task_id: str, tail: int | None = None, since: str | None = None
+    ) -> list[LogLine]:
+        return await read_log(self.log_dir / f"{task_id}.log", tail, since)
 
-    def follow(self, task_id: str) -> AsyncIterator[str]:
-        return follow_file(self.log_dir / f"{task_id}.log")
+    def follow(
+        self, task_id: str, tail: int | None = None, since: str | None = None
+    ) -> AsyncIterator[list[LogLine]]:
+        path = self.log_dir / f"{task_id}.log"
+
+        def ended() -> bool:
+            # The writer outlives its task. A task started before Warren had writers (adopted
+            # after an upgrade) writes its file itself: its output ends with it.
+            proc = self._procs.get(task_id)
+            alive = proc is not None and not proc.exited.done()
+            return not writer_active(path) and not alive
+
+        return follow_log(path, tail, since, ended)
 
     def close(self) -> None:
-        """Stop watching (the processes keep running: a restarted server adopts them)."""
+        """Stop watching (the processes and their log writers keep running: a restarted server
+        adopts the processes)."""
+        for _, pidfd in self._writers.values():
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(pidfd)
+            os.close(pidfd)
+        self._writers.clear()
         for proc in self._procs.values():
             if proc.pidfd is not None:
                 with contextlib.suppress(Exception):
