@@ -111,3 +111,9 @@ def test_a_bad_format_exits_2_naming_the_help(server: ServerProcess) -> None:
     result = warren("service", "ls", "-o", "xml", env=server.env())
     one_line_error(result, "--output", "'xml' is not one of", "warren service ls -h")
     assert result.returncode == 2
+
+
+def test_watch_draws_the_tree_and_ends_with_the_release(server: ServerProcess) -> None:
+    shown = ok(warren("deploy", "status", "web", "--watch", env=server.env()))
+    assert "web  rolling  ✔ succeeded" in shown
+    assert "revision 2  stable  2/2 ready" in shown

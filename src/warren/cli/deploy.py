@@ -11,7 +11,7 @@ import typer
 from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -19,7 +19,8 @@ from ..domain.durations import format_duration
 from ..domain.errors import WarrenError
 from .changes import PLAN, Changes, change_flags
 from .connect import connect
-from .output import OUTPUT, QUIET, Format, ago, console, group, show
+from .live import RolloutView, follow_again
+from .output import OUTPUT, QUIET, Format, ago, console, err_console, group, show
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -116,7 +117,12 @@ def decisions_table(deployment: Deployment | DeploymentStatus, last: int = 10) -
 def status(
     name: str,
     watch: Annotated[
-        bool, typer.Option("--watch", "-w", metavar="", help="Refresh until it ends.")
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help="The release as a live tree until it ends (Ctrl-C: stop watching).",
+        ),
     ] = False,
     output: OUTPUT = Format.TABLE,
 ) -> None:
@@ -132,13 +138,18 @@ def status(
                 console.print()
                 console.print(decisions_table(st))
             return
-        with Live(console=console, refresh_per_second=8) as live:
-            while True:
-                st = client.deployment_status(name)
-                live.update(Group(status_table(st), Text(""), decisions_table(st)))
-                if st.done:
-                    break
-                time.sleep(0.25)
+        try:
+            with Live(console=console, refresh_per_second=4) as live:
+                while True:
+                    view = RolloutView(client, name)
+                    st = view.status
+                    live.update(Group(view.tree(), Text(""), decisions_table(st)))
+                    if st.done:
+                        break
+                    time.sleep(0.25)
+        except KeyboardInterrupt:
+            err_console.print(follow_again(name), markup=False)
+            raise typer.Exit(130) from None
         if not st.succeeded:
             raise WarrenError(f"deployment {st.deployment_id} {st.phase}: {st.message}")
 
@@ -214,56 +225,41 @@ def abort(name: str) -> None:
 
 def follow(client: Client, service: str, deployment_id: str) -> None:
     """Show a rollout live until it ends — including the automatic rollback it may trigger —
-    and raise (exit status 1) unless it succeeded."""
+    and raise (exit status 1) unless it succeeded: each decision as a line as it is made, and
+    below them the release as a tree (``live``), redrawn. Ctrl-C stops watching, not the
+    release, and says how to follow it again."""
     from ..domain.deployments import Phase
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(bar_width=30),
-        TextColumn("{task.completed:.0f}/{task.total:.0f} updated"),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-    bars: dict[str, TaskID] = {}
     seen: set[tuple[str, float, str, int]] = set()
-    followed = client.get_deployment(service, deployment_id)
-    with progress:
-        while True:
-            followed = client.get_deployment(service, deployment_id)
-            current = [followed]
-            if followed.rolled_back_by:
-                current.append(client.get_deployment(service, followed.rolled_back_by))
-            for d in current:
-                for decision in d.decisions:
-                    key = (d.id, decision.time, decision.reason, decision.step)
-                    if key not in seen:
-                        seen.add(key)
-                        progress.console.print(
-                            f"  [dim]{d.id}[/dim] {decision.reason}: {decision.message}"
-                        )
-                if d.id not in bars:
-                    label = f"{d.kind} {d.from_revision}→{d.to_revision}"
-                    bars[d.id] = progress.add_task(label, total=max(d.replicas, 1), detail="")
-                per_batch = d.config.parallelism or max(d.replicas, 1)
-                batches = -(-d.replicas // per_batch)
-                shares = " ".join(f"r{rev}:{w}%" for rev, w in d.weights)
-                where = f"step {d.step}" if d.weights else f"batch {d.step}/{batches}"
-                progress.update(
-                    bars[d.id],
-                    completed=d.ready_slots,
-                    detail=f"{where} {d.phase} {shares}",
-                )
-            last = current[-1]
-            if followed.phase.terminal and (last is followed or last.phase.terminal):
-                break
-            if followed.phase in (Phase.PAUSED, Phase.AWAITING_PROMOTION):
-                raise WarrenError(
-                    f"deployment {followed.id} {followed.phase}: {followed.message} — continue "
-                    f"with `warren deploy promote {service}` or `warren deploy resume {service}`"
-                )
-            time.sleep(0.2)
+    try:
+        with Live(console=console, refresh_per_second=4, transient=True) as live:
+            while True:
+                followed = client.get_deployment(service, deployment_id)
+                current = [followed]
+                if followed.rolled_back_by:
+                    current.append(client.get_deployment(service, followed.rolled_back_by))
+                for d in current:
+                    for decision in d.decisions:
+                        key = (d.id, decision.time, decision.reason, decision.step)
+                        if key not in seen:
+                            seen.add(key)
+                            live.console.print(
+                                f"  [dim]{d.id}[/dim] {decision.reason}: {escape(decision.message)}"
+                            )
+                live.update(RolloutView(client, service).tree())
+                last = current[-1]
+                if followed.phase.terminal and (last is followed or last.phase.terminal):
+                    break
+                if followed.phase in (Phase.PAUSED, Phase.AWAITING_PROMOTION):
+                    raise WarrenError(
+                        f"deployment {followed.id} {followed.phase}: {followed.message} — "
+                        f"continue with `warren deploy promote {service}` or "
+                        f"`warren deploy resume {service}`"
+                    )
+                time.sleep(0.25)
+    except KeyboardInterrupt:
+        err_console.print(follow_again(service), markup=False)
+        raise typer.Exit(130) from None
     if followed.phase != Phase.SUCCEEDED:
         raise WarrenError(f"deployment {followed.id} {followed.phase}: {followed.message}")
     took = (followed.finished_at or time.time()) - followed.started_at
