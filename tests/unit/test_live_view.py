@@ -17,8 +17,10 @@ NOW = 1_000_000.0
 
 
 def _task(slot: int, revision: int, ready: bool, state: TaskState = TaskState.RUNNING) -> Task:
-    return Task(id=f"web.{slot}.r{revision}", service="web", revision=revision, slot=slot,
-                state=state, ready=ready, created_at=NOW - 30 * revision, updated_at=NOW)  # fmt: skip
+    return Task(
+        id=f"web.{slot}.r{revision}", service="web", revision=revision, slot=slot, state=state,
+        ready=ready, created_at=NOW - 30 * revision, updated_at=NOW,
+    )  # fmt: skip
 
 
 def _draw(**deployment: object) -> str:
@@ -32,10 +34,11 @@ def _draw(**deployment: object) -> str:
                    replicas=2, config=RolloutConfig(), started_at=NOW - 75, updated_at=NOW,
                    progress_at=NOW, weights=((2, 50), (1, 50)), step=2,
                    **deployment)  # type: ignore[arg-type]  # fmt: skip
-    status = DeploymentStatus(service_id="web", service_name="web", version="VERSION=v2",
-                              strategy="canary", revision=2, desired_tasks=2, ready_tasks=1,
-                              total_tasks=3, tasks={"running": 3}, deployment_id="web-1",
-                              phase=d.phase, moves_by="step", weights={"2": 50, "1": 50})  # fmt: skip
+    status = DeploymentStatus(
+        service_id="web", service_name="web", version="VERSION=v2", strategy="canary",
+        revision=2, desired_tasks=2, ready_tasks=1, total_tasks=3, tasks={"running": 3},
+        deployment_id="web-1", phase=d.phase, moves_by="step", weights={"2": 50, "1": 50},
+    )  # fmt: skip
     tasks = [_task(1, 1, True), _task(2, 1, True), _task(1, 2, False, TaskState.STARTING),
              _task(2, 0, False, TaskState.STOPPED)]  # fmt: skip
     out = io.StringIO()
