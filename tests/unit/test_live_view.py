@@ -42,9 +42,7 @@ def _draw(**deployment: object) -> str:
     tasks = [_task(1, 1, True), _task(2, 1, True), _task(1, 2, False, TaskState.STARTING),
              _task(2, 0, False, TaskState.STOPPED)]  # fmt: skip
     out = io.StringIO()
-    Console(file=out, width=100, color_system=None).print(
-        rollout_tree(status, d, spec, tasks, NOW)
-    )
+    Console(file=out, width=100, color_system=None).print(rollout_tree(status, d, spec, tasks, NOW))
     return out.getvalue()
 
 
