@@ -335,7 +335,13 @@ def _limits(
     )
 
 
-@app.command()
+# Every flag of the long-running commands may come from the environment, named after it:
+# --http-port from WARREN_HTTP_PORT, --api from WARREN_API … (a unit file or a container sets
+# them; a flag given wins).
+_FROM_ENV = {"auto_envvar_prefix": "WARREN", "show_default": True}
+
+
+@app.command(context_settings=_FROM_ENV)
 def server(
     data_dir: Annotated[
         Path | None,
@@ -525,7 +531,7 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 50, 50)
 
 
-@app.command()
+@app.command(context_settings=_FROM_ENV)
 def worker(
     manager: Annotated[
         str,
@@ -639,7 +645,7 @@ def worker(
         raise typer.Exit(status)
 
 
-@app.command()
+@app.command(context_settings=_FROM_ENV)
 def ingress(
     data_dir: Annotated[
         Path | None,
