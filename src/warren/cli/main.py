@@ -904,6 +904,10 @@ def main() -> None:
     except KeyboardInterrupt:
         fail("interrupted")
         sys.exit(130)
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say to it
+        # Python flushes stdout again at exit: send that to /dev/null, not to a closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except Exception as exc:  # a bug: still one line, with a pointer
         if os.environ.get("WARREN_DEBUG"):
             raise
