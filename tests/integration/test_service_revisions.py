@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from tests.servers import ServerProcess, wait_for, warren
+from tests.servers import ServerProcess, pid_alive, wait_for, warren
 from warren.domain.deployments import Phase
 
 COMMAND = "python -m warren.demo.app"
@@ -70,3 +70,31 @@ def test_revisions_of_an_unknown_service_is_one_line_and_status_1(server: Server
     revisions = warren(server, "service", "revisions", "nope")
     assert (revisions.returncode, revisions.stdout) == (1, "")
     assert revisions.stderr == inspect.stderr == "error: service 'nope' not found\n"
+
+
+def test_a_settings_only_update_keeps_every_task_running(server: ServerProcess) -> None:
+    """``--parallelism 2`` is a rollout setting, not part of the template: the same tasks (ids
+    and processes) keep serving, no deployment starts, and the next rollout uses it."""
+    client = server.client()
+    created = warren(
+        server, "service", "create", "web", "--command", COMMAND, "--replicas", "2"
+    )  # waits until the tasks are ready
+    assert created.returncode == 0, created.stderr
+
+    def running() -> dict[str, str | None]:
+        return {t.id: t.runtime_id for t in client.list_tasks("web") if t.wants_running}
+
+    before = running()
+    assert len(before) == 2 and all(before.values())
+    updated = warren(server, "service", "update", "web", "--parallelism", "2")
+    assert updated.returncode == 0, updated.stderr
+    assert updated.stdout == "service web updated (revision 1, no new tasks)\n"
+    assert client.get_service("web").spec.deploy.update_config.parallelism == 2
+    assert client.list_deployments("web") == []
+    assert running() == before
+    assert all(pid_alive(int(pid or 0)) for pid in before.values())
+
+    changed = warren(server, "service", "update", "web", "--env", "VERSION=v2", "--detach")
+    assert changed.returncode == 0, changed.stderr
+    (deployment,) = client.list_deployments("web")
+    assert deployment.to_revision == 2 and deployment.config.parallelism == 2
