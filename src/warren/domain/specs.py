@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from .base import Duration, Model, parse_model
+from .diffs import Change, diff
 from .errors import ValidationError
 from .notifications import DeploymentEvent, NotifyFormat
 
@@ -57,6 +58,7 @@ __all__ = [
     "register_strategy_name",
     "service_from_document",
     "service_to_document",
+    "spec_changes",
     "unregister_strategy_name",
 ]
 
@@ -585,6 +587,17 @@ class ServiceSpec(Model):
 
 
 _NOT_TEMPLATE: dict[str, Any] = {"replicas": True, "deploy": True}
+_NOT_TEMPLATE_PATHS = ("replicas", "deploy")
+"""The same, as ``to_wire`` names them: the first part of a change's path."""
+
+
+def spec_changes(old: ServiceSpec, new: ServiceSpec) -> tuple[Change, ...]:
+    """``old`` → ``new`` field by field (camelCase paths, ``domain.diffs``), each marked with
+    whether it needs new tasks."""
+    return tuple(
+        Change(c.path, c.old, c.new, c.path.split(".")[0] not in _NOT_TEMPLATE_PATHS)
+        for c in diff(old.to_wire(), new.to_wire())
+    )
 
 
 def _cannot_finish(deploy: DeployConfig) -> str | None:

@@ -25,7 +25,8 @@ def plan_rollout(
     ``revision + 1``)."""
     n = new.replicas
     if current.same_template(new):
-        step = PlannedStep(f"scale to {n}", {"old": n})
+        what = f"scale to {n}" if current.replicas != n else f"the {n} task(s) keep running"
+        step = PlannedStep(what, {"old": n})
         note = _in_place(current, new)
         return RolloutPlan("none", revision, None, (step,), max(n, current.replicas), 0.0, (note,))
     kind = STRATEGIES.get(str(new.deploy.strategy), ROLLING)
