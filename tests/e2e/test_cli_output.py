@@ -84,6 +84,7 @@ def test_the_documents_hold_what_a_script_needs(server: ServerProcess) -> None:
                                 env=env)))  # fmt: skip
     assert (plan["fromRevision"], plan["toRevision"], plan["peakTasks"]) == (2, 3, 3)
     assert [s["earliestAfter"] for s in plan["steps"]] == [0.0, 0.0]
+    assert plan["changes"] == [{"path": "env.VERSION", "old": "v2", "new": "v3", "newTasks": True}]
 
 
 @pytest.mark.parametrize(

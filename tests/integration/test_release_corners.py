@@ -67,7 +67,11 @@ def test_an_update_during_a_canary_and_back_to_the_stable_spec(
         after_v3 = load.snapshot()
         wait_for(lambda: awaiting(server), 30, "v3's canary awaiting promotion")
         plan = warren(server, "deploy", "plan", "web", "--env", "VERSION=v1")
-        assert plan.stdout.startswith("fast-track rollback: revision 3 → 1"), plan.stdout
+        assert plan.stdout.startswith(
+            '+/- service "web" (revision 3 → 1, a fast-track rollback)\n'
+            '  ~ env.VERSION: "v3" => "v1"\n\n'
+            "fast-track rollback: revision 3 → 1"
+        ), plan.stdout
         plan = warren(server, "deploy", "plan", "web", "--replicas", "5")
         assert "no new revision: only replicas change" in plan.stdout, plan.stdout
         history = warren(server, "deploy", "history", "web")
@@ -153,7 +157,11 @@ def test_the_status_of_an_update_rolled_back_and_a_rollback_after_it(
     # What the next update would do names the revision it would make (not "1 → 2").
     plan = warren(server, "deploy", "plan", "web", "--env", "VERSION=v3")
     assert plan.returncode == 0, plan.stderr
-    assert plan.stdout.startswith("rolling: revision 1 → 3"), plan.stdout
+    assert plan.stdout.startswith(
+        '+/- service "web" (revision 1 → 3, a rollout)\n'
+        '  ~ env.VERSION: "v1" => "v3"\n\n'
+        "rolling: revision 1 → 3"
+    ), plan.stdout
 
     # A manual rollback now has no good revision before revision 1: refused, nothing changes.
     rollback = warren(server, "service", "rollback", "web")

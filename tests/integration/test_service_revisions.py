@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 
-from tests.servers import ServerProcess, wait_for, warren
+from tests.servers import ServerProcess, pid_alive, wait_for, warren
 from warren.domain.deployments import Phase
 
 COMMAND = "python -m warren.demo.app"
@@ -70,3 +71,79 @@ def test_revisions_of_an_unknown_service_is_one_line_and_status_1(server: Server
     revisions = warren(server, "service", "revisions", "nope")
     assert (revisions.returncode, revisions.stdout) == (1, "")
     assert revisions.stderr == inspect.stderr == "error: service 'nope' not found\n"
+
+
+def test_a_settings_only_update_keeps_every_task_running(server: ServerProcess) -> None:
+    """``--parallelism 2`` is a rollout setting, not part of the template: the same tasks (ids
+    and processes) keep serving, no deployment starts, and the next rollout uses it."""
+    client = server.client()
+    created = warren(
+        server, "service", "create", "web", "--command", COMMAND, "--replicas", "2"
+    )  # waits until the tasks are ready
+    assert created.returncode == 0, created.stderr
+
+    def running() -> dict[str, str | None]:
+        return {t.id: t.runtime_id for t in client.list_tasks("web") if t.wants_running}
+
+    before = running()
+    assert len(before) == 2 and all(before.values())
+    updated = warren(server, "service", "update", "web", "--parallelism", "2")
+    assert updated.returncode == 0, updated.stderr
+    assert updated.stdout == "service web updated (revision 1, no new tasks)\n"
+    assert client.get_service("web").spec.deploy.update_config.parallelism == 2
+    assert client.list_deployments("web") == []
+    assert running() == before
+    assert all(pid_alive(int(pid or 0)) for pid in before.values())
+
+    changed = warren(server, "service", "update", "web", "--env", "VERSION=v2", "--detach")
+    assert changed.returncode == 0, changed.stderr
+    (deployment,) = client.list_deployments("web")
+    assert deployment.to_revision == 2 and deployment.config.parallelism == 2
+
+
+def test_apply_dry_run_and_deploy_plan_show_the_changes_and_do_nothing(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    client = server.client()
+    for name in ("web", "api"):
+        created = warren(server, "service", "create", name, "--command", COMMAND, "--detach")
+        assert created.returncode == 0, created.stderr
+    file = tmp_path / "services.yaml"
+    file.write_text(
+        "apiVersion: warren.io/v1\nkind: Service\nmetadata: {name: web}\n"
+        f"spec:\n  command: {COMMAND}\n  env: {{VERSION: v2, DEBUG: '1'}}\n"
+        "  deploy: {updateConfig: {parallelism: 2}}\n"
+        "---\napiVersion: warren.io/v1\nkind: Service\nmetadata: {name: api}\n"
+        f"spec:\n  command: {COMMAND}\n  replicas: 2\n"
+        "---\napiVersion: warren.io/v1\nkind: Service\nmetadata: {name: shop}\n"
+        f"spec:\n  command: {COMMAND}\n"
+    )
+    dry = warren(server, "apply", "--dry-run", "-f", str(file))
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout == (
+        '+/- service "web" (revision 1 → 2, a rollout)\n'
+        '  + env.VERSION: "v2"\n'
+        '  + env.DEBUG: "1"\n'
+        "  ~ deploy.updateConfig.parallelism: 1 => 2   (settings only: no new tasks)\n"
+        '~ service "api" (revision 1, no new tasks)\n'
+        "  ~ replicas: 1 => 2   (scale only)\n"
+        '+ service "shop" (created)\n'
+    )
+    assert [s.name for s in client.list_services()] == ["api", "web"]  # nothing done
+    assert client.get_service("web").revision == 1 and client.list_deployments("web") == []
+    assert client.get_service("api").spec.replicas == 1
+
+    plan = warren(server, "deploy", "plan", "web", "--env", "VERSION=v2", "--parallelism", "2")
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.startswith(
+        '+/- service "web" (revision 1 → 2, a rollout)\n'
+        '  + env.VERSION: "v2"\n'
+        "  ~ deploy.updateConfig.parallelism: 1 => 2   (settings only: no new tasks)\n\n"
+        "rolling: revision 1 → 2\n"
+    ), plan.stdout
+    settings = warren(server, "deploy", "plan", "web", "--strategy", "canary")
+    assert settings.stdout.startswith(
+        '~ service "web" (revision 1, no new tasks)\n'
+        '  ~ deploy.strategy: "rolling" => "canary"   (settings only: no new tasks)\n'
+    ), settings.stdout
+    assert "note: no new revision: only rollout settings change" in settings.stdout

@@ -154,7 +154,7 @@ def test_who_is_notified_is_not_part_of_the_template() -> None:
     new = service_from_document(document([{"url": "http://h/x"}]))
     assert old.same_template(new)
     back = old.keeping_settings_of(new.model_copy(update={"replicas": 5}))
-    assert back.deploy.notify == new.deploy.notify and back.replicas == 5
+    assert back.deploy == new.deploy and back.replicas == 5
 
 
 def test_a_bare_on_key_in_a_yaml_file_is_read_as_on(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from warren.domain.base import parse_model
 from warren.domain.errors import ValidationError
-from warren.domain.specs import ServiceSpec
+from warren.domain.specs import ServiceSpec, patch_spec
 from warren.planning.previewing import plan_rollout
 
 
@@ -34,6 +34,20 @@ def test_scale_only_is_no_rollout() -> None:
     base = spec()
     plan = plan_rollout(base, 3, base.model_copy(update={"replicas": 6}))
     assert plan.strategy == "none" and plan.to_revision is None and plan.peak_tasks == 6
+    assert plan.steps[0].description == "scale to 6"
+    assert plan.notes == ("no new revision: only replicas change",)
+
+
+def test_settings_only_is_no_rollout() -> None:
+    base = spec()
+    new = patch_spec(base, {"deploy": {"strategy": "canary", "updateConfig": {"parallelism": 2}}})
+    plan = plan_rollout(base, 3, new)
+    assert plan.strategy == "none" and plan.to_revision is None and plan.peak_tasks == 4
+    assert plan.steps[0].description == "the 4 task(s) keep running"
+    assert plan.notes[0].startswith("no new revision: only rollout settings change")
+    both = plan_rollout(base, 3, new.model_copy(update={"replicas": 5}))
+    assert both.notes[0].startswith("no new revision: only replicas and rollout settings change")
+    assert plan_rollout(base, 3, base).notes == ("nothing changes",)
 
 
 def test_canary_plan() -> None:

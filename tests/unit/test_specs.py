@@ -431,6 +431,24 @@ def test_same_template_ignores_replicas() -> None:
 
 
 @pytest.mark.parametrize(
+    "deploy",
+    [
+        {"strategy": "blue-green"},
+        {"updateConfig": {"parallelism": 2, "delay": "5s", "monitor": "1s"}},
+        {"updateConfig": {"failureAction": "pause", "order": "stop-first"}},
+        {"rollbackConfig": {"parallelism": 2}},
+        {"strategy": "canary", "canary": {"steps": [{"setWeight": 5}, {"pause": {}}]}},
+        {"blueGreen": {"autoPromote": False}},
+        {"revisionHistoryLimit": 2},
+        {"notify": [{"url": "http://hooks.example/x"}]},
+    ],
+)
+def test_same_template_ignores_the_rollout_settings(deploy: dict[str, Any]) -> None:
+    """How the next rollout runs is no reason to replace a task (Swarm's update_config)."""
+    assert IMG_SPEC.same_template(patch_spec(IMG_SPEC, {"deploy": deploy}))
+
+
+@pytest.mark.parametrize(
     "changes",
     [
         {"image": "nginx:1.28"},
@@ -441,10 +459,11 @@ def test_same_template_ignores_replicas() -> None:
         {"resources": {"cpus": 0.5}},
         {"stopGrace": "11s"},
         {"restartPolicy": {"condition": "none"}},
-        {"deploy": {"strategy": "blue-green"}},
+        {"drainTimeout": "1s"},
+        {"minReady": "2s"},
     ],
 )
-def test_same_template_sees_everything_but_replicas(changes: dict[str, Any]) -> None:
+def test_same_template_sees_everything_but_replicas_and_settings(changes: dict[str, Any]) -> None:
     assert not IMG_SPEC.same_template(patch_spec(IMG_SPEC, changes))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 from collections import defaultdict
@@ -36,10 +37,10 @@ from ..domain.logs import parse_since
 from ..domain.nodes import Node, NodeAvailability, NodeSummary
 from ..domain.requests import Answer, Intent
 from ..domain.services import Revision, RevisionEntry, Service
-from ..domain.specs import ServiceSpec, patch_spec
+from ..domain.specs import ServiceSpec, patch_spec, spec_changes
 from ..domain.tasks import Task
 from ..planning.draining import drain_status
-from ..planning.previewing import plan_fast_track, plan_rollout
+from ..planning.previewing import RolloutPlan, plan_fast_track, plan_rollout
 from ..planning.releases import fast_track_target, newest_good_revision, starts_from
 from ..store.cluster import ClusterStore
 from ..tokens import NODE_TOKEN_PREFIX
@@ -252,7 +253,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.post("/v1/services/{name}/plan", tags=["deployments"])
     async def plan(name: str, patch: ServicePatch, _: Auth) -> dict[str, Any]:
         """The rollout a change would perform — each step with tasks per revision, weights,
-        analysis windows and its earliest time; the peak task count — without performing it.
+        analysis windows and its earliest time; the peak task count; the spec's ``changes``,
+        field by field (``path``, ``old``, ``new``, ``newTasks``) — without performing it.
         ``spec`` is a partial change, or with ``replace: true`` a whole spec."""
         service, _kv = await cluster.get_service(name)
         new = (
@@ -260,6 +262,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
             if patch.replace
             else patch_spec(service.spec, patch.spec, patch.env_rm)
         )
+        admit(new)  # refused here as the change itself would be: nothing then to show
+        plan = await _plan(service, new)
+        return dataclasses.replace(plan, changes=spec_changes(service.spec, new)).to_wire()
+
+    async def _plan(service: Service, new: ServiceSpec) -> RolloutPlan:
+        name = service.name
         latest = await cluster.latest_deployment(name)
         active = latest[0] if latest else None
         start = starts_from(active, service.revision)
@@ -268,9 +276,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
             # A new revision over an unpromoted release: it starts from the stable one.
             current = (await cluster.get_revision(name, start)).spec
             if fast_track_target(active, {start: current}.get, new) is not None:
-                return plan_fast_track(service.revision, start, new.replicas).to_wire()
-        plan = plan_rollout(current, start, new, await cluster.next_revision(name))
-        return plan.to_wire()
+                return plan_fast_track(service.revision, start, new.replicas)
+        return plan_rollout(current, start, new, await cluster.next_revision(name))
 
     @app.post("/v1/services/{name}/scale", tags=["services"])
     async def scale_service(name: str, body: ScaleRequest, _: Auth) -> dict[str, Any]:

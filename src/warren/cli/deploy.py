@@ -25,10 +25,11 @@ from .output import OUTPUT, QUIET, Format, ago, console, err_console, group, sho
 if TYPE_CHECKING:
     from ..client import Client
     from ..domain.deployments import Deployment, DeploymentStatus, Phase
+    from ..domain.diffs import Change
     from ..domain.services import Service
     from ..domain.tasks import Task
 
-__all__ = ["app", "follow", "follow_start"]
+__all__ = ["app", "follow", "follow_start", "print_changes"]
 
 app = group("Follow and steer deployments (rollouts).")
 
@@ -328,9 +329,9 @@ def plan(
     ] = None,
     output: OUTPUT = Format.TABLE,
 ) -> None:
-    """Show the rollout a change would perform — steps, tasks per revision, weights, analysis,
-    earliest finish, peak tasks — without performing it; the change flags are those of
-    `service update`. Impossible settings are refused."""
+    """Show a change field by field and the rollout it would perform — steps, tasks per
+    revision, weights, analysis, earliest finish, peak tasks — without performing it; the
+    change flags are those of `service update`. Impossible settings are refused."""
     from .documents import load_services
 
     with connect() as client:
@@ -342,10 +343,45 @@ def plan(
             result = client.plan(name, spec.to_wire(), replace=True)
         else:
             result = client.plan(name, changes.to_spec(), changes.get("env_rm"))
-    show(output, lambda: result, lambda: _print_plan(result))
+    show(output, lambda: result, lambda: _print_plan(name, result))
 
 
-def _print_plan(result: dict[str, Any]) -> None:
+def print_changes(name: str, plan: dict[str, Any]) -> None:
+    """The spec's changes, field by field, under one line that says what they lead to — as
+    ``nomad job plan`` shows them::
+
+        +/- service "web" (revision 3 → 4, a rollout)
+          ~ env.VERSION: "v1" => "v2"
+          ~ deploy.updateConfig.parallelism: 1 => 2   (settings only: no new tasks)
+    """
+    from ..domain.diffs import Change
+
+    changes = [Change.from_wire(c) for c in plan.get("changes", ())]
+    head, to = plan["fromRevision"], plan["toRevision"]
+    if not changes:
+        _plain(f'  service "{name}": unchanged (revision {head})')
+        return
+    if to is None:
+        _plain(f'~ service "{name}" (revision {head}, no new tasks)')
+    else:
+        what = "a fast-track rollback" if plan["strategy"] == "fast-track rollback" else "a rollout"
+        _plain(f'+/- service "{name}" (revision {head} → {to}, {what})')
+    for change in changes:
+        _plain(f"  {change}" + ("" if change.new_tasks else f"   ({_why_no_tasks(change)})"))
+
+
+def _why_no_tasks(change: Change) -> str:
+    return "scale only" if change.path == "replicas" else "settings only: no new tasks"
+
+
+def _plain(line: str) -> None:
+    """Values are JSON: a list's brackets are not rich markup."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_plan(name: str, result: dict[str, Any]) -> None:
+    print_changes(name, result)
+    console.print()
     to = result["toRevision"]
     head = f"{result['strategy']}: revision {result['fromRevision']}"
     console.print(head + (f" → {to}" if to else ""))

@@ -32,6 +32,7 @@ from .output import DETACH, advise_on, console, err_console, fail, group
 if TYPE_CHECKING:
     from ..agent.drivers.process import LogRotation
     from ..agent.leaving import Outcome
+    from ..domain.specs import ServiceSpec
     from ..ingress.supervising import IngressSupervisor
 
 __all__ = ["app", "main"]
@@ -807,6 +808,14 @@ def apply(
         Path, typer.Option("--file", "-f", metavar="FILE", help="Service YAML ('-' for stdin).")
     ],
     detach: DETACH = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Only show, for each service, whether it would be created, is unchanged, or "
+            "its changes field by field and what they lead to; change nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Create or update every service described in a YAML file. Without --detach, then follows
     each: a new service until its tasks are ready, an update's deployment until it ends; exits
@@ -814,6 +823,9 @@ def apply(
     from .documents import load_services
 
     specs = load_services(file)
+    if dry_run:
+        _show_apply(specs)
+        return
     with connect() as client:
         applied = []
         for spec in specs:
@@ -837,6 +849,21 @@ def apply(
                 failed += 1
     if failed:
         raise typer.Exit(1)
+
+
+def _show_apply(specs: list[ServiceSpec]) -> None:
+    """``apply --dry-run``: each service's plan (the API's, as ``deploy plan -f`` asks it),
+    shown as its changes; a service not found would be created."""
+    from ..domain.errors import NotFoundError
+
+    with connect() as client:
+        for spec in specs:
+            try:
+                plan = client.plan(spec.name, spec.to_wire(), replace=True)
+            except NotFoundError:
+                console.print(f'+ service "{spec.name}" (created)', markup=False)
+                continue
+            deploy.print_changes(spec.name, plan)
 
 
 app.command("events")(events.events)

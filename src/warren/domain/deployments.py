@@ -513,6 +513,8 @@ class DeploymentStatus(Model):
             update={
                 "deployment_id": d.id,
                 "kind": str(d.kind),
+                # Its own: the service's strategy may have changed since (for the next one).
+                "strategy": str(d.strategy),
                 "phase": d.phase,
                 "from_revision": d.from_revision,
                 "to_revision": d.to_revision,

@@ -1,8 +1,11 @@
 """Service specs: everything a user declares about a service (the YAML's ``spec``). Pure, frozen.
 
 A spec is immutable once stored as a revision. ``template`` is the part whose change needs new
-tasks (image, command, env, health check …); ``replicas`` alone is not part of it, so scaling never
-creates a revision or a deployment.
+tasks (image, command, env, health check …). ``replicas`` and the rollout settings (``deploy``:
+strategy, update and rollback config, canary and blue/green settings, receivers of notifications,
+revisions kept) are not part of it — as Swarm's ``update_config`` and a Kubernetes Deployment's
+``strategy`` are not part of their templates — so scaling or changing how the next rollout runs
+never creates a revision, a deployment or a task.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from .base import Duration, Model, parse_model
+from .diffs import Change, diff
 from .errors import ValidationError
 from .notifications import DeploymentEvent, NotifyFormat
 
@@ -54,6 +58,7 @@ __all__ = [
     "register_strategy_name",
     "service_from_document",
     "service_to_document",
+    "spec_changes",
     "unregister_strategy_name",
 ]
 
@@ -455,6 +460,9 @@ class Notify(Model):
 
 
 class DeployConfig(Model):
+    """How the service's rollouts run: not part of the template — a change of it alone is
+    stored in place and used from the next deployment on (an active one keeps its own)."""
+
     strategy: StrategyName = Strategy.ROLLING.value
     update_config: UpdateConfig = UpdateConfig()
     rollback_config: RollbackConfig = RollbackConfig()
@@ -462,7 +470,7 @@ class DeployConfig(Model):
     blue_green: BlueGreenConfig | None = None
     revision_history_limit: int = Field(10, ge=1)
     notify: tuple[Notify, ...] = ()
-    """Who is told of the deployments: not part of the template (changing it starts none)."""
+    """Who is told of the deployments."""
 
 
 class ServiceSpec(Model):
@@ -556,7 +564,7 @@ class ServiceSpec(Model):
     @property
     def template(self) -> dict[str, Any]:
         """Everything that needs new tasks when it changes: the spec minus ``replicas`` and
-        who is told of its deployments (``deploy.notify``)."""
+        the rollout settings (``deploy``)."""
         return self.model_dump(mode="json", exclude=_NOT_TEMPLATE)
 
     def same_template(self, other: ServiceSpec) -> bool:
@@ -564,10 +572,9 @@ class ServiceSpec(Model):
 
     def keeping_settings_of(self, current: ServiceSpec) -> ServiceSpec:
         """This spec (a revision's, which the service goes back to) with what is not part of
-        the template taken from ``current``: a rollback changes neither the replica count nor
-        who is told of it."""
-        deploy = self.deploy.model_copy(update={"notify": current.deploy.notify})
-        return self.model_copy(update={"replicas": current.replicas, "deploy": deploy})
+        the template taken from ``current``: a rollback restores the template only, and changes
+        neither the replica count nor the rollout settings (as ``kubectl rollout undo``)."""
+        return self.model_copy(update={"replicas": current.replicas, "deploy": current.deploy})
 
     @property
     def version_label(self) -> str:
@@ -579,7 +586,18 @@ class ServiceSpec(Model):
         return " ".join(self.command or ())[:40]
 
 
-_NOT_TEMPLATE: dict[str, Any] = {"replicas": True, "deploy": {"notify": True}}
+_NOT_TEMPLATE: dict[str, Any] = {"replicas": True, "deploy": True}
+_NOT_TEMPLATE_PATHS = ("replicas", "deploy")
+"""The same, as ``to_wire`` names them: the first part of a change's path."""
+
+
+def spec_changes(old: ServiceSpec, new: ServiceSpec) -> tuple[Change, ...]:
+    """``old`` → ``new`` field by field (camelCase paths, ``domain.diffs``), each marked with
+    whether it needs new tasks."""
+    return tuple(
+        Change(c.path, c.old, c.new, c.path.split(".")[0] not in _NOT_TEMPLATE_PATHS)
+        for c in diff(old.to_wire(), new.to_wire())
+    )
 
 
 def _cannot_finish(deploy: DeployConfig) -> str | None:

@@ -25,11 +25,31 @@ def plan_rollout(
     ``revision + 1``)."""
     n = new.replicas
     if current.same_template(new):
-        note = "no new revision: only replicas change" if current != new else "nothing changes"
-        step = PlannedStep(f"scale to {n}", {"old": n})
+        what = f"scale to {n}" if current.replicas != n else f"the {n} task(s) keep running"
+        step = PlannedStep(what, {"old": n})
+        note = _in_place(current, new)
         return RolloutPlan("none", revision, None, (step,), max(n, current.replicas), 0.0, (note,))
     kind = STRATEGIES.get(str(new.deploy.strategy), ROLLING)
     return kind.preview(new, revision, next_revision or revision + 1)
+
+
+def _in_place(current: ServiceSpec, new: ServiceSpec) -> str:
+    """What a change that needs no new task does: scale, or store the rollout settings for the
+    next rollout (an active one keeps its own)."""
+    changed = [
+        what
+        for what, differs in (
+            ("replicas", current.replicas != new.replicas),
+            ("rollout settings", current.deploy != new.deploy),
+        )
+        if differs
+    ]
+    if not changed:
+        return "nothing changes"
+    note = f"no new revision: only {' and '.join(changed)} change"
+    if current.deploy != new.deploy:
+        note += " (the next rollout uses the new settings; one under way keeps its own)"
+    return note
 
 
 def plan_fast_track(dropped: int, stable: int, replicas: int) -> RolloutPlan:

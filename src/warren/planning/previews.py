@@ -1,6 +1,7 @@
 """What ``warren deploy plan`` shows: a rollout's steps as a strategy would run them — tasks per
-revision, weights, the analysis of each step, the earliest time it can be reached. Pure data;
-each strategy makes its own (``strategies``), ``previewing`` picks the strategy."""
+revision, weights, the analysis of each step, the earliest time it can be reached — and the
+changes of the spec that lead to it, field by field. Pure data; each strategy makes its own
+(``strategies``), ``previewing`` picks the strategy."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pydantic.alias_generators import to_camel
+
+from ..domain.diffs import Change
 
 __all__ = ["PlannedStep", "RolloutPlan"]
 
@@ -34,11 +37,14 @@ class RolloutPlan:
     peak_tasks: int
     earliest_finish: float | None
     notes: tuple[str, ...] = ()
+    changes: tuple[Change, ...] = ()
+    """The spec's changes that lead to this rollout (``domain.diffs``)."""
 
     def to_wire(self) -> dict[str, Any]:
         """camelCase, as the API's other documents (``earliestAfter``, ``peakTasks`` …)."""
         doc = _camel(self)
         doc["steps"] = [_camel(step) for step in self.steps]
+        doc["changes"] = [change.to_wire() for change in self.changes]
         return doc
 
 
