@@ -764,3 +764,33 @@ def _pids_with(variable: bytes) -> list[int]:
             if variable in env and pid_alive(int(entry.name)):
                 found.append(int(entry.name))
     return found
+
+
+# ── the docker driver only ───────────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture(params=["dockerd", "podman"])
+async def container(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DockerAdapter]:
+    made = DockerAdapter(request.getfixturevalue(f"{request.param}_engine"), tmp_path)
+    try:
+        yield made
+    finally:
+        await made.cleanup()
+
+
+async def test_docker_handle_names_the_image_by_a_reference_that_cannot_move(
+    container: DockerAdapter,
+) -> None:
+    """The handle's digest is the image that runs — a repo digest, or the image ID of an image
+    that came from no registry, as the test images did — and a task started from that digest
+    runs the same image and reports the same digest (a pinned revision's later tasks)."""
+    first = await container.start("web.1.a", container.forever())
+    digest = first.image_digest
+    assert digest is not None and (digest.startswith("sha256:") or "@sha256:" in digest), digest
+    again = await container.start("web.2.a", container.spec(image=digest))
+    assert again.image_digest == digest
+    shown = [
+        await container.docker.docker.containers.container(h.runtime_id).show()
+        for h in (first, again)
+    ]
+    assert shown[0]["Image"] == shown[1]["Image"]

@@ -149,6 +149,7 @@ def _revision_document(
         "number": rev.number,
         "createdAt": rev.created_at,
         "image": rev.spec.image,
+        "imageDigest": rev.image_digest,
         "command": list(rev.spec.command) if rev.spec.command is not None else None,
         "env": dict(rev.spec.env),
         "envChanges": None if changes is None else [c.model_dump(mode="json") for c in changes],
@@ -159,8 +160,9 @@ def _revision_document(
 
 
 def revisions_table(rows: list[tuple[RevisionEntry, tuple[EnvChange, ...] | None]]) -> Table:
-    """One row per revision; an IMAGE column if any revision has an image, a COMMAND column if
-    any has a command (a process service's, or a container's own)."""
+    """One row per revision; IMAGE and DIGEST columns if any revision has an image (DIGEST: the
+    image its tasks run, once one ran — short, ``sha256:`` and 12 hex digits), a COMMAND column
+    if any has a command (a process service's, or a container's own)."""
     images = any(rev.spec.image for rev, _ in rows)
     commands = any(rev.spec.command for rev, _ in rows)
     table = Table(box=None, header_style="bold")
@@ -169,6 +171,7 @@ def revisions_table(rows: list[tuple[RevisionEntry, tuple[EnvChange, ...] | None
     table.add_column("CREATED", no_wrap=True)
     if images:
         table.add_column("IMAGE", overflow="fold")
+        table.add_column("DIGEST", no_wrap=True)
     if commands:
         table.add_column("COMMAND", overflow="fold")
     table.add_column("ENV", overflow="fold")
@@ -179,12 +182,21 @@ def revisions_table(rows: list[tuple[RevisionEntry, tuple[EnvChange, ...] | None
         cells.append(datetime.fromtimestamp(rev.created_at).strftime("%Y-%m-%d %H:%M:%S"))
         if images:
             cells.append(escape(rev.spec.image or "-"))
+            cells.append(_short_digest(rev.image_digest))
         if commands:
             cells.append(escape(shlex.join(rev.spec.command or ()) or "-"))
         cells.append(escape(_env_cell(changes)))
         cells.append(escape(rev.change))
         table.add_row(*cells)
     return table
+
+
+def _short_digest(digest: str | None) -> str:
+    """``repo@sha256:0123456789abcdef…`` (or an image ID) → ``sha256:0123456789ab``."""
+    if not digest:
+        return "-"
+    algorithm, _, hexits = digest.rsplit("@", 1)[-1].partition(":")
+    return f"{algorithm}:{hexits[:12]}" if hexits else digest[:19]
 
 
 def _env_cell(changes: tuple[EnvChange, ...] | None) -> str:

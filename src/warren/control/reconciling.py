@@ -97,6 +97,7 @@ class Reconciler(Controller):
             or old.ready != new.ready
             or old.desired_state != new.desired_state
             or old.node != new.node
+            or (new.image_digest is not None and old.image_digest != new.image_digest)
         ):
             self.queue.add(task.service)
 
@@ -158,6 +159,7 @@ class Reconciler(Controller):
         deployment = self.deployments.latest(name)
         if service is not None and self._deployment_lags(service, deployment, tasks, now):
             return now + LAG_RETRY
+        await self._pin_images(name, tasks)
         plan = self._plan(name, service, deployment, tasks, now)
         new_tasks = _new_tasks(name, plan.create, now)
         waiting = _waiting_tasks(tasks, plan)
@@ -177,6 +179,19 @@ class Reconciler(Controller):
             _log_created(new_tasks, plan.create)
         await self._record_notes(name, plan.notes)
         return plan.requeue_at
+
+    async def _pin_images(self, name: str, tasks: Iterable[Task]) -> None:
+        """Keep with each revision the first image digest one of its tasks reported (at most
+        one write per revision for its whole life: once pinned, nothing more to do)."""
+        seen: dict[int, str] = {}
+        for t in sorted(tasks, key=lambda t: t.started_at or t.created_at):
+            if t.image_digest is not None:
+                seen.setdefault(t.revision, t.image_digest)
+        for number, digest in seen.items():
+            rev = self.revisions.items.get(revision_key(name, number))
+            pin = rev is not None and rev.image_digest is None
+            if pin and await self.cluster.pin_image(name, number, digest):
+                log.info("service %s: revision %d runs %s", name, number, digest)
 
     def _plan(
         self,

@@ -4,7 +4,8 @@ compare-and-swap writes every component shares. Knows nothing of controllers or 
 Key layout (one prefix per kind; values are the camelCase JSON of the domain models)::
 
     /services/{name}                  Service      current spec + current revision number
-    /revisions/{service}/{n:08d}      Revision     immutable spec snapshots
+    /revisions/{service}/{n:08d}      Revision     immutable spec snapshots (+ the image
+                                                   digest their first task ran, once)
     /tasks/{service}/{task_id}        Task         desired state (control) + observed (agent)
     /nodes/{name}                     Node
     /heartbeats/{name}                b""          bound to the node's lease: gone ⇒ node down
@@ -561,6 +562,22 @@ class ClusterStore:
             self._revisions.clear()
         self._revisions[(kv.key, kv.mod_revision)] = revision
         return revision
+
+    async def pin_image(self, service: str, number: int, digest: str) -> bool:
+        """Keep ``digest`` with revision ``number`` unless it has one already: the first image
+        a task of the revision ran is the one all its tasks run. Whether it was written."""
+        for _ in range(5):
+            kv = await self.raw.get(revision_key(service, number))
+            if kv is None:
+                return False
+            revision = decode(Revision, kv)
+            if revision.image_digest is not None:
+                return False
+            pinned = revision.model_copy(update={"image_digest": digest})
+            res = await self.raw.txn([Compare.unchanged(kv)], [Put(kv.key, encode(pinned))])
+            if res.succeeded:
+                return True
+        return False
 
     async def list_revisions(self, service: str) -> list[Revision]:
         kvs, _ = await self.raw.range(f"{REVISIONS}{service}/")
