@@ -250,10 +250,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def patch_service(name: str, patch: ServicePatch, _: Auth) -> dict[str, Any]:
         """Change some fields; ``spec.env`` merges into the current env, ``envRm`` removes.
         A change of the template starts a deployment (its id is in ``deployment``)."""
-        cause = patch.cause or "update"
+        cause = patch.cause or ("update --force" if patch.force else "update")
         before, _kv = await cluster.get_service(name)
         service, changed = await cluster.update_service(
-            name, lambda spec: admit(patch_spec(spec, patch.spec, patch.env_rm)), cause
+            name,
+            lambda spec: admit(patch_spec(spec, patch.spec, patch.env_rm)),
+            cause,
+            force=patch.force,
         )
         if changed:
             await _record_update(service)

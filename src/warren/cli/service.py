@@ -259,6 +259,14 @@ def update(
     name: str,
     # The flags' values, given by @change_flags.
     changes: Changes = None,  # type: ignore[assignment]
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Redeploy even if nothing changes: a new revision of the same template, every "
+            "task replaced by the update config (and the image's tag resolved again).",
+        ),
+    ] = False,
     detach: DETACH = False,
 ) -> None:
     """Change a service. A change of image, command, env, health check … makes a new revision
@@ -267,8 +275,8 @@ def update(
     published = publish_add or publish_rm
     spec_changes = changes.to_spec(ports=not published)
     env_rm = changes.get("env_rm")
-    if not spec_changes and not env_rm and not published:
-        raise ValidationError("nothing to change: give at least one flag")
+    if not spec_changes and not env_rm and not published and not force:
+        raise ValidationError("nothing to change: give at least one flag (or --force)")
     with connect() as client:
         if published:
             if changes.get("publish"):
@@ -278,7 +286,7 @@ def update(
                 publish_add, changes.get("tls_cert"), changes.get("tls_key"), "--publish-add"
             )
             spec_changes["ports"] = change_ports(current, added, publish_rm)
-        service, changed, deployment = client.patch_service(name, spec_changes, env_rm)
+        service, changed, deployment = client.patch_service(name, spec_changes, env_rm, force=force)
         if changed:
             advise_on(service.spec)
         if not changed:

@@ -243,26 +243,36 @@ class ClusterStore:
         return None
 
     async def update_service(
-        self, name: str, change: Callable[[ServiceSpec], ServiceSpec], cause: str = "update"
+        self,
+        name: str,
+        change: Callable[[ServiceSpec], ServiceSpec],
+        cause: str = "update",
+        force: bool = False,
     ) -> tuple[Service, bool]:
         """Apply ``change`` to the current spec with compare-and-swap (retried on a lost race).
         When the template changed, a new revision is stored and, in the same transaction, a
         deployment that moves the tasks to it — or, when the spec is again the one an
         unpromoted canary (or blue/green) release started from, a fast-track rollback to that
-        stable revision instead (``planning.releases``). Returns (service, whether anything
-        changed)."""
+        stable revision instead (``planning.releases``). ``force``: a new revision and its
+        deployment even when the template is the same (``service update --force``: every task
+        replaced, by the update config; a new number, because a deployment moves slots from
+        one revision to another — and the new revision resolves its image tag again). Returns
+        (service, whether anything changed)."""
         for _ in range(10):
             current, kv = await self.get_service(name)
             spec = change(current.spec)
             if spec.name != name:
                 raise ConflictError("a service cannot be renamed")
-            if spec == current.spec:
+            if spec == current.spec and not force:
                 return current, False
             latest = await self.latest_deployment(name)
             compares = [Compare.unchanged(kv)]
             ops: list[Op] = []
             number = current.revision
-            if not spec.same_template(current.spec):
+            if force:
+                number = await self._next_revision(name)
+                await self._create_update(current, spec, number, latest, cause, compares, ops)
+            elif not spec.same_template(current.spec):
                 active = latest[0] if latest is not None else None
                 stable = await self._stable_spec(active)
                 back_to = fast_track_target(active, stable.get, spec)
