@@ -69,8 +69,10 @@ def test_a_revision_keeps_running_its_first_image_when_its_tag_moves(
 
         answer = warren(server, "service", "revisions", "web", "-o", "json")
         assert answer.returncode == 0, answer.stderr
-        digests = {r["number"]: r["imageDigest"] for r in json.loads(answer.stdout)}
+        listed = json.loads(answer.stdout)
+        digests = {r["number"]: r["imageDigest"] for r in listed}
         assert digests[1] and digests[2] and digests[1] != digests[2], digests
+        assert all(r["imageNodes"] == [node] for r in listed), listed
         table = warren(server, "service", "revisions", "web")
         assert "DIGEST" in table.stdout.splitlines()[0], table.stdout
         assert warren(server, "service", "rm", "web").returncode == 0

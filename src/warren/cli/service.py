@@ -150,6 +150,7 @@ def _revision_document(
         "createdAt": rev.created_at,
         "image": rev.spec.image,
         "imageDigest": rev.image_digest,
+        "imageNodes": list(rev.image_nodes),
         "command": list(rev.spec.command) if rev.spec.command is not None else None,
         "env": dict(rev.spec.env),
         "envChanges": None if changes is None else [c.model_dump(mode="json") for c in changes],

@@ -181,17 +181,23 @@ class Reconciler(Controller):
         return plan.requeue_at
 
     async def _pin_images(self, name: str, tasks: Iterable[Task]) -> None:
-        """Keep with each revision the first image digest one of its tasks reported (at most
-        one write per revision for its whole life: once pinned, nothing more to do)."""
-        seen: dict[int, str] = {}
+        """Keep with each revision the first image digest one of its tasks reported, and the
+        nodes that ran it (a write per revision and node for its whole life: once kept,
+        nothing more to do)."""
+        ran: dict[int, dict[str, set[str]]] = {}  # revision → digest → nodes, first digest first
         for t in sorted(tasks, key=lambda t: t.started_at or t.created_at):
-            if t.image_digest is not None:
-                seen.setdefault(t.revision, t.image_digest)
-        for number, digest in seen.items():
+            if t.image_digest is not None and t.node is not None:
+                ran.setdefault(t.revision, {}).setdefault(t.image_digest, set()).add(t.node)
+        for number, digests in ran.items():
             rev = self.revisions.items.get(revision_key(name, number))
-            pin = rev is not None and rev.image_digest is None
-            if pin and await self.cluster.pin_image(name, number, digest):
-                log.info("service %s: revision %d runs %s", name, number, digest)
+            if rev is None:
+                continue
+            digest = rev.image_digest or next(iter(digests))
+            nodes = digests.get(digest, set())
+            if rev.image_digest is not None and nodes <= set(rev.image_nodes):
+                continue
+            if await self.cluster.pin_image(name, number, digest, nodes):
+                log.info("service %s: revision %d runs %s on %s", name, number, digest, nodes)
 
     def _plan(
         self,

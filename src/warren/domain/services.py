@@ -40,6 +40,9 @@ class Revision(Model):
     """The image the revision's first task ran (``Task.image_digest``), kept once seen: its
     later tasks — a scale up, a replacement, a rollback to it — run exactly that image, not
     whatever its tag names by then. The spec stays as written; this is what it resolved to."""
+    image_nodes: tuple[str, ...] = ()
+    """The nodes where a task of this revision ran ``image_digest``: where the image is, as far
+    as Warren knows (what a rollback checks when the image cannot be pulled)."""
 
     def runnable_spec(self) -> ServiceSpec:
         """The spec a task of this revision runs: the image pinned to its digest once known."""

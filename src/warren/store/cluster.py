@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -370,10 +370,16 @@ class ClusterStore:
         return {rev.number: rev.spec}
 
     async def rollback_service(
-        self, name: str, to_revision: int | None = None, cause: Reason = Reason.MANUAL_ROLLBACK
+        self,
+        name: str,
+        to_revision: int | None = None,
+        cause: Reason = Reason.MANUAL_ROLLBACK,
+        check: Callable[[Revision], Awaitable[str | None]] | None = None,
     ) -> tuple[Service, Deployment, int]:
-        """``warren service rollback``: see ``start_rollback``."""
-        started = await self.start_rollback(name, to_revision, cause)
+        """``warren service rollback``: see ``start_rollback``. ``check``: why the target
+        revision cannot run (``planning.runnable``), which refuses the rollback — ConflictError
+        ``cannot roll back to revision N: WHY``, nothing written."""
+        started = await self.start_rollback(name, to_revision, cause, check=check)
         assert started is not None  # only a rollback of one deployment can be refused so
         return started
 
@@ -384,6 +390,7 @@ class ClusterStore:
         cause: Reason = Reason.MANUAL_ROLLBACK,
         note: str = "",
         undoes: str | None = None,
+        check: Callable[[Revision], Awaitable[str | None]] | None = None,
     ) -> tuple[Service, Deployment, int] | None:
         """Make revision ``to_revision`` (default: the last good one before the current one,
         ``planning.releases``) the service's current spec again — no new revision, as in
@@ -411,6 +418,9 @@ class ClusterStore:
             # Read from the store (get_revision always is): a revision trimmed by
             # revisionHistoryLimit cannot be rolled back to.
             revision = await self.get_revision(name, target)
+            why = await check(revision) if check is not None else None
+            if why:
+                raise ConflictError(f"cannot roll back to revision {target}: {why}")
             compares = [Compare.unchanged(kv)]
             ops: list[Op] = []
             rollback = await self._create_rollback(
@@ -573,17 +583,24 @@ class ClusterStore:
         self._revisions[(kv.key, kv.mod_revision)] = revision
         return revision
 
-    async def pin_image(self, service: str, number: int, digest: str) -> bool:
-        """Keep ``digest`` with revision ``number`` unless it has one already: the first image
-        a task of the revision ran is the one all its tasks run. Whether it was written."""
+    async def pin_image(
+        self, service: str, number: int, digest: str, nodes: Iterable[str] = ()
+    ) -> bool:
+        """Keep ``digest`` with revision ``number`` unless it has one already — the first image
+        a task of the revision ran is the one all its tasks run — and add ``nodes`` to those
+        known to have run it (``Revision.image_nodes``). Whether anything was written."""
         for _ in range(5):
             kv = await self.raw.get(revision_key(service, number))
             if kv is None:
                 return False
             revision = decode(Revision, kv)
-            if revision.image_digest is not None:
+            kept = revision.image_digest or digest
+            known = set(revision.image_nodes) | (set(nodes) if kept == digest else set())
+            pinned = revision.model_copy(
+                update={"image_digest": kept, "image_nodes": tuple(sorted(known))}
+            )
+            if pinned == revision:
                 return False
-            pinned = revision.model_copy(update={"image_digest": digest})
             res = await self.raw.txn([Compare.unchanged(kv)], [Put(kv.key, encode(pinned))])
             if res.succeeded:
                 return True
