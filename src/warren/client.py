@@ -187,17 +187,22 @@ class Client:
         return Service.model_validate(body)
 
     def patch_service(
-        self, name: str, changes: dict[str, Any], env_rm: list[str] | None = None, cause: str = ""
+        self,
+        name: str,
+        changes: dict[str, Any],
+        env_rm: list[str] | None = None,
+        cause: str = "",
+        force: bool = False,
     ) -> tuple[Service, bool, str | None]:
         """Partial update: camelCase ``changes`` merged into the spec. Returns (service,
-        whether anything changed, the id of the deployment it started if any)."""
+        whether anything changed, the id of the deployment it started if any). ``force``:
+        redeploy — a new revision and every task replaced — even if nothing changes."""
         from .domain.services import Service
 
-        body = self.request(
-            "PATCH",
-            f"/v1/services/{name}",
-            json={"spec": changes, "envRm": env_rm or [], "cause": cause},
-        )
+        sent: dict[str, Any] = {"spec": changes, "envRm": env_rm or [], "cause": cause}
+        if force:
+            sent["force"] = True
+        body = self.request("PATCH", f"/v1/services/{name}", json=sent)
         result = body.pop("result")
         deployment = body.pop("deployment", None)
         return Service.model_validate(body), result == "updated", deployment

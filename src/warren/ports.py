@@ -183,6 +183,8 @@ class TaskHandle:
     runtime_id: str
     endpoint: str | None
     started_at: float
+    image_digest: str | None = None
+    """The image that runs, by a reference that cannot move (``Task.image_digest``)."""
 
 
 @dataclass(frozen=True, slots=True)

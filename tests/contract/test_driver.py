@@ -818,14 +818,47 @@ async def test_process_started_but_never_recorded_is_stopped_and_not_recovered(
 
 
 def _pids_with(variable: bytes) -> list[int]:
-    """Live processes with ``variable`` (``NAME=value``) in their environment."""
+    """Live children of this test process with ``variable`` (``NAME=value``) in their
+    environment: a task of another test run on the machine (another checkout's, one left by a
+    failed run) may have the same id."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 env = (entry / "environ").read_bytes().split(b"\0")
-            except OSError:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
-            if variable in env and pid_alive(int(entry.name)):
+            if variable in env and parent == os.getpid() and pid_alive(int(entry.name)):
                 found.append(int(entry.name))
     return found
+
+
+# ── the docker driver only ───────────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture(params=["dockerd", "podman"])
+async def container(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DockerAdapter]:
+    made = DockerAdapter(request.getfixturevalue(f"{request.param}_engine"), tmp_path)
+    try:
+        yield made
+    finally:
+        await made.cleanup()
+
+
+async def test_docker_handle_names_the_image_by_a_reference_that_cannot_move(
+    container: DockerAdapter,
+) -> None:
+    """The handle's digest is the image that runs — a repo digest, or the image ID of an image
+    that came from no registry, as the test images did — and a task started from that digest
+    runs the same image and reports the same digest (a pinned revision's later tasks)."""
+    first = await container.start("web.1.a", container.forever())
+    digest = first.image_digest
+    assert digest is not None and (digest.startswith("sha256:") or "@sha256:" in digest), digest
+    again = await container.start("web.2.a", container.spec(image=digest))
+    assert again.image_digest == digest
+    shown = [
+        await container.docker.docker.containers.container(h.runtime_id).show()
+        for h in (first, again)
+    ]
+    assert shown[0]["Image"] == shown[1]["Image"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from ..domain.specs import ServiceSpec
 from ..domain.tasks import Task
 
-__all__ = ["task_environment"]
+__all__ = ["command_found", "task_environment"]
 
 # Only these of the server's environment reach a task (never a token or other secrets).
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "VIRTUAL_ENV")
@@ -33,3 +34,15 @@ def task_environment(
     if port is not None:
         env["PORT"] = str(port)
     return env
+
+
+def command_found(spec: ServiceSpec, executable: str) -> bool:
+    """Whether the process driver would find ``executable`` here, on the PATH its tasks get.
+    A relative path with a slash is resolved in the driver's working directory, not known
+    here: assumed found."""
+    if "/" in executable:
+        return not executable.startswith("/") or os.access(executable, os.X_OK)
+    env = {k: os.environ[k] for k in ("PATH",) if k in os.environ}
+    bindir = str(Path(sys.executable).parent)
+    path = spec.env.get("PATH") or f"{bindir}:{env.get('PATH', '/usr/local/bin:/usr/bin:/bin')}"
+    return shutil.which(executable, path=path) is not None

@@ -127,7 +127,7 @@ class Agent:
         sup.start()
 
     async def spec_for(self, task: Task) -> ServiceSpec:
-        return (await self.dispatcher.revision(task.service, task.revision)).spec
+        return (await self.dispatcher.revision(task.service, task.revision)).runnable_spec()
 
     def runtime(self, spec: ServiceSpec) -> tuple[Driver, Prober]:
         found = self.drivers.get(spec.effective_driver)
@@ -363,7 +363,12 @@ class Supervisor:
 
         def running(t: Task) -> Task | None:
             now = clock.now()
-            fields = {"endpoint": started.endpoint, "runtime_id": started.runtime_id}
+            fields: dict[str, object] = {
+                "endpoint": started.endpoint,
+                "runtime_id": started.runtime_id,
+            }
+            if started.image_digest is not None:
+                fields["image_digest"] = started.image_digest
             if t.state in (TaskState.PENDING, TaskState.STARTING):
                 ready = {"ready": True, "ready_at": now} if instantly_ready else {}
                 if t.state == TaskState.PENDING:

@@ -22,6 +22,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .. import __version__
+from ..agent.environment import command_found
 from ..domain.base import parse_model
 from ..domain.deployments import Deployment
 from ..domain.errors import (
@@ -42,6 +43,7 @@ from ..domain.tasks import Task
 from ..planning.draining import drain_status
 from ..planning.previewing import RolloutPlan, plan_fast_track, plan_rollout
 from ..planning.releases import fast_track_target, newest_good_revision, starts_from
+from ..planning.runnable import why_not_runnable
 from ..store.cluster import ClusterStore
 from ..tokens import NODE_TOKEN_PREFIX
 from .admission import admit as admit_spec
@@ -231,10 +233,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def patch_service(name: str, patch: ServicePatch, _: Auth) -> dict[str, Any]:
         """Change some fields; ``spec.env`` merges into the current env, ``envRm`` removes.
         A change of the template starts a deployment (its id is in ``deployment``)."""
-        cause = patch.cause or "update"
+        cause = patch.cause or ("update --force" if patch.force else "update")
         before, _kv = await cluster.get_service(name)
         service, changed = await cluster.update_service(
-            name, lambda spec: admit(patch_spec(spec, patch.spec, patch.env_rm)), cause
+            name,
+            lambda spec: admit(patch_spec(spec, patch.spec, patch.env_rm)),
+            cause,
+            force=patch.force,
         )
         if changed:
             await _record_update(service)
@@ -431,8 +436,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.post("/v1/services/{name}/rollback", tags=["deployments"])
     async def rollback(name: str, body: RollbackRequest, _: Auth) -> dict[str, Any]:
-        """Go back to the previous revision (or ``toRevision``): a rollback deployment."""
-        service, d, _rev = await cluster.rollback_service(name, body.to_revision)
+        """Go back to the previous revision (or ``toRevision``): a rollback deployment — refused
+        (409, nothing changed) when the target cannot run (``planning.runnable``)."""
+        local = ctx.node if ctx.logs_token is not None else None  # this server runs tasks
+
+        async def check(revision: Revision) -> str | None:
+            def found(executable: str) -> bool:
+                return command_found(revision.spec, executable)
+
+            return why_not_runnable(revision, await cluster.list_nodes(), local, found)
+
+        service, d, _rev = await cluster.rollback_service(name, body.to_revision, check=check)
         await cluster.record(
             "deployment.rollback",
             f"service {name}: rollback to revision {d.to_revision} ({d.id})",

@@ -41,6 +41,8 @@ class ServicePatch(Model):
     cause: str = ""
     replace: bool = False
     """``spec`` is a whole spec, not a change (``deploy plan -f FILE``)."""
+    force: bool = False
+    """Redeploy even when nothing changes (``service update --force``)."""
 
 
 class ErrorDetail(Model):

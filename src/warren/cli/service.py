@@ -152,6 +152,8 @@ def _revision_document(
         "number": rev.number,
         "createdAt": rev.created_at,
         "image": rev.spec.image,
+        "imageDigest": rev.image_digest,
+        "imageNodes": list(rev.image_nodes),
         "command": list(rev.spec.command) if rev.spec.command is not None else None,
         "env": dict(rev.spec.env),
         "envChanges": None if changes is None else [c.model_dump(mode="json") for c in changes],
@@ -162,8 +164,9 @@ def _revision_document(
 
 
 def revisions_table(rows: list[tuple[RevisionEntry, tuple[EnvChange, ...] | None]]) -> Table:
-    """One row per revision; an IMAGE column if any revision has an image, a COMMAND column if
-    any has a command (a process service's, or a container's own)."""
+    """One row per revision; IMAGE and DIGEST columns if any revision has an image (DIGEST: the
+    image its tasks run, once one ran — short, ``sha256:`` and 12 hex digits), a COMMAND column
+    if any has a command (a process service's, or a container's own)."""
     images = any(rev.spec.image for rev, _ in rows)
     commands = any(rev.spec.command for rev, _ in rows)
     table = Table(box=None, header_style="bold")
@@ -172,6 +175,7 @@ def revisions_table(rows: list[tuple[RevisionEntry, tuple[EnvChange, ...] | None
     table.add_column("CREATED", no_wrap=True)
     if images:
         table.add_column("IMAGE", overflow="fold")
+        table.add_column("DIGEST", no_wrap=True)
     if commands:
         table.add_column("COMMAND", overflow="fold")
     table.add_column("ENV", overflow="fold")
@@ -182,12 +186,21 @@ def revisions_table(rows: list[tuple[RevisionEntry, tuple[EnvChange, ...] | None
         cells.append(datetime.fromtimestamp(rev.created_at).strftime("%Y-%m-%d %H:%M:%S"))
         if images:
             cells.append(escape(rev.spec.image or "-"))
+            cells.append(_short_digest(rev.image_digest))
         if commands:
             cells.append(escape(shlex.join(rev.spec.command or ()) or "-"))
         cells.append(escape(_env_cell(changes)))
         cells.append(escape(rev.change))
         table.add_row(*cells)
     return table
+
+
+def _short_digest(digest: str | None) -> str:
+    """``repo@sha256:0123456789abcdef…`` (or an image ID) → ``sha256:0123456789ab``."""
+    if not digest:
+        return "-"
+    algorithm, _, hexits = digest.rsplit("@", 1)[-1].partition(":")
+    return f"{algorithm}:{hexits[:12]}" if hexits else digest[:19]
 
 
 def _env_cell(changes: tuple[EnvChange, ...] | None) -> str:
@@ -250,6 +263,14 @@ def update(
     name: str,
     # The flags' values, given by @change_flags.
     changes: Changes = None,  # type: ignore[assignment]
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Redeploy even if nothing changes: a new revision of the same template, every "
+            "task replaced by the update config (and the image's tag resolved again).",
+        ),
+    ] = False,
     detach: DETACH = False,
 ) -> None:
     """Change a service. A change of image, command, env, health check … makes a new revision
@@ -258,8 +279,8 @@ def update(
     published = publish_add or publish_rm
     spec_changes = changes.to_spec(ports=not published)
     env_rm = changes.get("env_rm")
-    if not spec_changes and not env_rm and not published:
-        raise ValidationError("nothing to change: give at least one flag")
+    if not spec_changes and not env_rm and not published and not force:
+        raise ValidationError("nothing to change: give at least one flag (or --force)")
     with connect() as client:
         if published:
             if changes.get("publish"):
@@ -269,7 +290,7 @@ def update(
                 publish_add, changes.get("tls_cert"), changes.get("tls_key"), "--publish-add"
             )
             spec_changes["ports"] = change_ports(current, added, publish_rm)
-        service, changed, deployment = client.patch_service(name, spec_changes, env_rm)
+        service, changed, deployment = client.patch_service(name, spec_changes, env_rm, force=force)
         if changed:
             advise_on(service.spec)
         if not changed:

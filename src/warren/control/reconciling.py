@@ -97,6 +97,7 @@ class Reconciler(Controller):
             or old.ready != new.ready
             or old.desired_state != new.desired_state
             or old.node != new.node
+            or (new.image_digest is not None and old.image_digest != new.image_digest)
         ):
             self.queue.add(task.service)
 
@@ -158,6 +159,7 @@ class Reconciler(Controller):
         deployment = self.deployments.latest(name)
         if service is not None and self._deployment_lags(service, deployment, tasks, now):
             return now + LAG_RETRY
+        await self._pin_images(name, tasks)
         plan = self._plan(name, service, deployment, tasks, now)
         new_tasks = _new_tasks(name, plan.create, now)
         waiting = _waiting_tasks(tasks, plan)
@@ -177,6 +179,25 @@ class Reconciler(Controller):
             _log_created(new_tasks, plan.create)
         await self._record_notes(name, plan.notes)
         return plan.requeue_at
+
+    async def _pin_images(self, name: str, tasks: Iterable[Task]) -> None:
+        """Keep with each revision the first image digest one of its tasks reported, and the
+        nodes that ran it (a write per revision and node for its whole life: once kept,
+        nothing more to do)."""
+        ran: dict[int, dict[str, set[str]]] = {}  # revision → digest → nodes, first digest first
+        for t in sorted(tasks, key=lambda t: t.started_at or t.created_at):
+            if t.image_digest is not None and t.node is not None:
+                ran.setdefault(t.revision, {}).setdefault(t.image_digest, set()).add(t.node)
+        for number, digests in ran.items():
+            rev = self.revisions.items.get(revision_key(name, number))
+            if rev is None:
+                continue
+            digest = rev.image_digest or next(iter(digests))
+            nodes = digests.get(digest, set())
+            if rev.image_digest is not None and nodes <= set(rev.image_nodes):
+                continue
+            if await self.cluster.pin_image(name, number, digest, nodes):
+                log.info("service %s: revision %d runs %s on %s", name, number, digest, nodes)
 
     def _plan(
         self,

@@ -2,7 +2,8 @@
 
 A ``Service`` is the current desired state of one service: its spec and the number of the
 revision that spec's template was stored as. A ``Revision`` is an immutable snapshot of a spec; a
-new one is made only when the template changes (``ServiceSpec.same_template``). A
+new one is made only when the template changes (``ServiceSpec.same_template``) — its one later
+addition is the image digest its first task ran. A
 ``RevisionEntry`` is a revision as the API lists it, marked current and/or stable; an
 ``EnvChange`` is one line of the env's difference between two revisions.
 """
@@ -35,6 +36,19 @@ class Revision(Model):
     created_at: float
     change: str = ""
     """What made this revision, e.g. ``create``, ``update: env VERSION=v2``, ``rollback to 1``."""
+    image_digest: str | None = None
+    """The image the revision's first task ran (``Task.image_digest``), kept once seen: its
+    later tasks — a scale up, a replacement, a rollback to it — run exactly that image, not
+    whatever its tag names by then. The spec stays as written; this is what it resolved to."""
+    image_nodes: tuple[str, ...] = ()
+    """The nodes where a task of this revision ran ``image_digest``: where the image is, as far
+    as Warren knows (what a rollback checks when the image cannot be pulled)."""
+
+    def runnable_spec(self) -> ServiceSpec:
+        """The spec a task of this revision runs: the image pinned to its digest once known."""
+        if self.image_digest is None or not self.spec.image:
+            return self.spec
+        return self.spec.model_copy(update={"image": self.image_digest})
 
 
 class RevisionEntry(Revision):

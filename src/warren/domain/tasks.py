@@ -63,7 +63,7 @@ _ALLOWED: dict[TaskState, frozenset[TaskState]] = {
 OBSERVED_FIELDS = frozenset(
     {
         "state", "updated_at", "started_at", "finished_at", "endpoint", "runtime_id", "healthy",
-        "ready", "ready_at", "exit_code", "message",
+        "ready", "ready_at", "exit_code", "message", "image_digest",
     }
 )  # fmt: skip
 """What an agent reports of a task; the rest is the control plane's."""
@@ -90,6 +90,10 @@ class Task(Model):
     """``host:port`` where the ingress and the http/tcp probes reach the task."""
     runtime_id: str | None = None
     """The driver's handle: a pid for processes, a container id for containers."""
+    image_digest: str | None = None
+    """The image the task runs, as a reference that cannot move: ``repo@sha256:…`` (its repo
+    digest) or ``sha256:…`` (its image ID, for an image that came from no registry). Docker
+    driver only; the first one seen for a revision is kept with it (``Revision.image_digest``)."""
     healthy: bool | None = None
     ready: bool = False
     ready_at: float | None = None

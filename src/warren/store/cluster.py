@@ -4,7 +4,8 @@ compare-and-swap writes every component shares. Knows nothing of controllers or 
 Key layout (one prefix per kind; values are the camelCase JSON of the domain models)::
 
     /services/{name}                  Service      current spec + current revision number
-    /revisions/{service}/{n:08d}      Revision     immutable spec snapshots
+    /revisions/{service}/{n:08d}      Revision     immutable spec snapshots (+ the image
+                                                   digest their first task ran, once)
     /tasks/{service}/{task_id}        Task         desired state (control) + observed (agent)
     /nodes/{name}                     Node
     /heartbeats/{name}                b""          bound to the node's lease: gone ⇒ node down
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -252,26 +253,36 @@ class ClusterStore:
         return None
 
     async def update_service(
-        self, name: str, change: Callable[[ServiceSpec], ServiceSpec], cause: str = "update"
+        self,
+        name: str,
+        change: Callable[[ServiceSpec], ServiceSpec],
+        cause: str = "update",
+        force: bool = False,
     ) -> tuple[Service, bool]:
         """Apply ``change`` to the current spec with compare-and-swap (retried on a lost race).
         When the template changed, a new revision is stored and, in the same transaction, a
         deployment that moves the tasks to it — or, when the spec is again the one an
         unpromoted canary (or blue/green) release started from, a fast-track rollback to that
-        stable revision instead (``planning.releases``). Returns (service, whether anything
-        changed)."""
+        stable revision instead (``planning.releases``). ``force``: a new revision and its
+        deployment even when the template is the same (``service update --force``: every task
+        replaced, by the update config; a new number, because a deployment moves slots from
+        one revision to another — and the new revision resolves its image tag again). Returns
+        (service, whether anything changed)."""
         for _ in range(10):
             current, kv = await self.get_service(name)
             spec = change(current.spec)
             if spec.name != name:
                 raise ConflictError("a service cannot be renamed")
-            if spec == current.spec:
+            if spec == current.spec and not force:
                 return current, False
             latest = await self.latest_deployment(name)
             compares = [Compare.unchanged(kv)]
             ops: list[Op] = []
             number = current.revision
-            if not spec.same_template(current.spec):
+            if force:
+                number = await self._next_revision(name)
+                await self._create_update(current, spec, number, latest, cause, compares, ops)
+            elif not spec.same_template(current.spec):
                 active = latest[0] if latest is not None else None
                 stable = await self._stable_spec(active)
                 back_to = fast_track_target(active, stable.get, spec)
@@ -369,10 +380,16 @@ class ClusterStore:
         return {rev.number: rev.spec}
 
     async def rollback_service(
-        self, name: str, to_revision: int | None = None, cause: Reason = Reason.MANUAL_ROLLBACK
+        self,
+        name: str,
+        to_revision: int | None = None,
+        cause: Reason = Reason.MANUAL_ROLLBACK,
+        check: Callable[[Revision], Awaitable[str | None]] | None = None,
     ) -> tuple[Service, Deployment, int]:
-        """``warren service rollback``: see ``start_rollback``."""
-        started = await self.start_rollback(name, to_revision, cause)
+        """``warren service rollback``: see ``start_rollback``. ``check``: why the target
+        revision cannot run (``planning.runnable``), which refuses the rollback — ConflictError
+        ``cannot roll back to revision N: WHY``, nothing written."""
+        started = await self.start_rollback(name, to_revision, cause, check=check)
         assert started is not None  # only a rollback of one deployment can be refused so
         return started
 
@@ -383,6 +400,7 @@ class ClusterStore:
         cause: Reason = Reason.MANUAL_ROLLBACK,
         note: str = "",
         undoes: str | None = None,
+        check: Callable[[Revision], Awaitable[str | None]] | None = None,
     ) -> tuple[Service, Deployment, int] | None:
         """Make revision ``to_revision`` (default: the last good one before the current one,
         ``planning.releases``) the service's current spec again — no new revision, as in
@@ -410,6 +428,9 @@ class ClusterStore:
             # Read from the store (get_revision always is): a revision trimmed by
             # revisionHistoryLimit cannot be rolled back to.
             revision = await self.get_revision(name, target)
+            why = await check(revision) if check is not None else None
+            if why:
+                raise ConflictError(f"cannot roll back to revision {target}: {why}")
             compares = [Compare.unchanged(kv)]
             ops: list[Op] = []
             rollback = await self._create_rollback(
@@ -571,6 +592,29 @@ class ClusterStore:
             self._revisions.clear()
         self._revisions[(kv.key, kv.mod_revision)] = revision
         return revision
+
+    async def pin_image(
+        self, service: str, number: int, digest: str, nodes: Iterable[str] = ()
+    ) -> bool:
+        """Keep ``digest`` with revision ``number`` unless it has one already — the first image
+        a task of the revision ran is the one all its tasks run — and add ``nodes`` to those
+        known to have run it (``Revision.image_nodes``). Whether anything was written."""
+        for _ in range(5):
+            kv = await self.raw.get(revision_key(service, number))
+            if kv is None:
+                return False
+            revision = decode(Revision, kv)
+            kept = revision.image_digest or digest
+            known = set(revision.image_nodes) | (set(nodes) if kept == digest else set())
+            pinned = revision.model_copy(
+                update={"image_digest": kept, "image_nodes": tuple(sorted(known))}
+            )
+            if pinned == revision:
+                return False
+            res = await self.raw.txn([Compare.unchanged(kv)], [Put(kv.key, encode(pinned))])
+            if res.succeeded:
+                return True
+        return False
 
     async def list_revisions(self, service: str) -> list[Revision]:
         kvs, _ = await self.raw.range(f"{REVISIONS}{service}/")

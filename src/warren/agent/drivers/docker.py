@@ -26,7 +26,7 @@ import logging
 import math
 import re
 import resource
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -147,7 +147,7 @@ class DockerDriver:
             if port is not None:
                 self._ports.release(port)
             raise
-        handle = self._handle(container.id, port, info)
+        handle = self._handle(container.id, port, info, await self._digest(spec.image, info))
         self._containers[task.id] = _Container(task.id, container.id, handle, port)
         state = info.get("State", {})
         if not state.get("Running") and state.get("Status") == "exited":
@@ -171,6 +171,24 @@ class DockerDriver:
         errors = [a["error"] for a in answer or () if isinstance(a, dict) and a.get("error")]
         if errors and not present:
             raise DriverError(f"image not found: {image}: {errors[-1]}")
+
+    async def _digest(self, image: str, info: dict[str, Any]) -> str | None:
+        """The image the container runs, by a reference that cannot move: ``image`` itself if
+        it is one already (a pinned revision's), else the image's repo digest, else its ID
+        (an image built or imported here has no repo digest). None if the engine will not
+        say: the task runs all the same, its revision is pinned by a later one."""
+        if "@" in image or image.startswith("sha256:"):
+            return image
+        image_id = str(info.get("Image") or "")
+        if not image_id:
+            return None
+        try:
+            async with self._engine_call(f"look up the image of {image}"):
+                found = await self.docker.images.inspect(image_id)
+        except DriverError as exc:
+            log.warning("no digest for %s: %s", image, exc.message)
+            return None
+        return _pinned(image, found.get("RepoDigests") or (), str(found.get("Id") or image_id))
 
     async def _image_present(self, image: str) -> bool:
         try:
@@ -372,7 +390,8 @@ class DockerDriver:
             port = _published_port(info)
             if port is not None:
                 self._ports.take(port)
-            handle = self._handle(c.id, port, info)
+            asked = str(info.get("Config", {}).get("Image") or "")
+            handle = self._handle(c.id, port, info, await self._digest(asked, info))
             self._containers[task_id] = _Container(task_id, c.id, handle, port)
             found.append(RecoveredTask(task_id, handle, bool(info.get("State", {}).get("Running"))))
         return found
@@ -424,7 +443,9 @@ class DockerDriver:
     def _log_path(self, task_id: str) -> Path:
         return self.log_dir / f"{task_id}.log"
 
-    def _handle(self, container_id: str, port: int | None, info: dict[str, Any]) -> TaskHandle:
+    def _handle(
+        self, container_id: str, port: int | None, info: dict[str, Any], digest: str | None = None
+    ) -> TaskHandle:
         """The same handle for a container whether just started or adopted after a restart:
         its start time is the engine's."""
         started = _timestamp(info.get("State", {}).get("StartedAt", ""))
@@ -432,6 +453,7 @@ class DockerDriver:
             runtime_id=container_id,
             endpoint=f"{self.address}:{port}" if port is not None else None,
             started_at=started if started is not None else self._clock.now(),
+            image_digest=digest,
         )
 
     # ── engine calls ─────────────────────────────────────────────────────────────────────────
@@ -479,6 +501,18 @@ def _container_port(spec: ServiceSpec) -> int | None:
     if check is not None and (check.http is not None or check.tcp is not None):
         return DEFAULT_PORT
     return None
+
+
+def _pinned(image: str, repo_digests: Sequence[str], image_id: str) -> str:
+    """``image`` as a reference that cannot move: the repo digest of its own repository
+    (``nginx:1.27`` → ``docker.io/library/nginx@sha256:…``), else any repo digest of the
+    image, else its ID (``sha256:…``), which names the image on this engine only."""
+    repository = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+    for entry in repo_digests:
+        name = entry.split("@", 1)[0]
+        if name == repository or name.endswith("/" + repository):
+            return entry
+    return repo_digests[0] if repo_digests else image_id
 
 
 def _timestamp(text: str) -> float | None:

@@ -66,6 +66,10 @@ class _Proc:
     pidfd: int | None = None
 
 
+WRITER_DRAIN_POLLS = 200
+"""How long (in 10 ms polls) the logs of a task that has ended wait for its writer to finish."""
+
+
 class ProcessDriver:
     name = "process"
 
@@ -319,7 +323,16 @@ class ProcessDriver:
     async def logs(
         self, task_id: str, tail: int | None = None, since: str | None = None
     ) -> list[LogLine]:
-        return await read_log(self.log_dir / f"{task_id}.log", tail, since)
+        path = self.log_dir / f"{task_id}.log"
+        proc = self._procs.get(task_id)
+        if proc is not None and proc.exited.done():
+            # The writer drains the pipe after its task has ended: the last lines of a task
+            # that just ended are written a moment after its exit is known. Wait for them.
+            for _ in range(WRITER_DRAIN_POLLS):
+                if not writer_active(path):
+                    break
+                await asyncio.sleep(0.01)
+        return await read_log(path, tail, since)
 
     def follow(
         self, task_id: str, tail: int | None = None, since: str | None = None
