@@ -27,6 +27,8 @@ from ..domain.errors import CompactedError, ValidationError
 from ..domain.events import Event
 from ..ports import EventType
 from ..store.cluster import EVENTS, ClusterStore, decode
+from .errors import error_responses
+from .guards import GuardedRoute
 
 __all__ = ["PING", "EventStreams", "event_routes", "pick_backlog"]
 
@@ -188,7 +190,13 @@ def event_routes(
     ping: float = PING,
 ) -> APIRouter:
     """``auth``: the dependency every route of the router needs (the admin token)."""
-    router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[Depends(auth)])
+    router = APIRouter(
+        prefix="/v1/events",
+        tags=["events"],
+        dependencies=[Depends(auth)],
+        route_class=GuardedRoute,
+        responses=error_responses(400, 401, 403, 503),
+    )
 
     @router.get("")
     async def list_events(
@@ -210,7 +218,10 @@ def event_routes(
         service: str | None = None,
         since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
         limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
-        last_event_id: Annotated[str | None, Header()] = None,
+        # The pattern stated, checked by ``_revision``: its error names the header as sent.
+        last_event_id: Annotated[
+            str | None, Header(json_schema_extra={"pattern": r"^\s*[0-9]*\s*$"})
+        ] = None,
     ) -> EventSourceResponse:
         after = _revision(last_event_id)
         # Read before the answer starts: once a client has the answer's head, every event
