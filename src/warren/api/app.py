@@ -149,6 +149,8 @@ async def _follow_lines(
     """``first``, then the new lines of every task, interleaved as they come."""
     for entry in first:
         yield json.dumps(entry).encode() + b"\n"
+    if not tasks:
+        return  # no task to follow: no line will ever come (the tasks followed are fixed)
     queue: asyncio.Queue[dict[str, str]] = asyncio.Queue(maxsize=10_000)
 
     async def pump(task: Task) -> None:

@@ -87,15 +87,21 @@ def document_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+_MATCHED = ("fastapi", "route", "endpoint", "path_params")
+"""What routing wrote into a request's scope: left out, each route matches the path afresh."""
+
+
 def _allowed(request: Request) -> str:
-    """Every method some route of the request's path takes (Starlette's 405 names only those
-    of the first route that matched the path: GET of ``/v1/services/{name}``, not PUT)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _scope = route.matches(request.scope)
-        if match != Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+    """Every method a route of the request's path takes (Starlette's 405 names only those of
+    the first route that matched the path: GET of ``/v1/services/{name}``, not PUT)."""
+    scope = {k: v for k, v in request.scope.items() if k not in _MATCHED}
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in routes)
+    )
 
 
 def _status_of(exc: WarrenError) -> int:

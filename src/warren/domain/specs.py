@@ -59,6 +59,16 @@ __all__ = [
 ]
 
 API_VERSION = "warren.io/v1"
+COMMAND_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        # A string is split as a shell would (shlex); stated here without quotes or
+        # backslashes, which JSON Schema cannot tell balanced from not.
+        {"type": "string", "pattern": r"^[^'\"\\]*[^\s'\"\\][^'\"\\]*$"},
+        {"type": "null"},
+    ]
+}
+"""What a command is, as the OpenAPI document states it: a list of arguments, or one line."""
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 """A service's name, as the OpenAPI document states it (JSON Schema: ``$`` ends the text).
 In Python, ``fullmatch`` only: there ``$`` also matches before a last newline."""
@@ -177,7 +187,7 @@ class TcpCheck(Model):
 
 
 class ExecCheck(Model):
-    command: tuple[str, ...] = Field(min_length=1)
+    command: tuple[str, ...] = Field(min_length=1, json_schema_extra=COMMAND_SCHEMA)
 
     @field_validator("command", mode="before")
     @classmethod
@@ -473,7 +483,7 @@ class ServiceSpec(Model):
     name: str = Field(json_schema_extra={"pattern": NAME_PATTERN})
     labels: dict[str, str] = {}
     image: str | None = None
-    command: tuple[str, ...] | None = None
+    command: tuple[str, ...] | None = Field(None, json_schema_extra=COMMAND_SCHEMA)
     """The process to run (process driver), or the container's command instead of the image's
     own CMD (docker driver)."""
     driver: Literal["process", "docker", "fake"] | None = None
