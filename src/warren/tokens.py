@@ -16,10 +16,20 @@ import hashlib
 import hmac
 import re
 
-__all__ = ["NODE_NAME", "NODE_TOKEN_PREFIX", "claimed_node", "logs_token", "node_token", "valid"]
+__all__ = [
+    "NODE_NAME",
+    "NODE_NAME_PATTERN",
+    "NODE_TOKEN_PREFIX",
+    "claimed_node",
+    "logs_token",
+    "node_token",
+    "valid",
+]
 
 NODE_TOKEN_PREFIX = "wrn-node."
-NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+"""A node's name, as the OpenAPI document states it."""
+NODE_NAME = re.compile(NODE_NAME_PATTERN[1:-1])
 """A node's name (``fullmatch``: no trailing newline slips through)."""
 
 

@@ -177,6 +177,10 @@ def test_spec_is_frozen() -> None:
         ({"command": ""}, "command", "must not be empty"),
         ({"command": []}, "command", "must not be empty"),
         ({"driver": "podman"}, "driver", "'process'"),
+        # `$` of a regex also matches before a last newline: the whole name must match.
+        ({"name": "web\n"}, "name", "lowercase letters"),
+        # A bool is an int to Python: false was taken for 0 seconds.
+        ({"minReady": False}, "minReady", "expected a duration"),
     ],
 )
 def test_invalid_spec_names_the_field(changes: dict[str, Any], field: str, fragment: str) -> None:

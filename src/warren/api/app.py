@@ -1,9 +1,10 @@
 """The FastAPI application: auth, error translation, and the routes.
 
-Every route but ``/healthz`` and ``/metrics`` needs ``Authorization: Bearer <admin token>``
-(compared in constant time). Every error — bad body, unknown service, lost race — is a 4xx with
-``{"error": {"code", "message", "field"}}``; a 500 only for a bug, and it never leaks a
-traceback.
+Every route but ``/healthz`` and ``/metrics`` (and the OpenAPI document, ``/docs``) needs
+``Authorization: Bearer <admin token>`` (compared in constant time), checked before the body is
+read (``guards``); the worker routes take a node's token instead. Every error — bad body,
+unknown service, lost race — is a 4xx with ``{"error": {"code", "message", "field"}}``; a 500
+only for a bug, and it never leaks a traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .. import __version__
@@ -38,17 +39,18 @@ from ..domain.logs import parse_since
 from ..domain.nodes import Node, NodeAvailability, NodeSummary
 from ..domain.requests import Answer, Intent
 from ..domain.services import Revision, RevisionEntry, Service
-from ..domain.specs import ServiceSpec, patch_spec, spec_changes
+from ..domain.specs import NAME_PATTERN, ServiceSpec, patch_spec, spec_changes
 from ..domain.tasks import Task
 from ..planning.draining import drain_status
 from ..planning.previewing import RolloutPlan, plan_fast_track, plan_rollout
 from ..planning.releases import fast_track_target, newest_good_revision, starts_from
 from ..planning.runnable import why_not_runnable
 from ..store.cluster import ClusterStore
-from ..tokens import NODE_TOKEN_PREFIX
+from ..tokens import NODE_NAME_PATTERN, NODE_TOKEN_PREFIX
 from .admission import admit as admit_spec
-from .errors import install_error_handlers
+from .errors import document_errors, error_responses, install_error_handlers
 from .events import PING, EventStreams, event_routes
+from .guards import GuardedRoute, bearer, guard
 from .logs import LogFollow, read_logs, shown
 from .nodes import FollowLogs, ReadLogs, node_routes
 from .schemas import (
@@ -58,7 +60,7 @@ from .schemas import (
     ServiceSummary,
     TaskPatch,
 )
-from .workers import AssignmentSource, RouteSource, TrafficSink, bearer, worker_routes
+from .workers import AssignmentSource, RouteSource, TrafficSink, worker_routes
 
 __all__ = ["ApiContext", "ClusterView", "create_app"]
 
@@ -70,7 +72,7 @@ PROMOTE_WAIT = 3.0
 """How long ``promote`` then waits for the switch (or step) to be decided."""
 
 
-async def authorized(request: Request) -> None:
+async def _admin(request: Request) -> None:
     """The admin bearer token, compared in constant time."""
     token = bearer(request)
     if hmac.compare_digest(token.encode(), request.app.state.token):
@@ -80,7 +82,30 @@ async def authorized(request: Request) -> None:
     raise AuthError("invalid token")
 
 
+authorized = guard(
+    _admin,
+    "AdminToken",
+    "The cluster's admin token: `admin.token` in the server's data dir.",
+)
 Auth = Annotated[None, Depends(authorized)]
+
+ServiceName = Annotated[str, Path(pattern=NAME_PATTERN, description="The service's name.")]
+NodeName = Annotated[str, Path(pattern=NODE_NAME_PATTERN, description="The node's name.")]
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """An admin route's error answers: those of every such route (a bad parameter, no or a
+    wrong token, a store that does not answer), and ``statuses``."""
+    return error_responses(400, 401, 403, *sorted({*statuses}), 503)
+
+
+_READ = _errors(404)
+"""A route that reads one thing (a service, a task, a node …) by its name."""
+_WRITE = _errors(404, 409, 413)
+"""A route that changes something: it takes a body, and the cluster may refuse it."""
+_ASK = _errors(404, 409)
+"""A request the deployment controller answers (``_ask``): refused (409), or unanswered (503)."""
+_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 
 
 class ClusterView(Protocol):
@@ -134,6 +159,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         version=__version__,
         description="A small container orchestrator for safe releases.",
     )
+    app.router.route_class = GuardedRoute
+    document_errors(app)
     cluster = ctx.cluster
     app.state.token = ctx.token.encode()
     app.state.cluster = cluster
@@ -149,7 +176,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics", tags=["system"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["system"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         body = await ctx.metrics() if ctx.metrics else b""
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -161,17 +193,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     # ── services ─────────────────────────────────────────────────────────────────────────────
 
-    @app.get("/v1/info", tags=["system"])
+    @app.get("/v1/info", tags=["system"], responses=_errors())
     async def info(_: Auth) -> dict[str, Any]:
         return {"version": __version__, **(await ctx.info() if ctx.info else {})}
 
-    @app.get("/v1/cluster/join-token", tags=["nodes"])
+    @app.get("/v1/cluster/join-token", tags=["nodes"], responses=_errors())
     async def join_token(_: Auth, rotate: bool = False) -> dict[str, str]:
         """The token a remote worker joins with (``warren worker --token``); ``?rotate=true``
         replaces it (nodes that joined keep working)."""
         return {"token": await cluster.join_token(rotate)}
 
-    @app.get("/v1/services", tags=["services"])
+    @app.get("/v1/services", tags=["services"], responses=_errors())
     async def list_services(_: Auth, full: bool = False) -> list[dict[str, Any]]:
         """Summaries (ready/desired …); ``?full=true`` for the whole services."""
         if full:
@@ -191,19 +223,23 @@ def create_app(ctx: ApiContext) -> FastAPI:
             for s in sorted(services, key=lambda s: s.name)
         ]
 
-    @app.post("/v1/services", tags=["services"], status_code=201)
+    @app.post("/v1/services", tags=["services"], status_code=201, responses=_errors(409, 413))
     async def create_service(spec: ServiceSpec, _: Auth) -> dict[str, Any]:
         service = await cluster.create_service(admit(spec))
         await cluster.record("service.created", f"service {spec.name} created", service=spec.name)
         return service.to_wire()
 
-    @app.get("/v1/services/{name}", tags=["services"])
-    async def get_service(name: str, _: Auth) -> dict[str, Any]:
+    @app.get("/v1/services/{name}", tags=["services"], responses=_READ)
+    async def get_service(name: ServiceName, _: Auth) -> dict[str, Any]:
         service, _kv = await cluster.get_service(name)
         return service.to_wire()
 
-    @app.put("/v1/services/{name}", tags=["services"])
-    async def apply_service(name: str, spec: ServiceSpec, _: Auth) -> JSONResponse:
+    @app.put(
+        "/v1/services/{name}",
+        tags=["services"],
+        responses={201: {"description": "Created", "content": _OBJECT}, **_errors(409, 413)},
+    )
+    async def apply_service(name: ServiceName, spec: ServiceSpec, _: Auth) -> JSONResponse:
         """Create the service, or replace its spec (a new revision when the template changed;
         the deployment it starts is in ``deployment``)."""
         if spec.name != name:
@@ -229,8 +265,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
             service=service.name,
         )
 
-    @app.patch("/v1/services/{name}", tags=["services"])
-    async def patch_service(name: str, patch: ServicePatch, _: Auth) -> dict[str, Any]:
+    @app.patch("/v1/services/{name}", tags=["services"], responses=_WRITE)
+    async def patch_service(name: ServiceName, patch: ServicePatch, _: Auth) -> dict[str, Any]:
         """Change some fields; ``spec.env`` merges into the current env, ``envRm`` removes.
         A change of the template starts a deployment (its id is in ``deployment``)."""
         cause = patch.cause or ("update --force" if patch.force else "update")
@@ -255,8 +291,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         latest = await cluster.latest_deployment(after.name)
         return {"deployment": latest[0].id} if latest else {}
 
-    @app.post("/v1/services/{name}/plan", tags=["deployments"])
-    async def plan(name: str, patch: ServicePatch, _: Auth) -> dict[str, Any]:
+    @app.post("/v1/services/{name}/plan", tags=["deployments"], responses=_errors(404, 413))
+    async def plan(name: ServiceName, patch: ServicePatch, _: Auth) -> dict[str, Any]:
         """The rollout a change would perform — each step with tasks per revision, weights,
         analysis windows and its earliest time; the peak task count; the spec's ``changes``,
         field by field (``path``, ``old``, ``new``, ``newTasks``) — without performing it.
@@ -284,8 +320,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 return plan_fast_track(service.revision, start, new.replicas)
         return plan_rollout(current, start, new, await cluster.next_revision(name))
 
-    @app.post("/v1/services/{name}/scale", tags=["services"])
-    async def scale_service(name: str, body: ScaleRequest, _: Auth) -> dict[str, Any]:
+    @app.post("/v1/services/{name}/scale", tags=["services"], responses=_WRITE)
+    async def scale_service(name: ServiceName, body: ScaleRequest, _: Auth) -> dict[str, Any]:
         service, _changed = await cluster.update_service(
             name, lambda spec: spec.model_copy(update={"replicas": body.replicas}), "scale"
         )
@@ -294,19 +330,24 @@ def create_app(ctx: ApiContext) -> FastAPI:
         )
         return service.to_wire()
 
-    @app.delete("/v1/services/{name}", tags=["services"])
-    async def delete_service(name: str, _: Auth) -> dict[str, Any]:
+    @app.delete("/v1/services/{name}", tags=["services"], responses=_errors(404, 409))
+    async def delete_service(name: ServiceName, _: Auth) -> dict[str, Any]:
         await cluster.delete_service(name)
         await cluster.record("service.removed", f"service {name} removed", service=name)
         return {"name": name, "result": "removed"}
 
-    @app.get("/v1/services/{name}/tasks", tags=["tasks"])
-    async def service_tasks(name: str, _: Auth) -> list[dict[str, Any]]:
+    @app.get("/v1/services/{name}/tasks", tags=["tasks"], responses=_READ)
+    async def service_tasks(name: ServiceName, _: Auth) -> list[dict[str, Any]]:
         await cluster.get_service(name)
         return [t.to_wire() for t in await cluster.list_tasks(name)]
 
-    @app.get("/v1/services/{name}/revisions", tags=["services"], response_model_exclude_none=True)
-    async def revisions(name: str, _: Auth) -> list[RevisionEntry]:
+    @app.get(
+        "/v1/services/{name}/revisions",
+        tags=["services"],
+        response_model_exclude_none=True,
+        responses=_READ,
+    )
+    async def revisions(name: ServiceName, _: Auth) -> list[RevisionEntry]:
         """Every revision kept (oldest first), marked ``current`` (the service's spec now) and
         ``stable`` (what the last good release left serving)."""
         service, _kv = await cluster.get_service(name)
@@ -320,14 +361,22 @@ def create_app(ctx: ApiContext) -> FastAPI:
             for r in await cluster.list_revisions(name)
         ]
 
-    @app.get("/v1/services/{name}/revisions/{number}", tags=["services"])
-    async def revision(name: str, number: int, _: Auth) -> dict[str, Any]:
+    @app.get("/v1/services/{name}/revisions/{number}", tags=["services"], responses=_READ)
+    async def revision(name: ServiceName, number: int, _: Auth) -> dict[str, Any]:
         rev: Revision = await cluster.get_revision(name, number)
         return rev.to_wire()
 
-    @app.get("/v1/services/{name}/logs", tags=["tasks"], response_model=None)
+    @app.get(
+        "/v1/services/{name}/logs",
+        tags=["tasks"],
+        response_model=None,
+        responses={
+            200: {"content": {**_OBJECT, "application/x-ndjson": {"schema": {"type": "string"}}}},
+            **_READ,
+        },
+    )
     async def logs(
-        name: str,
+        name: ServiceName,
         _: Auth,
         tail: Annotated[str, Query(description="1 to 100000 lines, or all")] = "100",
         since: Annotated[
@@ -356,19 +405,21 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     # ── deployments ──────────────────────────────────────────────────────────────────────────
 
-    @app.get("/v1/services/{name}/deployment", tags=["deployments"])
-    async def deployment_status(name: str, _: Auth) -> dict[str, Any]:
+    @app.get("/v1/services/{name}/deployment", tags=["deployments"], responses=_READ)
+    async def deployment_status(name: ServiceName, _: Auth) -> dict[str, Any]:
         """The service's rollout status: tasks, and its newest deployment's phase and step."""
         return (await cluster.deployment_status(name)).to_wire()
 
-    @app.get("/v1/services/{name}/deployments", tags=["deployments"])
-    async def deployment_history(name: str, _: Auth) -> list[dict[str, Any]]:
+    @app.get("/v1/services/{name}/deployments", tags=["deployments"], responses=_READ)
+    async def deployment_history(name: ServiceName, _: Auth) -> list[dict[str, Any]]:
         """Every deployment kept (oldest first), each with its decision log."""
         await cluster.get_service(name)
         return [d.to_wire() for d in await cluster.list_deployments(name)]
 
-    @app.get("/v1/services/{name}/deployments/{deployment_id}", tags=["deployments"])
-    async def get_deployment(name: str, deployment_id: str, _: Auth) -> dict[str, Any]:
+    @app.get(
+        "/v1/services/{name}/deployments/{deployment_id}", tags=["deployments"], responses=_READ
+    )
+    async def get_deployment(name: ServiceName, deployment_id: str, _: Auth) -> dict[str, Any]:
         for d in await cluster.list_deployments(name):
             if d.id == deployment_id:
                 return d.to_wire()
@@ -395,18 +446,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 return d
         raise NotFoundError(f"deployment {asked.deployment} of service {name!r} is gone")
 
-    @app.post("/v1/services/{name}/deployment/pause", tags=["deployments"])
-    async def pause(name: str, _: Auth) -> dict[str, Any]:
+    @app.post("/v1/services/{name}/deployment/pause", tags=["deployments"], responses=_ASK)
+    async def pause(name: ServiceName, _: Auth) -> dict[str, Any]:
         """Pause the active rollout: no new batch or step until resumed."""
         return (await _ask(name, Intent.PAUSE)).to_wire()
 
-    @app.post("/v1/services/{name}/deployment/resume", tags=["deployments"])
-    async def resume(name: str, _: Auth) -> dict[str, Any]:
+    @app.post("/v1/services/{name}/deployment/resume", tags=["deployments"], responses=_ASK)
+    async def resume(name: ServiceName, _: Auth) -> dict[str, Any]:
         return (await _ask(name, Intent.RESUME)).to_wire()
 
-    @app.post("/v1/services/{name}/deployment/promote", tags=["deployments"])
+    @app.post("/v1/services/{name}/deployment/promote", tags=["deployments"], responses=_ASK)
     async def promote(
-        name: str, _: Auth, full: bool = False, force: bool = False
+        name: ServiceName, _: Auth, full: bool = False, force: bool = False
     ) -> dict[str, Any]:
         """Canary: skip the current pause (``full``: every remaining step). Blue/green: switch
         now. Refused (409) while the new revision's tasks are not all ready, unless ``force``."""
@@ -428,14 +479,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
                     latest = found[0]
         return latest
 
-    @app.post("/v1/services/{name}/deployment/abort", tags=["deployments"])
-    async def abort(name: str, _: Auth) -> dict[str, Any]:
+    @app.post("/v1/services/{name}/deployment/abort", tags=["deployments"], responses=_ASK)
+    async def abort(name: ServiceName, _: Auth) -> dict[str, Any]:
         """Stop the active rollout and go back to the revision it started from (the answer is
         the aborted deployment; its rollback follows at once)."""
         return (await _ask(name, Intent.ABORT)).to_wire()
 
-    @app.post("/v1/services/{name}/rollback", tags=["deployments"])
-    async def rollback(name: str, body: RollbackRequest, _: Auth) -> dict[str, Any]:
+    @app.post("/v1/services/{name}/rollback", tags=["deployments"], responses=_WRITE)
+    async def rollback(name: ServiceName, body: RollbackRequest, _: Auth) -> dict[str, Any]:
         """Go back to the previous revision (or ``toRevision``): a rollback deployment — refused
         (409, nothing changed) when the target cannot run (``planning.runnable``)."""
         local = ctx.node if ctx.logs_token is not None else None  # this server runs tasks
@@ -456,29 +507,29 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     # ── tasks, nodes ─────────────────────────────────────────────────────────────────────────
 
-    @app.get("/v1/tasks", tags=["tasks"])
+    @app.get("/v1/tasks", tags=["tasks"], responses=_errors())
     async def list_tasks(_: Auth, service: str | None = None) -> list[dict[str, Any]]:
         return [t.to_wire() for t in await cluster.list_tasks(service)]
 
-    @app.get("/v1/tasks/{task_id}", tags=["tasks"])
+    @app.get("/v1/tasks/{task_id}", tags=["tasks"], responses=_READ)
     async def get_task(task_id: str, _: Auth) -> dict[str, Any]:
         task, _kv = await cluster.get_task(task_id)
         return task.to_wire()
 
-    @app.patch("/v1/tasks/{task_id}", tags=["tasks"])
+    @app.patch("/v1/tasks/{task_id}", tags=["tasks"], responses=_WRITE)
     async def patch_task(task_id: str, body: TaskPatch, _: Auth) -> dict[str, Any]:
         """``{"desiredState": "shutdown"}`` stops a task; the reconciler replaces it."""
         return (await cluster.set_desired_state(task_id, body.desired_state)).to_wire()
 
-    @app.get("/v1/nodes", tags=["nodes"])
+    @app.get("/v1/nodes", tags=["nodes"], responses=_errors())
     async def list_nodes(_: Auth) -> list[dict[str, Any]]:
         """Every node with its task count and, while it drains, how far that has come."""
         nodes = await cluster.list_nodes()
         tasks = [t for t in await cluster.list_tasks() if t.state.active]
         return [_node_summary(n, tasks).to_wire() for n in nodes]
 
-    @app.get("/v1/nodes/{name}", tags=["nodes"])
-    async def get_node(name: str, _: Auth) -> dict[str, Any]:
+    @app.get("/v1/nodes/{name}", tags=["nodes"], responses=_READ)
+    async def get_node(name: NodeName, _: Auth) -> dict[str, Any]:
         """One node, with its tasks (``taskList``)."""
         node = await cluster.get_node(name)
         tasks = [t for t in await cluster.list_tasks() if t.state.active]
@@ -493,20 +544,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
         tasks = [t for t in await cluster.list_tasks() if t.state.active]
         return _node_summary(node, tasks).to_wire()
 
-    @app.post("/v1/nodes/{name}/drain", tags=["nodes"])
-    async def drain_node(name: str, _: Auth) -> dict[str, Any]:
+    @app.post("/v1/nodes/{name}/drain", tags=["nodes"], responses=_errors(404, 409))
+    async def drain_node(name: NodeName, _: Auth) -> dict[str, Any]:
         """No new tasks on the node; its tasks move to other nodes without dropping requests
         (each replacement is ready before the old task is drained and stopped). A task no other
         node can take keeps running, and the node's ``drain`` says why."""
         return await _set_availability(name, NodeAvailability.DRAIN)
 
-    @app.post("/v1/nodes/{name}/activate", tags=["nodes"])
-    async def activate_node(name: str, _: Auth) -> dict[str, Any]:
+    @app.post("/v1/nodes/{name}/activate", tags=["nodes"], responses=_errors(404, 409))
+    async def activate_node(name: NodeName, _: Auth) -> dict[str, Any]:
         """The node takes new tasks again; tasks that moved away are not moved back."""
         return await _set_availability(name, NodeAvailability.ACTIVE)
 
-    @app.delete("/v1/nodes/{name}", tags=["nodes"])
-    async def remove_node(name: str, _: Auth) -> dict[str, Any]:
+    @app.delete("/v1/nodes/{name}", tags=["nodes"], responses=_errors(404, 409))
+    async def remove_node(name: NodeName, _: Auth) -> dict[str, Any]:
         """Forget a node that is down for good; its tasks end as stopped (409 for a node that
         is ready)."""
         ended = await cluster.remove_node(name)

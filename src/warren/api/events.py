@@ -27,6 +27,8 @@ from ..domain.errors import CompactedError, ValidationError
 from ..domain.events import Event
 from ..ports import EventType
 from ..store.cluster import EVENTS, ClusterStore, decode
+from .errors import error_responses
+from .guards import GuardedRoute
 
 __all__ = ["PING", "EventStreams", "event_routes", "pick_backlog"]
 
@@ -181,6 +183,20 @@ now, or, with `since` (Unix time) and/or `limit`, with the kept events since the
 ends when the server stops: reconnect with `Last-Event-ID`."""
 
 
+_EVENT_ID = r"^\s*[0-9]*\s*$"
+"""A Last-Event-ID: a store revision, or nothing (from now on)."""
+_FRAME = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": r"^[0-9]+$"},
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+    },
+    "required": ["id", "event", "data"],
+}
+"""One frame of the stream, as the OpenAPI document states it (``data``: the event's JSON)."""
+
+
 def event_routes(
     cluster: ClusterStore,
     auth: Callable[..., Any],
@@ -188,7 +204,13 @@ def event_routes(
     ping: float = PING,
 ) -> APIRouter:
     """``auth``: the dependency every route of the router needs (the admin token)."""
-    router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[Depends(auth)])
+    router = APIRouter(
+        prefix="/v1/events",
+        tags=["events"],
+        dependencies=[Depends(auth)],
+        route_class=GuardedRoute,
+        responses=error_responses(400, 401, 403, 503),
+    )
 
     @router.get("")
     async def list_events(
@@ -203,14 +225,19 @@ def event_routes(
     @router.get(
         "/stream",
         response_class=EventSourceResponse,
-        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        responses={200: {"content": {"text/event-stream": {"schema": _FRAME}}}},
         description=_STREAM_DOC,
     )
     async def stream_events(
         service: str | None = None,
         since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
         limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
-        last_event_id: Annotated[str | None, Header()] = None,
+        # Its form stated (a string, not a nullable one: an absent header is None), checked by
+        # ``_revision``, whose error names the header as sent.
+        last_event_id: Annotated[
+            str | None,
+            Header(json_schema_extra={"anyOf": [{"type": "string", "pattern": _EVENT_ID}]}),
+        ] = None,
     ) -> EventSourceResponse:
         after = _revision(last_event_id)
         # Read before the answer starts: once a client has the answer's head, every event

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
 
@@ -21,8 +21,8 @@ from ..domain.base import Model
 from ..domain.errors import AuthError, ForbiddenError
 from ..domain.logs import LogLine
 from ..domain.tasks import Task
-from .errors import install_error_handlers
-from .workers import bearer
+from .errors import error_responses, install_error_handlers
+from .guards import GuardedRoute, bearer, guard
 
 __all__ = ["FollowLogs", "LogsRequest", "ReadLogs", "node_app", "node_routes", "wire_lines"]
 
@@ -52,16 +52,34 @@ def node_routes(
     follow: FollowLogs,
 ) -> APIRouter:
     """``token()``: the logs token this node expects (None: it serves no logs)."""
-    router = APIRouter(prefix="/v1/node", tags=["nodes"])
+    router = APIRouter(prefix="/v1/node", tags=["nodes"], route_class=GuardedRoute)
 
-    @router.post("/logs", response_model=None)
-    async def task_logs(body: LogsRequest, request: Request) -> dict[str, Any] | StreamingResponse:
-        """The last ``tail`` lines since ``since`` of one of this node's tasks; ``follow``: then
-        each batch of new lines, one JSON array per line, until the task's output ends or the
-        caller goes."""
+    async def managers(request: Request) -> None:
         expected = await token()
         if expected is None or not hmac.compare_digest(bearer(request).encode(), expected.encode()):
             raise AuthError("invalid logs token")
+
+    logs_auth = guard(managers, "LogsToken", "The node's logs token, which the managers show.")
+
+    @router.post(
+        "/logs",
+        response_model=None,
+        responses={
+            200: {
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                }
+            },
+            **error_responses(400, 401, 403, 413),
+        },
+    )
+    async def task_logs(
+        body: LogsRequest, _: Annotated[None, Depends(logs_auth)]
+    ) -> dict[str, Any] | StreamingResponse:
+        """The last ``tail`` lines since ``since`` of one of this node's tasks; ``follow``: then
+        each batch of new lines, one JSON array per line, until the task's output ends or the
+        caller goes."""
         if body.task.node != node:
             raise ForbiddenError(f"task {body.task.id} is not on node {node}")
         if not body.follow:

@@ -17,7 +17,7 @@ __all__ = ["ErrorBody", "NodeSummary", "ScaleRequest", "ServicePatch", "ServiceS
 
 
 class ScaleRequest(Model):
-    replicas: int = Field(ge=0, le=10_000)
+    replicas: int = Field(ge=0, le=10_000, strict=True)
 
 
 class RollbackRequest(Model):
@@ -39,7 +39,7 @@ class ServicePatch(Model):
     spec: dict[str, Any] = {}
     env_rm: tuple[str, ...] = ()
     cause: str = ""
-    replace: bool = False
+    replace: bool = Field(False, strict=True)
     """``spec`` is a whole spec, not a change (``deploy plan -f FILE``)."""
     force: bool = False
     """Redeploy even when nothing changes (``service update --force``)."""

@@ -17,7 +17,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
@@ -35,12 +35,15 @@ from ..domain.errors import (
 )
 from ..domain.events import Level
 from ..domain.nodes import DrainStatus, Node
+from ..domain.specs import NAME_PATTERN
 from ..domain.tasks import Task
 from ..ports import RECENT_KEPT
 from ..store.cluster import HEARTBEATS, ClusterStore
 from ..tokens import NODE_NAME, claimed_node, logs_token, node_token, valid
+from .errors import error_responses
+from .guards import GuardedRoute, bearer, guard
 
-__all__ = ["AssignmentSource", "RouteSource", "bearer", "worker_routes"]
+__all__ = ["AssignmentSource", "RouteSource", "worker_routes"]
 
 AssignmentSource = Callable[[str], AsyncIterator[bytes]]
 """Given a node name: its assignment stream, NDJSON (see ``control.assigning``)."""
@@ -50,14 +53,6 @@ RouteSource = Callable[[], AsyncIterator[bytes]]
 TrafficSink = Callable[[str, int, "TrafficBatch"], str]
 """Takes one batch of a node's ingress traffic (node, ingress worker, batch) for the analysis;
 returns why it was dropped ("" when taken)."""
-
-
-def bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("missing token: send 'Authorization: Bearer <token>'")
-    return token.strip()
 
 
 class JoinRequest(Model):
@@ -106,7 +101,7 @@ class EventReport(Model):
     task: str
 
 
-async def worker_node(request: Request) -> str:
+async def _node(request: Request) -> str:
     """The node whose token came with the request (checked with the cluster's secret and the
     node's epoch, from ``app.state.cluster``)."""
     state = request.app.state
@@ -120,7 +115,26 @@ async def worker_node(request: Request) -> str:
     return node
 
 
-NodeAuth = Annotated[str, Depends(worker_node)]
+async def _joining(request: Request) -> None:
+    """The cluster's join token."""
+    cluster: ClusterStore = request.app.state.cluster
+    if not hmac.compare_digest(bearer(request).encode(), (await cluster.join_token()).encode()):
+        raise AuthError("invalid join token (see `warren cluster join-token`)")
+
+
+NodeAuth = Annotated[
+    str, Depends(guard(_node, "NodeToken", "A node's own token, which its worker joined with."))
+]
+JoinAuth = Annotated[
+    None,
+    Depends(
+        guard(_joining, "JoinToken", "The cluster's join token (`warren cluster join-token`).")
+    ),
+]
+_NDJSON: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}
+}
+"""A stream of JSON objects, one a line."""
 
 
 def worker_routes(
@@ -129,7 +143,12 @@ def worker_routes(
     traffic: TrafficSink | None = None,
     routes: RouteSource | None = None,
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1/worker", tags=["workers"])
+    router = APIRouter(
+        prefix="/v1/worker",
+        tags=["workers"],
+        route_class=GuardedRoute,
+        responses=error_responses(400, 401, 403, 503),
+    )
 
     async def own_task(node: str, task_id: str) -> tuple[Task, int]:
         task, kv = await cluster.get_task(task_id)
@@ -137,12 +156,9 @@ def worker_routes(
             raise ForbiddenError(f"task {task_id} is not on node {node}")
         return task, kv.mod_revision
 
-    @router.post("/join")
-    async def join(body: JoinRequest, request: Request) -> dict[str, Any]:
+    @router.post("/join", responses=error_responses(409, 413))
+    async def join(body: JoinRequest, _: JoinAuth) -> dict[str, Any]:
         """Exchange the cluster's join token for the node's own token."""
-        token = bearer(request)
-        if not hmac.compare_digest(token.encode(), (await cluster.join_token()).encode()):
-            raise AuthError("invalid join token (see `warren cluster join-token`)")
         if not NODE_NAME.fullmatch(body.node):
             raise ValidationError(
                 "letters, digits, '.', '_' and '-', up to 63, starting with a letter or digit",
@@ -162,7 +178,7 @@ def worker_routes(
             "logsToken": logs_token(secret, body.node),
         }
 
-    @router.put("/node")
+    @router.put("/node", responses=error_responses(413))
     async def register(body: Registration, node: NodeAuth) -> dict[str, Any]:
         """Register (or re-register) the node, its heartbeat bound to a new lease of ``ttl``."""
         if body.node.name != node:
@@ -170,7 +186,7 @@ def worker_routes(
         await cluster.put_node(body.node)
         return {"lease": await bind_heartbeat(cluster, node, body.ttl)}
 
-    @router.post("/heartbeat")
+    @router.post("/heartbeat", responses=error_responses(409, 413))
     async def heartbeat(body: HeartbeatRequest, node: NodeAuth) -> dict[str, Any]:
         """Renew the node's lease; ``renewed: false`` with a new lease when it had expired."""
         kv = await cluster.raw.get(f"{HEARTBEATS}{node}")
@@ -190,13 +206,13 @@ def worker_routes(
             )
         return {"lease": await bind_heartbeat(cluster, node, body.ttl), "renewed": False}
 
-    @router.get("/assignments")
+    @router.get("/assignments", responses={**_NDJSON, **error_responses(404)})
     async def follow(node: NodeAuth) -> StreamingResponse:
         if assignments is None:
             raise NotFoundError("this server does not dispatch to remote workers")
         return StreamingResponse(assignments(node), media_type="application/x-ndjson")
 
-    @router.get("/routes")
+    @router.get("/routes", responses={**_NDJSON, **error_responses(404)})
     async def follow_routes(node: NodeAuth) -> StreamingResponse:
         """The routing table, then every change: what ``warren ingress`` follows."""
         if routes is None:
@@ -211,18 +227,18 @@ def worker_routes(
         drained, _ = await cluster.drain_for_shutdown(node)
         return drained.to_wire()
 
-    @router.get("/drain")
+    @router.get("/drain", responses=_NDJSON)
     async def follow_drain(node: NodeAuth) -> StreamingResponse:
         """How far the node's drain has come (``DrainStatus``), one JSON object per line: now,
         then at every change; ``{"type": "ping"}`` when nothing changed for a while."""
         return StreamingResponse(_drain_lines(cluster, node), media_type="application/x-ndjson")
 
-    @router.get("/tasks/{task_id}")
+    @router.get("/tasks/{task_id}", responses=error_responses(404))
     async def get_task(task_id: str, node: NodeAuth) -> dict[str, Any]:
         task, revision = await own_task(node, task_id)
         return {"task": task.to_wire(), "modRevision": revision}
 
-    @router.put("/tasks/{task_id}")
+    @router.put("/tasks/{task_id}", responses=error_responses(404, 409, 413))
     async def report(task_id: str, body: TaskReport, node: NodeAuth) -> dict[str, Any]:
         """The task's observed state, if it is still at ``modRevision`` (else 409: read it
         again)."""
@@ -231,15 +247,17 @@ def worker_routes(
         revision = await cluster.report_task(node, body.task, body.mod_revision)
         return {"task": body.task.to_wire(), "modRevision": revision}
 
-    @router.get("/revisions/{service}/{number}")
-    async def revision(service: str, number: int, node: NodeAuth) -> dict[str, Any]:
+    @router.get("/revisions/{service}/{number}", responses=error_responses(404))
+    async def revision(
+        service: Annotated[str, Path(pattern=NAME_PATTERN)], number: int, node: NodeAuth
+    ) -> dict[str, Any]:
         """The spec of a revision one of the node's tasks runs."""
         tasks = await cluster.list_tasks(service)
         if not any(t.node == node and t.revision == number for t in tasks):
             raise ForbiddenError(f"no task of {service} revision {number} is on node {node}")
         return (await cluster.get_revision(service, number)).to_wire()
 
-    @router.post("/traffic")
+    @router.post("/traffic", responses=error_responses(404, 413))
     async def report_traffic(body: TrafficReport, node: NodeAuth) -> dict[str, Any]:
         """What the node's ingress answered lately, for the analysis of whichever manager
         leads (every manager keeps it). A batch of a service or revision that does not exist
@@ -255,7 +273,7 @@ def worker_routes(
                 )
         return {"accepted": len(body.batches) - len(dropped), "dropped": dropped}
 
-    @router.post("/events", status_code=201)
+    @router.post("/events", status_code=201, responses=error_responses(404, 413))
     async def record(body: EventReport, node: NodeAuth) -> dict[str, Any]:
         task, _ = await own_task(node, body.task)
         event = await cluster.record(

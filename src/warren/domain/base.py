@@ -34,7 +34,8 @@ class Model(BaseModel):
 
 
 def _to_seconds(value: Any) -> Any:
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
+    # A bool too: parse_duration refuses it, where the float field would take False for 0.
+    if isinstance(value, str | int | float):
         try:
             return parse_duration(value)
         except ValidationError as exc:

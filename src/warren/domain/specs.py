@@ -27,6 +27,7 @@ __all__ = [
     "API_VERSION",
     "DEFAULT_ANALYSIS",
     "DEFAULT_WEIGHTS",
+    "NAME_PATTERN",
     "Analysis",
     "BlueGreenConfig",
     "CanaryConfig",
@@ -63,7 +64,20 @@ __all__ = [
 ]
 
 API_VERSION = "warren.io/v1"
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+COMMAND_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        # A string is split as a shell would (shlex); stated here without quotes or
+        # backslashes, which JSON Schema cannot tell balanced from not.
+        {"type": "string", "pattern": r"^[^'\"\\]*[^\s'\"\\][^'\"\\]*$"},
+        {"type": "null"},
+    ]
+}
+"""What a command is, as the OpenAPI document states it: a list of arguments, or one line."""
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+"""A service's name, as the OpenAPI document states it (JSON Schema: ``$`` ends the text).
+In Python, ``fullmatch`` only: there ``$`` also matches before a last newline."""
+NAME_RE = re.compile(NAME_PATTERN)
 HOST_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Set by the agent for every task; a user must not override them.
@@ -178,7 +192,7 @@ class TcpCheck(Model):
 
 
 class ExecCheck(Model):
-    command: tuple[str, ...] = Field(min_length=1)
+    command: tuple[str, ...] = Field(min_length=1, json_schema_extra=COMMAND_SCHEMA)
 
     @field_validator("command", mode="before")
     @classmethod
@@ -474,10 +488,10 @@ class DeployConfig(Model):
 
 
 class ServiceSpec(Model):
-    name: str
+    name: str = Field(json_schema_extra={"pattern": NAME_PATTERN})
     labels: dict[str, str] = {}
     image: str | None = None
-    command: tuple[str, ...] | None = None
+    command: tuple[str, ...] | None = Field(None, json_schema_extra=COMMAND_SCHEMA)
     """The process to run (process driver), or the container's command instead of the image's
     own CMD (docker driver)."""
     driver: Literal["process", "docker", "fake"] | None = None
@@ -499,7 +513,7 @@ class ServiceSpec(Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
+        if not NAME_RE.fullmatch(v):
             raise ValueError(
                 "must be 1-63 lowercase letters, digits or '-', starting and ending "
                 f"with a letter or digit (got {v!r})"
@@ -520,7 +534,7 @@ class ServiceSpec(Model):
     def _env(cls, v: Any) -> Any:
         if isinstance(v, dict):
             for key, value in v.items():
-                if not isinstance(key, str) or not ENV_KEY_RE.match(key):
+                if not isinstance(key, str) or not ENV_KEY_RE.fullmatch(key):
                     raise ValueError(f"{key!r} is not a valid variable name")
                 if key in RESERVED_ENV:
                     raise ValueError(f"{key} is set by Warren and cannot be overridden")
@@ -532,7 +546,7 @@ class ServiceSpec(Model):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str | None) -> str | None:
-        if v is not None and not HOST_RE.match(v.lower()):
+        if v is not None and not HOST_RE.fullmatch(v.lower()):
             raise ValueError(f"{v!r} is not a valid host name")
         return v.lower() if v else v
 
