@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
@@ -64,6 +64,10 @@ def node_routes(
     @router.post(
         "/logs",
         response_model=None,
+        # A dependency of the route, not a parameter: an annotation naming the local
+        # ``logs_auth`` could not be resolved from its string form, and FastAPI would take it
+        # for a field of the request.
+        dependencies=[Depends(logs_auth)],
         responses={
             200: {
                 "content": {
@@ -74,9 +78,7 @@ def node_routes(
             **error_responses(400, 401, 403, 413),
         },
     )
-    async def task_logs(
-        body: LogsRequest, _: Annotated[None, Depends(logs_auth)]
-    ) -> dict[str, Any] | StreamingResponse:
+    async def task_logs(body: LogsRequest) -> dict[str, Any] | StreamingResponse:
         """The last ``tail`` lines since ``since`` of one of this node's tasks; ``follow``: then
         each batch of new lines, one JSON array per line, until the task's output ends or the
         caller goes."""
