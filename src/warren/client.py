@@ -180,11 +180,7 @@ class Client:
 
     def update_service(self, service: ServiceSpec) -> Service:
         """Replace a service's spec (a changed template starts a deployment)."""
-        from .domain.services import Service
-
-        body = self.request("PUT", f"/v1/services/{service.name}", json=service.to_wire())
-        body.pop("result", None)
-        return Service.model_validate(body)
+        return self.apply_service(service)[0]
 
     def patch_service(
         self,
