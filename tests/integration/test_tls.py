@@ -164,16 +164,17 @@ def test_a_certificate_that_cannot_load_is_refused_with_one_line(
     base = ["service", "create", "web", "--command", "python -m warren.demo.app"]
     missing = warren(server, *base, "--publish", f"{port}/tls", "--tls-cert",
                      str(tmp_path / "nope.pem"), "--tls-key", str(key))  # fmt: skip
-    assert missing.returncode == 1
+    assert missing.returncode == 2  # a bad value, as the server found it
     assert missing.stderr.strip().splitlines() == [
-        f"error: ports[0].tls: no such file: {tmp_path / 'nope.pem'}"
+        f"error: ports[0].tls: no such file: {tmp_path / 'nope.pem'} "
+        "(see `warren service create -h`)"
     ]
     other = trustme.CA().issue_cert("localhost")
     wrong_key = tmp_path / "other.key"
     wrong_key.write_bytes(other.private_key_pem.bytes())
     mismatch = warren(server, *base, "--publish", f"{port}/tls", "--tls-cert", str(chain),
                       "--tls-key", str(wrong_key))  # fmt: skip
-    assert mismatch.returncode == 1
+    assert mismatch.returncode == 2
     assert "ports[0].tls: cannot load the certificate" in mismatch.stderr
     assert len(mismatch.stderr.strip().splitlines()) == 1
     client = server.client()
@@ -203,7 +204,7 @@ def test_ports_are_added_and_removed_one_by_one(
     assert removed.returncode == 0, removed.stderr
     assert [p.published for p in server.client().get_service("web").spec.ports] == [secure]
     gone = warren(server, "service", "update", "web", "--publish-rm", str(plain))
-    assert gone.returncode == 1 and f"port {plain} is not published" in gone.stderr
+    assert gone.returncode == 2 and f"port {plain} is not published" in gone.stderr
 
 
 def test_a_service_is_served_over_tls_end_to_end(server: ServerProcess, tmp_path: Path) -> None:
