@@ -64,6 +64,12 @@ def test_parse_good(text: str | float, seconds: float) -> None:
         float("inf"),
         -1,
         -0.5,
+        # Longer than a float holds (an API body answered 500), or than any deadline means.
+        "9" * 400 + "m",
+        "9" * 400 + ".5m",
+        "1" + "0" * 400,
+        "679027728743166582747m622075748.29h",
+        1e300,
     ],
 )
 def test_parse_bad(value: object) -> None:

@@ -17,6 +17,8 @@ __all__ = ["format_duration", "parse_duration"]
 _UNITS = {"ms": Fraction(1, 1000), "s": Fraction(1), "m": Fraction(60), "h": Fraction(3600)}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _SINGLE = re.compile(r"(\d{1,12})(ms|s|m|h)")
+LONGEST = 100 * 365 * 86400
+"""A hundred years: no wait, deadline or interval means more, and a float holds it exactly."""
 
 
 def parse_duration(value: str | float | int, field: str | None = None) -> float:
@@ -39,6 +41,8 @@ def parse_duration(value: str | float | int, field: str | None = None) -> float:
                 seconds = _parse_parts(text, value, field)
     if seconds < 0 or seconds != seconds or seconds == float("inf"):
         raise ValidationError(f"duration must be finite and >= 0, got {value!r}", field)
+    if seconds > LONGEST:
+        raise ValidationError(f"duration must be at most 100 years, got {value!r}", field)
     return seconds
 
 
@@ -51,6 +55,8 @@ def _parse_parts(text: str, value: object, field: str | None) -> float:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValidationError(f"expected a duration like 500ms, 10s or 5m, got {value!r}", field)
+    if total > LONGEST:  # before float(): a long enough one does not fit in a float
+        raise ValidationError(f"duration must be at most 100 years, got {value!r}", field)
     return float(total)
 
 
