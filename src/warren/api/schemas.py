@@ -4,9 +4,9 @@ scaling, and the summaries the list endpoints return."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from ..domain.base import Model
 from ..domain.nodes import NodeSummary  # a domain model: the client reads it too
@@ -16,8 +16,15 @@ from ..domain.tasks import DesiredState, Task
 __all__ = ["ErrorBody", "NodeSummary", "ScaleRequest", "ServicePatch", "ServiceSummary"]
 
 
+def _whole_number(value: Any) -> Any:
+    # JSON Schema's integer is any whole number, 3.0 too; a boolean or a string is not one.
+    if isinstance(value, bool | str):
+        raise ValueError("expected a whole number")
+    return value
+
+
 class ScaleRequest(Model):
-    replicas: int = Field(ge=0, le=10_000, strict=True)
+    replicas: Annotated[int, BeforeValidator(_whole_number)] = Field(ge=0, le=10_000)
 
 
 class RollbackRequest(Model):
@@ -41,7 +48,7 @@ class ServicePatch(Model):
     cause: str = ""
     replace: bool = Field(False, strict=True)
     """``spec`` is a whole spec, not a change (``deploy plan -f FILE``)."""
-    force: bool = False
+    force: bool = Field(False, strict=True)
     """Redeploy even when nothing changes (``service update --force``)."""
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from .base import Duration, Model, parse_model
 from .diffs import Change, diff
@@ -82,6 +82,16 @@ HOST_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Set by the agent for every task; a user must not override them.
 RESERVED_ENV = frozenset({"PORT", "WARREN_TASK_ID", "WARREN_SERVICE", "WARREN_REVISION"})
+ENV_SCHEMA: dict[str, Any] = {
+    "propertyNames": {"pattern": ENV_KEY_RE.pattern, "not": {"enum": sorted(RESERVED_ENV)}}
+}
+HOST_SCHEMA: dict[str, Any] = {
+    # HOST_RE after lowercasing: either case is taken.
+    "anyOf": [
+        {"type": "string", "pattern": r"^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9.-]{0,251}[a-zA-Z0-9])?$"},
+        {"type": "null"},
+    ]
+}
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -231,7 +241,7 @@ class HealthCheck(Model):
 class Resources(Model):
     """Reservations used by placement. 0 means "reserve nothing"."""
 
-    cpus: float = Field(0.0, ge=0)
+    cpus: float = Field(0.0, ge=0, strict=True)
     memory: int = 0
 
     @field_validator("memory", mode="before")
@@ -256,7 +266,7 @@ class UpdateConfig(Model):
     failure_action: FailureAction = FailureAction.ROLLBACK
     order: UpdateOrder = UpdateOrder.START_FIRST
     monitor: Duration = 5.0
-    max_failure_ratio: float = Field(0.0, ge=0, le=1)
+    max_failure_ratio: float = Field(0.0, ge=0, le=1, strict=True)
     healthy_deadline: Duration = 60.0
     progress_deadline: Duration = 600.0
 
@@ -267,7 +277,7 @@ class RollbackConfig(Model):
     failure_action: Literal["pause", "continue"] = "pause"
     order: UpdateOrder = UpdateOrder.START_FIRST
     monitor: Duration = 0.0
-    max_failure_ratio: float = Field(0.0, ge=0, le=1)
+    max_failure_ratio: float = Field(0.0, ge=0, le=1, strict=True)
 
 
 class CanaryStep(Model):
@@ -370,17 +380,17 @@ class Analysis(Model):
 
     interval: Duration = 10.0
     mode: Literal["threshold", "baseline"] = "threshold"
-    success_rate: float | None = Field(None, ge=0, le=1)
+    success_rate: float | None = Field(None, ge=0, le=1, strict=True)
     max_latency_p95: Duration | None = None
     max_latency_p99: Duration | None = None
     min_requests: int = Field(20, ge=0)
     failure_limit: int = Field(1, ge=1)
     """Consecutive failed windows before the canary fails."""
-    significance: float = Field(0.05, gt=0, lt=1)
+    significance: float = Field(0.05, gt=0, lt=1, strict=True)
     """baseline mode: the p-value below which a difference counts."""
-    max_error_rate_increase: float = Field(0.01, ge=0, le=1)
+    max_error_rate_increase: float = Field(0.01, ge=0, le=1, strict=True)
     """baseline mode: a significant error-rate increase must also exceed this (0.01 = 1 point)."""
-    max_latency_increase: float = Field(0.2, ge=0)
+    max_latency_increase: float = Field(0.2, ge=0, strict=True)
     """baseline mode: a significant slow-down must also exceed this (0.2 = median 20% slower)."""
     metrics: tuple[MetricCheck, ...] = ()
     webhooks: tuple[Webhook, ...] = ()
@@ -487,7 +497,18 @@ class DeployConfig(Model):
     """Who is told of the deployments."""
 
 
+_SPEC_SCHEMA: dict[str, Any] = {
+    # What _consistent checks and JSON Schema can say: an image or a command must be set.
+    "anyOf": [
+        {"required": ["image"], "properties": {"image": {"type": "string"}}},
+        {"required": ["command"], "properties": {"command": {"not": {"type": "null"}}}},
+    ]
+}
+
+
 class ServiceSpec(Model):
+    model_config = ConfigDict(json_schema_extra=_SPEC_SCHEMA)
+
     name: str = Field(json_schema_extra={"pattern": NAME_PATTERN})
     labels: dict[str, str] = {}
     image: str | None = None
@@ -499,9 +520,9 @@ class ServiceSpec(Model):
     """docker driver: when to pull the image from its registry before creating a container."""
     stop_signal: str = Field("SIGTERM", pattern=r"^SIG[A-Z0-9]+$")
     replicas: int = Field(1, ge=0, le=10_000, strict=True)
-    env: dict[str, str] = {}
+    env: dict[str, str] = Field({}, json_schema_extra=ENV_SCHEMA)
     ports: tuple[PortSpec, ...] = ()
-    host: str | None = None
+    host: str | None = Field(None, json_schema_extra=HOST_SCHEMA)
     health_check: HealthCheck | None = None
     resources: Resources = Resources()
     restart_policy: RestartPolicy = RestartPolicy()

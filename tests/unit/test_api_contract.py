@@ -1,0 +1,60 @@
+"""What the API's request bodies state in their JSON schema, against what they accept: a rule
+the validators keep is written in the schema too, so that a client (or schemathesis) can know
+it, and a type the schema names is the only one taken."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from warren.api.schemas import ScaleRequest, ServicePatch
+from warren.clocks import FakeClock
+from warren.domain.base import parse_model
+from warren.domain.errors import ConflictError, ValidationError
+from warren.domain.specs import Analysis, ServiceSpec
+from warren.store.cluster import ClusterStore
+from warren.store.memory import MemoryStore
+
+
+def test_a_spec_states_that_it_needs_an_image_or_a_command() -> None:
+    schema = ServiceSpec.model_json_schema(by_alias=True)
+    needs = [alt.get("required") for alt in schema["anyOf"]]
+    assert ["image"] in needs and ["command"] in needs
+
+
+def test_a_spec_states_its_env_names_and_host_names() -> None:
+    props = ServiceSpec.model_json_schema(by_alias=True)["properties"]
+    names = props["env"]["propertyNames"]
+    assert re.search(names["pattern"], "VERSION") and not re.search(names["pattern"], "þÄé")
+    assert "PORT" in names["not"]["enum"]
+    host = next(a for a in props["host"]["anyOf"] if a.get("type") == "string")
+    assert re.search(host["pattern"], "Web.example.com") and not re.search(host["pattern"], "a b")
+
+
+@pytest.mark.parametrize("field", ["maxLatencyIncrease", "significance", "successRate"])
+def test_a_number_is_not_a_boolean(field: str) -> None:
+    with pytest.raises(ValidationError):
+        parse_model(Analysis, {field: False})
+
+
+def test_replicas_are_a_whole_number_written_either_way_but_not_a_boolean() -> None:
+    assert parse_model(ScaleRequest, {"replicas": 3.0}).replicas == 3
+    for wrong in (True, 2.5, "3"):
+        with pytest.raises(ValidationError):
+            parse_model(ScaleRequest, {"replicas": wrong})
+
+
+def test_force_is_a_boolean_not_a_number() -> None:
+    with pytest.raises(ValidationError):
+        parse_model(ServicePatch, {"force": 0})
+
+
+async def test_rolling_back_to_the_revision_the_service_runs_is_a_conflict() -> None:
+    clock = FakeClock()
+    cluster = ClusterStore(MemoryStore(clock), clock)
+    spec: dict[str, Any] = {"name": "web", "command": ["python", "-m", "warren.demo.app"]}
+    await cluster.create_service(ServiceSpec.model_validate(spec))
+    with pytest.raises(ConflictError, match="already runs revision 1"):
+        await cluster.rollback_service("web", 1)
