@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from pydantic.alias_generators import to_snake
 
 from warren.api.schemas import ScaleRequest, ServicePatch
 from warren.clocks import FakeClock
@@ -58,3 +59,33 @@ async def test_rolling_back_to_the_revision_the_service_runs_is_a_conflict() -> 
     await cluster.create_service(ServiceSpec.model_validate(spec))
     with pytest.raises(ConflictError, match="already runs revision 1"):
         await cluster.rollback_service("web", 1)
+
+
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [(Analysis, "minRequests"), (Analysis, "failureLimit"), (ServiceSpec, "replicas")],
+)
+def test_a_whole_number_is_not_a_boolean_but_may_be_written_3_0(
+    model: type[Analysis | ServiceSpec], field: str
+) -> None:
+    base: dict[str, Any] = {"name": "web", "command": ["x"]} if model is ServiceSpec else {}
+    with pytest.raises(ValidationError):
+        parse_model(model, {**base, field: True})
+    assert getattr(parse_model(model, {**base, field: 3.0}), to_snake(field)) == 3
+
+
+def test_durations_state_their_forms_and_that_they_are_not_negative() -> None:
+    props = ServiceSpec.model_json_schema(by_alias=True)["properties"]
+    number, text = props["stopGrace"]["anyOf"]
+    assert number == {"type": "number", "minimum": 0}
+    for good in ("10s", "1m30s", "500ms", "2.5", "1h"):
+        assert re.search(text["pattern"], good), good
+    for bad in ("-1s", "10 s", "soon"):
+        assert not re.search(text["pattern"], bad), bad
+
+
+def test_memory_states_its_forms_and_that_it_is_not_negative() -> None:
+    props = ServiceSpec.model_json_schema(by_alias=True)["$defs"]["Resources"]["properties"]
+    number, text = props["memory"]["anyOf"]
+    assert number == {"type": "integer", "minimum": 0}
+    assert re.search(text["pattern"], "256Mi") and not re.search(text["pattern"], "-3")

@@ -4,11 +4,11 @@ scaling, and the summaries the list endpoints return."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import Field
 
-from ..domain.base import Model
+from ..domain.base import Model, Whole
 from ..domain.nodes import NodeSummary  # a domain model: the client reads it too
 from ..domain.services import Service
 from ..domain.tasks import DesiredState, Task
@@ -16,15 +16,8 @@ from ..domain.tasks import DesiredState, Task
 __all__ = ["ErrorBody", "NodeSummary", "ScaleRequest", "ServicePatch", "ServiceSummary"]
 
 
-def _whole_number(value: Any) -> Any:
-    # JSON Schema's integer is any whole number, 3.0 too; a boolean or a string is not one.
-    if isinstance(value, bool | str):
-        raise ValueError("expected a whole number")
-    return value
-
-
 class ScaleRequest(Model):
-    replicas: Annotated[int, BeforeValidator(_whole_number)] = Field(ge=0, le=10_000)
+    replicas: Whole = Field(ge=0, le=10_000)
 
 
 class RollbackRequest(Model):

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from .base import Duration, Model, parse_model
+from .base import Duration, Model, Whole, parse_model
 from .diffs import Change, diff
 from .errors import ValidationError
 from .notifications import DeploymentEvent, NotifyFormat
@@ -93,7 +93,7 @@ HOST_SCHEMA: dict[str, Any] = {
     ]
 }
 
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[Whole, Field(ge=1, le=65535)]
 
 
 class Strategy(StrEnum):
@@ -152,6 +152,15 @@ _MEMORY_UNITS = {
 }  # fmt: skip
 
 
+MEMORY_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?([kKmMgG][iI]?[bB]?|[bB])?$"},
+    ]
+}
+"""What ``parse_memory`` takes, as the OpenAPI document states it."""
+
+
 def parse_memory(value: str | int) -> int:
     """``"256Mi"`` → 268435456 bytes; a bare number is bytes."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -186,8 +195,8 @@ class PortSpec(Model):
 class HttpCheck(Model):
     path: str = "/"
     port: Port | None = None
-    status_min: int = Field(200, ge=100, le=599)
-    status_max: int = Field(399, ge=100, le=599)
+    status_min: Whole = Field(200, ge=100, le=599)
+    status_max: Whole = Field(399, ge=100, le=599)
 
     @field_validator("path")
     @classmethod
@@ -219,7 +228,7 @@ class HealthCheck(Model):
     exec: ExecCheck | None = None
     interval: Duration = 1.0
     timeout: Duration = 1.0
-    retries: int = Field(3, ge=1)
+    retries: Whole = Field(3, ge=1)
     start_period: Duration = 0.0
 
     @model_validator(mode="after")
@@ -242,7 +251,7 @@ class Resources(Model):
     """Reservations used by placement. 0 means "reserve nothing"."""
 
     cpus: float = Field(0.0, ge=0, strict=True)
-    memory: int = 0
+    memory: int = Field(0, json_schema_extra=MEMORY_SCHEMA)
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -257,11 +266,11 @@ class RestartPolicy(Model):
     condition: RestartCondition = RestartCondition.ANY
     delay: Duration = 1.0
     max_delay: Duration = 30.0
-    max_attempts: int = Field(0, ge=0)
+    max_attempts: Whole = Field(0, ge=0)
 
 
 class UpdateConfig(Model):
-    parallelism: int = Field(1, ge=0)
+    parallelism: Whole = Field(1, ge=0)
     delay: Duration = 0.0
     failure_action: FailureAction = FailureAction.ROLLBACK
     order: UpdateOrder = UpdateOrder.START_FIRST
@@ -272,7 +281,7 @@ class UpdateConfig(Model):
 
 
 class RollbackConfig(Model):
-    parallelism: int = Field(0, ge=0)
+    parallelism: Whole = Field(0, ge=0)
     delay: Duration = 0.0
     failure_action: Literal["pause", "continue"] = "pause"
     order: UpdateOrder = UpdateOrder.START_FIRST
@@ -283,7 +292,7 @@ class RollbackConfig(Model):
 class CanaryStep(Model):
     """One of ``setWeight: N`` or ``pause: DURATION`` / ``pause: {}`` (until promoted)."""
 
-    set_weight: int | None = Field(None, ge=0, le=100)
+    set_weight: Whole | None = Field(None, ge=0, le=100)
     pause: Duration | dict[str, Any] | None = None
 
     @field_validator("pause", mode="before")
@@ -383,8 +392,8 @@ class Analysis(Model):
     success_rate: float | None = Field(None, ge=0, le=1, strict=True)
     max_latency_p95: Duration | None = None
     max_latency_p99: Duration | None = None
-    min_requests: int = Field(20, ge=0)
-    failure_limit: int = Field(1, ge=1)
+    min_requests: Whole = Field(20, ge=0)
+    failure_limit: Whole = Field(1, ge=1)
     """Consecutive failed windows before the canary fails."""
     significance: float = Field(0.05, gt=0, lt=1, strict=True)
     """baseline mode: the p-value below which a difference counts."""
@@ -409,7 +418,7 @@ class Analysis(Model):
 class CanaryConfig(Model):
     steps: tuple[CanaryStep, ...] = ()
     """None given: DEFAULT_WEIGHTS, each held for an analysis window (``with_defaults``)."""
-    canary_replicas: int | None = Field(None, ge=1)
+    canary_replicas: Whole | None = Field(None, ge=1)
     analysis: Analysis | None = None
     sticky_sessions: bool = False
     """While the canary has traffic, a client stays on the revision that first answered it
@@ -492,7 +501,7 @@ class DeployConfig(Model):
     rollback_config: RollbackConfig = RollbackConfig()
     canary: CanaryConfig | None = None
     blue_green: BlueGreenConfig | None = None
-    revision_history_limit: int = Field(10, ge=1)
+    revision_history_limit: Whole = Field(10, ge=1)
     notify: tuple[Notify, ...] = ()
     """Who is told of the deployments."""
 
@@ -519,7 +528,7 @@ class ServiceSpec(Model):
     pull_policy: Literal["always", "if-not-present", "never"] = "if-not-present"
     """docker driver: when to pull the image from its registry before creating a container."""
     stop_signal: str = Field("SIGTERM", pattern=r"^SIG[A-Z0-9]+$")
-    replicas: int = Field(1, ge=0, le=10_000, strict=True)
+    replicas: Whole = Field(1, ge=0, le=10_000)
     env: dict[str, str] = Field({}, json_schema_extra=ENV_SCHEMA)
     ports: tuple[PortSpec, ...] = ()
     host: str | None = Field(None, json_schema_extra=HOST_SCHEMA)
