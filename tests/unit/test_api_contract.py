@@ -12,9 +12,15 @@ from pydantic.alias_generators import to_snake
 
 from warren.api.schemas import ScaleRequest, ServicePatch
 from warren.clocks import FakeClock
-from warren.domain.base import parse_model
+from warren.domain.base import Model, parse_model
 from warren.domain.errors import ConflictError, ValidationError
-from warren.domain.specs import Analysis, ServiceSpec
+from warren.domain.specs import (
+    Analysis,
+    BlueGreenConfig,
+    CanaryConfig,
+    HealthCheck,
+    ServiceSpec,
+)
 from warren.store.cluster import ClusterStore
 from warren.store.memory import MemoryStore
 
@@ -89,3 +95,26 @@ def test_memory_states_its_forms_and_that_it_is_not_negative() -> None:
     number, text = props["memory"]["anyOf"]
     assert number == {"type": "integer", "minimum": 0}
     assert re.search(text["pattern"], "256Mi") and not re.search(text["pattern"], "-3")
+
+
+def test_a_port_states_its_range_and_refuses_a_boolean() -> None:
+    props = ServiceSpec.model_json_schema(by_alias=True)["$defs"]["PortSpec"]["properties"]
+    assert (props["published"]["minimum"], props["published"]["maximum"]) == (1, 65535)
+    with pytest.raises(ValidationError):
+        parse_model(ServiceSpec, {"name": "web", "command": ["x"], "ports": [{"published": True}]})
+
+
+@pytest.mark.parametrize(
+    ("model", "field"), [(BlueGreenConfig, "autoPromote"), (CanaryConfig, "stickySessions")]
+)
+def test_a_flag_is_a_boolean_not_a_number(model: type[Model], field: str) -> None:
+    with pytest.raises(ValidationError):
+        parse_model(model, {field: 0})
+
+
+def test_a_health_check_states_that_it_has_exactly_one_probe() -> None:
+    schema = HealthCheck.model_json_schema(by_alias=True)
+    assert sorted(alt["required"][0] for alt in schema["anyOf"]) == ["exec", "http", "tcp"]
+    http = next(alt for alt in schema["anyOf"] if alt["required"] == ["http"])
+    assert http["properties"]["tcp"] == {"type": "null"}
+    assert schema["properties"]["interval"]["not"] == {"const": 0}

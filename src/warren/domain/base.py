@@ -12,7 +12,15 @@ from pydantic.alias_generators import to_camel
 from .durations import format_duration, parse_duration
 from .errors import ValidationError
 
-__all__ = ["Duration", "Model", "Whole", "error_from_details", "parse_model", "validation_error"]
+__all__ = [
+    "Duration",
+    "Model",
+    "Whole",
+    "error_from_details",
+    "parse_model",
+    "validation_error",
+    "whole_number",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -68,7 +76,8 @@ Duration = Annotated[
 """A duration in seconds; accepts ``500ms``, ``10s``, ``5m`` or a number of seconds."""
 
 
-def _whole_number(value: Any) -> Any:
+def whole_number(value: Any) -> Any:
+    """``value`` as is unless it is a boolean or a string, which no integer field takes."""
     # JSON Schema's integer is any whole number, 3.0 too; a boolean or a string is not one
     # (pydantic's lax int would take true as 1 and "3" as 3).
     if isinstance(value, bool | str):
@@ -76,7 +85,7 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
-Whole = Annotated[int, BeforeValidator(_whole_number)]
+Whole = Annotated[int, BeforeValidator(whole_number)]
 """An integer field of the API: 3 or 3.0, never true or "3"."""
 
 _MESSAGES = {

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from .base import Duration, Model, Whole, parse_model
+from .base import Duration, Model, Whole, parse_model, whole_number
 from .diffs import Change, diff
 from .errors import ValidationError
 from .notifications import DeploymentEvent, NotifyFormat
@@ -93,7 +93,9 @@ HOST_SCHEMA: dict[str, Any] = {
     ]
 }
 
-Port = Annotated[Whole, Field(ge=1, le=65535)]
+# The bounds before the validator: after it, pydantic writes them into the JSON schema as
+# "ge"/"le", which JSON Schema does not know, and the document would allow any integer.
+Port = Annotated[int, Field(ge=1, le=65535), BeforeValidator(whole_number)]
 
 
 class Strategy(StrEnum):
@@ -219,15 +221,30 @@ class ExecCheck(Model):
         return shlex.split(v) if isinstance(v, str) else v
 
 
+_PROBE_KINDS = ("http", "tcp", "exec")
+
+
+def _one_probe(kind: str) -> dict[str, Any]:
+    others = [k for k in _PROBE_KINDS if k != kind]
+    return {
+        "required": [kind],
+        "properties": {kind: {"type": "object"}, **{k: {"type": "null"} for k in others}},
+    }
+
+
 class HealthCheck(Model):
     """Exactly one of http, tcp, exec. Healthy after one success; unhealthy after ``retries``
     consecutive failures; failures during ``start_period`` do not count."""
 
+    # What _exactly_one checks, stated where JSON Schema can: one probe, a non-zero interval
+    # and timeout.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [_one_probe(k) for k in _PROBE_KINDS]})
+
     http: HttpCheck | None = None
     tcp: TcpCheck | None = None
     exec: ExecCheck | None = None
-    interval: Duration = 1.0
-    timeout: Duration = 1.0
+    interval: Duration = Field(1.0, json_schema_extra={"not": {"const": 0}})
+    timeout: Duration = Field(1.0, json_schema_extra={"not": {"const": 0}})
     retries: Whole = Field(3, ge=1)
     start_period: Duration = 0.0
 
@@ -420,7 +437,7 @@ class CanaryConfig(Model):
     """None given: DEFAULT_WEIGHTS, each held for an analysis window (``with_defaults``)."""
     canary_replicas: Whole | None = Field(None, ge=1)
     analysis: Analysis | None = None
-    sticky_sessions: bool = False
+    sticky_sessions: bool = Field(False, strict=True)
     """While the canary has traffic, a client stays on the revision that first answered it
     (a cookie set by the ingress), as long as that revision keeps a weight above 0."""
     sticky_cookie: str = Field("warren-revision", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -448,7 +465,7 @@ DEFAULT_ANALYSIS = Analysis(interval=10.0, success_rate=0.95, min_requests=20)
 
 
 class BlueGreenConfig(Model):
-    auto_promote: bool = True
+    auto_promote: bool = Field(True, strict=True)
     auto_promote_after: Duration = 0.0
     scale_down_delay: Duration = 30.0
     preview_header: str = "X-Warren-Preview"
@@ -746,9 +763,6 @@ def _merge(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-_PROBE_KINDS = ("http", "tcp", "exec")
 
 
 def patch_spec(
