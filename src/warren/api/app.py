@@ -144,6 +144,17 @@ class ApiContext:
     """The ports this server listens on, which no service may publish, each with what it is."""
 
 
+TAIL_PATTERN = r"^(all|[1-9][0-9]{0,4}|100000)$"
+"""``tail`` as the document states it; ``_tail_lines`` checks it."""
+SINCE_PATTERN = (
+    r"^([0-9]{1,8}|([0-9]{1,5}(ms|s|m|h)){1,4}"
+    r"|(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]"
+    r":[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]))$"
+)
+"""``since`` as the document states it: a part of what ``parse_since`` takes (a few years
+back at most; days 1-28, which every month has), enough for a client to know the forms."""
+
+
 def _tail_lines(tail: str) -> int | None:
     """``tail``: a number of lines, or ``all`` (None)."""
     if tail == "all":
@@ -378,9 +389,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def logs(
         name: ServiceName,
         _: Auth,
-        tail: Annotated[str, Query(description="1 to 100000 lines, or all")] = "100",
+        tail: Annotated[
+            str, Query(description="1 to 100000 lines, or all", pattern=TAIL_PATTERN)
+        ] = "100",
         since: Annotated[
-            str | None, Query(description="A duration back from now (10m), or an RFC 3339 time")
+            str | None,
+            Query(
+                description="A duration back from now (10m), or an RFC 3339 time",
+                pattern=SINCE_PATTERN,
+            ),
         ] = None,
         task: str | None = None,
         follow: bool = False,

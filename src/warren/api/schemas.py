@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..domain.base import Model
+from ..domain.base import Model, Whole
 from ..domain.nodes import NodeSummary  # a domain model: the client reads it too
 from ..domain.services import Service
 from ..domain.tasks import DesiredState, Task
@@ -17,7 +17,7 @@ __all__ = ["ErrorBody", "NodeSummary", "ScaleRequest", "ServicePatch", "ServiceS
 
 
 class ScaleRequest(Model):
-    replicas: int = Field(ge=0, le=10_000, strict=True)
+    replicas: Whole = Field(ge=0, le=10_000)
 
 
 class RollbackRequest(Model):
@@ -41,7 +41,7 @@ class ServicePatch(Model):
     cause: str = ""
     replace: bool = Field(False, strict=True)
     """``spec`` is a whole spec, not a change (``deploy plan -f FILE``)."""
-    force: bool = False
+    force: bool = Field(False, strict=True)
     """Redeploy even when nothing changes (``service update --force``)."""
 
 

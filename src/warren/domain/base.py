@@ -6,13 +6,21 @@ from __future__ import annotations
 from typing import Annotated, Any, TypeVar
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from .durations import format_duration, parse_duration
 from .errors import ValidationError
 
-__all__ = ["Duration", "Model", "error_from_details", "parse_model", "validation_error"]
+__all__ = [
+    "Duration",
+    "Model",
+    "Whole",
+    "error_from_details",
+    "parse_model",
+    "validation_error",
+    "whole_number",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -49,8 +57,36 @@ def _to_text(seconds: float) -> str | float:
     return text if parse_duration(text) == seconds else seconds
 
 
-Duration = Annotated[float, BeforeValidator(_to_seconds), PlainSerializer(_to_text)]
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
+"""The text forms ``parse_duration`` takes, as the OpenAPI document states them."""
+
+Duration = Annotated[
+    float,
+    BeforeValidator(_to_seconds),
+    PlainSerializer(_to_text),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ]
+        }
+    ),
+]
 """A duration in seconds; accepts ``500ms``, ``10s``, ``5m`` or a number of seconds."""
+
+
+def whole_number(value: Any) -> Any:
+    """``value`` as is unless it is a boolean or a string, which no integer field takes."""
+    # JSON Schema's integer is any whole number, 3.0 too; a boolean or a string is not one
+    # (pydantic's lax int would take true as 1 and "3" as 3).
+    if isinstance(value, bool | str):
+        raise ValueError("expected a whole number")
+    return value
+
+
+Whole = Annotated[int, BeforeValidator(whole_number)]
+"""An integer field of the API: 3 or 3.0, never true or "3"."""
 
 _MESSAGES = {
     "extra_forbidden": "unknown field",

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from .base import Duration, Model, parse_model
+from .base import Duration, Model, Whole, parse_model, whole_number
 from .diffs import Change, diff
 from .errors import ValidationError
 from .notifications import DeploymentEvent, NotifyFormat
@@ -82,8 +82,20 @@ HOST_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Set by the agent for every task; a user must not override them.
 RESERVED_ENV = frozenset({"PORT", "WARREN_TASK_ID", "WARREN_SERVICE", "WARREN_REVISION"})
+ENV_SCHEMA: dict[str, Any] = {
+    "propertyNames": {"pattern": ENV_KEY_RE.pattern, "not": {"enum": sorted(RESERVED_ENV)}}
+}
+HOST_SCHEMA: dict[str, Any] = {
+    # HOST_RE after lowercasing: either case is taken.
+    "anyOf": [
+        {"type": "string", "pattern": r"^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9.-]{0,251}[a-zA-Z0-9])?$"},
+        {"type": "null"},
+    ]
+}
 
-Port = Annotated[int, Field(ge=1, le=65535)]
+# The bounds before the validator: after it, pydantic writes them into the JSON schema as
+# "ge"/"le", which JSON Schema does not know, and the document would allow any integer.
+Port = Annotated[int, Field(ge=1, le=65535), BeforeValidator(whole_number)]
 
 
 class Strategy(StrEnum):
@@ -142,6 +154,15 @@ _MEMORY_UNITS = {
 }  # fmt: skip
 
 
+MEMORY_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?([kKmMgG][iI]?[bB]?|[bB])?$"},
+    ]
+}
+"""What ``parse_memory`` takes, as the OpenAPI document states it."""
+
+
 def parse_memory(value: str | int) -> int:
     """``"256Mi"`` → 268435456 bytes; a bare number is bytes."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -176,8 +197,8 @@ class PortSpec(Model):
 class HttpCheck(Model):
     path: str = "/"
     port: Port | None = None
-    status_min: int = Field(200, ge=100, le=599)
-    status_max: int = Field(399, ge=100, le=599)
+    status_min: Whole = Field(200, ge=100, le=599)
+    status_max: Whole = Field(399, ge=100, le=599)
 
     @field_validator("path")
     @classmethod
@@ -200,16 +221,31 @@ class ExecCheck(Model):
         return shlex.split(v) if isinstance(v, str) else v
 
 
+_PROBE_KINDS = ("http", "tcp", "exec")
+
+
+def _one_probe(kind: str) -> dict[str, Any]:
+    others = [k for k in _PROBE_KINDS if k != kind]
+    return {
+        "required": [kind],
+        "properties": {kind: {"type": "object"}, **{k: {"type": "null"} for k in others}},
+    }
+
+
 class HealthCheck(Model):
     """Exactly one of http, tcp, exec. Healthy after one success; unhealthy after ``retries``
     consecutive failures; failures during ``start_period`` do not count."""
 
+    # What _exactly_one checks, stated where JSON Schema can: one probe, a non-zero interval
+    # and timeout.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [_one_probe(k) for k in _PROBE_KINDS]})
+
     http: HttpCheck | None = None
     tcp: TcpCheck | None = None
     exec: ExecCheck | None = None
-    interval: Duration = 1.0
-    timeout: Duration = 1.0
-    retries: int = Field(3, ge=1)
+    interval: Duration = Field(1.0, json_schema_extra={"not": {"const": 0}})
+    timeout: Duration = Field(1.0, json_schema_extra={"not": {"const": 0}})
+    retries: Whole = Field(3, ge=1)
     start_period: Duration = 0.0
 
     @model_validator(mode="after")
@@ -231,8 +267,8 @@ class HealthCheck(Model):
 class Resources(Model):
     """Reservations used by placement. 0 means "reserve nothing"."""
 
-    cpus: float = Field(0.0, ge=0)
-    memory: int = 0
+    cpus: float = Field(0.0, ge=0, strict=True)
+    memory: int = Field(0, json_schema_extra=MEMORY_SCHEMA)
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -247,33 +283,33 @@ class RestartPolicy(Model):
     condition: RestartCondition = RestartCondition.ANY
     delay: Duration = 1.0
     max_delay: Duration = 30.0
-    max_attempts: int = Field(0, ge=0)
+    max_attempts: Whole = Field(0, ge=0)
 
 
 class UpdateConfig(Model):
-    parallelism: int = Field(1, ge=0)
+    parallelism: Whole = Field(1, ge=0)
     delay: Duration = 0.0
     failure_action: FailureAction = FailureAction.ROLLBACK
     order: UpdateOrder = UpdateOrder.START_FIRST
     monitor: Duration = 5.0
-    max_failure_ratio: float = Field(0.0, ge=0, le=1)
+    max_failure_ratio: float = Field(0.0, ge=0, le=1, strict=True)
     healthy_deadline: Duration = 60.0
     progress_deadline: Duration = 600.0
 
 
 class RollbackConfig(Model):
-    parallelism: int = Field(0, ge=0)
+    parallelism: Whole = Field(0, ge=0)
     delay: Duration = 0.0
     failure_action: Literal["pause", "continue"] = "pause"
     order: UpdateOrder = UpdateOrder.START_FIRST
     monitor: Duration = 0.0
-    max_failure_ratio: float = Field(0.0, ge=0, le=1)
+    max_failure_ratio: float = Field(0.0, ge=0, le=1, strict=True)
 
 
 class CanaryStep(Model):
     """One of ``setWeight: N`` or ``pause: DURATION`` / ``pause: {}`` (until promoted)."""
 
-    set_weight: int | None = Field(None, ge=0, le=100)
+    set_weight: Whole | None = Field(None, ge=0, le=100)
     pause: Duration | dict[str, Any] | None = None
 
     @field_validator("pause", mode="before")
@@ -370,17 +406,17 @@ class Analysis(Model):
 
     interval: Duration = 10.0
     mode: Literal["threshold", "baseline"] = "threshold"
-    success_rate: float | None = Field(None, ge=0, le=1)
+    success_rate: float | None = Field(None, ge=0, le=1, strict=True)
     max_latency_p95: Duration | None = None
     max_latency_p99: Duration | None = None
-    min_requests: int = Field(20, ge=0)
-    failure_limit: int = Field(1, ge=1)
+    min_requests: Whole = Field(20, ge=0)
+    failure_limit: Whole = Field(1, ge=1)
     """Consecutive failed windows before the canary fails."""
-    significance: float = Field(0.05, gt=0, lt=1)
+    significance: float = Field(0.05, gt=0, lt=1, strict=True)
     """baseline mode: the p-value below which a difference counts."""
-    max_error_rate_increase: float = Field(0.01, ge=0, le=1)
+    max_error_rate_increase: float = Field(0.01, ge=0, le=1, strict=True)
     """baseline mode: a significant error-rate increase must also exceed this (0.01 = 1 point)."""
-    max_latency_increase: float = Field(0.2, ge=0)
+    max_latency_increase: float = Field(0.2, ge=0, strict=True)
     """baseline mode: a significant slow-down must also exceed this (0.2 = median 20% slower)."""
     metrics: tuple[MetricCheck, ...] = ()
     webhooks: tuple[Webhook, ...] = ()
@@ -399,9 +435,9 @@ class Analysis(Model):
 class CanaryConfig(Model):
     steps: tuple[CanaryStep, ...] = ()
     """None given: DEFAULT_WEIGHTS, each held for an analysis window (``with_defaults``)."""
-    canary_replicas: int | None = Field(None, ge=1)
+    canary_replicas: Whole | None = Field(None, ge=1)
     analysis: Analysis | None = None
-    sticky_sessions: bool = False
+    sticky_sessions: bool = Field(False, strict=True)
     """While the canary has traffic, a client stays on the revision that first answered it
     (a cookie set by the ingress), as long as that revision keeps a weight above 0."""
     sticky_cookie: str = Field("warren-revision", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -429,7 +465,7 @@ DEFAULT_ANALYSIS = Analysis(interval=10.0, success_rate=0.95, min_requests=20)
 
 
 class BlueGreenConfig(Model):
-    auto_promote: bool = True
+    auto_promote: bool = Field(True, strict=True)
     auto_promote_after: Duration = 0.0
     scale_down_delay: Duration = 30.0
     preview_header: str = "X-Warren-Preview"
@@ -482,12 +518,23 @@ class DeployConfig(Model):
     rollback_config: RollbackConfig = RollbackConfig()
     canary: CanaryConfig | None = None
     blue_green: BlueGreenConfig | None = None
-    revision_history_limit: int = Field(10, ge=1)
+    revision_history_limit: Whole = Field(10, ge=1)
     notify: tuple[Notify, ...] = ()
     """Who is told of the deployments."""
 
 
+_SPEC_SCHEMA: dict[str, Any] = {
+    # What _consistent checks and JSON Schema can say: an image or a command must be set.
+    "anyOf": [
+        {"required": ["image"], "properties": {"image": {"type": "string"}}},
+        {"required": ["command"], "properties": {"command": {"not": {"type": "null"}}}},
+    ]
+}
+
+
 class ServiceSpec(Model):
+    model_config = ConfigDict(json_schema_extra=_SPEC_SCHEMA)
+
     name: str = Field(json_schema_extra={"pattern": NAME_PATTERN})
     labels: dict[str, str] = {}
     image: str | None = None
@@ -498,10 +545,10 @@ class ServiceSpec(Model):
     pull_policy: Literal["always", "if-not-present", "never"] = "if-not-present"
     """docker driver: when to pull the image from its registry before creating a container."""
     stop_signal: str = Field("SIGTERM", pattern=r"^SIG[A-Z0-9]+$")
-    replicas: int = Field(1, ge=0, le=10_000, strict=True)
-    env: dict[str, str] = {}
+    replicas: Whole = Field(1, ge=0, le=10_000)
+    env: dict[str, str] = Field({}, json_schema_extra=ENV_SCHEMA)
     ports: tuple[PortSpec, ...] = ()
-    host: str | None = None
+    host: str | None = Field(None, json_schema_extra=HOST_SCHEMA)
     health_check: HealthCheck | None = None
     resources: Resources = Resources()
     restart_policy: RestartPolicy = RestartPolicy()
@@ -716,9 +763,6 @@ def _merge(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-_PROBE_KINDS = ("http", "tcp", "exec")
 
 
 def patch_spec(

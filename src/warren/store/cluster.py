@@ -43,7 +43,6 @@ from ..domain.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
-    ValidationError,
 )
 from ..domain.events import Event, Level
 from ..domain.nodes import DrainedBy, DrainStatus, Node, NodeAvailability, NodeStatus
@@ -422,9 +421,8 @@ class ClusterStore:
             kept = {r.number for r in await self.list_revisions(name)}
             target = to_revision or self._rollback_target(name, current, deployments, active, kept)
             if target == current.revision and active is None:
-                raise ValidationError(
-                    f"service {name!r} already runs revision {target}", "toRevision"
-                )
+                # The request is fine; the service's state makes it moot.
+                raise ConflictError(f"service {name!r} already runs revision {target}")
             # Read from the store (get_revision always is): a revision trimmed by
             # revisionHistoryLimit cannot be rolled back to.
             revision = await self.get_revision(name, target)
