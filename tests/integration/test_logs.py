@@ -175,6 +175,10 @@ def test_since_leaves_out_the_older_lines(server: ServerProcess) -> None:
     assert 0 < len(recent) < len(lines_of(server, "tick", "--since", "1m"))
     far = lines_of(server, "tick", "--since", "2999-01-01T00:00:00Z")
     assert far == []
+    assert lines_of(server, "tick", "--since", "2999-12-31T00:00:00Z") == []  # any day of a month
+    bad = warren(server, "service", "logs", "tick", "--since", "2999-02-30T00:00:00Z")
+    assert bad.returncode == 2
+    assert "expected a duration like 10m or a time like" in bad.stderr, bad.stderr
 
 
 def test_the_lines_of_several_tasks_interleave_by_time(server: ServerProcess) -> None:
