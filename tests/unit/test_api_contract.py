@@ -13,13 +13,17 @@ from pydantic.alias_generators import to_snake
 from warren.api.schemas import ScaleRequest, ServicePatch
 from warren.clocks import FakeClock
 from warren.domain.base import Model, parse_model
-from warren.domain.errors import ConflictError, ValidationError
+from warren.domain.durations import LONGEST, parse_duration
+from warren.domain.errors import ConflictError, InconsistentError, ValidationError
+from warren.domain.sizes import LARGEST_MEMORY, parse_memory
 from warren.domain.specs import (
     Analysis,
     BlueGreenConfig,
     CanaryConfig,
     HealthCheck,
     ServiceSpec,
+    Webhook,
+    parse_condition,
 )
 from warren.store.cluster import ClusterStore
 from warren.store.memory import MemoryStore
@@ -83,7 +87,7 @@ def test_a_whole_number_is_not_a_boolean_but_may_be_written_3_0(
 def test_durations_state_their_forms_and_that_they_are_not_negative() -> None:
     props = ServiceSpec.model_json_schema(by_alias=True)["properties"]
     number, text = props["stopGrace"]["anyOf"]
-    assert number == {"type": "number", "minimum": 0}
+    assert number == {"type": "number", "minimum": 0, "maximum": LONGEST}
     for good in ("10s", "1m30s", "500ms", "2.5", "1h"):
         assert re.search(text["pattern"], good), good
     for bad in ("-1s", "10 s", "soon"):
@@ -93,7 +97,7 @@ def test_durations_state_their_forms_and_that_they_are_not_negative() -> None:
 def test_memory_states_its_forms_and_that_it_is_not_negative() -> None:
     props = ServiceSpec.model_json_schema(by_alias=True)["$defs"]["Resources"]["properties"]
     number, text = props["memory"]["anyOf"]
-    assert number == {"type": "integer", "minimum": 0}
+    assert number == {"type": "integer", "minimum": 0, "maximum": LARGEST_MEMORY}
     assert re.search(text["pattern"], "256Mi") and not re.search(text["pattern"], "-3")
 
 
@@ -117,4 +121,65 @@ def test_a_health_check_states_that_it_has_exactly_one_probe() -> None:
     assert sorted(alt["required"][0] for alt in schema["anyOf"]) == ["exec", "http", "tcp"]
     http = next(alt for alt in schema["anyOf"] if alt["required"] == ["http"])
     assert http["properties"]["tcp"] == {"type": "null"}
-    assert schema["properties"]["interval"]["not"] == {"const": 0}
+    zero = schema["properties"]["interval"]["not"]["anyOf"]
+    assert {"const": 0} in zero
+    assert all(re.search(zero[1]["pattern"], t) for t in ("0s", "0", "0.0ms"))
+    assert not re.search(zero[1]["pattern"], "10s")
+
+
+def test_a_memory_size_too_large_for_a_float_is_refused_in_one_line() -> None:
+    # 400 digits: float() of it is infinite, and int() of that raised OverflowError (a 500).
+    with pytest.raises(ValueError, match="memory must be 0 to 1Ei"):
+        parse_memory("9" * 400 + "Gi")
+    assert parse_memory("1.5Gi") == 1536 * 1024**2
+
+
+def test_a_combination_the_document_cannot_state_is_an_inconsistent_error() -> None:
+    late = {"healthyDeadline": "20m", "progressDeadline": "10m"}
+    with pytest.raises(InconsistentError, match="healthyDeadline is longer"):
+        parse_model(ServiceSpec, {"name": "w", "command": ["x"], "deploy": {"updateConfig": late}})
+    # A value the document refuses comes first, and is a 400's plain ValidationError.
+    with pytest.raises(ValidationError) as info:
+        parse_model(
+            ServiceSpec,
+            {"name": "w", "command": ["x"], "replicas": -1, "deploy": {"updateConfig": late}},
+        )
+    assert type(info.value) is ValidationError and info.value.field == "replicas"
+
+
+def test_a_canary_step_states_that_it_is_a_weight_or_a_pause() -> None:
+    schema = CanaryConfig.model_json_schema(by_alias=True)["$defs"]["CanaryStep"]
+    kinds = {alt["required"][0]: alt["properties"] for alt in schema["anyOf"]}
+    assert kinds["setWeight"]["pause"] == {"type": "null"}
+    assert kinds["pause"]["setWeight"] == {"type": "null"}
+    weight = schema["properties"]["setWeight"]["anyOf"][0]
+    assert (weight["minimum"], weight["maximum"]) == (0, 100)
+    assert parse_model(CanaryConfig, {"steps": [{"pause": {}}]}).steps[0].pause == {}
+
+
+def test_strategies_urls_conditions_and_env_values_state_their_forms() -> None:
+    spec = ServiceSpec.model_json_schema(by_alias=True)
+    defs = spec["$defs"]
+    assert defs["DeployConfig"]["properties"]["strategy"]["enum"] == [
+        "blue-green", "canary", "rolling",
+    ]  # fmt: skip
+    assert defs["Webhook"]["properties"]["url"]["pattern"] == "^https?://[^\\s/]+"
+    timeout = defs["Webhook"]["properties"]["timeout"]["anyOf"][0]
+    assert (timeout["exclusiveMinimum"], timeout["maximum"]) == (0, 60)
+    condition = defs["MetricCheck"]["properties"]["successCondition"]["pattern"]
+    assert re.search(condition, "result < 0.05") and not re.search(condition, "< 1.2.3")
+    assert parse_condition("< .5") == ("<", 0.5)
+    values = spec["properties"]["env"]["additionalProperties"]["anyOf"]
+    assert {"type": "number"} in values
+    spec_ = parse_model(ServiceSpec, {"name": "w", "command": ["x"], "env": {"N": 8080}})
+    assert spec_.env == {"N": "8080"}
+    assert Webhook.model_json_schema()["required"] == ["name", "type", "url"]
+    assert parse_duration("1h") <= LONGEST
+
+
+@pytest.mark.parametrize("command", [False, 3, {}])
+def test_a_command_that_is_no_list_nor_text_is_a_bad_value_not_a_crash(command: object) -> None:
+    # false reached len() in the validator: a TypeError, answered 500.
+    with pytest.raises(ValidationError) as info:
+        parse_model(ServiceSpec, {"name": "w", "command": command})
+    assert info.value.field == "command"

@@ -30,6 +30,7 @@ from ..domain.errors import (
     AuthError,
     ConflictError,
     ForbiddenError,
+    InconsistentError,
     NotFoundError,
     UnavailableError,
     ValidationError,
@@ -54,11 +55,13 @@ from .guards import GuardedRoute, bearer, guard
 from .logs import LogFollow, read_logs, shown
 from .nodes import FollowLogs, ReadLogs, node_routes
 from .schemas import (
+    PlanRequest,
     RollbackRequest,
     ScaleRequest,
     ServicePatch,
     ServiceSummary,
     TaskPatch,
+    document_spec_change,
 )
 from .workers import AssignmentSource, RouteSource, TrafficSink, worker_routes
 
@@ -105,6 +108,9 @@ _WRITE = _errors(404, 409, 413)
 """A route that changes something: it takes a body, and the cluster may refuse it."""
 _ASK = _errors(404, 409)
 """A request the deployment controller answers (``_ask``): refused (409), or unanswered (503)."""
+_SPEC = _errors(404, 409, 413, 422)
+"""A route that takes a spec or a change of one: each value allowed, their combination not
+(422)."""
 _OBJECT = {"application/json": {"schema": {"type": "object"}}}
 
 
@@ -174,6 +180,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     app.router.route_class = GuardedRoute
     document_errors(app)
+    document_spec_change(app)
     cluster = ctx.cluster
     app.state.token = ctx.token.encode()
     app.state.cluster = cluster
@@ -236,7 +243,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             for s in sorted(services, key=lambda s: s.name)
         ]
 
-    @app.post("/v1/services", tags=["services"], status_code=201, responses=_errors(409, 413))
+    @app.post("/v1/services", tags=["services"], status_code=201, responses=_errors(409, 413, 422))
     async def create_service(spec: ServiceSpec, _: Auth) -> dict[str, Any]:
         service = await cluster.create_service(admit(spec))
         await cluster.record("service.created", f"service {spec.name} created", service=spec.name)
@@ -250,13 +257,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.put(
         "/v1/services/{name}",
         tags=["services"],
-        responses={201: {"description": "Created", "content": _OBJECT}, **_errors(409, 413)},
+        responses={201: {"description": "Created", "content": _OBJECT}, **_SPEC},
     )
     async def apply_service(name: ServiceName, spec: ServiceSpec, _: Auth) -> JSONResponse:
         """Create the service, or replace its spec (a new revision when the template changed;
         the deployment it starts is in ``deployment``)."""
         if spec.name != name:
-            raise ValidationError(f"does not match the URL ({name!r})", "name")
+            raise InconsistentError(f"does not match the URL ({name!r})", "name")
         admit(spec)
         try:
             before, _kv = await cluster.get_service(name)
@@ -278,7 +285,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             service=service.name,
         )
 
-    @app.patch("/v1/services/{name}", tags=["services"], responses=_WRITE)
+    @app.patch("/v1/services/{name}", tags=["services"], responses=_SPEC)
     async def patch_service(name: ServiceName, patch: ServicePatch, _: Auth) -> dict[str, Any]:
         """Change some fields; ``spec.env`` merges into the current env, ``envRm`` removes.
         A change of the template starts a deployment (its id is in ``deployment``)."""
@@ -304,8 +311,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         latest = await cluster.latest_deployment(after.name)
         return {"deployment": latest[0].id} if latest else {}
 
-    @app.post("/v1/services/{name}/plan", tags=["deployments"], responses=_errors(404, 413))
-    async def plan(name: ServiceName, patch: ServicePatch, _: Auth) -> dict[str, Any]:
+    @app.post("/v1/services/{name}/plan", tags=["deployments"], responses=_SPEC)
+    async def plan(name: ServiceName, patch: PlanRequest, _: Auth) -> dict[str, Any]:
         """The rollout a change would perform — each step with tasks per revision, weights,
         analysis windows and its earliest time; the peak task count; the spec's ``changes``,
         field by field (``path``, ``old``, ``new``, ``newTasks``) — without performing it.

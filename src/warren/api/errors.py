@@ -22,6 +22,7 @@ from ..domain.errors import (
     ConflictError,
     DriverError,
     ForbiddenError,
+    InconsistentError,
     InvalidTransitionError,
     NotFoundError,
     StoreError,
@@ -36,6 +37,7 @@ __all__ = ["document_errors", "error_responses", "install_error_handlers"]
 log = logging.getLogger("warren.api")
 
 _STATUS: list[tuple[type[WarrenError], int]] = [
+    (InconsistentError, 422),
     (ValidationError, 400),
     (ForbiddenError, 403),
     (AuthError, 401),
@@ -55,6 +57,9 @@ _MEANING = {
     "asking about another node's task.",
     404: "Not found (``message`` says what).",
     409: "Refused in the cluster's present state (``message`` says why); nothing was done.",
+    422: "Each value is one the document allows, but not all together (``message`` says why: "
+    "a healthy deadline past the progress deadline, a body naming another service than its "
+    "URL …); nothing was done.",
     413: "The request's body is over 8 MiB.",
     503: "No manager answered in time (is a leader elected?), or the store does not answer; "
     "nothing was done — try again.",
@@ -77,7 +82,9 @@ def document_errors(app: FastAPI) -> None:
             schema = build()
             for operations in schema.get("paths", {}).values():
                 for operation in operations.values():
-                    operation.get("responses", {}).pop("422", None)
+                    answers = operation.get("responses", {})
+                    if answers.get("422", {}).get("description") == "Validation Error":
+                        del answers["422"]  # FastAPI's: error_responses' is kept
             schemas = schema.get("components", {}).get("schemas", {})
             if schemas.pop("HTTPValidationError", None) is not None:
                 schemas.pop("ValidationError", None)
@@ -135,7 +142,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         err = error_from_details(list(exc.errors()), skip=("body", "query", "path"))
-        return _error(400, err.code, err.message, err.field)
+        return _error(_status_of(err), err.code, err.message, err.field)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

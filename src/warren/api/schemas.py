@@ -4,16 +4,26 @@ scaling, and the summaries the list endpoints return."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from fastapi import FastAPI
+from pydantic import Field, PlainValidator, WithJsonSchema
 
 from ..domain.base import Model, Whole
 from ..domain.nodes import NodeSummary  # a domain model: the client reads it too
 from ..domain.services import Service
+from ..domain.specs import ENV_KEY_RE
 from ..domain.tasks import DesiredState, Task
 
-__all__ = ["ErrorBody", "NodeSummary", "ScaleRequest", "ServicePatch", "ServiceSummary"]
+__all__ = [
+    "ErrorBody",
+    "NodeSummary",
+    "PlanRequest",
+    "ScaleRequest",
+    "ServicePatch",
+    "ServiceSummary",
+    "document_spec_change",
+]
 
 
 class ScaleRequest(Model):
@@ -32,17 +42,83 @@ class TaskPatch(Model):
     desired_state: DesiredState
 
 
+def spec_change(spec: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of a change of a spec, from the spec's: every field optional, null for
+    its default — but the name, which a change cannot take away. Only stated: the server
+    merges the change into the current spec (``patch_spec``), a nested object key by key, and
+    checks the result."""
+    fields = spec["properties"]
+    return {
+        "type": "object",
+        "title": "SpecChange",
+        "description": "The fields of a ServiceSpec to change; null sets a field's default.",
+        "additionalProperties": False,
+        "properties": {
+            name: field if name == "name" else {"anyOf": [field, {"type": "null"}]}
+            for name, field in fields.items()
+        },
+    }
+
+
+def document_spec_change(app: FastAPI) -> None:
+    """The schemas of a change of a spec in the app's OpenAPI document, made from the spec's
+    there (``ServiceSpec-Input`` when the spec is an answer's too): ``SpecChange``, and a
+    plan's ``spec`` when ``replace`` is true."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemas = schema["components"]["schemas"]
+            name = next(n for n in ("ServiceSpec-Input", "ServiceSpec") if n in schemas)
+            schemas["SpecChange"] = spec_change(schemas[name])
+            schemas["PlanRequest"] |= {
+                "if": {"required": ["replace"], "properties": {"replace": {"const": True}}},
+                "then": {
+                    "required": ["spec"],
+                    "properties": {"spec": {"$ref": f"#/components/schemas/{name}"}},
+                },
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _an_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("expected an object of the spec's fields")
+    return value
+
+
+Change = Annotated[
+    dict[str, Any],
+    PlainValidator(_an_object),
+    # In allOf: a "$ref" at the top pydantic would look up among its own definitions.
+    WithJsonSchema({"allOf": [{"$ref": "#/components/schemas/SpecChange"}]}),
+]
+EnvKey = Annotated[str, Field(pattern=ENV_KEY_RE.pattern)]
+
+
 class ServicePatch(Model):
     """A partial update: ``spec`` holds only the camelCase fields to change (merged into the
     current spec; ``env`` merges key by key), ``envRm`` the env keys to remove."""
 
-    spec: dict[str, Any] = {}
-    env_rm: tuple[str, ...] = ()
+    spec: Change = {}
+    env_rm: tuple[EnvKey, ...] = ()
     cause: str = ""
-    replace: bool = Field(False, strict=True)
-    """``spec`` is a whole spec, not a change (``deploy plan -f FILE``)."""
     force: bool = Field(False, strict=True)
     """Redeploy even when nothing changes (``service update --force``)."""
+
+
+class PlanRequest(Model):
+    """A change to plan, as a PATCH states it; or with ``replace`` a whole spec
+    (``deploy plan -f FILE``)."""
+
+    spec: Change = {}
+    env_rm: tuple[EnvKey, ...] = ()
+    replace: bool = Field(False, strict=True)
+    """``spec`` is a whole spec, not a change."""
 
 
 class ErrorDetail(Model):

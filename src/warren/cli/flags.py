@@ -12,7 +12,7 @@ import typer
 from ..domain.durations import parse_duration
 from ..domain.errors import ValidationError
 from ..domain.logs import parse_since
-from ..domain.specs import parse_memory
+from ..domain.sizes import parse_memory
 
 __all__ = [
     "DURATION",

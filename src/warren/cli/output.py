@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import os
 import re
@@ -164,6 +166,63 @@ def _plain_help() -> None:
 
 
 _plain_help()
+
+
+def _plain_coercion() -> None:
+    """typer 0.29 passes every value through a pydantic TypeAdapter, built for each parameter
+    at each run: importing pydantic and building them is a third of the CPU time of a
+    ``warren service ls``. What a command line gives is text already: a text, a list of texts
+    or an enum's own value is taken as is; anything else goes to typer's adapter, which says
+    what is wrong. (Where typer has no such hook, its own coercion stands.)"""
+    core = typer.core
+    build: Any = getattr(core, "build_runtime_param", None)
+    runtime: Any = getattr(core, "RuntimeParam", None)
+    if build is None or runtime is None:
+        return
+
+    @dataclasses.dataclass(frozen=True)
+    class Plain(runtime):  # type: ignore[misc]
+        descriptor: Any = None
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            found = _as_given(self.annotation, value)
+            if found is not _NOT:
+                return found
+            return build(self.descriptor)._coerce_value(value, param=param, ctx=ctx)
+
+    def plain(descriptor: Any) -> Any:
+        info, kind = descriptor.parameter_info, descriptor.annotation
+        if descriptor.file_annotation is not None or getattr(info, "parser", None) is not None:
+            return build(descriptor)  # a file to open, a parser of our own to call
+        return Plain(parameter_info=info, annotation=kind, descriptor=descriptor)
+
+    setattr(core, "build_runtime_param", plain)  # noqa: B010 (not exported, for mypy)
+
+
+_NOT = object()
+_TEXT = (str, str | None)
+_TEXTS = (list[str], list[str] | None)
+
+
+def _as_given(kind: Any, value: Any) -> Any:
+    """``value`` as a parameter of type ``kind`` takes it, where that is the value itself (or
+    an enum's member); else ``_NOT``."""
+    if kind in _TEXT and isinstance(value, str):
+        return value
+    if (
+        kind in _TEXTS
+        and isinstance(value, list | tuple)
+        and all(isinstance(v, str) for v in value)
+    ):
+        return list(value)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        if isinstance(value, kind):
+            return value
+        return next((m for m in kind if m.value == value), _NOT)
+    return _NOT
+
+
+_plain_coercion()
 
 
 def group(help: str, **settings: Any) -> typer.Typer:

@@ -8,15 +8,18 @@ from typing import Annotated, Any, TypeVar
 import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
-from .durations import format_duration, parse_duration
-from .errors import ValidationError
+from .durations import LONGEST, format_duration, parse_duration
+from .errors import INCONSISTENT, InconsistentError, ValidationError
 
 __all__ = [
     "Duration",
     "Model",
     "Whole",
+    "duration_schema",
     "error_from_details",
+    "inconsistent",
     "parse_model",
     "validation_error",
     "whole_number",
@@ -57,23 +60,36 @@ def _to_text(seconds: float) -> str | float:
     return text if parse_duration(text) == seconds else seconds
 
 
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
-"""The text forms ``parse_duration`` takes, as the OpenAPI document states them."""
+DURATION_PATTERN = (
+    r"^([0-9]{1,9}(\.[0-9]{1,9})?"
+    r"|([0-9]{1,11}(\.[0-9]{1,9})?ms|[0-9]{1,8}(\.[0-9]{1,9})?s"
+    r"|[0-9]{1,7}(\.[0-9]{1,9})?m|[0-9]{1,5}(\.[0-9]{1,9})?h){1,4})$"
+)
+"""The text forms ``parse_duration`` takes, as the OpenAPI document states them: digits few
+enough that no duration so written is over LONGEST (four parts of under 20 years at most).
+``parse_duration`` takes longer texts too, up to LONGEST."""
+
+
+def duration_schema(number: dict[str, Any], pattern: str = DURATION_PATTERN) -> WithJsonSchema:
+    """A duration's JSON schema: a ``number`` of seconds (its bounds) or a text."""
+    return WithJsonSchema(
+        {"anyOf": [{"type": "number", **number}, {"type": "string", "pattern": pattern}]}
+    )
+
 
 Duration = Annotated[
     float,
     BeforeValidator(_to_seconds),
     PlainSerializer(_to_text),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": DURATION_PATTERN},
-            ]
-        }
-    ),
+    duration_schema({"minimum": 0, "maximum": LONGEST}),
 ]
 """A duration in seconds; accepts ``500ms``, ``10s``, ``5m`` or a number of seconds."""
+
+
+def inconsistent(message: str) -> PydanticCustomError:
+    """The error of a model validator that refuses a combination of values each allowed on its
+    own (what JSON Schema cannot state): the API answers it 422, an InconsistentError."""
+    return PydanticCustomError(INCONSISTENT, "{reason}", {"reason": message})
 
 
 def whole_number(value: Any) -> Any:
@@ -98,7 +114,9 @@ def error_from_details(
     errors: list[Any], prefix: str = "", skip: tuple[str, ...] = ()
 ) -> ValidationError:
     """The first of pydantic's error details as one line that names the field. ``skip`` drops
-    leading location parts (FastAPI's ``body``)."""
+    leading location parts (FastAPI's ``body``). A value the API's document refuses comes
+    before a combination it cannot state (an InconsistentError, only when that is all)."""
+    errors = sorted(errors, key=lambda e: e["type"] == INCONSISTENT)
     err = errors[0]
     loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union"))]
     while loc and loc[0] in skip:
@@ -112,7 +130,8 @@ def error_from_details(
     extra = len(errors) - 1
     if extra:
         message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
-    return ValidationError(message, field)
+    kind = InconsistentError if err["type"] == INCONSISTENT else ValidationError
+    return kind(message, field)
 
 
 def validation_error(exc: pydantic.ValidationError, prefix: str = "") -> ValidationError:
@@ -127,6 +146,4 @@ def parse_model(cls: type[M], data: Any, prefix: str = "") -> M:
     except pydantic.ValidationError as exc:
         raise validation_error(exc, prefix) from None
     except ValidationError as exc:
-        raise ValidationError(
-            exc.reason, ".".join(p for p in (prefix, exc.field or "") if p)
-        ) from None
+        raise type(exc)(exc.reason, ".".join(p for p in (prefix, exc.field or "") if p)) from None

@@ -2,6 +2,7 @@
 
     WarrenError                      every error Warren raises on purpose
     ├── ValidationError              bad input: spec, YAML, flag, API body (names the field)
+    │   └── InconsistentError        each value allowed, their combination not (deadlines…)
     ├── NotFoundError                no such service, task, revision, node
     ├── ConflictError                already exists, or a compare-and-swap lost a race
     │   └── CompactedError           a watch asked for a revision the store no longer keeps
@@ -20,11 +21,13 @@ cancellation is never swallowed.
 from __future__ import annotations
 
 __all__ = [
+    "INCONSISTENT",
     "AuthError",
     "CompactedError",
     "ConflictError",
     "DriverError",
     "ForbiddenError",
+    "InconsistentError",
     "InvalidTransitionError",
     "MissingExtraError",
     "NotFoundError",
@@ -55,6 +58,18 @@ class ValidationError(WarrenError):
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.reason = message
+
+
+class InconsistentError(ValidationError):
+    """Input whose every value is one the API's document allows, but not all together (a
+    healthy deadline past the progress deadline, a body naming another service than its URL):
+    what no JSON Schema states, answered 422 where a value the document refuses is a 400."""
+
+    code = "inconsistent"
+
+
+INCONSISTENT = "inconsistent"
+"""The pydantic error type of an InconsistentError (``PydanticCustomError``'s first argument)."""
 
 
 class NotFoundError(WarrenError):
@@ -107,14 +122,15 @@ class StoreError(WarrenError):
 def error_for_code(code: str, message: str, field: str | None = None) -> WarrenError:
     """Rebuild an error from its API form ``{"code", "message", "field"}`` (used by the client)."""
     classes: list[type[WarrenError]] = [
-        ValidationError, NotFoundError, ConflictError, CompactedError, InvalidTransitionError,
-        AuthError, ForbiddenError, UnavailableError, DriverError, StoreError,
+        ValidationError, InconsistentError, NotFoundError, ConflictError, CompactedError,
+        InvalidTransitionError, AuthError, ForbiddenError, UnavailableError, DriverError,
+        StoreError,
     ]  # fmt: skip
     for cls in classes:
         if cls.code == code:
-            if cls is ValidationError:
+            if issubclass(cls, ValidationError):
                 # The message already names the field ("spec.replicas: …"): keep it as is.
-                err = ValidationError(message)
+                err = cls(message)
                 err.field = field
                 return err
             return cls(message)

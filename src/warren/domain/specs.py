@@ -18,10 +18,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from .base import Duration, Model, Whole, parse_model, whole_number
+from .base import (
+    Duration,
+    Model,
+    Whole,
+    duration_schema,
+    inconsistent,
+    parse_model,
+    whole_number,
+)
 from .diffs import Change, diff
-from .errors import ValidationError
+from .errors import ConflictError, ValidationError
 from .notifications import DeploymentEvent, NotifyFormat
+from .sizes import MEMORY_SCHEMA, parse_memory
 
 __all__ = [
     "API_VERSION",
@@ -83,7 +92,9 @@ ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Set by the agent for every task; a user must not override them.
 RESERVED_ENV = frozenset({"PORT", "WARREN_TASK_ID", "WARREN_SERVICE", "WARREN_REVISION"})
 ENV_SCHEMA: dict[str, Any] = {
-    "propertyNames": {"pattern": ENV_KEY_RE.pattern, "not": {"enum": sorted(RESERVED_ENV)}}
+    "propertyNames": {"pattern": ENV_KEY_RE.pattern, "not": {"enum": sorted(RESERVED_ENV)}},
+    # A number is taken as its text (YAML's PORT: 8080); a boolean is not (true or True?).
+    "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "number"}]},
 }
 HOST_SCHEMA: dict[str, Any] = {
     # HOST_RE after lowercasing: either case is taken.
@@ -127,7 +138,13 @@ def _known_strategy(value: Any) -> Any:
     return value
 
 
-StrategyName = Annotated[str, BeforeValidator(_known_strategy)]
+def _strategy_schema(schema: dict[str, Any]) -> None:
+    schema["enum"] = sorted(_STRATEGY_NAMES)  # as registered when the document is made
+
+
+StrategyName = Annotated[
+    str, BeforeValidator(_known_strategy), Field(json_schema_extra=_strategy_schema)
+]
 
 
 class FailureAction(StrEnum):
@@ -145,35 +162,6 @@ class RestartCondition(StrEnum):
     ANY = "any"
     ON_FAILURE = "on-failure"
     NONE = "none"
-
-
-_MEMORY_UNITS = {
-    "": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024,
-    "m": 1000**2, "mb": 1000**2, "mi": 1024**2, "mib": 1024**2,
-    "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3,
-}  # fmt: skip
-
-
-MEMORY_SCHEMA: dict[str, Any] = {
-    "anyOf": [
-        {"type": "integer", "minimum": 0},
-        {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?([kKmMgG][iI]?[bB]?|[bB])?$"},
-    ]
-}
-"""What ``parse_memory`` takes, as the OpenAPI document states it."""
-
-
-def parse_memory(value: str | int) -> int:
-    """``"256Mi"`` → 268435456 bytes; a bare number is bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError("memory must be >= 0")
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _MEMORY_UNITS:
-        raise ValueError(f"expected a size like 256Mi or 1G, got {value!r}")
-    return int(float(match.group(1)) * _MEMORY_UNITS[unit])
 
 
 class TlsSpec(Model):
@@ -195,7 +183,7 @@ class PortSpec(Model):
 
 
 class HttpCheck(Model):
-    path: str = "/"
+    path: str = Field("/", json_schema_extra={"pattern": "^/"})
     port: Port | None = None
     status_min: Whole = Field(200, ge=100, le=599)
     status_max: Whole = Field(399, ge=100, le=599)
@@ -222,6 +210,10 @@ class ExecCheck(Model):
 
 
 _PROBE_KINDS = ("http", "tcp", "exec")
+NOT_ZERO: dict[str, Any] = {
+    "not": {"anyOf": [{"const": 0}, {"type": "string", "pattern": r"^(0+(\.0+)?(ms|s|m|h)?)+$"}]}
+}
+"""A duration's schema that leaves out every way of writing zero."""
 
 
 def _one_probe(kind: str) -> dict[str, Any]:
@@ -243,8 +235,8 @@ class HealthCheck(Model):
     http: HttpCheck | None = None
     tcp: TcpCheck | None = None
     exec: ExecCheck | None = None
-    interval: Duration = Field(1.0, json_schema_extra={"not": {"const": 0}})
-    timeout: Duration = Field(1.0, json_schema_extra={"not": {"const": 0}})
+    interval: Duration = Field(1.0, json_schema_extra=NOT_ZERO)
+    timeout: Duration = Field(1.0, json_schema_extra=NOT_ZERO)
     retries: Whole = Field(3, ge=1)
     start_period: Duration = 0.0
 
@@ -306,11 +298,25 @@ class RollbackConfig(Model):
     max_failure_ratio: float = Field(0.0, ge=0, le=1, strict=True)
 
 
+_SET: dict[str, Any] = {"not": {"type": "null"}}
+_NULL: dict[str, Any] = {"type": "null"}
+
+
 class CanaryStep(Model):
     """One of ``setWeight: N`` or ``pause: DURATION`` / ``pause: {}`` (until promoted)."""
 
-    set_weight: Whole | None = Field(None, ge=0, le=100)
-    pause: Duration | dict[str, Any] | None = None
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["setWeight"], "properties": {"setWeight": _SET, "pause": _NULL}},
+                {"required": ["pause"], "properties": {"pause": _SET, "setWeight": _NULL}},
+            ]
+        }
+    )
+
+    # The bounds before the validator, as Port's: else the document would not state them.
+    set_weight: Annotated[int, Field(ge=0, le=100), BeforeValidator(whole_number)] | None = None
+    pause: Duration | Annotated[dict[str, Any], Field(max_length=0)] | None = None
 
     @field_validator("pause", mode="before")
     @classmethod
@@ -328,7 +334,9 @@ class CanaryStep(Model):
         return self
 
 
-CONDITION_RE = re.compile(r"^\s*(?:result\s*)?(<=|>=|==|!=|<|>)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
+CONDITION_RE = re.compile(
+    r"^\s*(?:result\s*)?(<=|>=|==|!=|<|>)\s*(-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e-?[0-9]+)?)\s*$"
+)
 
 
 def parse_condition(text: str) -> tuple[str, float]:
@@ -342,8 +350,13 @@ def parse_condition(text: str) -> tuple[str, float]:
     return m.group(1), float(m.group(2))
 
 
+URL_PATTERN = r"^https?://[^\s/]+"
+"""A webhook's, a receiver's or a Prometheus server's address, as the document states it."""
+URL = Field(json_schema_extra={"pattern": URL_PATTERN})
+
+
 def _http_url(v: str) -> str:
-    if not re.match(r"^https?://[^\s/]+", v):
+    if not re.match(URL_PATTERN, v):
         raise ValueError(f"{v!r} is not an http:// or https:// URL")
     return v
 
@@ -362,8 +375,14 @@ class Webhook(Model):
 
     name: str = Field(min_length=1, max_length=63)
     type: Literal["pre-rollout", "rollout", "pre-promotion", "post-rollout"]
-    url: str
-    timeout: Duration = Field(5.0, gt=0, le=60)
+    url: Annotated[str, URL]
+    timeout: Annotated[
+        Duration,
+        duration_schema(
+            {"exclusiveMinimum": 0, "maximum": 60},
+            r"^(([1-9]|[1-5][0-9])(\.[0-9]{1,9})?s?|60s?|[1-9][0-9]{0,3}ms)$",
+        ),
+    ] = Field(5.0, gt=0, le=60)
     metadata: dict[str, str] = {}
 
     @field_validator("url")
@@ -373,7 +392,7 @@ class Webhook(Model):
 
 
 class PrometheusQuery(Model):
-    address: str
+    address: Annotated[str, URL]
     """The Prometheus server, e.g. http://127.0.0.1:9090 (its /api/v1/query is called)."""
     query: str = Field(min_length=1)
     """PromQL returning one number; ``{{service}}``, ``{{revision}}`` (the new one),
@@ -391,7 +410,7 @@ class MetricCheck(Model):
 
     name: str = Field(min_length=1, max_length=63)
     prometheus: PrometheusQuery
-    success_condition: str
+    success_condition: str = Field(json_schema_extra={"pattern": CONDITION_RE.pattern})
 
     @field_validator("success_condition")
     @classmethod
@@ -428,14 +447,14 @@ class Analysis(Model):
             ("webhook", [w.name for w in self.webhooks]),
         ):
             if len(set(names)) != len(names):
-                raise ValueError(f"two {kind}s have the same name")
+                raise inconsistent(f"two {kind}s have the same name")
         return self
 
 
 class CanaryConfig(Model):
     steps: tuple[CanaryStep, ...] = ()
     """None given: DEFAULT_WEIGHTS, each held for an analysis window (``with_defaults``)."""
-    canary_replicas: Whole | None = Field(None, ge=1)
+    canary_replicas: Annotated[int, Field(ge=1), BeforeValidator(whole_number)] | None = None
     analysis: Analysis | None = None
     sticky_sessions: bool = Field(False, strict=True)
     """While the canary has traffic, a client stays on the revision that first answered it
@@ -489,7 +508,7 @@ class Notify(Model):
     """A receiver of the service's deployment events: a POST of each event it wants, in
     ``format`` (``docs/deployments.md``, Notifications)."""
 
-    url: str
+    url: Annotated[str, URL]
     on: Annotated[tuple[DeploymentEvent, ...] | None, BeforeValidator(_known_events)] = None
     """The events it wants; None (left out): every one."""
     format: NotifyFormat = NotifyFormat.JSON
@@ -572,9 +591,9 @@ class ServiceSpec(Model):
     def _command(cls, v: Any) -> Any:
         if isinstance(v, str):
             v = shlex.split(v)
-        if v is not None and len(v) == 0:
+        if isinstance(v, list | tuple) and not v:
             raise ValueError("must not be empty")
-        return v
+        return v  # anything else (false, 3): pydantic's "not a valid tuple"
 
     @field_validator("env", mode="before")
     @classmethod
@@ -602,17 +621,17 @@ class ServiceSpec(Model):
         if self.image is None and self.command is None:
             raise ValueError("set an image (docker driver) or a command (process driver)")
         if self.driver == "docker" and self.image is None:
-            raise ValueError("the docker driver needs an image")
+            raise inconsistent("the docker driver needs an image")
         if self.driver == "process" and self.command is None:
-            raise ValueError("the process driver needs a command")
+            raise inconsistent("the process driver needs a command")
         if self.driver == "process" and self.image is not None:
-            raise ValueError("the process driver runs a command, not an image")
+            raise inconsistent("the process driver runs a command, not an image")
         published = [p.published for p in self.ports]
         if len(set(published)) != len(published):
-            raise ValueError("a published port appears twice")
+            raise inconsistent("a published port appears twice")
         problem = _cannot_finish(self.deploy)
         if problem:
-            raise ValueError(problem)
+            raise inconsistent(problem)
         return self
 
     @property
@@ -783,7 +802,8 @@ def patch_spec(
     merged = _merge(spec.to_wire(), changes)
     for key in env_rm:
         if key not in merged.get("env", {}):
-            raise ValidationError(f"{key} is not set", "envRm")
+            # Each key is one the document allows: a key the service has not is its state.
+            raise ConflictError(f"envRm: {key} is not set")
         del merged["env"][key]
     try:
         return parse_model(ServiceSpec, merged)
