@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from warren.domain.base import DURATION_PATTERN
-from warren.domain.durations import LONGEST, parse_duration
+from warren.domain.durations import LONGEST, format_duration, parse_duration
 from warren.domain.errors import ValidationError
 from warren.domain.sizes import MEMORY_SCHEMA, parse_memory
 from warren.domain.specs import (
@@ -31,6 +31,13 @@ def _texts(pattern: str) -> st.SearchStrategy[str]:
 @given(_texts(DURATION_PATTERN))
 def test_every_duration_the_document_allows_is_taken(text: str) -> None:
     assert 0 <= parse_duration(text) <= LONGEST
+
+
+@settings(max_examples=400)
+@given(st.floats(min_value=0, max_value=LONGEST))
+def test_every_duration_the_server_writes_is_one_the_document_allows(seconds: float) -> None:
+    # An answer's durations are texts format_duration writes ("875999h59m59s").
+    assert re.search(DURATION_PATTERN, format_duration(seconds))
 
 
 @settings(max_examples=400)

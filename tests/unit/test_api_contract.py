@@ -14,7 +14,7 @@ from warren.api.schemas import ScaleRequest, ServicePatch
 from warren.clocks import FakeClock
 from warren.domain.base import Model, parse_model
 from warren.domain.durations import LONGEST, parse_duration
-from warren.domain.errors import ConflictError, InconsistentError, ValidationError
+from warren.domain.errors import ConflictError, UnprocessableError, ValidationError
 from warren.domain.sizes import LARGEST_MEMORY, parse_memory
 from warren.domain.specs import (
     Analysis,
@@ -129,14 +129,14 @@ def test_a_health_check_states_that_it_has_exactly_one_probe() -> None:
 
 def test_a_memory_size_too_large_for_a_float_is_refused_in_one_line() -> None:
     # 400 digits: float() of it is infinite, and int() of that raised OverflowError (a 500).
-    with pytest.raises(ValueError, match="memory must be 0 to 1Ei"):
+    with pytest.raises(ValueError, match="memory must be 0 to 4Pi"):
         parse_memory("9" * 400 + "Gi")
     assert parse_memory("1.5Gi") == 1536 * 1024**2
 
 
-def test_a_combination_the_document_cannot_state_is_an_inconsistent_error() -> None:
+def test_a_combination_the_document_cannot_state_is_unprocessable() -> None:
     late = {"healthyDeadline": "20m", "progressDeadline": "10m"}
-    with pytest.raises(InconsistentError, match="healthyDeadline is longer"):
+    with pytest.raises(UnprocessableError, match="healthyDeadline is longer"):
         parse_model(ServiceSpec, {"name": "w", "command": ["x"], "deploy": {"updateConfig": late}})
     # A value the document refuses comes first, and is a 400's plain ValidationError.
     with pytest.raises(ValidationError) as info:
@@ -183,3 +183,9 @@ def test_a_command_that_is_no_list_nor_text_is_a_bad_value_not_a_crash(command: 
     with pytest.raises(ValidationError) as info:
         parse_model(ServiceSpec, {"name": "w", "command": command})
     assert info.value.field == "command"
+
+
+def test_a_receiver_names_at_least_one_event_or_none_for_all() -> None:
+    notify = ServiceSpec.model_json_schema(by_alias=True)["$defs"]["Notify"]["properties"]["on"]
+    events = next(alt for alt in notify["anyOf"] if alt.get("type") == "array")
+    assert events["minItems"] == 1

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from warren.domain.base import parse_model
-from warren.domain.errors import ConflictError, ValidationError
+from warren.domain.errors import ConflictError, UnprocessableError, ValidationError
 from warren.domain.specs import (
     API_VERSION,
     Resources,
@@ -483,3 +483,25 @@ def test_odd_durations_serialize_as_numbers() -> None:
     spec = parse_model(ServiceSpec, {**BASE, "stopGrace": 0.0001})
     assert spec.to_wire()["stopGrace"] == 0.0001
     assert parse_model(ServiceSpec, spec.to_wire()) == spec
+
+
+def test_null_in_a_change_resets_a_field_or_removes_a_key_and_is_a_value_deeper() -> None:
+    # Top level: the field's default; in env or labels: the key goes.
+    assert patch_spec(CMD_SPEC, {"replicas": None}).replicas == 1
+    assert patch_spec(CMD_SPEC, {"env": {"A": None}}).env == {"B": "2"}
+    # In a nested object, a value the spec checks: deploy.notify is a list, never null.
+    with pytest.raises(ValidationError) as info:
+        patch_spec(CMD_SPEC, {"deploy": {"notify": None}})
+    assert info.value.field == "spec.deploy.notify"
+    assert patch_spec(CMD_SPEC, {"deploy": {"canary": None}}).deploy.canary is None
+
+
+def test_a_change_that_renames_the_service_is_unprocessable() -> None:
+    with pytest.raises(UnprocessableError, match="cannot be renamed"):
+        patch_spec(CMD_SPEC, {"name": "other"})
+
+
+def test_a_change_whose_values_do_not_go_together_is_unprocessable() -> None:
+    late = {"deploy": {"updateConfig": {"healthyDeadline": "20m", "progressDeadline": "10m"}}}
+    with pytest.raises(UnprocessableError, match="healthyDeadline is longer"):
+        patch_spec(CMD_SPEC, late)

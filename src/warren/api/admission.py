@@ -1,7 +1,8 @@
 """What the API checks of a spec beyond its own validation, with what this manager knows: no
 published port is one Warren itself listens on (its API, its shared HTTP port), and each TLS
 port's certificate and key load (readable, PEM, the key matching the certificate), as the
-ingress will load them. One clear line names the port; nothing is stored. (A port another
+ingress will load them (422: a path the document allows, which this server cannot load). One
+clear line names the port; nothing is stored. (A port another
 service publishes is refused by the store, in the write: ``ClusterStore``.)
 
 Must not import the control plane or the store."""
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ..domain.errors import ConflictError, ValidationError
+from ..domain.errors import ConflictError, UnprocessableError
 from ..domain.specs import ServiceSpec
 from ..ingress.tls import TlsError, server_context
 
@@ -28,11 +29,11 @@ def admit(spec: ServiceSpec, reserved: Mapping[int, str] = {}) -> ServiceSpec:
             continue
         for path in (port.tls.cert, port.tls.key):
             if not os.path.isfile(path):
-                raise ValidationError(f"no such file: {path}", f"ports[{i}].tls")
+                raise UnprocessableError(f"no such file: {path}", f"ports[{i}].tls")
             if not os.access(path, os.R_OK):
-                raise ValidationError(f"cannot read {path}", f"ports[{i}].tls")
+                raise UnprocessableError(f"cannot read {path}", f"ports[{i}].tls")
         try:
             server_context(port.tls.cert, port.tls.key)
         except TlsError as exc:
-            raise ValidationError(str(exc), f"ports[{i}].tls") from None
+            raise UnprocessableError(str(exc), f"ports[{i}].tls") from None
     return spec

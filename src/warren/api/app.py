@@ -30,9 +30,9 @@ from ..domain.errors import (
     AuthError,
     ConflictError,
     ForbiddenError,
-    InconsistentError,
     NotFoundError,
     UnavailableError,
+    UnprocessableError,
     ValidationError,
 )
 from ..domain.events import Level
@@ -263,7 +263,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Create the service, or replace its spec (a new revision when the template changed;
         the deployment it starts is in ``deployment``)."""
         if spec.name != name:
-            raise InconsistentError(f"does not match the URL ({name!r})", "name")
+            raise UnprocessableError(f"does not match the URL ({name!r})", "name")
         admit(spec)
         try:
             before, _kv = await cluster.get_service(name)

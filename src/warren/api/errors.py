@@ -22,11 +22,11 @@ from ..domain.errors import (
     ConflictError,
     DriverError,
     ForbiddenError,
-    InconsistentError,
     InvalidTransitionError,
     NotFoundError,
     StoreError,
     UnavailableError,
+    UnprocessableError,
     ValidationError,
     WarrenError,
 )
@@ -37,7 +37,7 @@ __all__ = ["document_errors", "error_responses", "install_error_handlers"]
 log = logging.getLogger("warren.api")
 
 _STATUS: list[tuple[type[WarrenError], int]] = [
-    (InconsistentError, 422),
+    (UnprocessableError, 422),
     (ValidationError, 400),
     (ForbiddenError, 403),
     (AuthError, 401),
@@ -57,9 +57,9 @@ _MEANING = {
     "asking about another node's task.",
     404: "Not found (``message`` says what).",
     409: "Refused in the cluster's present state (``message`` says why); nothing was done.",
-    422: "Each value is one the document allows, but not all together (``message`` says why: "
-    "a healthy deadline past the progress deadline, a body naming another service than its "
-    "URL …); nothing was done.",
+    422: "Each value is one the document allows, but the server cannot act on them "
+    "(``message`` says why: a healthy deadline past the progress deadline, a body naming "
+    "another service than its URL, a certificate file it cannot load …); nothing was done.",
     413: "The request's body is over 8 MiB.",
     503: "No manager answered in time (is a leader elected?), or the store does not answer; "
     "nothing was done — try again.",

@@ -12,7 +12,7 @@ from pydantic import Field, PlainValidator, WithJsonSchema
 from ..domain.base import Model, Whole
 from ..domain.nodes import NodeSummary  # a domain model: the client reads it too
 from ..domain.services import Service
-from ..domain.specs import ENV_KEY_RE
+from ..domain.specs import ENV_KEY_RE, MAPS
 from ..domain.tasks import DesiredState, Task
 
 __all__ = [
@@ -47,7 +47,10 @@ def spec_change(spec: dict[str, Any]) -> dict[str, Any]:
     its default — but the name, which a change cannot take away. Only stated: the server
     merges the change into the current spec (``patch_spec``), a nested object key by key, and
     checks the result."""
-    fields = spec["properties"]
+    fields = dict(spec["properties"])
+    for name in MAPS:  # null removes a key of these
+        free = fields[name]["additionalProperties"]
+        fields[name] = {**fields[name], "additionalProperties": {"anyOf": [free, {"type": "null"}]}}
     return {
         "type": "object",
         "title": "SpecChange",

@@ -59,6 +59,10 @@ class Controller:
                 self.queue.done(key)
             if again is not None:
                 self.queue.add_at(key, again)
+            # A turn for the rest of the loop (the API, the other controllers): a key looked at
+            # again at once, synced with writes that complete without a pause (the memory
+            # store), would else hold the loop for as long as its rollout has batches.
+            await asyncio.sleep(0)
 
     async def drain_queue(self) -> None:
         """Sync every queued key now (tests and start-up)."""

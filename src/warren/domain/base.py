@@ -11,7 +11,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from .durations import LONGEST, format_duration, parse_duration
-from .errors import INCONSISTENT, InconsistentError, ValidationError
+from .errors import UNPROCESSABLE, UnprocessableError, ValidationError
 
 __all__ = [
     "Duration",
@@ -19,8 +19,8 @@ __all__ = [
     "Whole",
     "duration_schema",
     "error_from_details",
-    "inconsistent",
     "parse_model",
+    "unprocessable",
     "validation_error",
     "whole_number",
 ]
@@ -60,14 +60,18 @@ def _to_text(seconds: float) -> str | float:
     return text if parse_duration(text) == seconds else seconds
 
 
+_FRACTION = r"(\.[0-9]{1,9})?"
 DURATION_PATTERN = (
-    r"^([0-9]{1,9}(\.[0-9]{1,9})?"
-    r"|([0-9]{1,11}(\.[0-9]{1,9})?ms|[0-9]{1,8}(\.[0-9]{1,9})?s"
-    r"|[0-9]{1,7}(\.[0-9]{1,9})?m|[0-9]{1,5}(\.[0-9]{1,9})?h){1,4})$"
+    rf"^([0-9]{{1,9}}{_FRACTION}"
+    # Hours first, then minutes and seconds under 60: what format_duration writes, up to LONGEST.
+    rf"|(([0-9]{{1,5}}|[0-7][0-9]{{5}}|8[0-6][0-9]{{4}}|87[0-5][0-9]{{3}})h"
+    rf"([0-5]?[0-9]m)?([0-5]?[0-9]{_FRACTION}s)?|876000h)"
+    rf"|([0-9]{{1,11}}{_FRACTION}ms|[0-9]{{1,8}}{_FRACTION}s|[0-9]{{1,7}}{_FRACTION}m){{1,4}})$"
 )
-"""The text forms ``parse_duration`` takes, as the OpenAPI document states them: digits few
-enough that no duration so written is over LONGEST (four parts of under 20 years at most).
-``parse_duration`` takes longer texts too, up to LONGEST."""
+"""The text forms ``parse_duration`` takes, as the OpenAPI document states them: every text
+``format_duration`` writes, and digits few enough that no duration so written is over LONGEST
+(hours under 876000 with minutes and seconds under 60; else four parts of under 20 years at
+most). ``parse_duration`` takes longer texts too, up to LONGEST."""
 
 
 def duration_schema(number: dict[str, Any], pattern: str = DURATION_PATTERN) -> WithJsonSchema:
@@ -86,10 +90,10 @@ Duration = Annotated[
 """A duration in seconds; accepts ``500ms``, ``10s``, ``5m`` or a number of seconds."""
 
 
-def inconsistent(message: str) -> PydanticCustomError:
+def unprocessable(message: str) -> PydanticCustomError:
     """The error of a model validator that refuses a combination of values each allowed on its
-    own (what JSON Schema cannot state): the API answers it 422, an InconsistentError."""
-    return PydanticCustomError(INCONSISTENT, "{reason}", {"reason": message})
+    own (what JSON Schema cannot state): the API answers it 422, an UnprocessableError."""
+    return PydanticCustomError(UNPROCESSABLE, "{reason}", {"reason": message})
 
 
 def whole_number(value: Any) -> Any:
@@ -115,8 +119,8 @@ def error_from_details(
 ) -> ValidationError:
     """The first of pydantic's error details as one line that names the field. ``skip`` drops
     leading location parts (FastAPI's ``body``). A value the API's document refuses comes
-    before a combination it cannot state (an InconsistentError, only when that is all)."""
-    errors = sorted(errors, key=lambda e: e["type"] == INCONSISTENT)
+    before a combination it cannot state (an UnprocessableError, only when that is all)."""
+    errors = sorted(errors, key=lambda e: e["type"] == UNPROCESSABLE)
     err = errors[0]
     loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union"))]
     while loc and loc[0] in skip:
@@ -130,7 +134,7 @@ def error_from_details(
     extra = len(errors) - 1
     if extra:
         message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
-    kind = InconsistentError if err["type"] == INCONSISTENT else ValidationError
+    kind = UnprocessableError if err["type"] == UNPROCESSABLE else ValidationError
     return kind(message, field)
 
 

@@ -2,7 +2,7 @@
 
     WarrenError                      every error Warren raises on purpose
     ├── ValidationError              bad input: spec, YAML, flag, API body (names the field)
-    │   └── InconsistentError        each value allowed, their combination not (deadlines…)
+    │   └── UnprocessableError       each value allowed, yet not to be acted on (deadlines…)
     ├── NotFoundError                no such service, task, revision, node
     ├── ConflictError                already exists, or a compare-and-swap lost a race
     │   └── CompactedError           a watch asked for a revision the store no longer keeps
@@ -21,18 +21,18 @@ cancellation is never swallowed.
 from __future__ import annotations
 
 __all__ = [
-    "INCONSISTENT",
+    "UNPROCESSABLE",
     "AuthError",
     "CompactedError",
     "ConflictError",
     "DriverError",
     "ForbiddenError",
-    "InconsistentError",
     "InvalidTransitionError",
     "MissingExtraError",
     "NotFoundError",
     "StoreError",
     "UnavailableError",
+    "UnprocessableError",
     "ValidationError",
     "WarrenError",
     "error_for_code",
@@ -60,16 +60,17 @@ class ValidationError(WarrenError):
         self.reason = message
 
 
-class InconsistentError(ValidationError):
-    """Input whose every value is one the API's document allows, but not all together (a
-    healthy deadline past the progress deadline, a body naming another service than its URL):
-    what no JSON Schema states, answered 422 where a value the document refuses is a 400."""
+class UnprocessableError(ValidationError):
+    """Input whose every value is one the API's document allows, which the server still cannot
+    act on: values that do not go together (a healthy deadline past the progress deadline, a
+    body naming another service than its URL), a certificate file it cannot load — what no
+    JSON Schema states. Answered 422, where a value the document refuses is a 400."""
 
-    code = "inconsistent"
+    code = "unprocessable"
 
 
-INCONSISTENT = "inconsistent"
-"""The pydantic error type of an InconsistentError (``PydanticCustomError``'s first argument)."""
+UNPROCESSABLE = "unprocessable"
+"""The pydantic error type of an UnprocessableError (``PydanticCustomError``'s first argument)."""
 
 
 class NotFoundError(WarrenError):
@@ -122,7 +123,7 @@ class StoreError(WarrenError):
 def error_for_code(code: str, message: str, field: str | None = None) -> WarrenError:
     """Rebuild an error from its API form ``{"code", "message", "field"}`` (used by the client)."""
     classes: list[type[WarrenError]] = [
-        ValidationError, InconsistentError, NotFoundError, ConflictError, CompactedError,
+        ValidationError, UnprocessableError, NotFoundError, ConflictError, CompactedError,
         InvalidTransitionError, AuthError, ForbiddenError, UnavailableError, DriverError,
         StoreError,
     ]  # fmt: skip

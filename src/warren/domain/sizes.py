@@ -18,13 +18,14 @@ _MEMORY_UNITS = {
 }  # fmt: skip
 
 
-LARGEST_MEMORY = 2**60
-"""An exbibyte: more than any node has, and a whole number every store keeps."""
+LARGEST_MEMORY = 2**52
+"""4 PiB: more than any node has, and a whole number a double holds exactly, near it too (a
+client's JSON may read numbers as doubles: 2**60 + 23 and 2**60 are one double)."""
 MEMORY_SCHEMA: dict[str, Any] = {
     "anyOf": [
         {"type": "integer", "minimum": 0, "maximum": LARGEST_MEMORY},
-        # Nine digits at most: 999999999Gi is still under LARGEST_MEMORY.
-        {"type": "string", "pattern": r"^[0-9]{1,9}(\.[0-9]{1,9})?([kKmMgG][iI]?[bB]?|[bB])?$"},
+        # Six digits at most: 999999Gi is still under LARGEST_MEMORY.
+        {"type": "string", "pattern": r"^[0-9]{1,6}(\.[0-9]{1,9})?([kKmMgG][iI]?[bB]?|[bB])?$"},
     ]
 }
 """What ``parse_memory`` takes, as the OpenAPI document states it."""
@@ -42,5 +43,5 @@ def parse_memory(value: str | int) -> int:
         # Exact: a float of 400 digits is infinite, and int() of it raises.
         size = int(Fraction(match.group(1)) * _MEMORY_UNITS[unit])
     if not 0 <= size <= LARGEST_MEMORY:
-        raise ValueError(f"memory must be 0 to 1Ei (2**60 bytes), got {value!r}")
+        raise ValueError(f"memory must be 0 to 4Pi (2**52 bytes), got {value!r}")
     return size

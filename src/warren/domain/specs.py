@@ -23,12 +23,12 @@ from .base import (
     Model,
     Whole,
     duration_schema,
-    inconsistent,
     parse_model,
+    unprocessable,
     whole_number,
 )
 from .diffs import Change, diff
-from .errors import ConflictError, ValidationError
+from .errors import ConflictError, UnprocessableError, ValidationError
 from .notifications import DeploymentEvent, NotifyFormat
 from .sizes import MEMORY_SCHEMA, parse_memory
 
@@ -447,7 +447,7 @@ class Analysis(Model):
             ("webhook", [w.name for w in self.webhooks]),
         ):
             if len(set(names)) != len(names):
-                raise inconsistent(f"two {kind}s have the same name")
+                raise unprocessable(f"two {kind}s have the same name")
         return self
 
 
@@ -509,7 +509,10 @@ class Notify(Model):
     ``format`` (``docs/deployments.md``, Notifications)."""
 
     url: Annotated[str, URL]
-    on: Annotated[tuple[DeploymentEvent, ...] | None, BeforeValidator(_known_events)] = None
+    on: Annotated[
+        Annotated[tuple[DeploymentEvent, ...], Field(min_length=1)] | None,
+        BeforeValidator(_known_events),
+    ] = None
     """The events it wants; None (left out): every one."""
     format: NotifyFormat = NotifyFormat.JSON
 
@@ -619,19 +622,19 @@ class ServiceSpec(Model):
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSpec:
         if self.image is None and self.command is None:
-            raise ValueError("set an image (docker driver) or a command (process driver)")
+            raise unprocessable("set an image (docker driver) or a command (process driver)")
         if self.driver == "docker" and self.image is None:
-            raise inconsistent("the docker driver needs an image")
+            raise unprocessable("the docker driver needs an image")
         if self.driver == "process" and self.command is None:
-            raise inconsistent("the process driver needs a command")
+            raise unprocessable("the process driver needs a command")
         if self.driver == "process" and self.image is not None:
-            raise inconsistent("the process driver runs a command, not an image")
+            raise unprocessable("the process driver runs a command, not an image")
         published = [p.published for p in self.ports]
         if len(set(published)) != len(published):
-            raise inconsistent("a published port appears twice")
+            raise unprocessable("a published port appears twice")
         problem = _cannot_finish(self.deploy)
         if problem:
-            raise inconsistent(problem)
+            raise unprocessable(problem)
         return self
 
     @property
@@ -770,15 +773,21 @@ def service_to_document(spec: ServiceSpec) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": "Service", "metadata": meta, "spec": body}
 
 
-def _merge(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep merge for partial updates: mappings merge key by key, anything else replaces, and
-    None removes the key (``{"image": "x", "command": None}`` switches a service to an image)."""
+MAPS = ("env", "labels")
+"""The spec's free-form maps, whose keys a change removes with null."""
+
+
+def _merge(base: dict[str, Any], changes: Mapping[str, Any], drop: bool = True) -> dict[str, Any]:
+    """Deep merge for partial updates: mappings merge key by key, anything else replaces. None
+    removes the key of the spec itself (``{"image": "x", "command": None}`` switches a service
+    to an image; the field is then its default) and of a map (``env``, ``labels``); in a nested
+    object it is a value, which the spec's check takes where the field may be null."""
     out = dict(base)
     for key, value in changes.items():
-        if value is None:
+        if value is None and drop:
             out.pop(key, None)
         elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = _merge(out[key], value, drop=key in MAPS)
         else:
             out[key] = value
     return out
@@ -790,7 +799,7 @@ def patch_spec(
     """``spec`` with a partial camelCase ``changes`` merged in (``--env K=V`` adds to the env)
     and the ``env_rm`` keys removed. Errors name the field as ``spec.FIELD``."""
     if "name" in changes and changes["name"] != spec.name:
-        raise ValidationError("a service cannot be renamed", "spec.name")
+        raise UnprocessableError("a service cannot be renamed", "spec.name")
     if "image" in changes and changes["image"] is not None and spec.command is not None:
         changes = {"command": None, **changes}
     if "command" in changes and changes["command"] is not None and spec.image is not None:
@@ -807,5 +816,5 @@ def patch_spec(
         del merged["env"][key]
     try:
         return parse_model(ServiceSpec, merged)
-    except ValidationError as exc:
-        raise ValidationError(exc.reason, f"spec.{exc.field}" if exc.field else "spec") from None
+    except ValidationError as exc:  # an UnprocessableError stays one
+        raise type(exc)(exc.reason, f"spec.{exc.field}" if exc.field else "spec") from None
