@@ -6,6 +6,7 @@ import sys
 
 from bench import (
     canary_fail,
+    cli,
     containers,
     crash_rounds,
     failover,
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "containers": containers.main,
     "failover": failover.main,
     "crash-rounds": crash_rounds.main,
+    "cli": cli.main,
 }
 
 
