@@ -151,12 +151,17 @@ class Client:
 
         return Service.model_validate(self.request("POST", "/v1/services", json=spec.to_wire()))
 
-    def apply_service(self, spec: ServiceSpec) -> tuple[Service, str, str | None]:
+    def apply_service(
+        self, spec: ServiceSpec, override: bool = False
+    ) -> tuple[Service, str, str | None]:
         """Create or replace; returns the service, ``created|updated|unchanged`` and the
-        deployment the change started, if any."""
+        deployment the change started, if any. ``override``: start a release outside the
+        service's deployment windows or in a freeze."""
         from .domain.services import Service
 
-        body = self.request("PUT", f"/v1/services/{spec.name}", json=spec.to_wire())
+        params = {"override": "true"} if override else None
+        path = f"/v1/services/{spec.name}"
+        body = self.request("PUT", path, json=spec.to_wire(), params=params)
         result = body.pop("result")
         deployment = body.pop("deployment", None)
         return Service.model_validate(body), str(result), deployment
@@ -189,6 +194,7 @@ class Client:
         env_rm: list[str] | None = None,
         cause: str = "",
         force: bool = False,
+        override: bool = False,
     ) -> tuple[Service, bool, str | None]:
         """Partial update: camelCase ``changes`` merged into the spec. Returns (service,
         whether anything changed, the id of the deployment it started if any). ``force``:
@@ -198,6 +204,8 @@ class Client:
         sent: dict[str, Any] = {"spec": changes, "envRm": env_rm or [], "cause": cause}
         if force:
             sent["force"] = True
+        if override:
+            sent["override"] = True
         body = self.request("PATCH", f"/v1/services/{name}", json=sent)
         result = body.pop("result")
         deployment = body.pop("deployment", None)
@@ -213,6 +221,17 @@ class Client:
         """What a change would do, step by step, without doing it (``warren deploy plan``)."""
         body = {"spec": changes, "envRm": env_rm or [], "replace": replace}
         return dict(self.request("POST", f"/v1/services/{name}/plan", json=body))
+
+    def freeze(self, until: float, reason: str, service: str | None = None) -> dict[str, Any]:
+        """No release of ``service`` (None: of any service) before ``until`` (Unix time)."""
+        body = {"until": until, "reason": reason, **({"service": service} if service else {})}
+        return dict(self.request("POST", "/v1/freezes", json=body))
+
+    def unfreeze(self, service: str | None = None) -> None:
+        self.request("DELETE", "/v1/freezes", params={"service": service} if service else None)
+
+    def list_freezes(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/v1/freezes"))
 
     def scale_service(self, name: str, replicas: int) -> Service:
         from .domain.services import Service

@@ -42,6 +42,7 @@ from ..domain.requests import Answer, Intent
 from ..domain.services import Revision, RevisionEntry, Service
 from ..domain.specs import NAME_PATTERN, ServiceSpec, patch_spec, spec_changes
 from ..domain.tasks import Task
+from ..domain.windows import Freeze, release_refusal
 from ..planning.draining import drain_status
 from ..planning.previewing import RolloutPlan, plan_fast_track, plan_rollout
 from ..planning.releases import fast_track_target, newest_good_revision, starts_from
@@ -55,6 +56,7 @@ from .guards import GuardedRoute, bearer, guard
 from .logs import LogFollow, read_logs, shown
 from .nodes import FollowLogs, ReadLogs, node_routes
 from .schemas import (
+    FreezeRequest,
     PlanRequest,
     RollbackRequest,
     ScaleRequest,
@@ -259,7 +261,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
         tags=["services"],
         responses={201: {"description": "Created", "content": _OBJECT}, **_SPEC},
     )
-    async def apply_service(name: ServiceName, spec: ServiceSpec, _: Auth) -> JSONResponse:
+    async def apply_service(
+        name: ServiceName,
+        spec: ServiceSpec,
+        _: Auth,
+        override: Annotated[
+            bool, Query(description="Start a release outside its windows or in a freeze.")
+        ] = False,
+    ) -> JSONResponse:
         """Create the service, or replace its spec (a new revision when the template changed;
         the deployment it starts is in ``deployment``)."""
         if spec.name != name:
@@ -267,7 +276,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         admit(spec)
         try:
             before, _kv = await cluster.get_service(name)
-            service, changed = await cluster.update_service(name, lambda _old: spec, "apply")
+            service, changed = await cluster.update_service(
+                name, lambda _old: spec, "apply", override=override
+            )
         except NotFoundError:
             service = await cluster.create_service(spec)
             await cluster.record("service.created", f"service {name} created", service=name)
@@ -296,6 +307,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             lambda spec: admit(patch_spec(spec, patch.spec, patch.env_rm)),
             cause,
             force=patch.force,
+            override=patch.override,
         )
         if changed:
             await _record_update(service)
@@ -325,7 +337,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
         )
         admit(new)  # refused here as the change itself would be: nothing then to show
         plan = await _plan(service, new)
-        return dataclasses.replace(plan, changes=spec_changes(service.spec, new)).to_wire()
+        windows = service.spec.deploy.windows
+        held = release_refusal(name, windows, await cluster.list_freezes(), cluster.clock.now())
+        if plan.strategy == "none":
+            held = None  # no release to hold
+        elif held is None and windows:
+            held = f"deployment windows: {'; '.join(w.describe() for w in windows)} (open now)"
+        notes = (*plan.notes, held) if held else plan.notes
+        changes = spec_changes(service.spec, new)
+        return dataclasses.replace(plan, changes=changes, notes=notes).to_wire()
 
     async def _plan(service: Service, new: ServiceSpec) -> RolloutPlan:
         name = service.name
@@ -510,6 +530,43 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Stop the active rollout and go back to the revision it started from (the answer is
         the aborted deployment; its rollback follows at once)."""
         return (await _ask(name, Intent.ABORT)).to_wire()
+
+    # ── freezes ──────────────────────────────────────────────────────────────────────────────
+
+    @app.get("/v1/freezes", tags=["deployments"], responses=_errors())
+    async def list_freezes(_: Auth) -> list[dict[str, Any]]:
+        """The freezes that hold now: no release of ``service`` (absent: of any) before
+        ``until``."""
+        return [f.to_wire() for f in await cluster.list_freezes()]
+
+    @app.post(
+        "/v1/freezes", tags=["deployments"], status_code=201, responses=_errors(404, 413, 422)
+    )
+    async def freeze(body: FreezeRequest, _: Auth) -> dict[str, Any]:
+        """Freeze the releases of ``service`` (absent: of every service) until ``until`` (Unix
+        time), with ``reason``: an update that would start one is refused (409) unless it says
+        ``override``; a rollback still runs. Replaces the freeze of that scope."""
+        if body.until <= cluster.clock.now():
+            raise UnprocessableError("must be in the future", "until")
+        made = await cluster.put_freeze(
+            Freeze(service=body.service, until=body.until, reason=body.reason)
+        )
+        scope = f"service {body.service}" if body.service else "every service"
+        await cluster.record(
+            "freeze", f"releases of {scope} frozen: {body.reason}", service=body.service
+        )
+        return made.to_wire()
+
+    @app.delete("/v1/freezes", tags=["deployments"], responses=_errors(404))
+    async def unfreeze(
+        _: Auth,
+        service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    ) -> dict[str, Any]:
+        """End the freeze of ``service`` (absent: the one of every service); answers it."""
+        ended = await cluster.delete_freeze(service)
+        scope = f"service {service}" if service else "every service"
+        await cluster.record("unfreeze", f"releases of {scope} unfrozen", service=service)
+        return ended.to_wire()
 
     @app.post("/v1/services/{name}/rollback", tags=["deployments"], responses=_WRITE)
     async def rollback(name: ServiceName, body: RollbackRequest, _: Auth) -> dict[str, Any]:

@@ -12,11 +12,12 @@ from pydantic import Field, PlainValidator, WithJsonSchema
 from ..domain.base import Model, Whole
 from ..domain.nodes import NodeSummary  # a domain model: the client reads it too
 from ..domain.services import Service
-from ..domain.specs import ENV_KEY_RE, MAPS
+from ..domain.specs import ENV_KEY_RE, MAPS, NAME_PATTERN
 from ..domain.tasks import DesiredState, Task
 
 __all__ = [
     "ErrorBody",
+    "FreezeRequest",
     "NodeSummary",
     "PlanRequest",
     "ScaleRequest",
@@ -112,6 +113,16 @@ class ServicePatch(Model):
     cause: str = ""
     force: bool = Field(False, strict=True)
     """Redeploy even when nothing changes (``service update --force``)."""
+    override: bool = Field(False, strict=True)
+    """Start a release outside the service's deployment windows or in a freeze."""
+
+
+class FreezeRequest(Model):
+    service: str | None = Field(None, pattern=NAME_PATTERN)
+    """The service whose releases to freeze; absent: every service."""
+    until: float = Field(gt=0, allow_inf_nan=False, strict=True)
+    """Unix time."""
+    reason: str = Field(min_length=1, max_length=500)
 
 
 class PlanRequest(Model):

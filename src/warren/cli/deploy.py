@@ -1,5 +1,5 @@
-"""``warren deploy …`` (status, history, pause, resume, abort, promote, plan) and the live view
-of a rollout that ``service update`` and ``service rollback`` follow until it ends."""
+"""``warren deploy …`` (status, history, pause, resume, abort, promote, plan, freeze) and the
+live view of a rollout that ``service update`` and ``service rollback`` follow until it ends."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from ..domain.durations import format_duration
 from ..domain.errors import WarrenError
 from .changes import PLAN, Changes, change_flags
 from .connect import connect
+from .flags import UNTIL
 from .live import RolloutView, follow_again
-from .output import OUTPUT, QUIET, Format, ago, console, err_console, group, show
+from .output import OUTPUT, QUIET, Format, ago, console, err_console, group, iso_seconds, show
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -180,6 +181,67 @@ def history(name: str, output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> N
         console.print(table)
 
     show(output, lambda: deployments, view, [d.id for d in deployments] if quiet else None)
+
+
+@app.command()
+def freeze(
+    until: Annotated[
+        float,
+        typer.Option(
+            "--until",
+            parser=UNTIL,
+            metavar="DUR|TIME",
+            help="Until when: a duration from now (2h) or an RFC 3339 time.",
+        ),
+    ],
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why (shown to all).")],
+    service: Annotated[
+        str | None,
+        typer.Option("--service", metavar="NAME", help="Only this service (default: every one)."),
+    ] = None,
+) -> None:
+    """Refuse new releases until a time: an update that would start one fails, saying until when
+    (`--override` goes anyway). A rollback still runs; so does a change of replicas."""
+    with connect() as client:
+        made = client.freeze(until, reason, service)
+    scope = f"service {service}" if service else "every service"
+    console.print(f"releases of {scope} frozen until {iso_seconds(made['until'])}: {reason}")
+
+
+@app.command()
+def unfreeze(
+    service: Annotated[
+        str | None,
+        typer.Option(
+            "--service",
+            metavar="NAME",
+            help="The freeze of this service (default: the one of every service).",
+        ),
+    ] = None,
+) -> None:
+    """End a freeze."""
+    with connect() as client:
+        client.unfreeze(service)
+    console.print(f"releases of {f'service {service}' if service else 'every service'} unfrozen")
+
+
+@app.command()
+def freezes(output: OUTPUT = Format.TABLE) -> None:
+    """The freezes that hold now."""
+    with connect() as client:
+        found = client.list_freezes()
+
+    def view() -> None:
+        table = Table(box=None)
+        for column in ("SCOPE", "UNTIL", "REASON"):
+            table.add_column(column)
+        for f in found:
+            table.add_row(
+                f.get("service") or "(every service)", iso_seconds(f["until"]), f["reason"]
+            )
+        console.print(table)
+
+    show(output, lambda: found, view)
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime
 from typing import Any
 
 import typer
@@ -19,6 +20,7 @@ __all__ = [
     "POSITIVE_DURATION",
     "SINCE",
     "SIZE",
+    "UNTIL",
     "change_ports",
     "parse_env",
     "parse_publish",
@@ -51,6 +53,23 @@ def SINCE(value: str) -> str:
     except ValidationError as exc:
         raise typer.BadParameter(exc.reason) from None
     return value
+
+
+def UNTIL(value: str) -> float:
+    """Typer parser for ``--until``: a duration from now (``2h``, ``3h30m``) or an RFC 3339
+    time (``2026-12-24T18:00:00+01:00``) → Unix time, in the future."""
+    try:
+        when = datetime.fromisoformat(value.replace("z", "Z")).timestamp()
+    except ValueError:
+        try:
+            when = time.time() + parse_duration(value)
+        except ValidationError:
+            raise typer.BadParameter(
+                f"expected a duration like 2h or a time like 2026-12-24T18:00:00Z, got {value!r}"
+            ) from None
+    if when <= time.time():
+        raise typer.BadParameter(f"must be in the future, got {value!r}")
+    return when
 
 
 def SIZE(value: str | int) -> int:

@@ -27,7 +27,7 @@ from . import cluster, deploy, events, node, service
 from .connect import connect, use
 from .deploy import follow, follow_start
 from .flags import DURATION, POSITIVE_DURATION, SIZE
-from .output import DETACH, advise_on, console, err_console, fail, group
+from .output import DETACH, OVERRIDE, advise_on, console, err_console, fail, group
 
 if TYPE_CHECKING:
     from ..agent.drivers.process import LogRotation
@@ -816,6 +816,7 @@ def apply(
             "its changes field by field and what they lead to; change nothing.",
         ),
     ] = False,
+    override: OVERRIDE = False,
 ) -> None:
     """Create or update every service described in a YAML file. Without --detach, then follows
     each: a new service until its tasks are ready, an update's deployment until it ends; exits
@@ -829,7 +830,7 @@ def apply(
     with connect() as client:
         applied = []
         for spec in specs:
-            svc, result, deployment = client.apply_service(spec)
+            svc, result, deployment = client.apply_service(spec, override=override)
             console.print(f"service {svc.name} {result} (revision {svc.revision})")
             advise_on(svc.spec)
             applied.append((svc, result, deployment))

@@ -94,6 +94,19 @@ OUTPUT = Annotated[
 ]  # fmt: skip
 QUIET = Annotated[bool, typer.Option("--quiet", "-q", help="Names or ids only, one per line.")]
 DETACH = Annotated[bool, typer.Option("--detach", "-d", help="Return at once.")]
+OVERRIDE = Annotated[
+    bool,
+    typer.Option(
+        "--override",
+        help="Start the release even outside the service's deployment windows or in a freeze "
+        "(said in its decision log).",
+    ),
+]
+
+
+def iso_seconds(when: float) -> str:
+    """A Unix time as ``2026-12-24T17:00:00Z`` (a time a person reads)."""
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def iso(when: float | None) -> str | None:

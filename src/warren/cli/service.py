@@ -19,7 +19,18 @@ from .changes import CREATE, UPDATE, Changes, change_flags
 from .connect import connect
 from .deploy import follow, follow_start
 from .flags import SINCE, change_ports, parse_publish
-from .output import DETACH, OUTPUT, QUIET, Format, advise_on, ago, console, group, show
+from .output import (
+    DETACH,
+    OUTPUT,
+    OVERRIDE,
+    QUIET,
+    Format,
+    advise_on,
+    ago,
+    console,
+    group,
+    show,
+)
 
 if TYPE_CHECKING:
     from ..domain.services import EnvChange, RevisionEntry
@@ -271,6 +282,7 @@ def update(
             "task replaced by the update config (and the image's tag resolved again).",
         ),
     ] = False,
+    override: OVERRIDE = False,
     detach: DETACH = False,
 ) -> None:
     """Change a service. A change of image, command, env, health check … makes a new revision
@@ -290,7 +302,9 @@ def update(
                 publish_add, changes.get("tls_cert"), changes.get("tls_key"), "--publish-add"
             )
             spec_changes["ports"] = change_ports(current, added, publish_rm)
-        service, changed, deployment = client.patch_service(name, spec_changes, env_rm, force=force)
+        service, changed, deployment = client.patch_service(
+            name, spec_changes, env_rm, force=force, override=override
+        )
         if changed:
             advise_on(service.spec)
         if not changed:

@@ -84,6 +84,8 @@ class Reason(StrEnum):
     """Reason codes of conditions and decisions (stable: scripts may match on them)."""
 
     NEW_REVISION = "NewRevision"
+    OVERRIDDEN = "Overridden"
+    """Started outside the service's deployment windows or in a freeze (``--override``)."""
     BATCH_STARTED = "BatchStarted"
     BATCH_READY = "BatchReady"
     DELAY = "Delay"

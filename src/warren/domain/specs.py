@@ -31,6 +31,7 @@ from .diffs import Change, diff
 from .errors import ConflictError, UnprocessableError, ValidationError
 from .notifications import DeploymentEvent, NotifyFormat
 from .sizes import MEMORY_SCHEMA, parse_memory
+from .windows import DeployWindow
 
 __all__ = [
     "API_VERSION",
@@ -543,6 +544,8 @@ class DeployConfig(Model):
     revision_history_limit: Whole = Field(10, ge=1)
     notify: tuple[Notify, ...] = ()
     """Who is told of the deployments."""
+    windows: tuple[DeployWindow, ...] = ()
+    """When a release may start (none: any time); ``domain.windows``."""
 
 
 _SPEC_SCHEMA: dict[str, Any] = {

@@ -51,6 +51,7 @@ from ..domain.requests import Intent, OperatorRequest
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec
 from ..domain.tasks import OBSERVED_FIELDS, DesiredState, Task, TaskState
+from ..domain.windows import Freeze, release_refusal
 from ..planning.draining import drain_status
 from ..planning.releases import (
     fast_track_target,
@@ -110,6 +111,8 @@ NOTIFICATIONS = "/notifications/"
 PORTS = "/ports/"
 """``/ports/PORT`` → the name of the service that publishes it: one service per port, claimed
 in the transaction that writes the spec."""
+FREEZES = "/freezes/"
+"""``/freezes/SERVICE`` (or ``/freezes/*``: every service) → a Freeze (``domain.windows``)."""
 CLUSTER_SECRET = "/cluster/secret"
 JOIN_TOKEN = "/cluster/join-token"
 ADMIN_TOKEN = "/cluster/admin-token"
@@ -149,6 +152,10 @@ def deployment_key(service: str, sequence: int) -> str:
 def notification_key(service: str, sequence: int) -> str:
     """Where what was told of deployment ``sequence`` of ``service`` is kept."""
     return f"{NOTIFICATIONS}{service}/{sequence:08d}"
+
+
+def freeze_key(service: str | None) -> str:
+    return f"{FREEZES}{service or '*'}"
 
 
 def request_key(service: str) -> str:
@@ -257,6 +264,7 @@ class ClusterStore:
         change: Callable[[ServiceSpec], ServiceSpec],
         cause: str = "update",
         force: bool = False,
+        override: bool = False,
     ) -> tuple[Service, bool]:
         """Apply ``change`` to the current spec with compare-and-swap (retried on a lost race).
         When the template changed, a new revision is stored and, in the same transaction, a
@@ -265,8 +273,10 @@ class ClusterStore:
         stable revision instead (``planning.releases``). ``force``: a new revision and its
         deployment even when the template is the same (``service update --force``: every task
         replaced, by the update config; a new number, because a deployment moves slots from
-        one revision to another — and the new revision resolves its image tag again). Returns
-        (service, whether anything changed)."""
+        one revision to another — and the new revision resolves its image tag again). A new
+        release is refused outside the service's deployment windows or in a freeze, unless
+        ``override`` (then said in its decision log); a rollback never is. Returns (service,
+        whether anything changed)."""
         for _ in range(10):
             current, kv = await self.get_service(name)
             spec = change(current.spec)
@@ -279,8 +289,9 @@ class ClusterStore:
             ops: list[Op] = []
             number = current.revision
             if force:
+                note = await self._release_allowed(current, override, compares)
                 number = await self._next_revision(name)
-                await self._create_update(current, spec, number, latest, cause, compares, ops)
+                await self._create_update(current, spec, number, latest, cause, compares, ops, note)
             elif not spec.same_template(current.spec):
                 active = latest[0] if latest is not None else None
                 stable = await self._stable_spec(active)
@@ -292,8 +303,11 @@ class ClusterStore:
                         asked, back_to, Reason.FAST_ROLLBACK, latest, compares, ops
                     )
                 else:
+                    note = await self._release_allowed(current, override, compares)
                     number = await self._next_revision(name)
-                    await self._create_update(current, spec, number, latest, cause, compares, ops)
+                    await self._create_update(
+                        current, spec, number, latest, cause, compares, ops, note
+                    )
             service = current.model_copy(
                 update={"spec": spec, "revision": number, "updated_at": self.clock.now()}
             )
@@ -313,6 +327,7 @@ class ClusterStore:
         cause: str,
         compares: list[Compare],
         ops: list[Op],
+        note: str = "",
     ) -> Deployment:
         now = self.clock.now()
         rev = Revision(service=current.name, number=number, spec=spec, created_at=now, change=cause)
@@ -320,8 +335,54 @@ class ClusterStore:
         start = starts_from(latest[0] if latest else None, current.revision)
         sequence = await self._add_deployment_guards(current.name, latest, compares, ops)
         deployment = new_update(current, number, spec, start, now, sequence)
+        if note:
+            deployment = deployment.decide(now, Reason.OVERRIDDEN, note, action="start anyway")
         ops.extend(_deployment_puts(deployment, sequence))
         return deployment
+
+    async def _release_allowed(
+        self, current: Service, override: bool, compares: list[Compare]
+    ) -> str:
+        """Refuse a new release of ``current`` outside its windows or in a freeze (a freeze put
+        meanwhile fails the transaction); with ``override``, the refusal to log ("" if none)."""
+        freezes = []
+        for key in (freeze_key(current.name), freeze_key(None)):
+            kv = await self.raw.get(key)
+            if kv is None:
+                compares.append(Compare.absent(key))
+            else:
+                compares.append(Compare.unchanged(kv))
+                freezes.append(decode(Freeze, kv))
+        windows = current.spec.deploy.windows
+        refusal = release_refusal(current.name, windows, freezes, self.clock.now())
+        if refusal is None:
+            return ""
+        if not override:
+            raise ConflictError(refusal)
+        return f"started with --override: {refusal.split('; ')[0]}"
+
+    async def put_freeze(self, freeze: Freeze) -> Freeze:
+        """Freeze the releases of ``freeze.service`` (None: of every service); replaces the
+        freeze of that scope."""
+        if freeze.service is not None:
+            await self.get_service(freeze.service)
+        freeze = freeze.model_copy(update={"created_at": self.clock.now()})
+        await self.raw.put(freeze_key(freeze.service), encode(freeze))
+        return freeze
+
+    async def delete_freeze(self, service: str | None) -> Freeze:
+        """End the freeze of ``service`` (None: the one of every service); returns it."""
+        kv = await self.raw.get(freeze_key(service))
+        if kv is None or not await self.raw.delete(freeze_key(service)):
+            scope = f"service {service!r}" if service else "every service"
+            raise NotFoundError(f"no freeze of {scope}")
+        return decode(Freeze, kv)
+
+    async def list_freezes(self) -> list[Freeze]:
+        """The freezes that still hold (an ended one is left out, and stays until replaced)."""
+        kvs, _ = await self.raw.range(FREEZES)
+        now = self.clock.now()
+        return [f for f in (decode(Freeze, kv) for kv in kvs) if f.until > now]
 
     async def _create_rollback(
         self,
