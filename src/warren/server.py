@@ -58,6 +58,7 @@ from .ingress.supervising import (
 from .paths import token_path
 from .peers import NodeLogs
 from .planning.notifications import server_receiver
+from .plugins import load_strategies
 from .ports import Clock, StateStore
 from .reporting import TrafficReporter
 from .store import MemoryStore, open_store
@@ -241,6 +242,7 @@ class Server:
 
     async def _start(self) -> None:
         cfg = self.config
+        load_strategies()  # before any spec is read: each names its strategy
         self._prepare_data_dir()
         self.http = HttpServer(cfg.api)
         self.store = open_store(cfg.store, cfg.data_dir, self.clock)

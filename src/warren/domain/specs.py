@@ -10,10 +10,12 @@ never creates a revision, a deployment or a task.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
+from importlib.metadata import entry_points
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -66,6 +68,7 @@ __all__ = [
     "parse_condition",
     "parse_memory",
     "patch_spec",
+    "plugin_strategy_names",
     "register_strategy_name",
     "service_from_document",
     "service_to_document",
@@ -119,6 +122,8 @@ class Strategy(StrEnum):
     CANARY = "canary"
 
 
+STRATEGY_GROUP = "warren.strategies"
+"""The entry point group of strategy plugins (``warren.plugins``)."""
 _STRATEGY_NAMES: set[str] = {s.value for s in Strategy}
 """What ``deploy.strategy`` accepts: the registry's names (``planning.strategies``)."""
 
@@ -132,15 +137,23 @@ def unregister_strategy_name(name: str) -> None:
         _STRATEGY_NAMES.discard(name)
 
 
+@functools.cache
+def plugin_strategy_names() -> frozenset[str]:
+    """The names of the strategies installed packages ship: their entry points in the group
+    ``warren.strategies`` (``warren.plugins`` loads them; a name is all a spec needs here)."""
+    return frozenset(e.name for e in entry_points(group=STRATEGY_GROUP))
+
+
 def _known_strategy(value: Any) -> Any:
-    if isinstance(value, str) and value not in _STRATEGY_NAMES:
+    if isinstance(value, str) and value not in _STRATEGY_NAMES | plugin_strategy_names():
         choices = ", ".join(sorted(_STRATEGY_NAMES))
         raise ValueError(f"unknown strategy {value!r}: expected one of {choices}")
     return value
 
 
 def _strategy_schema(schema: dict[str, Any]) -> None:
-    schema["enum"] = sorted(_STRATEGY_NAMES)  # as registered when the document is made
+    # As registered when the document is made, and the installed plugins'.
+    schema["enum"] = sorted(_STRATEGY_NAMES | plugin_strategy_names())
 
 
 StrategyName = Annotated[
