@@ -314,6 +314,16 @@ class Pin:
     header: str | None = None
     cookie: str | None = None
     value: str = "1"
+    match: str = "exact"
+    """How ``value`` is compared: ``exact``, ``prefix``, or ``regex`` (a search)."""
+    also: tuple[Pin, ...] = ()
+    """Further conditions that must hold as well (a header route's other matches); their own
+    ``revision`` is not read."""
+
+    @staticmethod
+    def from_wire(data: Mapping[str, Any]) -> Pin:
+        also = tuple(Pin.from_wire(p) for p in data.get("also", ()))
+        return Pin(**{**data, "also": also})
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +362,7 @@ class Route:
             host=data["host"],
             endpoints=tuple(Endpoint(**e) for e in data["endpoints"]),
             weights=tuple((int(r), int(w)) for r, w in data["weights"]),
-            pins=tuple(Pin(**p) for p in data["pins"]),
+            pins=tuple(Pin.from_wire(p) for p in data["pins"]),
             sticky_cookie=data["sticky_cookie"],
             tls=tuple((int(p), str(c), str(k)) for p, c, k in data.get("tls", ())),
         )

@@ -152,12 +152,12 @@ def test_spec_is_frozen() -> None:
         (
             {"deploy": {"canary": {"steps": [{"setWeight": 10, "pause": "1s"}]}}},
             "deploy.canary.steps.0",
-            "a step is either setWeight or pause",
+            "a step is one of setWeight, pause, setHeaderRoute",
         ),
         (
             {"deploy": {"canary": {"steps": [{"setWeight": 10}, {}]}}},
             "deploy.canary.steps.1",
-            "a step is either setWeight or pause",
+            "a step is one of setWeight, pause, setHeaderRoute",
         ),
         (
             {"deploy": {"canary": {"steps": [{"setWeight": 101}]}}},

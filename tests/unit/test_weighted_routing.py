@@ -4,6 +4,7 @@ interleaved; weights that change for the next request; pins by header and cookie
 from __future__ import annotations
 
 import itertools
+import json
 from collections import Counter
 
 import pytest
@@ -105,3 +106,39 @@ def test_a_retry_keeps_the_revision() -> None:
     assert other is None  # revision 2 has one endpoint, already tried
     other = entry.pick_other(["127.0.0.1:1000"], revision=1)
     assert other is not None and other.revision == 1 and other.address != "127.0.0.1:1000"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([(b"X-Beta", b"1"), (b"X-Team", b"payments-eu")], 2),  # both hold
+        ([(b"X-Beta", b"1")], None),  # one of two: not enough
+        ([(b"X-Beta", b"1"), (b"X-Team", b"search")], None),
+        ([(b"User-Agent", b"Mozilla/5.0 (Android 14)")], 2),
+        ([(b"User-Agent", b"Mozilla/5.0 (X11)")], None),
+        ([(b"Cookie", b"a=b; tier=gold-plus")], 2),
+        ([(b"Cookie", b"tier=silver")], None),
+    ],
+)
+def test_header_routes_match_exactly_by_prefix_or_regex_all_of_their_matches(
+    headers: list[tuple[bytes, bytes]], expected: int | None
+) -> None:
+    pins = (
+        Pin(
+            2,
+            header="X-Beta",
+            value="1",
+            also=(Pin(2, header="x-team", value="payments", match="prefix"),),
+        ),
+        Pin(2, header="User-Agent", value=r"Android \d+", match="regex"),
+        Pin(2, cookie="tier", value="gold", match="prefix"),
+    )
+    entry = table(((1, 100), (2, 0)), pins).service("web")
+    assert entry is not None
+    assert entry.pinned(headers) == expected
+
+
+def test_a_route_with_header_routes_goes_over_the_wire_and_back() -> None:
+    pin = Pin(2, header="X-Beta", value="1", also=(Pin(2, cookie="t", value="g.*", match="regex"),))
+    route = Route("web", (8080,), None, (), ((1, 100), (2, 0)), (pin,))
+    assert Route.from_wire(json.loads(json.dumps(route.to_wire()))) == route

@@ -7,10 +7,12 @@ drain finds it already out of rotation.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..domain.deployments import Deployment, DeploymentKind
 from ..domain.nodes import Node
 from ..domain.services import Revision, Service
-from ..domain.specs import ServiceSpec
+from ..domain.specs import HeaderRoute, RouteMatch, ServiceSpec
 from ..domain.tasks import Task, TaskState
 from ..planning.strategies import RouteExtras, kind_of
 from ..ports import Clock, DataPlane, Endpoint, Pin, Route
@@ -41,11 +43,11 @@ def route_for(
     extras = RouteExtras()
     if deployment is not None and deployment.kind == DeploymentKind.UPDATE:
         extras = kind_of(deployment).route_extras(deployment, release)
-    pins = (
-        (Pin(deployment.to_revision, header=extras.preview_header),)
-        if deployment is not None and extras.preview_header
-        else ()
-    )
+    pins: tuple[Pin, ...] = ()
+    if deployment is not None and extras.preview_header:
+        pins = (Pin(deployment.to_revision, header=extras.preview_header),)
+    if deployment is not None:
+        pins += tuple(_pin(deployment.to_revision, r) for r in extras.header_routes)
     return Route(
         service=service.name,
         ports=tuple(p.published for p in service.spec.ports),
@@ -56,6 +58,21 @@ def route_for(
         sticky_cookie=extras.sticky_cookie,
         tls=tuple((p.published, p.tls.cert, p.tls.key) for p in service.spec.ports if p.tls),
     )
+
+
+def _condition(revision: int, match: RouteMatch) -> Pin:
+    value = match.header_value or match.cookie_value
+    assert value is not None
+    return Pin(
+        revision, header=match.header_name, cookie=match.cookie_name, value=value.text,
+        match=value.kind,
+    )  # fmt: skip
+
+
+def _pin(revision: int, route: HeaderRoute) -> Pin:
+    """A canary's header route as the ingress reads it: every match must hold."""
+    first, *more = (_condition(revision, m) for m in route.match)
+    return dataclasses.replace(first, also=tuple(more))
 
 
 class RoutingController(Controller):

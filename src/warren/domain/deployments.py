@@ -84,6 +84,8 @@ class Reason(StrEnum):
     """Reason codes of conditions and decisions (stable: scripts may match on them)."""
 
     NEW_REVISION = "NewRevision"
+    HEADER_ROUTE_SET = "HeaderRouteSet"
+    """A canary step: matching requests go to the canary whatever its weight."""
     OVERRIDDEN = "Overridden"
     """Started outside the service's deployment windows or in a freeze (``--override``)."""
     BATCH_STARTED = "BatchStarted"

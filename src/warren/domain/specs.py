@@ -47,6 +47,7 @@ __all__ = [
     "DeployConfig",
     "ExecCheck",
     "FailureAction",
+    "HeaderRoute",
     "HealthCheck",
     "HttpCheck",
     "MetricCheck",
@@ -57,6 +58,7 @@ __all__ = [
     "RestartCondition",
     "RestartPolicy",
     "RollbackConfig",
+    "RouteMatch",
     "ServiceSpec",
     "Strategy",
     "StrategyName",
@@ -312,18 +314,122 @@ class RollbackConfig(Model):
     max_failure_ratio: float = Field(0.0, ge=0, le=1, strict=True)
 
 
+_STEP_KINDS = ("setWeight", "pause", "setHeaderRoute")
 _SET: dict[str, Any] = {"not": {"type": "null"}}
 _NULL: dict[str, Any] = {"type": "null"}
+_MATCH_KINDS = ("exact", "prefix", "regex")
+_HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$"
+_COOKIE_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
-class CanaryStep(Model):
-    """One of ``setWeight: N`` or ``pause: DURATION`` / ``pause: {}`` (until promoted)."""
+class ValueMatch(Model):
+    """Exactly one of: the whole value, its start, or a regular expression it contains."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "anyOf": [
-                {"required": ["setWeight"], "properties": {"setWeight": _SET, "pause": _NULL}},
-                {"required": ["pause"], "properties": {"pause": _SET, "setWeight": _NULL}},
+                {
+                    "required": [k],
+                    "properties": {o: _SET if o == k else _NULL for o in _MATCH_KINDS},
+                }
+                for k in _MATCH_KINDS
+            ]
+        }
+    )
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ValueMatch:
+        given = [k for k in _MATCH_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise unprocessable("give exactly one of exact, prefix, regex")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"{self.regex!r} is not a regular expression: {exc}") from None
+        return self
+
+    @property
+    def kind(self) -> str:
+        return (
+            "exact" if self.exact is not None else "prefix" if self.prefix is not None else "regex"
+        )
+
+    @property
+    def text(self) -> str:
+        return next(v for v in (self.exact, self.prefix, self.regex) if v is not None)
+
+
+class RouteMatch(Model):
+    """A request that carries header ``headerName`` — or cookie ``cookieName`` — whose value
+    matches ``headerValue`` (``cookieValue``)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "required": [f"{kind}Name", f"{kind}Value"],
+                    "properties": {
+                        f"{kind}Name": _SET,
+                        f"{kind}Value": _SET,
+                        f"{other}Name": _NULL,
+                        f"{other}Value": _NULL,
+                    },
+                }
+                for kind, other in (("header", "cookie"), ("cookie", "header"))
+            ]
+        }
+    )
+
+    header_name: str | None = Field(None, pattern=_HEADER_NAME)
+    header_value: ValueMatch | None = None
+    cookie_name: str | None = Field(None, pattern=_COOKIE_NAME)
+    cookie_value: ValueMatch | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> RouteMatch:
+        header = self.header_name is not None and self.header_value is not None
+        cookie = self.cookie_name is not None and self.cookie_value is not None
+        parts = [self.header_name, self.header_value, self.cookie_name, self.cookie_value]
+        if header == cookie or sum(p is not None for p in parts) != 2:
+            raise unprocessable("give headerName and headerValue, or cookieName and cookieValue")
+        return self
+
+    def describe(self) -> str:
+        name = self.header_name or f"cookie {self.cookie_name}"
+        value = self.header_value or self.cookie_value
+        assert value is not None
+        op = {"exact": "=", "prefix": "starts with", "regex": "~"}[value.kind]
+        return f"{name} {op} {value.text!r}"
+
+
+class HeaderRoute(Model):
+    """A canary step: requests that match every one of ``match`` go to the canary whatever its
+    weight — at weight 0, only they see it — until promotion or abort."""
+
+    name: str = Field(min_length=1, max_length=63)
+    match: tuple[RouteMatch, ...] = Field(min_length=1)
+
+    def describe(self) -> str:
+        return f"{self.name} ({' and '.join(m.describe() for m in self.match)})"
+
+
+class CanaryStep(Model):
+    """One of ``setWeight: N``, ``pause: DURATION`` / ``pause: {}`` (until promoted), or
+    ``setHeaderRoute: {name, match}``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "required": [kind],
+                    "properties": {k: _SET if k == kind else _NULL for k in _STEP_KINDS},
+                }
+                for kind in _STEP_KINDS
             ]
         }
     )
@@ -331,6 +437,7 @@ class CanaryStep(Model):
     # The bounds before the validator, as Port's: else the document would not state them.
     set_weight: Annotated[int, Field(ge=0, le=100), BeforeValidator(whole_number)] | None = None
     pause: Duration | Annotated[dict[str, Any], Field(max_length=0)] | None = None
+    set_header_route: HeaderRoute | None = None
 
     @field_validator("pause", mode="before")
     @classmethod
@@ -343,8 +450,9 @@ class CanaryStep(Model):
 
     @model_validator(mode="after")
     def _one(self) -> CanaryStep:
-        if (self.set_weight is None) == (self.pause is None):
-            raise ValueError("a step is either setWeight or pause")
+        given = [self.set_weight, self.pause, self.set_header_route]
+        if sum(g is not None for g in given) != 1:
+            raise ValueError("a step is one of setWeight, pause, setHeaderRoute")
         return self
 
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import Field, field_validator
 
@@ -28,6 +28,12 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_RANGE = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)(?:-(mon|tue|wed|thu|fri|sat|sun))?$")
 _DAY_PATTERN = _DAY_RANGE.pattern
 _CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"
+
+
+def _zones(schema: dict[str, Any]) -> None:
+    """The schema states every time zone this machine knows (its database, or the
+    ``tzdata`` package's)."""
+    schema["enum"] = sorted(available_timezones() | {"UTC"})
 
 
 def _day_names(value: Any) -> Any:
@@ -56,7 +62,7 @@ class DeployWindow(Model):
     )
     start: str = Field("00:00", pattern=_CLOCK)
     end: str = Field("24:00", pattern=_CLOCK)
-    timezone: str = "UTC"
+    timezone: str = Field("UTC", json_schema_extra=_zones)
 
     @field_validator("days", mode="before")
     @classmethod

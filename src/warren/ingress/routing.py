@@ -8,10 +8,11 @@ import anything of Warren's but ``ports`` and ``domain``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container, Mapping
 
 from ..domain.errors import ValidationError
-from ..ports import Endpoint, Route
+from ..ports import Endpoint, Pin, Route
 
 __all__ = ["RoutingTable", "ServiceEntry", "normalize_host"]
 
@@ -34,6 +35,30 @@ def normalize_host(host: str) -> str:
     if sep and port.isdigit():
         host = name
     return host.rstrip(".")
+
+
+def _matches(pin: Pin, value: str) -> bool:
+    if pin.match == "prefix":
+        return value.startswith(pin.value)
+    if pin.match == "regex":
+        return re.search(pin.value, value) is not None  # re caches the compiled pattern
+    return value == pin.value
+
+
+def _holds(pin: Pin, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the request carries the header (or the cookie) ``pin`` asks for, with a value
+    that matches."""
+    for name, raw in headers:
+        lname = name.lower()
+        if pin.header is not None and lname == pin.header.lower().encode():
+            if _matches(pin, raw.strip().decode("latin-1")):
+                return True
+        elif pin.cookie is not None and lname == b"cookie":
+            for part in raw.decode("latin-1").split(";"):
+                key, eq, value = part.strip().partition("=")
+                if eq and key == pin.cookie and _matches(pin, value):
+                    return True
+    return False
 
 
 class _Group:
@@ -134,17 +159,11 @@ class ServiceEntry:
         return same[self._next % len(same)] if same else None
 
     def pinned(self, headers: list[tuple[bytes, bytes]]) -> int | None:
-        """The revision a request is pinned to by one of the route's pins, if any."""
+        """The revision a request is pinned to by one of the route's pins, if any: the first
+        whose conditions all hold."""
         for pin in self.route.pins:
-            for name, value in headers:
-                lname = name.lower()
-                if pin.header is not None and lname == pin.header.lower().encode():
-                    if value.strip().decode("latin-1") == pin.value:
-                        return pin.revision
-                elif pin.cookie is not None and lname == b"cookie":
-                    wanted = f"{pin.cookie}={pin.value}"
-                    if any(c.strip() == wanted for c in value.decode("latin-1").split(";")):
-                        return pin.revision
+            if _holds(pin, headers) and all(_holds(more, headers) for more in pin.also):
+                return pin.revision
         return None
 
     def steer(self, headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bytes | None]:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from ...domain import transitions
 from ...domain.deployments import Deployment, Phase, Reason
-from ...domain.specs import Analysis, CanaryConfig, ServiceSpec
+from ...domain.specs import Analysis, CanaryConfig, HeaderRoute, ServiceSpec
 from ..analysis import Outcome
 from ..previews import PlannedStep, RolloutPlan
 from ..rollouts import RolloutView, Step, by_slot, earliest
@@ -210,6 +210,15 @@ def _run_steps(
             step=d.step + 1, analysis_at=now, progress_at=now,
         )  # fmt: skip
         return Step(d, requeue_at=now)
+    if step.set_header_route is not None:
+        if not ready:  # a matching request would find no canary to go to
+            return Step(d, requeue_at=earliest(health_due, analysis_due))
+        d = d.decide(
+            now, Reason.HEADER_ROUTE_SET,
+            f"step {number}: header route {step.set_header_route.describe()} to revision {new}",
+            canary_step=number, step=d.step + 1, progress_at=now,
+        )  # fmt: skip
+        return Step(d, requeue_at=now)
     if d.promote == "step":
         d = d.decide(
             now, Reason.PROMOTED, f"step {number}: pause skipped by the operator",
@@ -248,11 +257,18 @@ def stable_of(d: Deployment) -> int | None:
 def _route_extras(d: Deployment, spec: ServiceSpec | None) -> RouteExtras:
     """Sticky sessions while stable and canary are both weighted. Not only while active: a
     failed canary keeps weights (stable 100, canary 0) so that its sticky clients are moved
-    back with a new cookie; a promoted one has none, and leftover cookies are then ignored."""
+    back with a new cookie; a promoted one has none, and leftover cookies are then ignored.
+    The header routes of the steps reached so far, while the canary runs: none once it is
+    promoting, aborted or ended."""
     canary = spec.deploy.canary if spec is not None else None
-    if canary is None or not canary.sticky_sessions or len(d.weights) < 2:
+    if canary is None:
         return RouteExtras()
-    return RouteExtras(sticky_cookie=canary.sticky_cookie)
+    sticky = canary.sticky_sessions and len(d.weights) >= 2
+    routes: tuple[HeaderRoute, ...] = ()
+    if d.phase.active and not d.promoting:
+        reached = canary.steps[: d.canary_step]
+        routes = tuple(s.set_header_route for s in reached if s.set_header_route is not None)
+    return RouteExtras(sticky_cookie=canary.sticky_cookie if sticky else None, header_routes=routes)
 
 
 def preview(spec: ServiceSpec, revision: int, new: int) -> RolloutPlan:
@@ -270,7 +286,13 @@ def preview(spec: ServiceSpec, revision: int, new: int) -> RolloutPlan:
         if step.set_weight is not None:
             weight = step.set_weight
         judged = window if weight else ""
-        if step.set_weight is not None:
+        if step.set_header_route is not None:
+            steps.append(
+                PlannedStep(f"step {i}: header route {step.set_header_route.describe()} to "
+                            f"revision {new}", {"old": n, "new": k},
+                            {"old": 100 - weight, "new": weight}, judged, at)
+            )  # fmt: skip
+        elif step.set_weight is not None:
             steps.append(
                 PlannedStep(f"step {i}: {weight}% to revision {new}", {"old": n, "new": k},
                             {"old": 100 - weight, "new": weight}, judged, at)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ...domain.deployments import Deployment
-from ...domain.specs import Analysis, ServiceSpec
+from ...domain.specs import Analysis, HeaderRoute, ServiceSpec
 from ..previews import RolloutPlan
 from ..reconciling import SlotTarget
 from ..rollouts import RolloutView, Step
@@ -30,6 +30,9 @@ class RouteExtras:
     """Requests with this header set to ``1`` reach the new revision (blue/green's preview)."""
     sticky_cookie: str | None = None
     """A client stays on the revision that first answered it (canary sticky sessions)."""
+    header_routes: tuple[HeaderRoute, ...] = ()
+    """Requests that match one of these go to the new revision whatever the weights (a
+    canary's ``setHeaderRoute`` steps reached so far)."""
 
 
 def _no_slot_targets(d: Deployment, replicas: int) -> Mapping[int, SlotTarget] | None:
