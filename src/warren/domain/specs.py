@@ -472,7 +472,7 @@ def parse_condition(text: str) -> tuple[str, float]:
     return m.group(1), float(m.group(2))
 
 
-URL_PATTERN = r"^https?://[^\s/]+"
+URL_PATTERN = r"^https?://[^\x00-\x20/]+"
 """A webhook's, a receiver's or a Prometheus server's address, as the document states it."""
 URL = Field(json_schema_extra={"pattern": URL_PATTERN})
 
