@@ -40,6 +40,7 @@ def test_a_freeze_holds_releases_but_not_rollbacks_and_override_goes_anyway(
     assert "releases of every service frozen until" in frozen.stdout
     listed = json.loads(warren(server, "deploy", "freezes", "-o", "json").stdout)
     assert [f["reason"] for f in listed] == ["year-end close"]
+    assert listed[0]["until"].endswith("+00:00")  # ISO-8601 UTC, as every time of -o json
 
     refused = warren(server, "service", "update", "web", "--env", "VERSION=v3")
     assert refused.returncode == 1

@@ -766,3 +766,17 @@ def test_batch_ready_names_the_slots_of_a_short_last_batch() -> None:
     s = step(s.deployment, world(3, done=(1, 2, 3)), T0 + 4)
     ready = [x.message for x in s.deployment.decisions if x.reason == Reason.BATCH_READY]
     assert ready == ["batch 1 ready: slots 1, 2", "batch 2 ready: slots 3"]
+
+
+def test_a_one_slot_batch_is_shown_as_one_slot() -> None:
+    from warren.domain.specs import ServiceSpec
+    from warren.planning.strategies.rolling import preview
+
+    one = preview(ServiceSpec(name="web", command=["x"]), 1, 2)
+    assert one.steps[0].description == "batch 1/1: slot 1 to revision 2"
+    three = preview(ServiceSpec(name="web", command=["x"], replicas=3), 1, 2)
+    assert [s.description for s in three.steps] == [
+        "batch 1/3: slot 1 to revision 2",
+        "batch 2/3: slot 2 to revision 2",
+        "batch 3/3: slot 3 to revision 2",
+    ]

@@ -118,7 +118,7 @@ def iso(when: float | None) -> str | None:
 
 # The fields of the API's (camelCase) documents that hold a Unix time: createdAt, pauseUntil,
 # time … (a plan's earliestAfter and earliestFinish are offsets from its start, not times).
-_TIME_KEY = re.compile(r"(At|Until|^time)$")
+_TIME_KEY = re.compile(r"(At|Until|^time|^until)$")
 
 
 def document(value: Any) -> Any:

@@ -195,6 +195,10 @@ def batch_size(d: Deployment, replicas: int) -> int:
     return d.config.parallelism or max(replicas, 1)
 
 
+def _span(first: int, last: int) -> str:
+    return f"slot {first}" if first == last else f"slots {first}-{last}"
+
+
 def _slots(slots: list[int]) -> str:
     return ", ".join(str(s) for s in slots)
 
@@ -238,7 +242,7 @@ def preview(spec: ServiceSpec, revision: int, new: int) -> RolloutPlan:
         at += (cfg.delay if b else 0.0) + cfg.monitor
         steps.append(
             PlannedStep(
-                f"batch {b + 1}/{batches}: slots {first}-{last} to revision {new}",
+                f"batch {b + 1}/{batches}: {_span(first, last)} to revision {new}",
                 {"old": n - last, "new": last},
                 earliest_after=at,
             )
