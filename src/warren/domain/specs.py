@@ -322,20 +322,20 @@ _HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$"
 _COOKIE_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
+def _exactly_one(keys: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON schema of an object that sets exactly one of ``keys`` (the rest null)."""
+    return {
+        "anyOf": [
+            {"required": [k], "properties": {o: _SET if o == k else _NULL for o in keys}}
+            for k in keys
+        ]
+    }
+
+
 class ValueMatch(Model):
     """Exactly one of: the whole value, its start, or a regular expression it contains."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "anyOf": [
-                {
-                    "required": [k],
-                    "properties": {o: _SET if o == k else _NULL for o in _MATCH_KINDS},
-                }
-                for k in _MATCH_KINDS
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=_exactly_one(_MATCH_KINDS))
 
     exact: str | None = None
     prefix: str | None = None
@@ -422,17 +422,7 @@ class CanaryStep(Model):
     """One of ``setWeight: N``, ``pause: DURATION`` / ``pause: {}`` (until promoted), or
     ``setHeaderRoute: {name, match}``."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "anyOf": [
-                {
-                    "required": [kind],
-                    "properties": {k: _SET if k == kind else _NULL for k in _STEP_KINDS},
-                }
-                for kind in _STEP_KINDS
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=_exactly_one(_STEP_KINDS))
 
     # The bounds before the validator, as Port's: else the document would not state them.
     set_weight: Annotated[int, Field(ge=0, le=100), BeforeValidator(whole_number)] | None = None
