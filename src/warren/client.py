@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -242,6 +242,21 @@ class Client:
     def delete_service(self, name: str) -> None:
         self.request("DELETE", f"/v1/services/{name}")
 
+    def list_jobs(self, service: str) -> list[Task]:
+        """The service's jobs kept, oldest first (pre-deploy, post-deploy, run)."""
+        from .domain.tasks import Task
+
+        return [Task.model_validate(t) for t in self.request("GET", f"/v1/services/{service}/jobs")]
+
+    def run_job(self, service: str, command: Sequence[str], timeout: float | None = None) -> Task:
+        """Run ``command`` once as a job of the service's current revision (``warren run``)."""
+        from .domain.tasks import Task
+
+        body: dict[str, Any] = {"command": list(command)}
+        if timeout is not None:
+            body["timeout"] = timeout
+        return Task.model_validate(self.request("POST", f"/v1/services/{service}/jobs", json=body))
+
     def list_tasks(self, service: str | None = None) -> list[Task]:
         from .domain.tasks import Task
 
@@ -344,11 +359,13 @@ class Client:
         tail: int | None = 100,
         task: str | None = None,
         since: str | None = None,
+        job: bool = False,
     ) -> list[dict[str, str]]:
         """The last ``tail`` lines of each task (None: all) written at ``since`` or later (a
         duration back from now, ``10m``, or an RFC 3339 time), merged by time: each
-        ``{"task", "time", "line"}``."""
-        params = _logs_params(tail, task, since)
+        ``{"task", "time", "line"}``. ``task``: that task (or job) alone; ``job``: the
+        service's newest job alone."""
+        params = _logs_params(tail, task, since, job)
         return list(self.request("GET", f"/v1/services/{service}/logs", params=params)["lines"])
 
     def follow_logs(
@@ -357,11 +374,12 @@ class Client:
         tail: int | None = 100,
         task: str | None = None,
         since: str | None = None,
+        job: bool = False,
     ) -> Iterator[dict[str, str]]:
         """What ``logs`` returns, then every new line — of the tasks that start meanwhile too —
         and an entry with ``event`` (``started``, ``ended``) when a task starts or ends, until
         the connection ends."""
-        params = {**_logs_params(tail, task, since), "follow": "true"}
+        params = {**_logs_params(tail, task, since, job), "follow": "true"}
         self._authorize()
         try:
             with self._http.stream(
@@ -508,10 +526,14 @@ class Client:
                 yield revision, Event.model_validate_json(frame.data)
 
 
-def _logs_params(tail: int | None, task: str | None, since: str | None) -> dict[str, Any]:
+def _logs_params(
+    tail: int | None, task: str | None, since: str | None, job: bool = False
+) -> dict[str, Any]:
     params: dict[str, Any] = {"tail": "all" if tail is None else tail}
     if task:
         params["task"] = task
+    if job:
+        params["job"] = "true"
     if since:
         params["since"] = since
     return params

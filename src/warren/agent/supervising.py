@@ -127,7 +127,12 @@ class Agent:
         sup.start()
 
     async def spec_for(self, task: Task) -> ServiceSpec:
-        return (await self.dispatcher.revision(task.service, task.revision)).runnable_spec()
+        spec = (await self.dispatcher.revision(task.service, task.revision)).runnable_spec()
+        if task.job is None:
+            return spec
+        # A job runs its own command to its end: no probe, no wait to be ready.
+        update = {"health_check": None, "min_ready": 0.0}
+        return spec.model_copy(update={**update, "command": task.command or spec.command})
 
     def runtime(self, spec: ServiceSpec) -> tuple[Driver, Prober]:
         found = self.drivers.get(spec.effective_driver)

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import hmac
 import logging
+import shlex
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ from .logs import LogFollow, read_logs, shown
 from .nodes import FollowLogs, ReadLogs, node_routes
 from .schemas import (
     FreezeRequest,
+    JobRequest,
     PlanRequest,
     RollbackRequest,
     ScaleRequest,
@@ -381,6 +383,27 @@ def create_app(ctx: ApiContext) -> FastAPI:
         await cluster.get_service(name)
         return [t.to_wire() for t in await cluster.list_tasks(name)]
 
+    @app.get("/v1/services/{name}/jobs", tags=["tasks"], responses=_READ)
+    async def service_jobs(name: ServiceName, _: Auth) -> list[dict[str, Any]]:
+        """The service's jobs kept, oldest first: its releases' pre- and post-deploy jobs and
+        ``warren run``'s, each a task in no slot."""
+        await cluster.get_service(name)
+        jobs = [t for t in await cluster.list_tasks(name, jobs=True) if t.job is not None]
+        return [t.to_wire() for t in sorted(jobs, key=lambda t: (t.created_at, t.id))]
+
+    @app.post(
+        "/v1/services/{name}/jobs", tags=["tasks"], status_code=201, responses=_errors(404, 409)
+    )
+    async def run_job(name: ServiceName, body: JobRequest, _: Auth) -> dict[str, Any]:
+        """Run ``command`` once as a job of the service's current revision (its image or
+        command, env and placement), stopped after ``timeout`` if given: ``warren run``. Its
+        logs: ``GET /v1/services/NAME/logs?task=ID``."""
+        job = await cluster.start_job(name, body.command, body.timeout)
+        await cluster.record(
+            "job.started", f"job {job.id}: {shlex.join(body.command)}", service=name
+        )
+        return job.to_wire()
+
     @app.get(
         "/v1/services/{name}/revisions",
         tags=["services"],
@@ -430,21 +453,33 @@ def create_app(ctx: ApiContext) -> FastAPI:
         ] = None,
         task: str | None = None,
         follow: bool = False,
+        job: Annotated[
+            bool,
+            Query(description="The service's newest job (pre-deploy, post-deploy, run) instead"),
+        ] = False,
     ) -> dict[str, Any] | StreamingResponse:
         """The last ``tail`` lines of each task (read at ``since`` or later), merged by the time
         each line was read: ``{"task", "time", "line"}``. ``follow``: then every new line as it
         comes, one JSON object per line, with the tasks that start meanwhile and an entry with
-        ``event`` when a task starts or ends, until the client goes."""
+        ``event`` when a task starts or ends, until the client goes. ``task`` (a task or a job)
+        or ``job``: that one alone."""
         lines = _tail_lines(tail)
         cut = parse_since(since, cluster.clock.now()) if since is not None else None
         await cluster.get_service(name)
-        tasks = await cluster.list_tasks(name)
+        tasks = await cluster.list_tasks(name, jobs=True)
+        if job and task is None:
+            jobs = [t for t in tasks if t.job is not None]
+            if not jobs:
+                raise NotFoundError(f"service {name!r} has no job (none ran, or none is kept)")
+            task = max(jobs, key=lambda t: (t.created_at, t.id)).id
         if task is not None and not any(t.id == task for t in tasks):
             raise NotFoundError(f"task {task!r} of service {name!r} not found")
         if ctx.logs is None or ctx.follow is None:
             raise UnavailableError("this server runs no worker: no logs to read")
         if not follow:
-            chosen = shown(t for t in tasks if task is None or t.id == task)
+            chosen = shown(
+                t for t in tasks if (t.id == task if task is not None else t.job is None)
+            )
             return {"service": name, "lines": await read_logs(chosen, ctx.logs, lines, cut)}
         stream = LogFollow(cluster, name, task, lines, cut, ctx.logs, ctx.follow, cluster.clock.now)
         return StreamingResponse(stream.stream(), media_type="application/x-ndjson")
@@ -608,14 +643,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def list_nodes(_: Auth) -> list[dict[str, Any]]:
         """Every node with its task count and, while it drains, how far that has come."""
         nodes = await cluster.list_nodes()
-        tasks = [t for t in await cluster.list_tasks() if t.state.active]
+        tasks = [t for t in await cluster.list_tasks(jobs=True) if t.state.active]
         return [_node_summary(n, tasks).to_wire() for n in nodes]
 
     @app.get("/v1/nodes/{name}", tags=["nodes"], responses=_READ)
     async def get_node(name: NodeName, _: Auth) -> dict[str, Any]:
         """One node, with its tasks (``taskList``)."""
         node = await cluster.get_node(name)
-        tasks = [t for t in await cluster.list_tasks() if t.state.active]
+        tasks = [t for t in await cluster.list_tasks(jobs=True) if t.state.active]
         return _node_summary(node, tasks, detail=True).to_wire()
 
     async def _set_availability(name: str, availability: NodeAvailability) -> dict[str, Any]:
@@ -624,7 +659,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if before.availability != availability:
             what = "drained: its tasks move to other nodes" if node.draining else "active"
             await cluster.record(f"node.{availability}", f"node {name} {what}", node=name)
-        tasks = [t for t in await cluster.list_tasks() if t.state.active]
+        tasks = [t for t in await cluster.list_tasks(jobs=True) if t.state.active]
         return _node_summary(node, tasks).to_wire()
 
     @app.post("/v1/nodes/{name}/drain", tags=["nodes"], responses=_errors(404, 409))

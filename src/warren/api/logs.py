@@ -95,7 +95,8 @@ class LogFollow:
     cluster: ClusterStore
     service: str
     only: str | None
-    """Follow only this task (``--task``)."""
+    """Follow only this task or job (``--task``, ``--job``); None: every task of the service's
+    slots (no job)."""
     tail: int | None
     since: str | None
     read: ReadLogs
@@ -132,7 +133,7 @@ class LogFollow:
     async def _history(self, listing: dict[str, Task]) -> list[Entry]:
         """The last lines of the tasks there now: a follow for each that may still write, a
         read for the ended ones; merged once every follow has given its history."""
-        tasks = shown(t for t in listing.values() if self._wanted(t.id))
+        tasks = shown(t for t in listing.values() if self._wanted(t.id, t))
         self._latest.update({t.id: t for t in tasks})
         histories: dict[str, list[LogLine]] = {}
         for t in tasks:
@@ -152,10 +153,16 @@ class LogFollow:
                 if isinstance(item, _Done):
                     waiting.discard(item.task)
         streams = [[(x.time, _entry(tid, x)) for x in lines] for tid, lines in histories.items()]
-        return merge_by_time([[(e["time"], e) for e in read], *streams]) + self._handle(later)
+        entries = merge_by_time([[(e["time"], e) for e in read], *streams]) + self._handle(later)
+        if self.only is not None:
+            # The one task followed has ended already: say so (``warren run`` waits for it).
+            entries += [_ended_entry(t) for t in ended]
+        return entries
 
-    def _wanted(self, task_id: str) -> bool:
-        return self.only is None or task_id == self.only
+    def _wanted(self, task_id: str, task: Task | None) -> bool:
+        if self.only is not None:
+            return task_id == self.only
+        return task is None or task.job is None
 
     def _start(self, task: Task, tail: int | None) -> None:
         self._following.add(task.id)
@@ -203,7 +210,7 @@ class LogFollow:
     def _changed(self, changes: list[tuple[str, Task | None]]) -> list[Entry]:
         out: list[Entry] = []
         for tid, task in changes:
-            if not self._wanted(tid):
+            if not self._wanted(tid, task):
                 continue
             if tid in self._latest:
                 self._latest[tid] = task
@@ -224,9 +231,13 @@ class LogFollow:
         self._drained.discard(task_id)
         if task is None:
             return [_event(task_id, stamp_of(self.now()), "ended", "[warren] ended: removed")]
-        how = f"{task.state}, {task.message}" if task.message else str(task.state)
-        when = stamp_of(task.finished_at or task.updated_at)
-        return [_event(task_id, when, "ended", f"[warren] ended: {how}")]
+        return [_ended_entry(task)]
+
+
+def _ended_entry(task: Task) -> Entry:
+    how = f"{task.state}, {task.message}" if task.message else str(task.state)
+    when = stamp_of(task.finished_at or task.updated_at)
+    return _event(task.id, when, "ended", f"[warren] ended: {how}")
 
 
 def _started(task: Task) -> Entry:

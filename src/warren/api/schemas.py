@@ -7,17 +7,18 @@ from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import FastAPI
-from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic import Field, PlainValidator, WithJsonSchema, field_validator
 
-from ..domain.base import Model, Whole
+from ..domain.base import Duration, Model, Whole
 from ..domain.nodes import NodeSummary  # a domain model: the client reads it too
 from ..domain.services import Service
-from ..domain.specs import ENV_KEY_RE, MAPS, NAME_PATTERN
+from ..domain.specs import ENV_KEY_RE, MAPS, NAME_PATTERN, NOT_ZERO, CommandLine
 from ..domain.tasks import DesiredState, Task
 
 __all__ = [
     "ErrorBody",
     "FreezeRequest",
+    "JobRequest",
     "NodeSummary",
     "PlanRequest",
     "ScaleRequest",
@@ -115,6 +116,21 @@ class ServicePatch(Model):
     """Redeploy even when nothing changes (``service update --force``)."""
     override: bool = Field(False, strict=True)
     """Start a release outside the service's deployment windows or in a freeze."""
+
+
+class JobRequest(Model):
+    """A one-off command of a service's current revision (``warren run``)."""
+
+    command: CommandLine
+    timeout: Duration | None = Field(None, json_schema_extra=NOT_ZERO)
+    """Stopped if still running after it; absent: runs until it ends."""
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            raise ValueError("must be above 0")
+        return v
 
 
 class FreezeRequest(Model):

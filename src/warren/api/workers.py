@@ -252,7 +252,7 @@ def worker_routes(
         service: Annotated[str, Path(pattern=NAME_PATTERN)], number: int, node: NodeAuth
     ) -> dict[str, Any]:
         """The spec of a revision one of the node's tasks runs."""
-        tasks = await cluster.list_tasks(service)
+        tasks = await cluster.list_tasks(service, jobs=True)
         if not any(t.node == node and t.revision == number for t in tasks):
             raise ForbiddenError(f"no task of {service} revision {number} is on node {node}")
         return (await cluster.get_revision(service, number)).to_wire()

@@ -21,7 +21,18 @@ from .changes import PLAN, Changes, change_flags
 from .connect import connect
 from .flags import UNTIL
 from .live import RolloutView, follow_again
-from .output import OUTPUT, QUIET, Format, ago, console, err_console, group, iso_seconds, show
+from .output import (
+    OUTPUT,
+    QUIET,
+    Format,
+    ago,
+    console,
+    err_console,
+    group,
+    iso_seconds,
+    moved,
+    show,
+)
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -66,7 +77,8 @@ def status_table(status: DeploymentStatus) -> Table:
     by_state = ", ".join(f"{n} {state}" for state, n in sorted(status.tasks.items()))
     table.add_row("by state", by_state or "-")
     if status.deployment_id:
-        moves = f"{status.kind}: {status.from_revision} → {status.to_revision}"
+        assert status.to_revision is not None
+        moves = f"{status.kind}: {moved(status.from_revision, status.to_revision)}"
         table.add_row("deployment", f"{status.deployment_id} ({moves})")
         table.add_row("phase", _phase(status.phase))
         # Releases by weights (canary, blue/green) move by steps, not by batches of slots.
@@ -172,7 +184,7 @@ def history(name: str, output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> N
             table.add_row(
                 d.id,
                 str(d.kind),
-                f"{d.from_revision} → {d.to_revision}",
+                moved(d.from_revision, d.to_revision),
                 _phase(d.phase),
                 ago(d.started_at) + " ago",
                 format_duration(round(took, 1)),

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from ..domain.durations import format_duration
-from .output import ago
+from .output import ago, moved
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -112,7 +112,7 @@ def rollout_tree(
     head = f"[bold]{escape(status.service_name)}[/]  {status.strategy}  {phase}"
     tree = Tree(head)
     if d is not None:
-        moves = f"{d.kind} {d.from_revision} → {d.to_revision}"
+        moves = f"{d.kind} {moved(d.from_revision, d.to_revision)}"
         where = (
             f"step {d.step}" if status.moves_by == "step" else f"batch {d.step}/{status.batches}"
         )

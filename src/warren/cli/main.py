@@ -23,7 +23,7 @@ from .. import __version__
 from ..domain.errors import MissingExtraError, ValidationError, WarrenError
 from ..ingress.limits import Limits
 from ..paths import default_data_dir, token_path
-from . import cluster, deploy, events, node, service
+from . import cluster, deploy, events, jobs, node, service
 from .connect import connect, use
 from .deploy import follow, follow_start
 from .flags import DURATION, POSITIVE_DURATION, SIZE
@@ -868,6 +868,7 @@ def _show_apply(specs: list[ServiceSpec]) -> None:
 
 
 app.command("events")(events.events)
+app.command("run", no_args_is_help=True)(jobs.run)
 
 
 @app.command()

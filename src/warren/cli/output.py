@@ -35,6 +35,7 @@ __all__ = [
     "fail",
     "group",
     "iso",
+    "moved",
     "show",
     "warn",
 ]
@@ -43,6 +44,11 @@ __all__ = [
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
 console = Console(highlight=False, width=_WIDTH)
 err_console = Console(stderr=True, highlight=False, width=_WIDTH)
+
+
+def moved(from_revision: int | None, to_revision: int) -> str:
+    """``1 → 2``; a new service's first release: ``new → 1``."""
+    return f"{'new' if from_revision is None else from_revision} → {to_revision}"
 
 
 def ago(when: float | None, now: float | None = None) -> str:

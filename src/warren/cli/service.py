@@ -261,6 +261,29 @@ def ps(name: str, output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
 
 
 @app.command()
+def jobs(name: str, output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
+    """List a service's jobs kept, oldest first: its releases' pre- and post-deploy jobs and
+    `warren run`'s (their logs: `warren service logs NAME --task ID`)."""
+    with connect() as client:
+        found = client.list_jobs(name)
+
+    def table() -> None:
+        rows = Table(box=None, header_style="bold")
+        for col in ("JOB", "KIND", "REV", "NODE", "STATE", "EXIT", "CREATED", "COMMAND"):
+            rows.add_column(col, overflow="fold" if col == "COMMAND" else "ellipsis")
+        for t in found:
+            exit_code = str(t.exit_code) if t.exit_code is not None else "-"
+            command = shlex.join(t.command) if t.command else "-"
+            rows.add_row(
+                t.id, str(t.job), str(t.revision), t.node or "-", str(t.state), exit_code,
+                ago(t.created_at), escape(command),
+            )  # fmt: skip
+        console.print(rows)
+
+    show(output, lambda: found, table, [t.id for t in found] if quiet else None)
+
+
+@app.command()
 def scale(name: str, replicas: Annotated[int, typer.Argument(min=0)]) -> None:
     """Set the number of replicas (no new revision, no rollout)."""
     with connect() as client:
@@ -379,8 +402,17 @@ def logs(
         ),
     ] = False,
     task: Annotated[
-        str | None, typer.Option("--task", metavar="ID", help="Only this task.")
+        str | None, typer.Option("--task", metavar="ID", help="Only this task (or job).")
     ] = None,
+    job: Annotated[
+        bool,
+        typer.Option(
+            "--job",
+            metavar="",
+            help="Only the service's newest job: a release's pre- or post-deploy job, or "
+            "`warren run`'s (`warren service jobs NAME` lists them).",
+        ),
+    ] = False,
     follow: Annotated[
         bool,
         typer.Option(
@@ -396,13 +428,13 @@ def logs(
     lines: int | None = tail if tail is not None else (None if since else 100)
     with connect() as client:
         if not follow:
-            entries = client.logs(name, lines, task, since)
+            entries = client.logs(name, lines, task, since, job)
             width = max((len(entry["task"]) for entry in entries), default=0)
             for entry in entries:
                 _print_line(entry, width, timestamps)
             return
         with contextlib.suppress(KeyboardInterrupt):
-            for entry in client.follow_logs(name, lines, task, since):
+            for entry in client.follow_logs(name, lines, task, since, job):
                 _print_line(entry, len(entry["task"]), timestamps)
 
 

@@ -29,6 +29,7 @@ from ..domain.services import Revision, Service
 from ..domain.tasks import Task
 from ..planning import intents
 from ..planning.analysis import Sample
+from ..planning.jobs import post_deploy_step
 from ..planning.releases import last_good_revision
 from ..planning.rollouts import RolloutView, Step
 from ..planning.strategies import kind_of, plan_step
@@ -215,6 +216,7 @@ class DeploymentController(Controller):
             blue_green=spec.deploy.blue_green,
             checks=self.checks.results(deployment.id),
             down=down,
+            jobs=self.index.jobs(service.name),
         )
         analysis = kind_of(deployment).analysis(spec)
         if analysis is None or self.metrics is None or not deployment.active:
@@ -227,8 +229,8 @@ class DeploymentController(Controller):
         return dataclasses.replace(view, samples=samples)
 
     async def _after_end(self, view: RolloutView) -> None:
-        """An ended release calls its post-rollout webhooks (once); then its checks' answers
-        are dropped."""
+        """An ended release calls its post-rollout webhooks (once) and logs its post-deploy
+        job's outcome (once it has ended); then its checks' answers are dropped."""
         d = view.deployment
         step = Step(d)
         if d.kind == DeploymentKind.UPDATE:
@@ -238,6 +240,17 @@ class DeploymentController(Controller):
             await self.cluster.record(
                 "deployment.webhooks",
                 f"deployment {d.id}: {step.deployment.decisions[-1].message}",
+                service=d.service,
+            )
+            return  # the rest at the next sync, from the record just written
+        logged = post_deploy_step(view)
+        if logged != d and await self._write(d, logged):
+            last = logged.decisions[-1]
+            failed = last.reason == Reason.JOB_FAILED
+            await self.cluster.record(
+                "deployment.job",
+                f"deployment {d.id}: {last.message}",
+                Level.ERROR if failed else Level.INFO,
                 service=d.service,
             )
         if step.checks:

@@ -22,6 +22,9 @@ class TaskIndex:
     def __init__(self, tasks: Informer[Task], revisions: Informer[Revision]) -> None:
         self._revisions = revisions
         self.by_service: dict[str, dict[str, Task]] = defaultdict(dict)
+        """The tasks of each service's slots."""
+        self.jobs_by_service: dict[str, dict[str, Task]] = defaultdict(dict)
+        """Each service's jobs (``planning.jobs``): no slot, no route, no rollout counts them."""
         self.loads: dict[str, NodeLoad] = defaultdict(NodeLoad)
         self._counted: dict[str, tuple[str, str, Resources]] = {}
         tasks.on_change(self._changed)
@@ -33,11 +36,12 @@ class TaskIndex:
     def _changed(self, key: str, old: Task | None, new: Task | None) -> None:
         if new is None:
             if old is not None:
-                self.by_service[old.service].pop(old.id, None)
-                if not self.by_service[old.service]:
-                    del self.by_service[old.service]
+                index = self.jobs_by_service if old.job else self.by_service
+                index[old.service].pop(old.id, None)
+                if not index[old.service]:
+                    del index[old.service]
         else:
-            self.by_service[new.service][new.id] = new
+            (self.jobs_by_service if new.job else self.by_service)[new.service][new.id] = new
         # Reserved resources: an active task with a node counts against that node.
         counted = self._counted.pop(key, None)
         if counted is not None:
@@ -56,6 +60,9 @@ class TaskIndex:
 
     def tasks(self, service: str) -> list[Task]:
         return list(self.by_service.get(service, {}).values())
+
+    def jobs(self, service: str) -> list[Task]:
+        return list(self.jobs_by_service.get(service, {}).values())
 
     def on_node(self, node: Node | str) -> int:
         name = node if isinstance(node, str) else node.name

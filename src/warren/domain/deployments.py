@@ -30,7 +30,9 @@ from pydantic import Field
 from .base import Model
 from .notifications import DeploymentEvent
 from .specs import (
+    DeployConfig,
     FailureAction,
+    Job,
     RollbackConfig,
     ServiceSpec,
     Strategy,
@@ -123,6 +125,9 @@ class Reason(StrEnum):
     WEBHOOKS_PASSED = "WebhooksPassed"
     WEBHOOK_FAILED = "WebhookFailed"
     WEBHOOKS_CALLED = "WebhooksCalled"
+    JOB_STARTED = "JobStarted"
+    JOB_SUCCEEDED = "JobSucceeded"
+    JOB_FAILED = "JobFailed"
 
 
 class DeploymentKind(StrEnum):
@@ -143,10 +148,17 @@ class RolloutConfig(Model):
     max_failure_ratio: float = 0.0
     healthy_deadline: float = 60.0
     progress_deadline: float = 600.0
+    pre_deploy: Job | None = None
+    """An update's job before any task of its new revision starts (``planning.jobs``)."""
+    post_deploy: Job | None = None
+    """An update's job once it has succeeded."""
 
     @staticmethod
-    def for_update(c: UpdateConfig) -> RolloutConfig:
+    def for_update(deploy: DeployConfig) -> RolloutConfig:
+        c = deploy.update_config
         return RolloutConfig(
+            pre_deploy=deploy.pre_deploy,
+            post_deploy=deploy.post_deploy,
             parallelism=c.parallelism,
             delay=c.delay,
             failure_action=c.failure_action,
@@ -219,7 +231,7 @@ class Deployment(Model):
     kind: DeploymentKind = DeploymentKind.UPDATE
     strategy: str = Strategy.ROLLING.value
     """The name of a registered strategy (``planning.strategies``)."""
-    from_revision: int | None
+    from_revision: int | None = None
     to_revision: int
     replicas: int
     config: RolloutConfig

@@ -44,12 +44,14 @@ __all__ = [
     "BlueGreenConfig",
     "CanaryConfig",
     "CanaryStep",
+    "CommandLine",
     "DeployConfig",
     "ExecCheck",
     "FailureAction",
     "HeaderRoute",
     "HealthCheck",
     "HttpCheck",
+    "Job",
     "MetricCheck",
     "Notify",
     "PortSpec",
@@ -89,6 +91,18 @@ COMMAND_SCHEMA: dict[str, Any] = {
     ]
 }
 """What a command is, as the OpenAPI document states it: a list of arguments, or one line."""
+
+
+def _shell_split(value: Any) -> Any:
+    return shlex.split(value) if isinstance(value, str) else value
+
+
+CommandLine = Annotated[
+    tuple[str, ...],
+    BeforeValidator(_shell_split),
+    Field(min_length=1, json_schema_extra=COMMAND_SCHEMA),
+]
+"""A command that must be set: a list of arguments, or one line split as a shell would."""
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 """A service's name, as the OpenAPI document states it (JSON Schema: ``$`` ends the text).
 In Python, ``fullmatch`` only: there ``$`` also matches before a last newline."""
@@ -147,7 +161,12 @@ def plugin_strategy_names() -> frozenset[str]:
 
 
 def _known_strategy(value: Any) -> Any:
-    if isinstance(value, str) and value not in _STRATEGY_NAMES | plugin_strategy_names():
+    # A built-in name needs no look at the installed packages' entry points.
+    if (
+        isinstance(value, str)
+        and value not in _STRATEGY_NAMES
+        and (value not in plugin_strategy_names())
+    ):
         choices = ", ".join(sorted(_STRATEGY_NAMES))
         raise ValueError(f"unknown strategy {value!r}: expected one of {choices}")
     return value
@@ -217,12 +236,7 @@ class TcpCheck(Model):
 
 
 class ExecCheck(Model):
-    command: tuple[str, ...] = Field(min_length=1, json_schema_extra=COMMAND_SCHEMA)
-
-    @field_validator("command", mode="before")
-    @classmethod
-    def _split(cls, v: Any) -> Any:
-        return shlex.split(v) if isinstance(v, str) else v
+    command: CommandLine
 
 
 _PROBE_KINDS = ("http", "tcp", "exec")
@@ -643,6 +657,22 @@ class Notify(Model):
         return _http_url(v)
 
 
+class Job(Model):
+    """A one-off command a release runs as a task of its new revision (its image or command,
+    env and placement): ``preDeploy`` before any of its tasks starts, ``postDeploy`` once it has
+    succeeded. Exit 0 passes; any other exit, or no end within ``timeout``, fails."""
+
+    command: CommandLine
+    timeout: Duration = Field(600.0, json_schema_extra=NOT_ZERO)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be above 0")
+        return v
+
+
 class DeployConfig(Model):
     """How the service's rollouts run: not part of the template — a change of it alone is
     stored in place and used from the next deployment on (an active one keeps its own)."""
@@ -657,6 +687,11 @@ class DeployConfig(Model):
     """Who is told of the deployments."""
     windows: tuple[DeployWindow, ...] = ()
     """When a release may start (none: any time); ``domain.windows``."""
+    pre_deploy: Job | None = None
+    """Runs once before any task of a new revision starts (a schema migration): the release
+    goes on when it exits 0, and fails, nothing replaced, when it does not."""
+    post_deploy: Job | None = None
+    """Runs once after a release has succeeded (the contract step of a migration)."""
 
 
 _SPEC_SCHEMA: dict[str, Any] = {

@@ -19,7 +19,16 @@ from typing import Any
 from .base import Model
 from .errors import InvalidTransitionError
 
-__all__ = ["OBSERVED_FIELDS", "DesiredState", "Task", "TaskState", "current_tasks", "task_id"]
+__all__ = [
+    "OBSERVED_FIELDS",
+    "DesiredState",
+    "JobKind",
+    "Task",
+    "TaskState",
+    "current_tasks",
+    "job_id",
+    "task_id",
+]
 
 
 class TaskState(StrEnum):
@@ -74,6 +83,21 @@ def task_id(service: str, slot: int, suffix: str) -> str:
     return f"{service}.{slot}.{suffix}"
 
 
+class JobKind(StrEnum):
+    """Why a job (a one-off task, in no slot) runs."""
+
+    PRE_DEPLOY = "pre-deploy"
+    POST_DEPLOY = "post-deploy"
+    RUN = "run"
+    """``warren run SERVICE -- CMD``."""
+
+
+def job_id(service: str, kind: JobKind, suffix: str) -> str:
+    """``web.pre-deploy.7`` (the 7th deployment's), ``web.run.k2x9q1``: a release's job has
+    one id, so that it is created once whatever the crashes and retries."""
+    return f"{service}.{kind}.{suffix}"
+
+
 class Task(Model):
     id: str
     service: str
@@ -101,6 +125,13 @@ class Task(Model):
     message: str = ""
     attempt: int = 0
     """Consecutive failures of this slot before this task: the restart back-off exponent."""
+    job: JobKind | None = None
+    """A job runs once to its end, in no slot (``slot`` 0): never restarted, probed or
+    routed to; its exit code is its outcome."""
+    command: tuple[str, ...] | None = None
+    """A job's command, instead of its revision's."""
+    deadline: float | None = None
+    """When a job still running is stopped (its timeout)."""
 
     def transition(self, to: TaskState, now: float, **changes: Any) -> Task:
         """The task in state ``to``; InvalidTransitionError if the state machine forbids it."""

@@ -27,6 +27,7 @@ __all__ = [
     "end_rollback",
     "fail",
     "fail_and_revert",
+    "fail_unstarted",
     "finish",
     "link_rollback",
     "milestone_of",
@@ -223,6 +224,20 @@ def fail_and_revert(
         d, Event.FAIL, now, reason, message,
         f"weight 0 for revision {d.to_revision}; revision {stable} stays",
         weights=((stable, 100), (d.to_revision, 0)), promoting=False, reverted_to=stable,
+    )  # fmt: skip
+
+
+def fail_unstarted(d: Deployment, now: float, reason: Reason | str, message: str) -> Deployment:
+    """A release that failed before any task of its new revision started (its pre-deploy
+    job): nothing was replaced, and the revision it started from is the service's revision
+    again, written with this record (``reverted_to``) — a first release just fails."""
+    stable = d.from_revision
+    if stable is None:
+        return fail(d, now, reason, message)
+    weights = ((stable, 100), (d.to_revision, 0)) if d.weights else ()
+    return _move(
+        d, Event.FAIL, now, reason, message,
+        f"nothing replaced; revision {stable} stays", weights=weights, reverted_to=stable,
     )  # fmt: skip
 
 

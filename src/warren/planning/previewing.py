@@ -9,6 +9,10 @@ step that starts tasks.
 
 from __future__ import annotations
 
+import dataclasses
+import shlex
+
+from ..domain.durations import format_duration
 from ..domain.specs import ServiceSpec
 from .previews import PlannedStep, RolloutPlan
 from .strategies import STRATEGIES
@@ -30,7 +34,32 @@ def plan_rollout(
         note = _in_place(current, new)
         return RolloutPlan("none", revision, None, (step,), max(n, current.replicas), 0.0, (note,))
     kind = STRATEGIES.get(str(new.deploy.strategy), ROLLING)
-    return kind.preview(new, revision, next_revision or revision + 1)
+    plan = kind.preview(new, revision, next_revision or revision + 1)
+    return _with_jobs(plan, current.replicas, new)
+
+
+def _with_jobs(plan: RolloutPlan, running: int, new: ServiceSpec) -> RolloutPlan:
+    """The plan with its release's jobs as steps: the pre-deploy job first (every slot still
+    on the old revision), the post-deploy job last."""
+    before, after = new.deploy.pre_deploy, new.deploy.post_deploy
+    steps = list(plan.steps)
+    if before is not None:
+        what = (
+            f"pre-deploy job `{shlex.join(before.command)}` (timeout "
+            f"{format_duration(before.timeout)}): once, before any task of revision "
+            f"{plan.to_revision} starts; the release fails, nothing replaced, unless it exits 0"
+        )
+        steps.insert(0, PlannedStep(what, {"old": running}))
+    if after is not None and steps:
+        last = steps[-1]
+        what = (
+            f"post-deploy job `{shlex.join(after.command)}` (timeout "
+            f"{format_duration(after.timeout)}): once, after the release succeeded"
+        )
+        steps.append(
+            PlannedStep(what, dict(last.tasks), dict(last.weights), "", last.earliest_after)
+        )
+    return dataclasses.replace(plan, steps=tuple(steps))
 
 
 def _in_place(current: ServiceSpec, new: ServiceSpec) -> str:

@@ -81,10 +81,22 @@ def new_update(
     d = _new(
         service.name, sequence, now, strategy=strategy, from_revision=start,
         to_revision=number, replicas=spec.replicas,
-        config=RolloutConfig.for_update(spec.deploy.update_config),
+        config=RolloutConfig.for_update(spec.deploy),
         weights=((start, 100), (number, 0)) if weighted else (),
     )  # fmt: skip
     return transitions.start(d, now, Reason.NEW_REVISION, f"update: revision {start} → {number}")
+
+
+def first_release(service: Service, now: float) -> Deployment:
+    """The release of a new service whose spec has a pre-deploy job: its revision 1, slot by
+    slot, once the job has passed (a new service without one needs no deployment)."""
+    spec = service.spec
+    d = _new(
+        service.name, 1, now, strategy=str(spec.deploy.strategy), from_revision=None,
+        to_revision=service.revision, replicas=spec.replicas,
+        config=RolloutConfig.for_update(spec.deploy),
+    )  # fmt: skip
+    return transitions.start(d, now, Reason.NEW_REVISION, "create: revision 1")
 
 
 def new_rollback(

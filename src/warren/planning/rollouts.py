@@ -49,6 +49,8 @@ class RolloutView:
     down: frozenset[str] = frozenset()
     """Nodes whose heartbeat stopped: their tasks are lost to the rollout (replaced at once,
     never waited for, never a failure of the release)."""
+    jobs: Sequence[Task] = ()
+    """The service's jobs (``planning.jobs``): a release waits for its pre-deploy job."""
 
     @property
     def live_tasks(self) -> list[Task]:

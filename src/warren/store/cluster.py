@@ -50,11 +50,12 @@ from ..domain.notifications import Delivery
 from ..domain.requests import Intent, OperatorRequest
 from ..domain.services import Revision, Service
 from ..domain.specs import ServiceSpec
-from ..domain.tasks import OBSERVED_FIELDS, DesiredState, Task, TaskState
+from ..domain.tasks import OBSERVED_FIELDS, DesiredState, JobKind, Task, TaskState, job_id
 from ..domain.windows import Freeze, release_refusal
 from ..planning.draining import drain_status
 from ..planning.releases import (
     fast_track_target,
+    first_release,
     last_good_revision,
     new_rollback,
     new_update,
@@ -221,6 +222,10 @@ class ClusterStore:
             Put(key, encode(service)),
             Put(revision_key(spec.name, 1), encode(revision)),
         ]
+        if spec.deploy.pre_deploy is not None:
+            # Its job runs before the first task starts: a release holds them until then.
+            compares.append(Compare.absent(deployment_key(spec.name, 1)))
+            ops.extend(_deployment_puts(first_release(service, now), 1))
         await self._claim_ports(spec, None, compares, ops)
         res = await self.raw.txn(compares, ops)
         if not res.succeeded:
@@ -360,6 +365,27 @@ class ClusterStore:
         if not override:
             raise ConflictError(refusal)
         return f"started with --override: {refusal.split('; ')[0]}"
+
+    async def start_job(
+        self, name: str, command: tuple[str, ...], timeout: float | None = None
+    ) -> Task:
+        """A one-off job of service ``name``'s current revision running ``command`` (``warren
+        run``), stopped after ``timeout`` seconds if given; the reconciler places it."""
+        service, kv = await self.get_service(name)
+        now = self.clock.now()
+        job = Task(
+            id=job_id(name, JobKind.RUN, secrets.token_hex(3)), service=name,
+            revision=service.revision, slot=0, job=JobKind.RUN, command=command,
+            deadline=now + timeout if timeout is not None else None,
+            created_at=now, updated_at=now,
+        )  # fmt: skip
+        key = task_key(job)
+        res = await self.raw.txn(
+            [Compare.unchanged(kv), Compare.absent(key)], [Put(key, encode(job))]
+        )
+        if not res.succeeded:
+            raise ConflictError(f"service {name!r} changed meanwhile: run it again")
+        return job
 
     async def put_freeze(self, freeze: Freeze) -> Freeze:
         """Freeze the releases of ``freeze.service`` (None: of every service); replaces the
@@ -618,7 +644,7 @@ class ClusterStore:
         kvs, _ = await self.raw.range(f"{REVISIONS}{name}/")
         numbers = sorted(int(kv.key.rsplit("/", 1)[1]) for kv in kvs)
         limit = spec.deploy.revision_history_limit
-        in_use = {t.revision for t in await self.list_tasks(name) if t.state.active}
+        in_use = {t.revision for t in await self.list_tasks(name, jobs=True) if t.state.active}
         in_use.add(newest_good_revision(await self.list_deployments(name)) or keep)
         excess = [n for n in numbers if n != keep and n not in in_use][
             : max(0, len(numbers) - limit)
@@ -681,9 +707,11 @@ class ClusterStore:
 
     # ── tasks ────────────────────────────────────────────────────────────────────────────────
 
-    async def list_tasks(self, service: str | None = None) -> list[Task]:
+    async def list_tasks(self, service: str | None = None, jobs: bool = False) -> list[Task]:
+        """The tasks of the services' slots — with their jobs too when ``jobs``."""
         kvs, _ = await self.raw.range(f"{TASKS}{service}/" if service else TASKS)
-        return [decode(Task, kv) for kv in kvs]
+        tasks = [decode(Task, kv) for kv in kvs]
+        return tasks if jobs else [t for t in tasks if t.job is None]
 
     async def watch_tasks(
         self, service: str

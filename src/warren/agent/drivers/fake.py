@@ -13,6 +13,9 @@ Knobs (env of the service):
 - ``FAKE_FLAP=2s``: once ready, health probes pass for 2 s, fail for 2 s, pass … (a flapping
   health check).
 
+A command ``env KEY=VALUE … [CMD]`` sets knobs of its own, as ``env(1)`` would (a job's:
+``env FAKE_RUN_FOR=2s FAKE_EXIT_CODE=3 migrate``).
+
 It is also the Prober of its tasks (probes answer from the knobs above).
 """
 
@@ -63,7 +66,7 @@ class FakeDriver:
         return found
 
     async def start(self, task: Task, spec: ServiceSpec) -> TaskHandle:
-        env = spec.env
+        env = {**spec.env, **_env_of(spec.command)}
         if "FAKE_START_DELAY" in env:
             await self._clock.sleep(parse_duration(env["FAKE_START_DELAY"]))
         if "FAKE_START_ERROR" in env:
@@ -184,3 +187,11 @@ class FakeDriver:
         if flap > 0 and int(since / flap) % 2 == 1:
             return ProbeResult(False, "flapping (FAKE_FLAP)")
         return ProbeResult(True, "ok")
+
+
+def _env_of(command: tuple[str, ...] | None) -> dict[str, str]:
+    """The ``KEY=VALUE`` words after a leading ``env`` of ``command``."""
+    if not command or command[0] != "env":
+        return {}
+    words = itertools.takewhile(lambda w: "=" in w, command[1:])
+    return dict(w.split("=", 1) for w in words)

@@ -19,6 +19,7 @@ from ...domain.deployments import Deployment, DeploymentKind, Phase
 from ...domain.services import Service
 from ...domain.specs import register_strategy_name, unregister_strategy_name
 from ...domain.tasks import Task
+from ..jobs import held_slots, holds_new_tasks, pre_deploy_step
 from ..reconciling import SlotTarget
 from ..rollouts import RolloutView, Step, by_slot
 from .blue_green import BLUE_GREEN
@@ -76,6 +77,10 @@ def plan_step(view: RolloutView) -> Step:
     d = view.deployment
     if d.kind == DeploymentKind.ROLLBACK:
         return rollback_step(view)
+    # Whatever the strategy, an update with a pre-deploy job waits for it.
+    waiting = pre_deploy_step(view)
+    if waiting is not None:
+        return waiting
     return kind_of(d).next_step(view)
 
 
@@ -101,9 +106,12 @@ def slot_revisions(
     rollback: the one it goes back to), else the revision of its newest live task, else of its
     newest task (a slot the rollout has not reached yet is left alone, even if its task crashes
     and is restarted); a slot with no task at all (scaled up mid-rollout) gets
-    ``to_revision``."""
+    ``to_revision``. Before an update's pre-deploy job has passed, no slot runs its new
+    revision (``jobs.held_slots``)."""
     if deployment is None:
         return {}
+    if holds_new_tasks(deployment):
+        return held_slots(deployment, tasks, replicas)
     targets_of = kind_of(deployment).slot_targets(deployment, replicas)
     if targets_of is not None:
         return dict(targets_of)
