@@ -4,6 +4,9 @@ without prefixes is one dict lookup, as before; two services claiming one host a
 
 from __future__ import annotations
 
+from warren.control.routing import route_for
+from warren.domain.services import Service
+from warren.domain.specs import ServiceSpec
 from warren.ingress.routing import PathRoutes, RoutingTable, ServiceEntry
 from warren.ports import Endpoint, Route
 
@@ -141,3 +144,11 @@ def test_route_wire_form_keeps_paths_and_reads_old_forms() -> None:
     old = r.to_wire()
     del old["paths"]
     assert Route.from_wire(old).paths == ()
+
+
+def test_the_route_of_a_service_carries_its_host_and_paths() -> None:
+    spec = ServiceSpec.model_validate(
+        {"name": "api", "command": ["x"], "host": "Shop.test", "paths": ["/api/", "/v1"]}
+    )
+    r = route_for(Service(spec=spec, revision=1, created_at=0, updated_at=0), [])
+    assert (r.host, r.paths) == ("shop.test", ("/api", "/v1"))
