@@ -352,7 +352,8 @@ class RoutingTable:
         return entry
 
     def for_request(self, host: bytes, target: bytes) -> ServiceEntry | None:
-        """The service for a request on the shared port: by its ``Host``, then its path."""
+        """The service for a request on the shared port: by its ``Host``, then its path. (The
+        proxy inlines it: see ``downstream._Client._dispatch``.)"""
         hit = self.for_host(host)
         if hit is None or isinstance(hit, ServiceEntry):
             return hit
