@@ -30,7 +30,7 @@ compile: $(INGRESS_BUILD)  ## compile the ingress (mypyc), if anything changed
 test: $(VENV)/.dev-installed $(INGRESS_BUILD)  ## install the dev extras, compile the ingress, run the whole suite
 	$(BIN)/pytest
 	@# The ingress's own tests once more, on its source: they pass both ways.
-	WARREN_PURE=1 $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_ingress.py tests/integration/test_tls.py tests/unit/test_native.py tests/unit/test_ingress_counters.py tests/unit/test_dechunker.py tests/property/test_response_head_props.py
+	WARREN_PURE=1 $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_ingress.py tests/integration/test_tls.py tests/unit/test_native.py tests/unit/test_path_routing.py tests/unit/test_ingress_counters.py tests/unit/test_dechunker.py tests/property/test_response_head_props.py
 
 lint: $(VENV)/.dev-installed  ## ruff, mypy --strict, import-linter
 	$(BIN)/ruff check src tests bench

@@ -328,7 +328,8 @@ class Pin:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """How one service is reached: on its published ports, and on the shared port by host.
+    """How one service is reached: on its published ports, and on the shared port by host (and
+    path prefix).
 
     Without ``weights`` every ready endpoint gets an equal share. With them, each revision gets
     its weight's share of the requests, exactly (smooth weighted round-robin: over any 100
@@ -349,6 +350,10 @@ class Route:
     ``sticky_cookie=REVISION``. Pins come first. Ignored without ``weights``."""
     tls: tuple[tuple[int, str, str], ...] = ()
     """(published port, certificate file, key file) of the ports that terminate TLS."""
+    paths: tuple[str, ...] = ()
+    """With ``host``: the path prefixes of that host's requests this service answers on the
+    shared port (the longest that matches wins among the host's services); empty: the host's
+    other requests (its catch-all, as ``/``)."""
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON form a manager sends to the ingress of a remote worker."""
@@ -365,6 +370,8 @@ class Route:
             pins=tuple(Pin.from_wire(p) for p in data["pins"]),
             sticky_cookie=data["sticky_cookie"],
             tls=tuple((int(p), str(c), str(k)) for p, c, k in data.get("tls", ())),
+            # Sent by managers older than path prefixes: none.
+            paths=tuple(str(p) for p in data.get("paths", ())),
         )
 
 

@@ -538,6 +538,35 @@ async def test_host_routing_on_shared_port(ingress: Ingress, upstream: Factory) 
     assert await who("other.test") == "404: no service for host other.test\n"
 
 
+async def test_path_prefixes_on_shared_port(ingress: Ingress, upstream: Factory) -> None:
+    api, site = await upstream("api"), await upstream("site")
+    await ingress.update(
+        {
+            "api": Route("api", host="shop.test", paths=("/api",), endpoints=(api.endpoint(),)),
+            "copy": Route("copy", host="shop.test", paths=("/api/",)),
+            "site": Route("site", host="shop.test", endpoints=(site.endpoint(),)),
+        }
+    )
+
+    async def who(target: str) -> str:
+        async with client(ingress, host="shop.test") as c:
+            r = await c.get(target)
+        return f"{r.json()['name']} {r.json()['path']}" if r.status_code == 200 else r.text
+
+    assert await who("/api/users?page=2") == "api /api/users?page=2"  # not stripped
+    assert await who("/api") == "api /api"
+    assert await who("/apis") == "site /apis"
+    assert await who("/") == "site /"
+    shared = ingress.shared_port or 0
+    assert ingress.problems == {
+        shared: "host shop.test path /api is claimed by copy too; api has it"
+    }
+    await ingress.update({"site": None, "copy": None})
+    assert await who("/x?y") == "no service for host shop.test and path /x\n"
+    assert await who("/api/x") == "api /api/x"
+    assert ingress.problems == {}
+
+
 async def test_published_port_listener_follows_routes(ingress: Ingress, upstream: Factory) -> None:
     u = await upstream("u")
     port = free_port()

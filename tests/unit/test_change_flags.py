@@ -11,6 +11,8 @@ from warren.cli.main import app
 from warren.domain.errors import ValidationError
 from warren.domain.specs import ServiceSpec
 
+BASE_SPEC = {"name": "web", "command": ["python", "-m", "warren.demo.app"]}
+
 
 @pytest.mark.parametrize(
     ("command", "args"),
@@ -30,6 +32,14 @@ def test_the_flags_given_make_a_spec_the_model_accepts() -> None:
     ).to_spec()  # fmt: skip
     assert spec["healthCheck"] == {"http": {"path": "/healthz"}, "interval": 2.0}
     ServiceSpec.model_validate({"name": "web", **spec})
+
+
+def test_path_flags_make_the_list_of_prefixes() -> None:
+    values = {f.name: f.default for f in FLAGS}
+    spec = Changes(values | {"host": "shop.test", "paths": ["/api/", "/static"]}).to_spec()
+    assert spec == {"host": "shop.test", "paths": ["/api/", "/static"]}
+    assert ServiceSpec.model_validate({**BASE_SPEC, **spec}).paths == ("/api", "/static")
+    assert "paths" not in Changes(values | {"host": "shop.test"}).to_spec()
 
 
 def test_a_health_timing_alone_names_its_flag() -> None:

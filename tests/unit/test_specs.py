@@ -98,6 +98,20 @@ def test_image_means_docker_and_host_is_lowercased() -> None:
     assert spec.host == "web.example"
 
 
+def test_paths_lose_their_trailing_slash() -> None:
+    spec = parse_model(
+        ServiceSpec, {**BASE, "host": "h.test", "paths": ["/api/", "/static", "/", "/a/b//"]}
+    )
+    assert spec.paths == ("/api", "/static", "/", "/a/b")
+    assert parse_model(ServiceSpec, {**BASE, "host": "h.test"}).paths == ()
+
+
+def test_a_repeated_path_prefix_is_unprocessable() -> None:
+    err = spec_error({**BASE, "host": "h.test", "paths": ["/", "//"]})
+    assert isinstance(err, UnprocessableError)
+    assert str(err) == "paths: / and // are the same path prefix"
+
+
 def test_memory_sizes() -> None:
     assert Resources.model_validate({"memory": "256Mi"}).memory == 256 * 1024**2
     assert Resources.model_validate({"memory": "1G"}).memory == 1000**3
@@ -174,6 +188,13 @@ def test_spec_is_frozen() -> None:
         ({"resources": {"memory": "12Q"}}, "resources.memory", "expected a size like 256Mi"),
         ({"resources": {"cpus": -1}}, "resources.cpus", "greater than or equal to 0"),
         ({"host": "bad host"}, "host", "not a valid host name"),
+        ({"host": "h.test", "paths": ["api"]}, "paths", "'api' is not a path prefix"),
+        ({"host": "h.test", "paths": ["/a b"]}, "paths", "is not a path prefix"),
+        ({"host": "h.test", "paths": ["/a?q"]}, "paths", "but '?' and '#'"),
+        ({"host": "h.test", "paths": ["/a#x"]}, "paths", "is not a path prefix"),
+        ({"host": "h.test", "paths": ["/a\x01"]}, "paths", "is not a path prefix"),
+        ({"host": "h.test", "paths": ["/café"]}, "paths", "percent-encode"),
+        ({"host": "h.test", "paths": ["/api", "/api/"]}, "paths", "/api and /api/ are the same"),
         ({"command": ""}, "command", "must not be empty"),
         ({"command": []}, "command", "must not be empty"),
         ({"driver": "podman"}, "driver", "'process'"),
@@ -216,6 +237,7 @@ def test_several_problems_report_the_first_and_count_the_rest() -> None:
             {**BASE, "ports": [{"published": 8080}, {"published": 8080, "target": 80}]},
             ("published port", "twice"),
         ),
+        ({**BASE, "paths": ["/api"]}, ("paths needs a host",)),
     ],
 )
 def test_cross_field_errors_name_the_fields_in_the_message(

@@ -172,6 +172,7 @@ class ServiceSummary(Model):
     version: str
     ports: tuple[int, ...] = ()
     host: str | None = None
+    paths: tuple[str, ...] = ()
     strategy: str
     updated_at: float
 
@@ -191,6 +192,7 @@ class ServiceSummary(Model):
             version=spec.version_label,
             ports=tuple(p.published for p in spec.ports),
             host=spec.host,
+            paths=spec.paths,
             strategy=spec.deploy.strategy,
             updated_at=service.updated_at,
         )

@@ -79,6 +79,9 @@ FLAGS: tuple[ChangeFlag, ...] = (
     _flag("tls_key", str | None, "--tls-key", metavar="FILE", help="PEM key of that certificate."),
     _flag("host", str | None, "--host", path="host", metavar="HOST",
           help="Route this host on the shared port."),
+    _flag("paths", _REPEATED, "--path", path="paths", default=[], metavar="PREFIX",
+          help="Only this path prefix of --host (repeatable; replaces the service's list). "
+               "The longest prefix among the host's services wins."),
     _flag("health_http", str | None, "--health-http", metavar="PATH",
           help="HTTP probe: GET this path."),
     _flag("health_tcp", bool, "--health-tcp", default=False, metavar="",

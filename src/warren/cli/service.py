@@ -6,7 +6,7 @@ import contextlib
 import shlex
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -99,7 +99,7 @@ def list_services(output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
                 s["name"],
                 f"{s['ready']}/{s['replicas']}",
                 s["version"],
-                ",".join(str(p) for p in s.get("ports", [])) or (s.get("host") or "-"),
+                ",".join(str(p) for p in s.get("ports", [])) or _host(s),
                 s["strategy"],
                 str(s["revision"]),
                 ago(s["updatedAt"]),
@@ -107,6 +107,13 @@ def list_services(output: OUTPUT = Format.TABLE, quiet: QUIET = False) -> None:
         console.print(table)
 
     show(output, lambda: services, view, [s["name"] for s in services] if quiet else None)
+
+
+def _host(summary: dict[str, Any]) -> str:
+    """``shop.test /api,/static``: the host a service is reached by, and its path prefixes."""
+    host = summary.get("host") or "-"
+    paths = summary.get("paths") or []
+    return f"{host} {','.join(paths)}" if paths else host
 
 
 @app.command()

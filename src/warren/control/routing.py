@@ -57,6 +57,7 @@ def route_for(
         pins=pins,
         sticky_cookie=extras.sticky_cookie,
         tls=tuple((p.published, p.tls.cert, p.tls.key) for p in service.spec.ports if p.tls),
+        paths=service.spec.paths,
     )
 
 

@@ -80,7 +80,9 @@ async def _handle(
                     status = 200
                     body = json.dumps({"version": settings.version, "task": settings.task})
             else:
-                status, body = 404, json.dumps({"error": f"no route {path}"})
+                # Who answered, too: a path routed to the wrong service shows.
+                error = {"error": f"no route {path}", "version": settings.version}
+                status, body = 404, json.dumps({**error, "task": settings.task})
             if method == "HEAD":
                 writer.write(_response(status, b"", keep_alive))
             else:

@@ -123,6 +123,16 @@ HOST_SCHEMA: dict[str, Any] = {
         {"type": "null"},
     ]
 }
+PATH_PREFIX_PATTERN = r"^/[!-\"$->@-~]*$"
+"""A path prefix, as the OpenAPI document states it: ``/`` then visible ASCII but ``?`` and
+``#`` (a client sends other characters percent-encoded: a prefix is compared with the target as
+sent). In Python, ``fullmatch`` only."""
+PATH_PREFIX_RE = re.compile(PATH_PREFIX_PATTERN[1:-1])
+PATHS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "string", "pattern": PATH_PREFIX_PATTERN},
+    "uniqueItems": True,
+}
 
 # The bounds before the validator: after it, pydantic writes them into the JSON schema as
 # "ge"/"le", which JSON Schema does not know, and the document would allow any integer.
@@ -720,6 +730,10 @@ class ServiceSpec(Model):
     env: dict[str, str] = Field({}, json_schema_extra=ENV_SCHEMA)
     ports: tuple[PortSpec, ...] = ()
     host: str | None = Field(None, json_schema_extra=HOST_SCHEMA)
+    paths: tuple[str, ...] = Field((), json_schema_extra=PATHS_SCHEMA)
+    """With ``host``: the path prefixes of the host's requests this service answers (the
+    longest that matches wins among the host's services; ``/api/`` is ``/api``); none: the
+    host's other requests."""
     health_check: HealthCheck | None = None
     resources: Resources = Resources()
     restart_policy: RestartPolicy = RestartPolicy()
@@ -768,6 +782,22 @@ class ServiceSpec(Model):
             raise ValueError(f"{v!r} is not a valid host name")
         return v.lower() if v else v
 
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        seen: dict[str, str] = {}
+        for prefix in v:
+            if not PATH_PREFIX_RE.fullmatch(prefix):
+                raise ValueError(
+                    f"{prefix!r} is not a path prefix: '/' then visible ASCII characters but "
+                    "'?' and '#' (percent-encode the others, as clients send them)"
+                )
+            normal = prefix.rstrip("/") or "/"
+            if normal in seen:
+                raise unprocessable(f"{seen[normal]} and {prefix} are the same path prefix")
+            seen[normal] = prefix
+        return tuple(seen)
+
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSpec:
         if self.image is None and self.command is None:
@@ -781,6 +811,10 @@ class ServiceSpec(Model):
         published = [p.published for p in self.ports]
         if len(set(published)) != len(published):
             raise unprocessable("a published port appears twice")
+        if self.paths and self.host is None:
+            # A path is routed within a host: which services a hostless prefix would beat
+            # (a host's catch-all? only unclaimed hosts?) is a choice proxies make differently.
+            raise unprocessable("paths needs a host: the shared port routes by host, then by path")
         problem = _cannot_finish(self.deploy)
         if problem:
             raise unprocessable(problem)

@@ -35,6 +35,7 @@ from .messages import (
     _Stop,
     _text_response,
 )
+from .routing import RoutingTable, ServiceEntry
 
 if TYPE_CHECKING:
     from .proxy import Ingress
@@ -58,6 +59,18 @@ such times, are moved by one step: never reached before their timeout has passed
 _LINGER = 2.0
 """After refusing a request whose body may still be arriving (413, 400), keep reading and
 discarding for this long before closing, so that the client reads our answer instead of a reset."""
+
+
+def _no_service(table: RoutingTable, host: bytes | None, target: bytes) -> str:
+    """Why a request on the shared port has no service: its host has none, or (some of its
+    services claim path prefixes) none of them claims its path."""
+    if host is None:
+        return "no service for host (none)"
+    name = host.decode("latin-1")
+    if table.for_host(host) is None:
+        return f"no service for host {name}"
+    path = target.partition(b"?")[0].decode("latin-1")
+    return f"no service for host {name} and path {path}"
 
 
 class _Client(asyncio.Protocol):
@@ -420,10 +433,12 @@ class _Client(asyncio.Protocol):
                 self._write_local(req, 404, f"no service for port {self.port}")
                 return
         else:
-            entry = ingress._table.for_host(req.host) if req.host is not None else None
+            table = ingress._table
+            # RoutingTable.for_request, inlined: a host without path prefixes costs one call.
+            hit = table.for_host(req.host) if req.host is not None else None
+            entry = hit if hit is None or isinstance(hit, ServiceEntry) else hit.match(req.url)
             if entry is None:
-                host = req.host.decode("latin-1") if req.host is not None else "(none)"
-                self._write_local(req, 404, f"no service for host {host}")
+                self._write_local(req, 404, _no_service(table, req.host, req.url))
                 return
         ex = _Exchange(ingress, self, req, entry)
         self._exchange = ex

@@ -80,10 +80,11 @@ def _sockets(server: asyncio.Server) -> list[socket.socket]:
 class Ingress:
     """The built-in HTTP data plane (implements ``warren.ports.DataPlane``).
 
-    Listens on ``shared_port`` (routed by Host; 0 picks a free port) and on every port a route
-    publishes. Ports that cannot be bound are reported in ``problems`` and retried on the next
-    ``update``. ``listeners``: listening sockets handed over by the ingress this one replaces,
-    by port — served as they are instead of bound again, so that no connection is refused
+    Listens on ``shared_port`` (routed by Host and path; 0 picks a free port) and on every port
+    a route publishes. Ports that cannot be bound are reported in ``problems`` and retried on
+    the next ``update``; hosts (and path prefixes) claimed by two services, under the shared
+    port. ``listeners``: listening sockets handed over by the ingress this one replaces, by
+    port — served as they are instead of bound again, so that no connection is refused
     while one ingress takes over from another (``warren ingress --replace``). ``reuse_port``:
     bind with SO_REUSEPORT, so that several ingress processes (its workers) serve each port,
     the kernel spreading the connections among them. ``clock``: the time of the traffic counters
@@ -356,11 +357,17 @@ class Ingress:
             return
         wanted = dict(self._table.ports)
         problems = dict(self._table.port_conflicts)
-        if self._shared_port is not None and self._shared_port in wanted:
-            service = wanted.pop(self._shared_port)
-            problems[self._shared_port] = (
-                f"port {self._shared_port} is the shared port; {service} cannot publish it"
-            )
+        if self._shared_port is not None:
+            shared = [why for _, why in sorted(self._table.host_conflicts.items())]
+            if self._shared_port in wanted:
+                service = wanted.pop(self._shared_port)
+                shared.insert(
+                    0, f"port {self._shared_port} is the shared port; {service} cannot publish it"
+                )
+            if shared:
+                # Hosts (and their path prefixes) are served on the shared port: their lost
+                # claims are its problems.
+                problems[self._shared_port] = "; ".join(shared)
         tls = {port: self._tls_of(port) for port in wanted}
         # A port that goes, or whose TLS changes (plain to TLS, other files), is closed (and
         # opened again below): a listener's TLS context is fixed when it is made.

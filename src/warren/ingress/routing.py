@@ -1,9 +1,10 @@
-"""The routing table of the ingress: which service answers a published port, or a host on the
-shared port, and which of its endpoints gets the next request.
+"""The routing table of the ingress: which service answers a published port, or a host (and path
+prefix) on the shared port, and which of its endpoints gets the next request.
 
 A plain data structure, updated by ``apply`` and read on every request: every read is a dict
-lookup or an index (no scan of the routes, no regex). No I/O, no asyncio, no clock. Must not
-import anything of Warren's but ``ports`` and ``domain``.
+lookup or an index (no scan of the routes, no regex) — but for a host whose services claim path
+prefixes, where the request's path is compared with that host's prefixes, longest first. No I/O,
+no asyncio, no clock. Must not import anything of Warren's but ``ports`` and ``domain``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Container, Mapping
 from ..domain.errors import ValidationError
 from ..ports import Endpoint, Pin, Route
 
-__all__ = ["RoutingTable", "ServiceEntry", "normalize_host"]
+__all__ = ["PathRoutes", "RoutingTable", "ServiceEntry", "normalize_host", "normalize_prefix"]
 
 _HOST_CACHE_SIZE = 4096
 """How many distinct raw Host headers keep their resolution. Past that the cache is cleared rather
@@ -35,6 +36,23 @@ def normalize_host(host: str) -> str:
     if sep and port.isdigit():
         host = name
     return host.rstrip(".")
+
+
+def normalize_prefix(prefix: str) -> str:
+    """``"/api/"`` → ``"/api"``: a path prefix as the table compares it, without its trailing
+    slash (it matches on a segment boundary anyway); ``"/"`` → ``""``, which every path matches
+    (the host's catch-all)."""
+    return prefix.rstrip("/")
+
+
+def _origin_path(target: bytes) -> bytes:
+    """The path (and query) of a request target in absolute form (``http://h:80/api?q`` →
+    ``/api?q``; ``http://h`` → ``/``); ``*`` (``OPTIONS *``) as it is, which no prefix matches."""
+    scheme = target.find(b"://")
+    if scheme < 0:
+        return target
+    slash = target.find(b"/", scheme + 3)
+    return target[slash:] if slash >= 0 else b"/"
 
 
 def _matches(pin: Pin, value: str) -> bool:
@@ -248,32 +266,79 @@ class ServiceEntry:
         return f"ServiceEntry({self.service!r}, active={len(self.active)}/{len(self.endpoints)})"
 
 
-class RoutingTable:
-    """Published port → service, host → service (for the shared port), service → endpoints.
+class PathRoutes:
+    """The services of one host (on the shared port) when some of them claim path prefixes: its
+    prefixes, longest first, each with its service, and the service of the host's other requests
+    (``rest``: the one that claims no prefix, or ``/``; None: they get 404).
 
-    Conflicts are settled the same way for ports and hosts: the service that holds a port (or
-    host) keeps it; among newcomers the first by name wins. Lost port claims are listed in
-    ``port_conflicts`` so that the ingress can report them.
+    A prefix matches on a segment boundary: ``/api`` matches ``/api``, ``/api/x`` and
+    ``/api?q``, not ``/apis``. Paths are compared byte for byte as the client sent them (no
+    decoding of ``%XX``, no removal of ``..``), and the target is forwarded unchanged."""
+
+    __slots__ = ("prefixes", "rest")
+
+    def __init__(
+        self, prefixes: tuple[tuple[bytes, ServiceEntry], ...], rest: ServiceEntry | None
+    ) -> None:
+        self.prefixes = prefixes
+        self.rest = rest
+
+    def match(self, target: bytes) -> ServiceEntry | None:
+        """The service for a request target (``/api/x?q``, or in absolute form)."""
+        path = target if target[:1] == b"/" else _origin_path(target)
+        size = len(path)
+        for prefix, entry in self.prefixes:
+            n = len(prefix)
+            if size >= n and path.startswith(prefix):
+                if size == n:
+                    return entry
+                after = path[n]
+                if after == 47 or after == 63:  # "/" or "?": the prefix ends a segment
+                    return entry
+        return self.rest
+
+    def __repr__(self) -> str:
+        rest = self.rest.service if self.rest is not None else None
+        return f"PathRoutes({[(p, e.service) for p, e in self.prefixes]!r}, rest={rest!r})"
+
+
+HostRoutes = ServiceEntry | PathRoutes
+"""What a host leads to: its one service (no prefixes: the hot path, one dict lookup), or its
+services by path prefix."""
+
+
+class RoutingTable:
+    """Published port → service, host → service or services by path prefix (for the shared
+    port), service → endpoints.
+
+    Conflicts are settled the same way for ports and hosts (and a host's path prefixes): the
+    service that holds a port (or host and prefix) keeps it; among newcomers the first by name
+    wins. Lost claims are listed in ``port_conflicts`` and ``host_conflicts`` so that the
+    ingress can report them.
     """
 
     def __init__(self) -> None:
         self._entries: dict[str, ServiceEntry] = {}
         self._ports: dict[int, ServiceEntry] = {}
-        self._hosts: dict[str, ServiceEntry] = {}
-        self._wildcards: dict[str, ServiceEntry] = {}
+        self._hosts: dict[str, HostRoutes] = {}
+        self._wildcards: dict[str, HostRoutes] = {}
         """``*.example.com`` is stored as ``example.com``."""
-        self._host_cache: dict[bytes, ServiceEntry | None] = {}
+        self._holders: dict[tuple[str, str], ServiceEntry] = {}
+        """(host, normalized prefix; ``""``: the catch-all) → the service that has it."""
+        self._host_cache: dict[bytes, HostRoutes | None] = {}
         self._addresses: dict[str, int] = {}
         self._draining: set[str] = set()
         self._port_conflicts: dict[int, str] = {}
+        self._host_conflicts: dict[str, str] = {}
 
     # ── reads, once per request ──────────────────────────────────────────────────────────────
 
     def for_port(self, port: int) -> ServiceEntry | None:
         return self._ports.get(port)
 
-    def for_host(self, raw: bytes) -> ServiceEntry | None:
-        """The service for a raw ``Host`` header value (any case, maybe with ``:port``).
+    def for_host(self, raw: bytes) -> HostRoutes | None:
+        """The service (or services by path prefix) for a raw ``Host`` header value (any case,
+        maybe with ``:port``).
 
         The raw value is the cache key, so the common request costs one dict lookup: no decode,
         no lower-casing."""
@@ -286,22 +351,40 @@ class RoutingTable:
         self._host_cache[raw] = entry
         return entry
 
-    def resolve_host(self, host: str) -> ServiceEntry | None:
+    def for_request(self, host: bytes, target: bytes) -> ServiceEntry | None:
+        """The service for a request on the shared port: by its ``Host``, then its path. (The
+        proxy inlines it: see ``downstream._Client._dispatch``.)"""
+        hit = self.for_host(host)
+        if hit is None or isinstance(hit, ServiceEntry):
+            return hit
+        return hit.match(target)
+
+    def resolve_host(self, host: str) -> HostRoutes | None:
         """Exact host first, then the most specific wildcard: for ``a.b.example.com``,
         ``*.b.example.com`` wins over ``*.example.com``. ``*.example.com`` does not match
-        ``example.com`` itself."""
+        ``example.com`` itself. A host whose services all claim prefixes (none is its catch-all)
+        leaves its other paths to the next wildcard: its prefixes are tried first, then the
+        wildcard's."""
         name = normalize_host(host)
-        entry = self._hosts.get(name)
-        if entry is not None or not self._wildcards:
-            return entry
+        first = self._hosts.get(name)
+        if first is not None and (isinstance(first, ServiceEntry) or first.rest is not None):
+            return first
+        if not self._wildcards:
+            return first
+        levels: list[PathRoutes] = [first] if first is not None else []
         while True:
             dot = name.find(".")
             if dot < 0:
-                return None
+                return _chain(levels, None)
             name = name[dot + 1 :]
-            entry = self._wildcards.get(name)
-            if entry is not None:
-                return entry
+            hit = self._wildcards.get(name)
+            if hit is None:
+                continue
+            if isinstance(hit, ServiceEntry):
+                return _chain(levels, hit)
+            levels.append(hit)
+            if hit.rest is not None:
+                return _chain(levels, None)
 
     def service(self, name: str) -> ServiceEntry | None:
         return self._entries.get(name)
@@ -328,6 +411,11 @@ class RoutingTable:
         return dict(self._port_conflicts)
 
     @property
+    def host_conflicts(self) -> Mapping[str, str]:
+        """``host`` or ``host/prefix`` → why a service that claims it does not get it."""
+        return dict(self._host_conflicts)
+
+    @property
     def routes(self) -> Mapping[str, Route]:
         return {name: entry.route for name, entry in self._entries.items()}
 
@@ -339,7 +427,7 @@ class RoutingTable:
 
     def apply(self, routes: Mapping[str, Route | None]) -> bool:
         """Set (or with None remove) the routes of the given services; the others stay.
-        Returns whether any port or host claim (or a port's TLS) changed.
+        Returns whether any port or host claim (its paths, a port's TLS) changed.
 
         Incremental: the cost is that of the changed routes, not of the whole table (a
         rollout changes one service at a time among thousands)."""
@@ -363,7 +451,10 @@ class RoutingTable:
             else:
                 old = entry.route
                 claims_changed |= (
-                    old.ports != route.ports or old.host != route.host or old.tls != route.tls
+                    old.ports != route.ports
+                    or old.host != route.host
+                    or old.paths != route.paths
+                    or old.tls != route.tls
                 )
                 entry.route = route
                 entry.endpoints = route.endpoints
@@ -417,21 +508,71 @@ class RoutingTable:
         self._port_conflicts = conflicts
 
     def _rebuild_hosts(self) -> None:
-        claims: dict[str, list[ServiceEntry]] = {}
+        claims: dict[tuple[str, str], list[ServiceEntry]] = {}
         for name in sorted(self._entries):
             entry = self._entries[name]
-            if entry.route.host:
-                claims.setdefault(normalize_host(entry.route.host), []).append(entry)
-        hosts: dict[str, ServiceEntry] = {}
-        wildcards: dict[str, ServiceEntry] = {}
-        for host, entries in claims.items():
+            route = entry.route
+            if route.host:
+                host = normalize_host(route.host)
+                prefixes = [normalize_prefix(p) for p in route.paths] or [""]
+                for prefix in dict.fromkeys(prefixes):
+                    claims.setdefault((host, prefix), []).append(entry)
+        holders: dict[tuple[str, str], ServiceEntry] = {}
+        conflicts: dict[str, str] = {}
+        for claim, entries in claims.items():
+            winner = holders[claim] = _keep_holder(self._holders.get(claim), entries)
+            losers = [e.service for e in entries if e is not winner]
+            if losers:
+                host, prefix = claim
+                what = f"host {host} path {prefix}" if prefix else f"host {host}"
+                key = host + prefix
+                conflicts[key] = (
+                    f"{what} is claimed by {', '.join(losers)} too; {winner.service} has it"
+                )
+        hosts: dict[str, HostRoutes] = {}
+        wildcards: dict[str, HostRoutes] = {}
+        for host, routes in _by_host(holders).items():
             if host.startswith("*."):
-                wildcards[host[2:]] = _keep_holder(self._wildcards.get(host[2:]), entries)
+                wildcards[host[2:]] = routes
             else:
-                hosts[host] = _keep_holder(self._hosts.get(host), entries)
+                hosts[host] = routes
+        self._holders = holders
         self._hosts = hosts
         self._wildcards = wildcards
+        self._host_conflicts = conflicts
         self._host_cache.clear()
+
+
+def _by_host(holders: Mapping[tuple[str, str], ServiceEntry]) -> dict[str, HostRoutes]:
+    """Per host, its one service (when no service of it claims a prefix), or its services by
+    prefix, longest first: ``/api/v1`` is tried before ``/api``."""
+    prefixed: dict[str, list[tuple[str, ServiceEntry]]] = {}
+    rest: dict[str, ServiceEntry] = {}
+    for (host, prefix), entry in holders.items():
+        if prefix:
+            prefixed.setdefault(host, []).append((prefix, entry))
+        else:
+            rest[host] = entry
+    routes: dict[str, HostRoutes] = dict(rest)
+    for host, claims in prefixed.items():
+        claims.sort(key=lambda claim: (-len(claim[0]), claim[0]))
+        ordered = tuple((prefix.encode(), entry) for prefix, entry in claims)
+        routes[host] = PathRoutes(ordered, rest.get(host))
+    return routes
+
+
+def _chain(levels: list[PathRoutes], last: ServiceEntry | None) -> HostRoutes | None:
+    """Hosts tried in turn (an exact host, then wildcards, most specific first): the first
+    level's prefixes, then the next one's …, and at last the catch-all of the last level or
+    ``last``. One level and nothing after it: that level itself."""
+    if not levels:
+        return last
+    if len(levels) == 1 and last is None:
+        return levels[0]
+    prefixes: list[tuple[bytes, ServiceEntry]] = []
+    for level in levels:
+        prefixes.extend(level.prefixes)
+    return PathRoutes(tuple(prefixes), last if last is not None else levels[-1].rest)
 
 
 def _keep_holder(holder: ServiceEntry | None, claims: list[ServiceEntry]) -> ServiceEntry:
