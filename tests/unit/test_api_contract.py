@@ -162,7 +162,7 @@ def test_strategies_urls_conditions_and_env_values_state_their_forms() -> None:
     spec = ServiceSpec.model_json_schema(by_alias=True)
     defs = spec["$defs"]
     assert defs["DeployConfig"]["properties"]["strategy"]["enum"] == [
-        "blue-green", "canary", "rolling",
+        "ab-test", "blue-green", "canary", "rolling",
     ]  # fmt: skip
     url = defs["Webhook"]["properties"]["url"]["pattern"]
     # No \s: hypothesis writes \x1f for [^\s], which Python's re takes for a space.

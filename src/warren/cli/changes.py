@@ -95,7 +95,7 @@ FLAGS: tuple[ChangeFlag, ...] = (
     _duration("health_start_period", "--health-start-period", "healthCheck.startPeriod",
               "Failed probes do not count this long after a start (slow starters; default 0s)."),
     _flag("strategy", str | None, "--strategy", path="deploy.strategy", metavar="NAME",
-          help="rolling (default) | blue-green | canary."),
+          help="rolling (default) | blue-green | canary | ab-test."),
     _flag("parallelism", int | None, "--parallelism", path="deploy.updateConfig.parallelism",
           min=0, metavar="N", help="Tasks replaced at a time (default 1; 0: all)."),
     _duration("delay", "--delay", "deploy.updateConfig.delay", "Between batches (default 0s)."),

@@ -105,6 +105,8 @@ def status_table(status: DeploymentStatus) -> Table:
             table.add_row(
                 "analysis", f"{last.reason}: {last.message}" + (f" ({figures})" if figures else "")
             )
+        for label, line in _experiment_rows(status.experiment, status.done):
+            table.add_row(label, line)
         if status.rollback_id:
             table.add_row(
                 "rollback",
@@ -114,6 +116,34 @@ def status_table(status: DeploymentStatus) -> Table:
         if status.message:
             table.add_row("message", status.message)
     return table
+
+
+def _experiment_rows(figures: dict[str, Any], ended: bool) -> list[tuple[str, str]]:
+    """An A/B test's figures, one line per revision, and who leads."""
+    rows: list[tuple[str, str]] = []
+    for side in ("a", "b"):
+        of = figures.get(side)
+        if not isinstance(of, dict):
+            return []
+        latency = "".join(f", {key} {of[key] * 1000:.1f}ms" for key in ("p50", "p95") if key in of)
+        rows.append(
+            (
+                "A/B test" if side == "a" else "",
+                f"revision {of.get('revision')}: {of.get('requests', 0)} requests, "
+                f"{of.get('successRate', 1):.2%} ok{latency}",
+            )
+        )
+    winner = figures.get("winner")
+    lead = (
+        f"revision {winner} better (confidence {figures.get('confidence', 0):.1%})"
+        if winner is not None
+        else "no significant difference"
+    )
+    ends = figures.get("endsAt")
+    verb = "ended" if ended else "ends"
+    when = f"; {verb} {time.strftime('%H:%M:%S', time.localtime(ends))}" if ends else ""
+    rows.append(("", lead + when))
+    return rows
 
 
 def decisions_table(deployment: Deployment | DeploymentStatus, last: int = 10) -> Table:

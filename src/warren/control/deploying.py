@@ -199,7 +199,7 @@ class DeploymentController(Controller):
     def _view(self, deployment: Deployment, service: Service) -> RolloutView:
         """What the planner sees: the deployment, the tasks, the nodes that are down, the new
         revision's release settings and — for analysis — both revisions' traffic over the last
-        analysis interval."""
+        analysis interval (or the strategy's own window: ``StrategyKind.sample_window``)."""
         revision = self.revisions.items.get(revision_key(service.name, deployment.to_revision))
         spec = revision.spec if revision is not None else service.spec
         down = frozenset(
@@ -214,17 +214,20 @@ class DeploymentController(Controller):
             now=self.clock.now(),
             canary=spec.deploy.canary,
             blue_green=spec.deploy.blue_green,
+            ab_test=spec.deploy.ab_test,
             checks=self.checks.results(deployment.id),
             down=down,
             jobs=self.index.jobs(service.name),
         )
-        analysis = kind_of(deployment).analysis(spec)
+        kind = kind_of(deployment)
+        analysis = kind.analysis(spec)
         if analysis is None or self.metrics is None or not deployment.active:
             return view
+        seconds = kind.sample_window(deployment, analysis, view.now)
         samples: dict[int, Sample] = {}
         for rev in (deployment.from_revision, deployment.to_revision):
             if rev is not None:
-                w = self.metrics.window(service.name, rev, analysis.interval)
+                w = self.metrics.window(service.name, rev, seconds)
                 samples[rev] = Sample(w.requests, w.errors, w.latencies)
         return dataclasses.replace(view, samples=samples)
 

@@ -125,6 +125,13 @@ class Reason(StrEnum):
     WEBHOOKS_PASSED = "WebhooksPassed"
     WEBHOOK_FAILED = "WebhookFailed"
     WEBHOOKS_CALLED = "WebhooksCalled"
+    EXPERIMENT_STARTED = "ExperimentStarted"
+    EXPERIMENT_FIGURES = "ExperimentFigures"
+    """An A/B test's figures of both revisions, side by side (in ``measured``)."""
+    EXPERIMENT_WON = "ExperimentWon"
+    """The new revision won its A/B test: it is promoted."""
+    EXPERIMENT_LOST = "ExperimentLost"
+    """The stable revision won, or neither did: it is kept."""
     JOB_STARTED = "JobStarted"
     JOB_SUCCEEDED = "JobSucceeded"
     JOB_FAILED = "JobFailed"
@@ -434,6 +441,9 @@ def status_deployment(
     return newest, None
 
 
+_FIGURES = (Reason.EXPERIMENT_FIGURES, Reason.EXPERIMENT_WON)
+
+
 class DeploymentStatus(Model):
     """The seed's DeploymentStatus, and more: what ``warren deploy status`` and
     ``Deployer.get_deployment_status`` show. Computed from the service, its deployments and its
@@ -478,6 +488,9 @@ class DeploymentStatus(Model):
     """Traffic share per revision (percent), as the ingress applies it."""
     decisions: tuple[Decision, ...] = ()
     """The last few decisions of the deployment (and of its rollback)."""
+    experiment: dict[str, Any] = {}
+    """An A/B test's last figures of both revisions side by side (``a``, ``b``: requests,
+    successRate, p50, p95; ``winner`` so far, its ``confidence``, ``endsAt``)."""
     rollback_id: str | None = None
     """The automatic rollback (or abort) that undid the update, if any."""
     rollback_phase: Phase | None = None
@@ -545,6 +558,9 @@ class DeploymentStatus(Model):
                 "message": d.message,
                 "weights": {str(rev): w for rev, w in deployments[-1].weights},
                 "decisions": decisions[-10:],
+                "experiment": next(
+                    (x.measured for x in reversed(d.decisions) if x.reason in _FIGURES), {}
+                ),
                 "rollback_id": rollback.id if rollback else None,
                 "rollback_phase": rollback.phase if rollback else None,
                 "rolled_back_to": rollback.to_revision if rollback else None,

@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_ANALYSIS",
     "DEFAULT_WEIGHTS",
     "NAME_PATTERN",
+    "AbTestConfig",
     "Analysis",
     "BlueGreenConfig",
     "CanaryConfig",
@@ -146,6 +147,7 @@ class Strategy(StrEnum):
     ROLLING = "rolling"
     BLUE_GREEN = "blue-green"
     CANARY = "canary"
+    AB_TEST = "ab-test"
 
 
 STRATEGY_GROUP = "warren.strategies"
@@ -614,6 +616,33 @@ class CanaryConfig(Model):
         return self.model_copy(update={"steps": steps, "analysis": analysis})
 
 
+class AbTestConfig(Model):
+    """An A/B test (``strategy: ab-test``): the new revision (B) beside the stable one (A),
+    ``weight`` percent of the clients to B — each kept on the revision that first answered it
+    (a cookie) — for ``duration``; their figures side by side every ``interval``; then the
+    winner (``planning/strategies/ab_test.py``)."""
+
+    weight: Whole = Field(50, ge=1, le=99)
+    """The share of the requests (of new clients) that go to B."""
+    duration: Duration = Field(3600.0, json_schema_extra=NOT_ZERO)
+    interval: Duration = Field(60.0, json_schema_extra=NOT_ZERO)
+    """How often both revisions' figures are logged (``deploy status`` shows the last)."""
+    replicas: Annotated[int, Field(ge=1), BeforeValidator(whole_number)] | None = None
+    """Tasks of B; default: enough for its weight."""
+    min_requests: Whole = Field(100, ge=1)
+    """Each revision's requests below which the test has no winner."""
+    significance: float = Field(0.05, gt=0, lt=0.5, strict=True)
+    """The p-value below which a difference counts: the winner's confidence is 1 - p."""
+    sticky_cookie: str = Field("warren-ab", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    @field_validator("duration", "interval")
+    @classmethod
+    def _above_zero(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be above 0")
+        return v
+
+
 DEFAULT_WEIGHTS = (10, 50)
 """The weights of a canary given no steps; promotion to 100% follows."""
 DEFAULT_ANALYSIS = Analysis(interval=10.0, success_rate=0.95, min_requests=20)
@@ -692,6 +721,7 @@ class DeployConfig(Model):
     rollback_config: RollbackConfig = RollbackConfig()
     canary: CanaryConfig | None = None
     blue_green: BlueGreenConfig | None = None
+    ab_test: AbTestConfig | None = None
     revision_history_limit: Whole = Field(10, ge=1)
     notify: tuple[Notify, ...] = ()
     """Who is told of the deployments."""

@@ -28,9 +28,12 @@ from typing import Any
 from ..domain.specs import Analysis
 
 __all__ = [
+    "Comparison",
     "Outcome",
     "Sample",
     "Verdict",
+    "compare",
+    "figures",
     "fisher_greater",
     "judge",
     "mann_whitney_greater",
@@ -223,3 +226,67 @@ def _median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+# ── A/B tests ────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Two revisions' traffic side by side, and which one is better, if either significantly
+    is: ``winner`` ``"a"``, ``"b"`` or None, with ``confidence`` 1 - p."""
+
+    winner: str | None
+    confidence: float
+    reason: str
+    measured: dict[str, Any] = field(default_factory=dict)
+
+
+def figures(sample: Sample) -> dict[str, Any]:
+    """What ``deploy status`` shows of one revision's traffic."""
+    shown: dict[str, Any] = {
+        "requests": sample.requests,
+        "errors": sample.errors,
+        "successRate": round(sample.success_rate, 4),
+    }
+    if sample.latencies:
+        shown["p50"] = round(percentile(sample.latencies, 0.5), 4)
+        shown["p95"] = round(percentile(sample.latencies, 0.95), 4)
+    return shown
+
+
+def compare(a: Sample, b: Sample, min_requests: int, significance: float) -> Comparison:
+    """Which of ``a`` and ``b`` is better, both ways: the error rates first (one-sided
+    two-proportion tests, Fisher's exact test for small counts), then — neither being
+    significantly better at errors — the latencies (one-sided Mann-Whitney U tests). A
+    difference counts when its p-value is below ``significance``; fewer than
+    ``min_requests`` requests of either, or no difference that counts: no winner.
+
+    Worked example (significance 0.05): A 30/1000 errors (3%), B 12/1000 (1.2%): p ≈ 0.002
+    that A's rate is higher → B wins with confidence 99.8%."""
+    measured: dict[str, Any] = {"a": figures(a), "b": figures(b)}
+    if min(a.requests, b.requests) < min_requests:
+        why = f"{a.requests} and {b.requests} requests, fewer than minRequests {min_requests}"
+        return Comparison(None, 0.0, why, measured)
+    rate_a, rate_b = 1 - a.success_rate, 1 - b.success_rate
+    b_fewer = two_proportion_greater(a.errors, a.requests, b.errors, b.requests)
+    a_fewer = two_proportion_greater(b.errors, b.requests, a.errors, a.requests)
+    measured["errorsP"] = round(min(a_fewer, b_fewer), 5)
+    errors = f"error rate {rate_a:.2%} vs {rate_b:.2%}"
+    if b_fewer < significance:
+        return Comparison("b", 1 - b_fewer, f"{errors}, p={b_fewer:.4f}", measured)
+    if a_fewer < significance:
+        return Comparison("a", 1 - a_fewer, f"{errors}, p={a_fewer:.4f}", measured)
+    if a.latencies and b.latencies:
+        b_faster = mann_whitney_greater(a.latencies, b.latencies)
+        a_faster = mann_whitney_greater(b.latencies, a.latencies)
+        measured["latencyP"] = round(min(a_faster, b_faster), 5)
+        medians = (
+            f"median latency {_median(a.latencies) * 1000:.1f}ms vs "
+            f"{_median(b.latencies) * 1000:.1f}ms"
+        )
+        if b_faster < significance:
+            return Comparison("b", 1 - b_faster, f"{medians}, p={b_faster:.4f}", measured)
+        if a_faster < significance:
+            return Comparison("a", 1 - a_faster, f"{medians}, p={a_faster:.4f}", measured)
+    return Comparison(None, 0.0, f"no significant difference ({errors})", measured)

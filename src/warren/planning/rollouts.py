@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..domain.deployments import Deployment, Phase, Reason
-from ..domain.specs import BlueGreenConfig, CanaryConfig
+from ..domain.specs import AbTestConfig, BlueGreenConfig, CanaryConfig
 from ..domain.tasks import Task, TaskState
 from .analysis import Sample
 from .checks import Check, CheckKey, CheckResult
@@ -40,7 +40,8 @@ class RolloutView:
     now: float
     canary: CanaryConfig | None = None
     blue_green: BlueGreenConfig | None = None
-    """The new revision's release settings (canary / blue-green strategies)."""
+    ab_test: AbTestConfig | None = None
+    """The new revision's release settings (canary / blue-green / A/B test strategies)."""
     samples: Mapping[int, Sample] = field(default_factory=dict)
     """Per revision, its traffic over the last analysis interval (from the ingress)."""
     checks: Mapping[CheckKey, CheckResult] = field(default_factory=dict)

@@ -1,11 +1,12 @@
 """Rollout strategies: the registry, and what is the same for all of them. Pure.
 
 Each strategy is one ``StrategyKind`` record (``kinds.py``) in one module — ``rolling``,
-``canary``, ``blue_green`` — registered here by its name; a rollback deployment has its own
-planner (``rollback``: instant when the old revision is still warm). Everything else looks a
-strategy up with ``kind_of`` and never tests its name: the deployment controller (its planner,
-its analysis), the reconciler (``slot_revisions``), the routing controller (``route_extras``),
-``deploy plan`` (``preview``) and ``deploy promote`` (``promotable``, ``promotion_blocker``).
+``canary``, ``blue_green``, ``ab_test`` — registered here by its name; a rollback deployment
+has its own planner (``rollback``: instant when the old revision is still warm). Everything
+else looks a strategy up with ``kind_of`` and never tests its name: the deployment controller
+(its planner, its analysis), the reconciler (``slot_revisions``), the routing controller
+(``route_extras``), ``deploy plan`` (``preview``) and ``deploy promote`` (``promotable``,
+``promotion_blocker``).
 
 A new strategy: a module with its planner and preview and a ``StrategyKind``; a line here; its
 name in ``domain.specs.Strategy`` — or, in a test, ``register`` alone.
@@ -22,6 +23,7 @@ from ...domain.tasks import Task
 from ..jobs import held_slots, holds_new_tasks, pre_deploy_step
 from ..reconciling import SlotTarget
 from ..rollouts import RolloutView, Step, by_slot
+from .ab_test import AB_TEST
 from .blue_green import BLUE_GREEN
 from .blue_green import next_step as blue_green_step
 from .canary import CANARY
@@ -61,7 +63,7 @@ def unregister(name: str) -> None:
     unregister_strategy_name(name)
 
 
-for _kind in (ROLLING, CANARY, BLUE_GREEN):
+for _kind in (ROLLING, CANARY, BLUE_GREEN, AB_TEST):
     register(_kind)
 
 

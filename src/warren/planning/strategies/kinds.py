@@ -55,6 +55,10 @@ def _moves_to_new(d: Deployment) -> int | None:
     return d.to_revision
 
 
+def _one_interval(d: Deployment, analysis: Analysis, now: float) -> float:
+    return analysis.interval
+
+
 @dataclass(frozen=True, slots=True)
 class StrategyKind:
     name: str
@@ -79,6 +83,9 @@ class StrategyKind:
     promotion_blocker: Callable[[RolloutView], str | None] = _never_blocks
     """Why a promotion must wait (``0/2 canary tasks healthy``), or None: ``promote`` is
     refused with it unless forced."""
+    sample_window: Callable[[Deployment, Analysis, float], float] = _one_interval
+    """How many seconds back the planner's samples of both revisions reach: one analysis
+    interval (the window just closed), or — an A/B test — since the test began."""
     stable_of: Callable[[Deployment], int | None] = _moves_to_new
     """The revision a newer update starts from when it supersedes an active update of this
     strategy: what the slots serve. A canary not promoted yet (a green not switched to) leaves
