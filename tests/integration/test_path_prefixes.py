@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import ServerProcess, wait_for
+from tests.servers import ServerProcess, wait_for, warren
 from warren.client import Client
 from warren.domain.specs import ServiceSpec
 
@@ -77,6 +77,8 @@ def test_two_services_on_one_host_by_path_prefix(
             "the conflict reported",
         )
         assert answer(http, "/api") == (404, "A")  # the holder keeps it
+        shown = warren(server, "cluster", "status")
+        assert f"ingress   port {server.http_port}: {problem}" in shown.stdout, shown.stdout
 
         client.delete_service("site")
         wait_for(

@@ -17,7 +17,8 @@ app = group("The cluster's managers and leader; join remote workers to it.")
 
 @app.command()
 def status(output: OUTPUT = Format.TABLE) -> None:
-    """The store, the managers and which one leads, and how many nodes are ready."""
+    """The store, the managers and which one leads, how many nodes are ready, and what the
+    ingress could not do (a port, host or path two services claim)."""
     with connect() as client:
         info = client.info()
         nodes = [node for node, _ in client.list_nodes()]
@@ -28,6 +29,7 @@ def status(output: OUTPUT = Format.TABLE) -> None:
         "leader": info.get("leaderName"),
         "managers": info.get("managers", []),
         "nodes": {"ready": ready, "down": len(nodes) - ready},
+        "ingressProblems": info.get("ingressProblems", {}),
     }
     show(output, lambda: doc, lambda: _print_status(info, ready, len(nodes) - ready))
 
@@ -37,6 +39,10 @@ def _print_status(info: dict[str, Any], ready: int, down: int) -> None:
     leader = info.get("leaderName") or "none (an election is under way)"
     console.print(f"leader    {leader}", highlight=False, markup=False)
     console.print(f"nodes     {ready} ready, {down} down", highlight=False, markup=False)
+    # What the ingress could not do: a port or host (and path) two services claim, a port it
+    # cannot listen on.
+    for port, problem in sorted(info.get("ingressProblems", {}).items()):
+        console.print(f"ingress   port {port}: {problem}", highlight=False, markup=False)
     table = Table(box=None, header_style="bold")
     for column in ("MANAGER", "API", "LEADER"):
         table.add_column(column)
