@@ -115,6 +115,9 @@ class Client:
         raise WarrenError(f"server answered {response.status_code}: {response.text[:200]}")
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         self._authorize()
         try:
             response = self._http.request(method, path, **kwargs)
@@ -133,7 +136,12 @@ class Client:
                 "no token: set WARREN_TOKEN, or WARREN_DATA_DIR to the server's data directory"
             )
         self._raise_for(response)
-        return response.json()
+        return response
+
+    def backup_store(self) -> tuple[bytes, int]:
+        """A consistent copy of the store (a SQLite file's bytes) and the revision it holds."""
+        response = self._send("GET", "/v1/store/backup", timeout=httpx.Timeout(30, read=300))
+        return response.content, int(response.headers.get("X-Warren-Revision", "0"))
 
     # ── services ─────────────────────────────────────────────────────────────────────────────
 

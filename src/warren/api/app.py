@@ -566,6 +566,28 @@ def create_app(ctx: ApiContext) -> FastAPI:
         the aborted deployment; its rollback follows at once)."""
         return (await _ask(name, Intent.ABORT)).to_wire()
 
+    # ── the store ────────────────────────────────────────────────────────────────────────────
+
+    @app.get(
+        "/v1/store/backup",
+        tags=["system"],
+        responses={
+            200: {"content": {"application/vnd.sqlite3": {}}, "description": "The backup."},
+            **_errors(409),
+        },
+    )
+    async def store_backup(_: Auth) -> Response:
+        """A consistent copy of the whole store, as a SQLite file (``warren store backup``;
+        ``warren store restore`` puts it back, the server stopped). The sqlite store only: 409
+        for etcd (its own snapshots) and memory."""
+        body, revision = await cluster.backup()
+        await cluster.record("store.backup", f"store backed up at revision {revision}")
+        headers = {
+            "Content-Disposition": f'attachment; filename="warren-{revision}.db"',
+            "X-Warren-Revision": str(revision),
+        }
+        return Response(body, media_type="application/vnd.sqlite3", headers=headers)
+
     # ── freezes ──────────────────────────────────────────────────────────────────────────────
 
     @app.get("/v1/freezes", tags=["deployments"], responses=_errors())

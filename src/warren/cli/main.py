@@ -23,7 +23,7 @@ from .. import __version__
 from ..domain.errors import MissingExtraError, ValidationError, WarrenError
 from ..ingress.limits import Limits
 from ..paths import default_data_dir, token_path
-from . import cluster, deploy, events, jobs, node, service
+from . import cluster, deploy, events, jobs, node, service, store
 from .connect import connect, use
 from .deploy import follow, follow_start
 from .flags import DURATION, POSITIVE_DURATION, SIZE
@@ -43,6 +43,7 @@ app.add_typer(service.app, name="service")
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(node.app, name="node")
 app.add_typer(cluster.app, name="cluster")
+app.add_typer(store.app, name="store")
 
 
 def _version(value: bool) -> None:

@@ -387,6 +387,28 @@ class ClusterStore:
             raise ConflictError(f"service {name!r} changed meanwhile: run it again")
         return job
 
+    async def backup(self) -> tuple[bytes, int]:
+        """A consistent copy of the whole store as a SQLite file (its bytes) and the revision it
+        holds: the sqlite store only — etcd has its own snapshots, memory keeps nothing."""
+        from .memory import MemoryStore
+        from .sqlite import SqliteStore
+
+        store = self.raw
+        if not isinstance(store, SqliteStore):
+            why = (
+                "the memory store keeps nothing to back up"
+                if isinstance(store, MemoryStore)
+                else "the etcd store is backed up with etcd's own snapshots: "
+                "`etcdctl snapshot save FILE` (docs/production.md)"
+            )
+            raise ConflictError(why)
+        staged = store.path.with_name(f"{store.path.name}.backup-{secrets.token_hex(4)}")
+        try:
+            revision = store.backup(staged)
+            return staged.read_bytes(), revision
+        finally:
+            staged.unlink(missing_ok=True)
+
     async def put_freeze(self, freeze: Freeze) -> Freeze:
         """Freeze the releases of ``freeze.service`` (None: of every service); replaces the
         freeze of that scope."""

@@ -15,7 +15,7 @@ from ..domain.errors import StoreError
 from ..ports import Clock, KeyValue
 from .memory import MemoryStore
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "backup_revision", "restore_backup"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -91,6 +91,20 @@ class SqliteStore(MemoryStore):
             self._rollback()
             raise StoreError(f"write to {self.path} failed: {exc}") from exc
 
+    def backup(self, target: Path) -> int:
+        """Copy the store as it is now into a new SQLite file at ``target``; returns the
+        revision it holds. Consistent: it runs on the event loop, between two writes, and
+        SQLite's backup copies one transaction's state."""
+        try:
+            dest = sqlite3.connect(target)
+            try:
+                self._db.backup(dest)
+            finally:
+                dest.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot back up the store to {target}: {exc}") from exc
+        return self.revision
+
     def _rollback(self) -> None:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
@@ -98,3 +112,48 @@ class SqliteStore(MemoryStore):
     async def close(self) -> None:
         await super().close()
         self._db.close()
+
+
+def backup_revision(path: Path) -> int:
+    """The store revision a backup holds; StoreError when ``path`` is not a sound Warren store
+    (not SQLite, damaged, or another program's database)."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            if db.execute("PRAGMA integrity_check").fetchone() != ("ok",):
+                raise StoreError(f"{path} is damaged (SQLite's integrity check failed)")
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+            if not {"kv", "leases", "meta"} <= tables:
+                raise StoreError(f"{path} is a SQLite file, but not a Warren store")
+            row = db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path} is not a Warren store: {exc}") from exc
+    return int(row[0]) if row else 0
+
+
+def restore_backup(backup: Path, store: Path, now: float) -> tuple[int, Path | None]:
+    """Make ``backup`` the store at ``store`` (no server may have it open): the store there
+    now is kept beside it as ``state.db.before-restore-TIME`` (its WAL folded into it first).
+    Returns the restored revision and where the previous store went (None: there was none)."""
+    revision = backup_revision(backup)
+    kept: Path | None = None
+    if store.exists():
+        # Fold the WAL into the file, so that what is kept is whole in one file.
+        try:
+            db = sqlite3.connect(store)
+            try:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the store at {store}: {exc}") from exc
+        kept = store.with_name(f"{store.name}.before-restore-{int(now)}")
+        store.rename(kept)
+    for suffix in ("-wal", "-shm"):
+        store.with_name(store.name + suffix).unlink(missing_ok=True)
+    staged = store.with_name(store.name + ".restoring")
+    staged.write_bytes(backup.read_bytes())
+    staged.rename(store)
+    return revision, kept
