@@ -862,3 +862,19 @@ async def test_docker_handle_names_the_image_by_a_reference_that_cannot_move(
         for h in (first, again)
     ]
     assert shown[0]["Image"] == shown[1]["Image"]
+
+
+async def test_process_logs_of_a_forgotten_task_wait_for_its_writer(
+    process: ProcessAdapter,
+) -> None:
+    """A task that ended at once is forgotten at once (a job): its last lines still come, the
+    writer draining the pipe a moment after the exit. Before: the read did not wait for the
+    writer once the task was forgotten, and ``warren run`` could print nothing."""
+    task = make_task("web.1.a")
+    process.tasks.append(task.id)
+    # The output outlives the process the driver waits for: a child writes it a moment later.
+    spec = process.spec("/bin/sh", "-c", "(sleep 0.3; echo late words) & exit 0")
+    await asyncio.wait_for(process.driver.start(task, spec), WAIT)
+    await asyncio.wait_for(process.driver.wait(task.id), WAIT)
+    await process.driver.forget(task.id)
+    assert [x.text for x in await process.driver.logs(task.id)] == ["late words"]

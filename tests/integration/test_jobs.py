@@ -121,6 +121,29 @@ def test_a_migration_runs_once_before_the_new_tasks_and_a_failing_one_replaces_n
     assert "web.pre-deploy.3 | migrating to v3" in logs.stdout, logs.stdout
 
 
+FAILING = """
+apiVersion: warren.io/v1
+kind: Service
+metadata: {name: db}
+spec:
+  command: ["python", "-m", "warren.demo.app"]
+  healthCheck: {http: {path: /healthz}, interval: 200ms, retries: 25}
+  deploy:
+    preDeploy: {command: "sh -c 'echo no database; exit 2'", timeout: 30s}
+"""
+
+
+def test_a_new_service_whose_migration_fails_starts_no_task(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "db.yaml"
+    manifest.write_text(FAILING)
+    created = warren(server, "apply", "-f", str(manifest))
+    assert created.returncode == 1
+    assert "deployment db-1 failed: pre-deploy job db.pre-deploy.1 exited 2" in created.stderr
+    assert server.client().list_tasks("db") == []
+
+
 def test_warren_run_prints_the_output_and_exits_with_the_code(server: ServerProcess) -> None:
     created = warren(
         server, "service", "create", "web", "--command", "python -m warren.demo.app",

@@ -72,6 +72,14 @@ async def start_test(sim: SimCluster) -> None:
     assert sorted(t.revision for t in live) == [1, 1, 1, 1, 2, 2]
 
 
+async def applied(sim: SimCluster, intent: Intent) -> None:
+    """The operator's ``intent`` asked, and applied."""
+    asked = await sim.cluster.ask("web", intent)
+    await sim.quiesce()
+    answered = await sim.cluster.answer_of(asked, 1.0)
+    assert answered is not None and answered.answer == Answer.APPLIED
+
+
 def _figures(d: Deployment) -> list[dict[str, Any]]:
     return [x.measured for x in d.decisions if x.reason == Reason.EXPERIMENT_FIGURES]
 
@@ -123,10 +131,7 @@ async def test_without_a_better_new_revision_the_stable_one_is_kept(
 
 async def test_promote_ends_the_test_early_for_the_new_revision(sim: SimCluster) -> None:
     await start_test(sim)
-    asked = await sim.cluster.ask("web", Intent.PROMOTE)
-    await sim.quiesce()
-    answered = await sim.cluster.answer_of(asked, 1.0)
-    assert answered is not None and answered.answer == Answer.APPLIED
+    await applied(sim, Intent.PROMOTE)
     await sim.advance(10)
     d = await newest(sim)
     assert d.phase == Phase.SUCCEEDED
@@ -157,10 +162,7 @@ def test_deploy_plan_shows_the_split_and_the_end() -> None:
 
 async def test_abort_ends_the_test_for_the_stable_revision(sim: SimCluster) -> None:
     await start_test(sim)
-    asked = await sim.cluster.ask("web", Intent.ABORT)
-    await sim.quiesce()
-    answered = await sim.cluster.answer_of(asked, 1.0)
-    assert answered is not None and answered.answer == Answer.APPLIED
+    await applied(sim, Intent.ABORT)
     await sim.advance(15)
     service, _ = await sim.cluster.get_service("web")
     assert service.revision == 1

@@ -375,11 +375,16 @@ def follow_start(client: Client, service: Service) -> None:
     """Show a new service's tasks starting until every replica has been ready for the monitor
     period (``updateConfig.monitor``), as ``docker service create`` verifies; raise (exit
     status 1) if they are not by the progress deadline, with the last failure. Each failed
-    start is one line as it happens."""
+    start is one line as it happens. A service with a pre-deploy job: its first release,
+    followed as an update is."""
     from ..domain.tasks import TaskState
 
     name, revision, replicas = service.name, service.revision, service.spec.replicas
     config = service.spec.deploy.update_config
+    if service.spec.deploy.pre_deploy is not None:
+        # Its first release runs the job, then starts the tasks: follow that release.
+        follow(client, name, f"{name}-1")
+        return
     if replicas == 0:
         return
     progress = Progress(

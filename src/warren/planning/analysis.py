@@ -151,14 +151,7 @@ def mann_whitney_greater(a: Sequence[float], b: Sequence[float]) -> float:
 
 def judge(analysis: Analysis, canary: Sample, baseline: Sample | None = None) -> Verdict:
     """The verdict on one window of the canary's traffic (and the stable's, in baseline mode)."""
-    measured: dict[str, Any] = {
-        "requests": canary.requests,
-        "errors": canary.errors,
-        "successRate": round(canary.success_rate, 4),
-    }
-    if canary.latencies:
-        measured["p95"] = round(percentile(canary.latencies, 0.95), 4)
-        measured["p99"] = round(percentile(canary.latencies, 0.99), 4)
+    measured = figures(canary, (0.95, 0.99))
     if canary.requests < analysis.min_requests:
         return Verdict(
             Outcome.INCONCLUSIVE,
@@ -242,16 +235,17 @@ class Comparison:
     measured: dict[str, Any] = field(default_factory=dict)
 
 
-def figures(sample: Sample) -> dict[str, Any]:
-    """What ``deploy status`` shows of one revision's traffic."""
+def figures(sample: Sample, quantiles: Sequence[float] = (0.5, 0.95)) -> dict[str, Any]:
+    """One revision's traffic as a decision logs it: requests, errors, success rate and the
+    latency percentiles ``quantiles`` (``p50``, ``p95`` …), in seconds."""
     shown: dict[str, Any] = {
         "requests": sample.requests,
         "errors": sample.errors,
         "successRate": round(sample.success_rate, 4),
     }
     if sample.latencies:
-        shown["p50"] = round(percentile(sample.latencies, 0.5), 4)
-        shown["p95"] = round(percentile(sample.latencies, 0.95), 4)
+        for q in quantiles:
+            shown[f"p{round(q * 100)}"] = round(percentile(sample.latencies, q), 4)
     return shown
 
 

@@ -325,9 +325,10 @@ class ProcessDriver:
     ) -> list[LogLine]:
         path = self.log_dir / f"{task_id}.log"
         proc = self._procs.get(task_id)
-        if proc is not None and proc.exited.done():
+        if proc is None or proc.exited.done():
             # The writer drains the pipe after its task has ended: the last lines of a task
-            # that just ended are written a moment after its exit is known. Wait for them.
+            # that just ended are written a moment after its exit is known — and after the
+            # task is forgotten here, if it ended at once (a job). Wait for them.
             for _ in range(WRITER_DRAIN_POLLS):
                 if not writer_active(path):
                     break
