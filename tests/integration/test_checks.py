@@ -5,8 +5,6 @@ against a real Prometheus that scrapes the server's own /metrics."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -15,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.prometheus import running_prometheus
 from tests.servers import ServerProcess, free_port, wait_for
 from warren.demo.load import LoadGenerator
 from warren.domain.deployments import Phase, Reason
@@ -157,52 +155,10 @@ def test_webhooks_run_in_order_and_a_failing_one_fails_the_canary(
     assert result.failed == 0, result.errors
 
 
-PROMETHEUS = shutil.which("prometheus")
-
-
 @pytest.fixture
 def prometheus(server: ServerProcess, tmp_path: Path) -> Iterator[str]:
-    if PROMETHEUS is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is not installed (apt install prometheus)")
-        pytest.skip("prometheus is not installed")
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 500ms, evaluation_interval: 500ms}\n"
-        "scrape_configs:\n"
-        "  - job_name: warren\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{server.api_port}']}}]\n"
-    )
-    log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-        ],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    log.close()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _up(url), 30, "Prometheus to scrape the server")
+    with running_prometheus(tmp_path, [f"127.0.0.1:{server.api_port}"]) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def _up(url: str) -> bool:
-    try:
-        answer = httpx.get(f"{url}/api/v1/query", params={"query": "up"}, timeout=2).json()
-    except httpx.HTTPError:
-        return False
-    result = answer.get("data", {}).get("result", [])
-    return bool(result) and result[0]["value"][1] == "1"
 
 
 ERROR_RATIO = (

@@ -1,11 +1,16 @@
 """Prometheus metrics of one server, collected at scrape time from the control plane's caches
 and the data plane's counters (no global registry: each server has its own). A worker has no
-control plane: its ``/metrics`` shows its ingress's counters only."""
+control plane: its ``/metrics`` shows its ingress's counters only.
+
+``contrib/prometheus/alerts.yml`` and ``contrib/grafana/warren.json`` are built on these names;
+their tests check every name they use against a real scrape.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -17,11 +22,70 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ..control.plane import ControlPlane
-from ..domain.deployments import Phase
+from ..domain.deployments import Deployment, DeploymentKind, Phase
+from ..domain.nodes import NodeStatus
+from ..domain.services import Service
 from ..domain.tasks import TaskState
 from ..ports import LATENCY_BUCKETS, DataPlane, RouteStats
 
-__all__ = ["build_metrics"]
+__all__ = ["ServicePhase", "build_metrics", "service_phase"]
+
+
+class ServicePhase(StrEnum):
+    """Where a service's releases stand, for ``warren_deploy_phase``: its newest deployment's
+    phase, with a release that ended badly kept as ``failed`` until a newer deployment."""
+
+    IDLE = "idle"
+    """No deployment yet, or the newest one succeeded (or was superseded)."""
+    PROGRESSING = "progressing"
+    PAUSED = "paused"
+    AWAITING_PROMOTION = "awaiting_promotion"
+    ROLLING_BACK = "rolling_back"
+    """A rollback decided or running."""
+    FAILED = "failed"
+    """The newest release failed, or was rolled back (automatically or by the operator)."""
+
+
+_LIVE = {
+    Phase.PROGRESSING: ServicePhase.PROGRESSING,
+    Phase.PAUSED: ServicePhase.PAUSED,
+    Phase.AWAITING_PROMOTION: ServicePhase.AWAITING_PROMOTION,
+    Phase.ROLLING_BACK: ServicePhase.ROLLING_BACK,
+}
+
+
+def service_phase(service: Service, newest: Deployment | None) -> tuple[ServicePhase, float]:
+    """The service's phase and the Unix time it was entered.
+
+    A release that fails with ``failureAction: rollback`` goes rolling_back, and a rollback
+    deployment — now the newest — undoes it: while that runs the service is ``rolling_back``,
+    and once it has succeeded the release it undid ended rolled back, so ``failed``. A
+    rollback of a release that had succeeded (``rollback_of`` unset) is an ordinary change."""
+    if newest is None:
+        return ServicePhase.IDLE, service.created_at
+    if newest.phase in _LIVE:
+        rollback = newest.kind == DeploymentKind.ROLLBACK and newest.phase == Phase.PROGRESSING
+        phase = ServicePhase.ROLLING_BACK if rollback else _LIVE[newest.phase]
+        return phase, _entered(newest)
+    ended = newest.finished_at if newest.finished_at is not None else newest.updated_at
+    undid = newest.kind == DeploymentKind.ROLLBACK and newest.rollback_of is not None
+    if newest.phase in (Phase.FAILED, Phase.ROLLED_BACK) or (
+        newest.phase == Phase.SUCCEEDED and undid
+    ):
+        return ServicePhase.FAILED, ended
+    return ServicePhase.IDLE, ended
+
+
+def _entered(d: Deployment) -> float:
+    """When ``d`` entered the phase it is in: the first of the milestones at its end that are
+    all in that phase (a promotion keeps a rollout progressing; a resume starts it anew).
+    Every transition that changes the phase records a milestone, at the decision's time."""
+    since = d.started_at
+    for milestone in reversed(d.milestones):
+        if milestone.phase != d.phase:
+            break
+        since = milestone.time
+    return since
 
 
 class _WarrenCollector(Collector):
@@ -67,11 +131,8 @@ class _WarrenCollector(Collector):
         for service, n in sorted(ready_counts.items()):
             ready.add_metric([service], n)
         yield ready
-        nodes = GaugeMetricFamily("warren_nodes", "Nodes by status.", labels=["status"])
-        node_counts = Counter(str(n.status) for n in plane.nodes.items.values())
-        for status, n in sorted(node_counts.items()):
-            nodes.add_metric([status], n)
-        yield nodes
+        yield from _nodes(plane)
+        yield from _phases(plane)
         yield from self._deploy(plane)
 
     def _deploy(self, plane: ControlPlane) -> Iterable[Metric]:
@@ -100,14 +161,22 @@ class _WarrenCollector(Collector):
         yield ready
         yield progress
         m = plane.metrics
+        # Every service that has had a deployment has its counters, at 0 until something
+        # happens: an alert on increase() sees the first rollback too (a series that appears
+        # at 1 has no increase).
+        seen = {
+            (d.service, str(d.strategy))
+            for key in plane.latest.latest_key.values()
+            if (d := plane.deployments.items.get(key)) is not None
+        }
         for name, help_text, values in (
             ("warren_deploy_success", "Deployments that succeeded.", m.success),
             ("warren_deploy_failed", "Deployments that failed or rolled back.", m.failed),
             ("warren_deploy_rollback", "Rollbacks executed.", m.rollback),
         ):
             counter = CounterMetricFamily(name, help_text, labels=labels)
-            for (service, strategy), n in sorted(values.items()):
-                counter.add_metric([service, strategy], n)
+            for service, strategy in sorted(seen | set(values)):
+                counter.add_metric([service, strategy], values.get((service, strategy), 0))
             yield counter
         delay = CounterMetricFamily(
             "warren_deploy_delay_seconds", "Time spent in delays between batches.", labels=labels
@@ -124,6 +193,54 @@ class _WarrenCollector(Collector):
             for (service, strategy), h in sorted(histograms.items()):
                 family.add_metric([service, strategy], _buckets(h.bounds, h.counts), h.total)
             yield family
+
+
+def _nodes(plane: ControlPlane) -> Iterable[Metric]:
+    """Nodes by status (each status present, 0 included) and each node's own: a dashboard
+    counts, an alert names the node."""
+    nodes = GaugeMetricFamily("warren_nodes", "Nodes by status.", labels=["status"])
+    node_counts = Counter(str(n.status) for n in plane.nodes.items.values())
+    for status in sorted({*map(str, NodeStatus), *node_counts}):
+        nodes.add_metric([status], node_counts.get(status, 0))
+    yield nodes
+    up = GaugeMetricFamily("warren_node_up", "1: the node is ready; 0: down.", labels=["node"])
+    for node in sorted(plane.nodes.items.values(), key=lambda n: n.name):
+        up.add_metric([node.name], 1 if node.status == NodeStatus.READY else 0)
+    yield up
+
+
+def _phases(plane: ControlPlane) -> Iterable[Metric]:
+    """Per service: desired replicas, its phase (1 for the current one, 0 for the others),
+    since when, and the failed analysis windows of its active deployment."""
+    replicas = GaugeMetricFamily(
+        "warren_service_replicas", "Replicas the service's spec asks for.", labels=["service"]
+    )
+    phase = GaugeMetricFamily(
+        "warren_deploy_phase",
+        "1 for the phase the service's releases are in, 0 for the others.",
+        labels=["service", "phase"],
+    )
+    since = GaugeMetricFamily(
+        "warren_deploy_phase_since_seconds",
+        "Unix time the service entered its current phase.",
+        labels=["service"],
+    )
+    failures = GaugeMetricFamily(
+        "warren_deploy_analysis_failures",
+        "Consecutive failed analysis windows of the service's active deployment.",
+        labels=["service"],
+    )
+    for service in sorted(plane.services.items.values(), key=lambda s: s.name):
+        name = service.name
+        newest = plane.latest.latest(name)
+        current, entered = service_phase(service, newest)
+        replicas.add_metric([name], service.spec.replicas)
+        for each in ServicePhase:
+            phase.add_metric([name, str(each)], 1 if each == current else 0)
+        since.add_metric([name], entered)
+        live = newest if newest is not None and newest.active else None
+        failures.add_metric([name], live.analysis_failures if live else 0)
+    yield from (replicas, phase, since, failures)
 
 
 def _buckets(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
