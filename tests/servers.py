@@ -53,13 +53,20 @@ class ServerProcess:
     extra: list[str] = field(default_factory=list)
     environ: dict[str, str] = field(default_factory=dict)
     """Set in the server's environment (DOCKER_HOST …)."""
+    ca: Path | None = None
+    """The API is served over https (``--api-tls-cert`` in ``extra``), verified with this CA
+    bundle: by the readiness check, ``client()`` and ``warren()`` (``WARREN_CA``)."""
 
     @property
     def addr(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        scheme = "https" if self.ca is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.api_port}"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "WARREN_ADDR": self.addr, "WARREN_DATA_DIR": str(self.data_dir)}
+        ca = {"WARREN_CA": str(self.ca)} if self.ca is not None else {}
+        return {
+            **os.environ, "WARREN_ADDR": self.addr, "WARREN_DATA_DIR": str(self.data_dir), **ca
+        }  # fmt: skip
 
     def start(self) -> ServerProcess:
         log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")  # noqa: SIM115
@@ -77,7 +84,7 @@ class ServerProcess:
             env={**os.environ, **self.environ},
         )  # fmt: skip
         log.close()
-        client = Client(self.addr, data_dir=self.data_dir)
+        client = self.client()
         try:
             wait_for(lambda: client.health() and client.info(), 20, "the server to start")
         except AssertionError:
@@ -87,7 +94,7 @@ class ServerProcess:
         return self
 
     def client(self) -> Client:
-        return Client(self.addr, data_dir=self.data_dir)
+        return Client(self.addr, data_dir=self.data_dir, ca=str(self.ca) if self.ca else None)
 
     def log(self) -> str:
         path = self.data_dir.parent / f"{self.data_dir.name}.log"

@@ -1,15 +1,22 @@
 """The HTTP client of Warren's API (httpx), used by the CLI, the demo and ``warren.deploy``.
 
-Configuration: ``WARREN_ADDR`` (default ``http://127.0.0.1:7070``); the token from
-``WARREN_TOKEN``, else the ``admin.token`` file of ``WARREN_DATA_DIR`` / the default data dir.
-Every failure is a ``WarrenError`` with one clear message: the server's own error, or
-"cannot reach the Warren server at …".
+Configuration: ``WARREN_ADDR`` (default ``http://127.0.0.1:7070``; ``https://…`` for a server
+with a certificate, verified with the CA bundle of ``WARREN_CA``, else the usual public ones); the
+token from ``WARREN_TOKEN``, else the ``admin.token`` file of ``WARREN_DATA_DIR`` / the default
+data dir. Every failure is a ``WarrenError`` with one clear message: the server's own error,
+"cannot reach the Warren server at …", or "cannot verify the server's certificate at …".
+
+``verifying`` and ``unverified`` serve every HTTP client of Warren's API (the worker's and the
+ingress's ``linking``, the managers' ``peers`` and ``reporting``): one way to trust a server,
+and one way to say it could not be trusted.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -17,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .domain.errors import AuthError, UnavailableError, WarrenError, error_for_code
+from .domain.errors import (
+    AuthError,
+    UnavailableError,
+    ValidationError,
+    WarrenError,
+    error_for_code,
+)
 from .paths import default_data_dir, token_path
 
 if TYPE_CHECKING:  # imported where used: the CLI starts without pydantic (`warren service ls`)
@@ -28,7 +41,7 @@ if TYPE_CHECKING:  # imported where used: the CLI starts without pydantic (`warr
     from .domain.specs import ServiceSpec
     from .domain.tasks import Task
 
-__all__ = ["DEFAULT_ADDR", "Client", "api_error"]
+__all__ = ["DEFAULT_ADDR", "Client", "api_error", "unverified", "verifying"]
 
 DEFAULT_ADDR = "http://127.0.0.1:7070"
 RECONNECTS = 10
@@ -47,6 +60,56 @@ def _find_token(data_dir: Path | None) -> str | None:
         return path.read_text().strip() or None
     except OSError:
         return None
+
+
+def verifying(ca: str | None = None, pinned: str | None = None) -> ssl.SSLContext | bool:
+    """How to verify a Warren API served over https, as httpx's ``verify``: with the CA bundle
+    ``ca`` (PEM), or — ``pinned``, a server's own certificate chain file — by that exact
+    certificate whatever name it is reached by (a server gives its own to the ingress process
+    it supervises, which reaches it on 127.0.0.1 whatever names the certificate has); neither:
+    httpx's default bundle. Raises ValidationError, in one line, for a file that cannot load."""
+    if pinned:
+        return _pinned(pinned)
+    if not ca:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValidationError(f"cannot load the CA bundle {ca}: {_said(exc)}", "--ca") from None
+
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def _pinned(chain: str) -> ssl.SSLContext:
+    """Trusts the first certificate of ``chain`` alone, as an anchor of its own (a partial
+    chain): only a server holding its key passes; its names are not checked."""
+    try:
+        with open(chain, "rb") as f:
+            first = _PEM_CERT.search(f.read())
+        if first is None:
+            raise ssl.SSLError("no PEM certificate in it")
+        context = ssl.create_default_context(cadata=first.group(0).decode("ascii"))
+    except (ssl.SSLError, OSError) as exc:
+        raise ValidationError(f"cannot load the certificate {chain}: {_said(exc)}") from None
+    context.check_hostname = False
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
+
+
+def _said(exc: ssl.SSLError | OSError) -> str:
+    return str(getattr(exc, "reason", None) or exc.strerror or exc)
+
+
+def unverified(exc: BaseException) -> str | None:
+    """Why the server's certificate was refused, if that is what ``exc`` (an httpx error)
+    came of: OpenSSL's words ("unable to get local issuer certificate")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or seen.reason or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def api_error(response: httpx.Response) -> WarrenError | None:
@@ -68,7 +131,10 @@ class Client:
         *,
         data_dir: Path | None = None,
         timeout: float = 30.0,
+        ca: str | None = None,
     ) -> None:
+        """``ca``: the CA bundle that verifies an https server (default: ``WARREN_CA``, else
+        the usual public CAs)."""
         self.addr = (addr or os.environ.get("WARREN_ADDR") or DEFAULT_ADDR).rstrip("/")
         if "://" not in self.addr:
             self.addr = f"http://{self.addr}"
@@ -80,7 +146,9 @@ class Client:
             timeout=timeout,
             # Every request goes to base_url: over plain HTTP no certificate is ever checked, so
             # skip loading the CA bundle (70 ms at each CLI command).
-            verify=not self.addr.startswith("http://"),
+            verify=False
+            if self.addr.startswith("http://")
+            else verifying(ca or os.environ.get("WARREN_CA")),
         )
         self._authorize()
 
@@ -114,6 +182,17 @@ class Client:
             )
         raise WarrenError(f"server answered {response.status_code}: {response.text[:200]}")
 
+    def _unreachable(self, exc: httpx.ConnectError) -> UnavailableError:
+        why = unverified(exc)
+        if why is not None:
+            return UnavailableError(
+                f"cannot verify the server's certificate at {self.addr}: {why} "
+                "(give its CA bundle with --ca or WARREN_CA)"
+            )
+        return UnavailableError(
+            f"cannot reach the Warren server at {self.addr} (is `warren server` running?)"
+        )
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._send(method, path, **kwargs).json()
 
@@ -121,10 +200,8 @@ class Client:
         self._authorize()
         try:
             response = self._http.request(method, path, **kwargs)
-        except httpx.ConnectError:
-            raise UnavailableError(
-                f"cannot reach the Warren server at {self.addr} (is `warren server` running?)"
-            ) from None
+        except httpx.ConnectError as exc:
+            raise self._unreachable(exc) from None
         except httpx.TimeoutException:
             raise UnavailableError(
                 f"the Warren server at {self.addr} did not answer in time"
@@ -400,8 +477,8 @@ class Client:
                 for line in response.iter_lines():
                     if line:
                         yield json.loads(line)
-        except httpx.ConnectError:
-            raise UnavailableError(f"cannot reach the Warren server at {self.addr}") from None
+        except httpx.ConnectError as exc:
+            raise self._unreachable(exc) from None
 
     # ── nodes ────────────────────────────────────────────────────────────────────────────────
 
@@ -495,6 +572,10 @@ class Client:
                     position = revision if revision is not None else position
                     yield event
                 why = "the server ended the stream"
+            except httpx.ConnectError as exc:
+                if unverified(exc) is not None:  # it will not verify on the next try either
+                    raise self._unreachable(exc) from None
+                why = str(exc) or type(exc).__name__
             except (httpx.TransportError, UnavailableError) as exc:
                 why = str(exc) or type(exc).__name__
             failures += 1

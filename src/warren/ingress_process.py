@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .client import verifying
 from .domain.errors import AuthError, UnavailableError, ValidationError, WarrenError
 from .ingress import Ingress
 from .ingress.admin import AdminServer, Handover, stats_to_wire, take_over
@@ -125,7 +126,8 @@ class IngressProcess:
                 "give the managers' URLs (or --replace, to take the running ingress's)",
                 "--manager",
             )
-        self.link = ManagerLink(settings.managers, timeout=5.0)
+        verify = verifying(settings.manager_ca, pinned=settings.manager_cert)
+        self.link = ManagerLink(settings.managers, timeout=5.0, verify=verify)
         self.link.token = await self._node_token()
         handover = None
         if running is not None:
@@ -152,6 +154,7 @@ class IngressProcess:
             self._token,
             every=settings.report_every,
             worker=worker,
+            verify=verify,
         )
         self.reporter.start()
         self._follow_task = asyncio.get_running_loop().create_task(self._follow(), name="routes")

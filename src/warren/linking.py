@@ -1,6 +1,8 @@
 """HTTP to the managers, for the processes of a node: ``warren worker`` (its assignments,
 reports and heartbeats) and ``warren ingress`` (the routing stream). One manager at a time,
-the next one when it stops answering.
+the next one when it stops answering. Managers served over https are verified with the CA
+bundle given (``--manager-ca``), or by the one certificate given (``--manager-cert``: the
+server's own, for the ingress process it supervises).
 
 Must not import the API, the agent or the control plane: an ingress process loads only what it
 uses.
@@ -9,13 +11,14 @@ uses.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
 
 from . import __version__
-from .client import api_error
+from .client import api_error, unverified
 from .domain.errors import UnavailableError, ValidationError
 
 __all__ = ["STREAM_IDLE", "ManagerLink"]
@@ -29,7 +32,10 @@ class ManagerLink:
     it answers with a 5xx (a manager cut off from the store answers 503), moves to the next,
     until each was tried once."""
 
-    def __init__(self, managers: Sequence[str], timeout: float) -> None:
+    def __init__(
+        self, managers: Sequence[str], timeout: float, verify: ssl.SSLContext | bool = True
+    ) -> None:
+        """``verify``: how to verify managers served over https (``client.verifying``)."""
         if not managers:
             raise ValidationError("give at least one manager URL", "--manager")
         self.managers = [
@@ -42,6 +48,7 @@ class ManagerLink:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, read=STREAM_IDLE),
             headers={"User-Agent": f"warren-worker/{__version__}"},
+            verify=verify,
         )
 
     @property
@@ -64,7 +71,7 @@ class ManagerLink:
                     timeout=self._timeout,
                 )
             except httpx.HTTPError as exc:
-                problems.append(f"{url}: {_reason(exc)}")
+                problems.append(_problem(url, exc))
                 self._next()
                 continue
             error = api_error(response)
@@ -97,10 +104,17 @@ class ManagerLink:
                         yield json.loads(line)
         except httpx.HTTPError as exc:
             self._next()
-            raise UnavailableError(f"{url}: {_reason(exc)}") from None
+            raise UnavailableError(_problem(url, exc)) from None
 
     async def close(self) -> None:
         await self._http.aclose()
+
+
+def _problem(url: str, exc: httpx.HTTPError) -> str:
+    why = unverified(exc)
+    if why is not None:
+        return f"cannot verify the server's certificate at {url}: {why}"
+    return f"{url}: {_reason(exc)}"
 
 
 def _reason(exc: httpx.HTTPError) -> str:

@@ -1,14 +1,17 @@
 """A manager reading the logs of a task on another node (a worker, or a manager that runs
-tasks): ``POST /v1/node/logs`` on the node's ``api``, with the node's logs token."""
+tasks): ``POST /v1/node/logs`` on the node's ``api``, with the node's logs token. A node whose
+API is served over https (a manager's, ``--api-tls-cert``) is verified with the CA bundle of
+``--manager-ca``."""
 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 
 import httpx
 
-from .client import api_error
+from .client import api_error, unverified
 from .domain.errors import UnavailableError, WarrenError
 from .domain.logs import LogLine
 from .domain.nodes import Node
@@ -18,13 +21,14 @@ __all__ = ["NodeLogs"]
 
 
 class NodeLogs:
-    def __init__(self, timeout: float = 5.0) -> None:
-        self._http = httpx.AsyncClient(timeout=timeout)
+    def __init__(self, timeout: float = 5.0, verify: ssl.SSLContext | bool = True) -> None:
+        self._http = httpx.AsyncClient(timeout=timeout, verify=verify)
         # Follows hold their connection as long as someone watches: a pool of their own, so
         # that many of them never starve the reads.
         self._follows = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, read=None),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+            verify=verify,
         )
 
     def _request(self, node: Node, task: Task, token: str, **extra: object) -> dict[str, object]:
@@ -43,7 +47,7 @@ class NodeLogs:
         try:
             response = await self._http.post(**req)  # type: ignore[arg-type]
         except httpx.HTTPError as exc:
-            raise UnavailableError(f"node {node.name} does not answer ({exc!r})") from None
+            raise _unanswered(node, exc) from None
         if response.status_code >= 400:
             raise api_error(response) or _answered(node, response)
         try:
@@ -65,7 +69,7 @@ class NodeLogs:
                         batch = json.loads(line)
                         yield _lines(batch if isinstance(batch, list) else [batch])
         except httpx.HTTPError as exc:
-            raise UnavailableError(f"node {node.name} does not answer ({exc!r})") from None
+            raise _unanswered(node, exc) from None
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -76,6 +80,13 @@ def _lines(wire: list[list[str] | str]) -> list[LogLine]:
     """``[[TIME, TEXT], …]`` as ``api.nodes`` sends them (a bare string: a node older than
     times, and its line has none)."""
     return [LogLine("", x) if isinstance(x, str) else LogLine(str(x[0]), str(x[1])) for x in wire]
+
+
+def _unanswered(node: Node, exc: httpx.HTTPError) -> UnavailableError:
+    why = unverified(exc)
+    if why is not None:
+        return UnavailableError(f"cannot verify the server's certificate at {node.api}: {why}")
+    return UnavailableError(f"node {node.name} does not answer ({exc!r})")
 
 
 def _answered(node: Node, response: httpx.Response) -> WarrenError:

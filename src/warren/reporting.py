@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import httpx
 
+from .client import unverified
 from .control.traffic import KEEP
 
 __all__ = ["PUSH", "TrafficReporter", "TrafficSource"]
@@ -41,17 +43,19 @@ class TrafficReporter:
         token: Callable[[], Awaitable[str]],
         every: float = PUSH,
         worker: int = 0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         """``destinations()``: the API URLs to send to (none: nobody to send to — this node
         leads, or no leader is known); ``token()``: this node's token; ``every``: seconds
         between sends; ``worker``: which of the node's ingress workers this is (each reports
-        its own traffic)."""
+        its own traffic); ``verify``: how to verify managers served over https
+        (``client.verifying``)."""
         self.ingress = ingress
         self.worker = worker
         self.every = every
         self.destinations = destinations
         self.token = token
-        self._http = httpx.AsyncClient(timeout=2.0)
+        self._http = httpx.AsyncClient(timeout=2.0, verify=verify)
         self._since = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self.failed_sends = 0
@@ -110,6 +114,9 @@ class TrafficReporter:
         try:
             response = await self._http.post(f"{url}/v1/worker/traffic", json=body, headers=headers)
         except httpx.HTTPError as exc:
+            why = unverified(exc)
+            if why is not None:
+                return self._failed(f"cannot verify the server's certificate at {url}: {why}")
             return self._failed(f"{url}: {exc!r}")
         if response.status_code >= 300:
             return self._failed(f"{url} answered {response.status_code}: {response.text[:200]}")

@@ -1,12 +1,13 @@
 """The composition root: builds the store, the control plane, the embedded agent, the ingress and
 the API of one ``warren server``, and starts and stops them in order.
 
-Start-up fails early with one clear message (data dir in use by another server, a port taken)
-before anything is half-started; shutdown leaves the tasks running — a restarted server
-re-adopts them — unless the server drains its node first (``leave``, ``agent.leaving``). The
-ingress runs in this process (``ingress="embedded"``), or as a process of its own that outlives
-this one (``"process"``, the command line's default: ``warren ingress``, supervised here,
-``ingress.supervising``): shutdown leaves it serving, and a restarted server adopts it.
+Start-up fails early with one clear message (a certificate that cannot load, data dir in use by
+another server, a port taken) before anything is half-started; shutdown leaves the tasks
+running — a restarted server re-adopts them — unless the server drains its node first
+(``leave``, ``agent.leaving``). The ingress runs in this process (``ingress="embedded"``), or as
+a process of its own that outlives this one (``"process"``, the command line's default:
+``warren ingress``, supervised here, ``ingress.supervising``): shutdown leaves it serving, and a
+restarted server adopts it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ from .api.events import PING, EventStreams
 from .api.metrics import build_metrics
 from .api.serving import HttpServer, parse_address
 from .api.workers import TrafficBatch
-from .client import Client
+from .client import Client, verifying
 from .clocks import SystemClock
 from .control.assigning import AssignmentFeed, RouteBroadcast
 from .control.leading import DEFAULT_TTL, Election
@@ -42,7 +44,7 @@ from .control.plane import ControlPlane
 from .control.roster import Roster
 from .control.traffic import ClusterTraffic, ReportedTraffic
 from .domain.deployments import DeploymentStatus
-from .domain.errors import UnavailableError, WarrenError
+from .domain.errors import UnavailableError, ValidationError, WarrenError
 from .domain.logs import LogLine
 from .domain.nodes import Node
 from .domain.services import Service
@@ -55,6 +57,7 @@ from .ingress.supervising import (
     RemoteIngress,
     default_workers,
 )
+from .ingress.tls import TlsError, server_context
 from .paths import token_path
 from .peers import NodeLogs
 from .planning.notifications import server_receiver
@@ -189,6 +192,13 @@ class ServerConfig:
     """URLs told of every deployment event of every service (JSON; ``control.notifying``)."""
     log_rotation: LogRotation = field(default_factory=LogRotation)
     """How much of each process task's output is kept."""
+    api_tls_cert: str | None = None
+    """The API over HTTPS: its certificate chain (PEM); with ``api_tls_key``."""
+    api_tls_key: str | None = None
+    manager_ca: str | None = None
+    """The CA bundle that verifies the other managers' APIs served over https (their logs,
+    their traffic reports); None: the usual public CAs. The ingress process this server
+    supervises is given it too, and this server's own certificate."""
 
 
 class _PlaneView:
@@ -219,7 +229,9 @@ class Server:
         self.own_traffic: ReportedTraffic | None = None
         """What the ingress process reports of its traffic (the ingress is a process)."""
         self.reporter: TrafficReporter | None = None
-        self.node_logs = NodeLogs()
+        self.node_logs: NodeLogs | None = None
+        self._verify: ssl.SSLContext | bool = True
+        """How this server verifies the other managers (``--manager-ca``)."""
         self.event_streams = EventStreams()
         self.agents: dict[str, Agent] = {}
         self.feed: AssignmentFeed | None = None
@@ -242,9 +254,12 @@ class Server:
 
     async def _start(self) -> None:
         cfg = self.config
+        tls = self._api_tls()  # first: a file that cannot load is said before anything starts
+        self._verify = verifying(cfg.manager_ca)
+        self.node_logs = NodeLogs(verify=self._verify)
         load_strategies()  # before any spec is read: each names its strategy
         self._prepare_data_dir()
-        self.http = HttpServer(cfg.api)
+        self.http = HttpServer(cfg.api, tls=tls)
         self.store = open_store(cfg.store, cfg.data_dir, self.clock)
         self.cluster = ClusterStore(self.store, self.clock)
         if cfg.ingress == "process":
@@ -292,7 +307,9 @@ class Server:
             self.election.start()
             self.roster = Roster(self.store, cfg.node_name, self.reachable_api_url, self.clock)
             await self.roster.start()
-            self.reporter = TrafficReporter(local, self._report_to, self._own_token)
+            self.reporter = TrafficReporter(
+                local, self._report_to, self._own_token, verify=self._verify
+            )
             self.reporter.start()
         for agent in self._build_agents():
             self.agents[agent.name] = agent
@@ -322,6 +339,17 @@ class Server:
         await self.http.start(app)
         log.info("warren %s: API on %s, data in %s", __version__, self.api_url, cfg.data_dir)
 
+    def _api_tls(self) -> ssl.SSLContext | None:
+        cert, key = self.config.api_tls_cert, self.config.api_tls_key
+        if not cert and not key:
+            return None
+        if not cert or not key:
+            raise ValidationError("give both --api-tls-cert and --api-tls-key, or neither")
+        try:
+            return server_context(cert, key)
+        except TlsError as exc:
+            raise ValidationError(f"{exc} (--api-tls-cert, --api-tls-key)") from None
+
     async def _supervise_ingress(self, workers: int) -> None:
         """Adopt the ingress workers that still serve from an earlier run, or start them: they
         follow this server's routing stream, and report their traffic here."""
@@ -332,6 +360,10 @@ class Server:
             cfg.http_port,
             report_every=LOCAL_REPORTS,
             limits=cfg.ingress_limits,
+            manager_ca=cfg.manager_ca,
+            # It reaches this server on the loopback address, which the certificate need not
+            # name: it trusts this server's own certificate, whatever its names.
+            manager_cert=cfg.api_tls_cert,
         )
         token = await self._own_token()
         self.supervisor = IngressSupervisor(cfg.data_dir / "ingress", settings, token, workers)
@@ -437,6 +469,7 @@ class Server:
         if agent is not None:
             return await agent.logs(task, tail, since)
         node, token = await self._peer(task)
+        assert self.node_logs is not None
         return await self.node_logs.lines(node, task, token, tail, since)
 
     async def _follow(
@@ -448,6 +481,7 @@ class Server:
                 yield batch
             return
         node, token = await self._peer(task)
+        assert self.node_logs is not None
         async for batch in self.node_logs.follow(node, task, token, tail, since):
             yield batch
 
@@ -543,8 +577,7 @@ class Server:
 
     @property
     def api_url(self) -> str:
-        host, port = self.api_address
-        return f"http://{host}:{port}"
+        return self.http.url if self.http else "http://:0"
 
     @property
     def local_api_url(self) -> str:
@@ -552,7 +585,7 @@ class Server:
         host, port = self.api_address
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
 
     @property
     def reachable_api_url(self) -> str:
@@ -561,7 +594,11 @@ class Server:
         host, port = self.api_address
         if host in ("0.0.0.0", "::", ""):
             host = self.config.advertise
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
+
+    @property
+    def _scheme(self) -> str:
+        return self.http.scheme if self.http else "http"
 
     def request_stop(self) -> None:
         """The first call ends ``wait``; a second one cuts ``leave`` short."""
@@ -595,7 +632,8 @@ class Server:
             await self.reporter.close()
         if self.roster is not None:
             await self.roster.stop()
-        await self.node_logs.close()
+        if self.node_logs is not None:
+            await self.node_logs.close()
         if self.feed is not None:
             self.feed.close()  # else the HTTP server waits for the workers' streams to end
         self.event_streams.close()  # and for the event streams

@@ -38,6 +38,7 @@ from .agent.runtimes import close_runtimes, local_runtimes
 from .api.metrics import build_metrics
 from .api.nodes import node_app, node_routes
 from .api.serving import HttpServer
+from .client import verifying
 from .clocks import SystemClock
 from .domain.errors import (
     AuthError,
@@ -103,6 +104,8 @@ class WorkerConfig:
     restarted worker to adopt. ``warren worker`` drains (``--drain-timeout``, 60 s)."""
     log_rotation: LogRotation = field(default_factory=LogRotation)
     """How much of each process task's output is kept."""
+    manager_ca: str | None = None
+    """The CA bundle that verifies managers served over https; None: the usual public CAs."""
 
 
 class RemoteDispatcher:
@@ -198,7 +201,10 @@ class Worker:
     def __init__(self, config: WorkerConfig, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.link = ManagerLink(config.managers, timeout=min(5.0, config.heartbeat_ttl / 3))
+        self._verify = verifying(config.manager_ca)  # a bad file: one line, before anything
+        self.link = ManagerLink(
+            config.managers, timeout=min(5.0, config.heartbeat_ttl / 3), verify=self._verify
+        )
         self.dispatcher = RemoteDispatcher(self.link, self.clock)
         self.ingress: Ingress | RemoteIngress | None = None
         self.supervisor: IngressSupervisor | None = None
@@ -240,6 +246,7 @@ class Worker:
                 cfg.ingress_host,
                 cfg.http_port,
                 limits=cfg.ingress_limits,
+                manager_ca=cfg.manager_ca,
             )
             self.supervisor = IngressSupervisor(
                 cfg.data_dir / "ingress", settings, self.link.token, workers
@@ -257,7 +264,9 @@ class Worker:
             node, self.dispatcher, drivers, self.clock, self.ingress, cfg.heartbeat_ttl
         )
         if isinstance(self.ingress, Ingress):  # a process of its own reports its traffic itself
-            self.reporter = TrafficReporter(self.ingress, lambda: self.link.managers, self._token)
+            self.reporter = TrafficReporter(
+                self.ingress, lambda: self.link.managers, self._token, verify=self._verify
+            )
             self.reporter.start()
         self.lease_watch = LeaseWatch(
             self.agent,

@@ -1,12 +1,14 @@
 """An ASGI app served by uvicorn inside our own event loop, on a socket bound up front — so that
 a taken port is one clear error before anything else starts — for the API of ``warren server``
-and the log endpoint of ``warren worker``."""
+(over HTTPS when given a server context: ``--api-tls-cert``) and the log endpoint of
+``warren worker``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Generator
 from typing import Any
 
@@ -84,8 +86,12 @@ class _BodyLimit:
 
 
 class HttpServer:
-    def __init__(self, address: str, flag: str = "--api") -> None:
-        """Bind ``address`` (``HOST:PORT``, port 0: any free one) now."""
+    def __init__(
+        self, address: str, flag: str = "--api", tls: ssl.SSLContext | None = None
+    ) -> None:
+        """Bind ``address`` (``HOST:PORT``, port 0: any free one) now; ``tls``: serve HTTPS
+        with this server context (its files loaded already: a bad one is refused before the
+        port is bound)."""
         host, port = parse_address(address, flag)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -101,25 +107,29 @@ class HttpServer:
         sock.setblocking(False)
         self.socket: socket.socket | None = sock
         self.address = (host, int(sock.getsockname()[1]))
+        self.tls = tls
         self._server: _EmbeddedUvicorn | None = None
         self.task: asyncio.Task[None] | None = None
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    @property
     def url(self) -> str:
         host, port = self.address
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
 
     async def start(self, app: Any) -> None:
         host, port = self.address
-        self._server = _EmbeddedUvicorn(
-            uvicorn.Config(
-                _BodyLimit(app, MAX_BODY),
-                host=host,
-                port=port,
-                log_level="warning",
-                lifespan="off",
-            )
+        config = uvicorn.Config(
+            _BodyLimit(app, MAX_BODY), host=host, port=port, log_level="warning", lifespan="off"
         )
+        # uvicorn makes its context from file names, with a traceback for a bad file; ours is
+        # loaded already. serve() loads a config only once: set the context after that.
+        config.load()
+        config.ssl = self.tls
+        self._server = _EmbeddedUvicorn(config)
         assert self.socket is not None
         self.task = asyncio.get_running_loop().create_task(
             self._server.serve(sockets=[self.socket])

@@ -1,5 +1,6 @@
-"""How a command reaches the API: the global ``--addr`` and ``--token`` (``warren --addr URL
-service ls``), else ``WARREN_ADDR`` and ``WARREN_TOKEN``, else the token file of the data dir.
+"""How a command reaches the API: the global ``--addr``, ``--token`` and ``--ca`` (``warren
+--addr URL service ls``), else ``WARREN_ADDR``, ``WARREN_TOKEN`` and ``WARREN_CA``, else the
+token file of the data dir (and, for an https server, the usual public CAs).
 
 The client (httpx, pydantic) is imported by the first command that talks to a server, not when
 the CLI starts: ``warren --help`` needs neither."""
@@ -15,12 +16,12 @@ if TYPE_CHECKING:
 
 __all__ = ["connect", "use"]
 
-_given: dict[str, str | None] = {"addr": None, "token": None}
+_given: dict[str, str | None] = {"addr": None, "token": None, "ca": None}
 
 
-def use(addr: str | None, token: str | None) -> None:
+def use(addr: str | None, token: str | None, ca: str | None = None) -> None:
     """The global flags' values (None: not given)."""
-    _given.update(addr=addr, token=token)
+    _given.update(addr=addr, token=token, ca=ca)
 
 
 def connect() -> Client:
@@ -30,4 +31,4 @@ def connect() -> Client:
     sys.modules.setdefault("httpx._main", ModuleType("httpx._main"))
     from ..client import Client
 
-    return Client(_given["addr"], _given["token"])
+    return Client(_given["addr"], _given["token"], ca=_given["ca"])

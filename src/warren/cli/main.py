@@ -84,8 +84,19 @@ def _root(
             help="Its token (default: the token file of $WARREN_DATA_DIR or the default data dir).",
         ),
     ] = None,
+    ca: Annotated[
+        str | None,
+        typer.Option(
+            "--ca",
+            envvar="WARREN_CA",
+            metavar="FILE",
+            show_envvar=True,
+            help="An https server: the CA bundle (PEM) to verify its certificate with "
+            "(default: the usual public CAs).",
+        ),
+    ] = None,
 ) -> None:
-    use(addr, token)
+    use(addr, token, ca)
 
 
 # Options of both `server` and `worker`.
@@ -99,6 +110,15 @@ Advertise = Annotated[
         metavar="ADDR",
         help="This node's address, in a cluster: its tasks listen on it, "
         "and the other nodes' ingresses reach them there.",
+    ),
+]
+ManagerCa = Annotated[
+    str | None,
+    typer.Option(
+        "--manager-ca",
+        metavar="FILE",
+        help="Managers served over https (--api-tls-cert): the CA bundle (PEM) to verify "
+        "them with (default: the usual public CAs).",
     ),
 ]
 HttpPort = Annotated[
@@ -357,6 +377,19 @@ def server(
     api: Annotated[
         str, typer.Option("--api", metavar="ADDR:PORT", help="API address.")
     ] = "127.0.0.1:7070",
+    api_tls_cert: Annotated[
+        str | None,
+        typer.Option(
+            "--api-tls-cert",
+            metavar="FILE",
+            help="Serve the API over HTTPS with this certificate chain (PEM); with --api-tls-key.",
+        ),
+    ] = None,
+    api_tls_key: Annotated[
+        str | None,
+        typer.Option("--api-tls-key", metavar="FILE", help="The key of --api-tls-cert (PEM)."),
+    ] = None,
+    manager_ca: ManagerCa = None,
     ingress_host: Annotated[
         str, typer.Option("--ingress-host", metavar="ADDR", help="Address the ingress listens on.")
     ] = "127.0.0.1",
@@ -409,9 +442,14 @@ def server(
     from ..server import Server, ServerConfig
 
     _logging(log_level)
+    if bool(api_tls_cert) != bool(api_tls_key):
+        raise ValidationError("give both --api-tls-cert and --api-tls-key, or neither")
     config = ServerConfig(
         data_dir=data_dir or default_data_dir(),
         api=api,
+        api_tls_cert=api_tls_cert,
+        api_tls_key=api_tls_key,
+        manager_ca=manager_ca,
         ingress_host=ingress_host,
         http_port=http_port,
         ingress_limits=_limits(
@@ -553,6 +591,7 @@ def worker(
             help="From `warren cluster join-token` (or $WARREN_JOIN_TOKEN).",
         ),
     ],
+    manager_ca: ManagerCa = None,
     node_name: NodeName = None,
     advertise: Advertise = "127.0.0.1",
     data_dir: Annotated[
@@ -605,6 +644,7 @@ def worker(
     name = node_name or socket.gethostname()
     config = WorkerConfig(
         managers=tuple(m.strip() for m in manager.split(",") if m.strip()),
+        manager_ca=manager_ca,
         token=token.strip(),
         data_dir=data_dir or default_data_dir() / "worker",
         node_name=name,
@@ -664,6 +704,17 @@ def ingress(
             metavar="URL[,URL]",
             help="The managers' API URLs: it follows their routing stream and reports its "
             "traffic to them (with --replace: default, the running ingress's).",
+        ),
+    ] = None,
+    manager_ca: ManagerCa = None,
+    manager_cert: Annotated[
+        str | None,
+        typer.Option(
+            "--manager-cert",
+            metavar="FILE",
+            help="A manager's own certificate chain (PEM), trusted by that certificate alone, "
+            "whatever names it has: what `warren server --api-tls-cert` gives its ingress, "
+            "which reaches it on the loopback address.",
         ),
     ] = None,
     token: Annotated[
@@ -768,7 +819,9 @@ def ingress(
             ingress_max_header_fields,
             ingress_max_body,
         )
-        settings = IngressSettings(managers, ingress_host, port, report_every, limits)
+        settings = IngressSettings(
+            managers, ingress_host, port, report_every, limits, manager_ca, manager_cert
+        )
     config = IngressConfig(
         data_dir=data_dir or default_data_dir() / "ingress",
         settings=settings,
@@ -894,7 +947,7 @@ def _command_path(args: list[str]) -> str:
     command: Any = typer.main.get_command(app)
     path, words = ["warren"], iter(args)
     for word in words:
-        if word in ("--addr", "--token"):
+        if word in ("--addr", "--token", "--ca"):
             next(words, None)
         elif not word.startswith("-"):
             sub = getattr(command, "commands", {}).get(word)

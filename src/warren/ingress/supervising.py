@@ -124,12 +124,21 @@ class IngressSettings:
     """Seconds between its traffic reports: 0.1 to the server that supervises it (on the same
     machine), 0.5 as a worker's to managers elsewhere."""
     limits: Limits = field(default_factory=Limits)
+    manager_ca: str | None = None
+    """The CA bundle that verifies managers served over https (None: the usual public CAs)."""
+    manager_cert: str | None = None
+    """A manager's own certificate chain file, trusted by that certificate alone: what the
+    server that supervises the ingress gives it (``linking``)."""
 
     def to_args(self) -> list[str]:
         port = ["--http-port", str(self.http_port)] if self.http_port is not None else []
         limits = self.limits
+        trust = [
+            *(["--manager-ca", self.manager_ca] if self.manager_ca else []),
+            *(["--manager-cert", self.manager_cert] if self.manager_cert else []),
+        ]
         return [
-            "--manager", ",".join(self.managers),
+            "--manager", ",".join(self.managers), *trust,
             "--ingress-host", self.host,
             *(port or ["--no-http-port"]),
             "--report-every", f"{round(self.report_every * 1000)}ms",
@@ -168,6 +177,8 @@ class IngressRecord:
             "httpPort": self.settings.http_port,
             "reportEvery": self.settings.report_every,
             "limits": asdict(self.settings.limits),
+            "managerCa": self.settings.manager_ca,
+            "managerCert": self.settings.manager_cert,
             "sharedPort": self.shared_port,
             "worker": self.worker,
         }
@@ -186,6 +197,8 @@ class IngressRecord:
                 None if body["httpPort"] is None else int(body["httpPort"]),
                 float(body.get("reportEvery", 0.5)),
                 Limits(**body.get("limits", {})),
+                body.get("managerCa"),
+                body.get("managerCert"),
             )
             return IngressRecord(
                 int(body["pid"]),
