@@ -1,10 +1,11 @@
 """The FastAPI application: auth, error translation, and the routes.
 
-Every route but ``/healthz`` and ``/metrics`` (and the OpenAPI document, ``/docs``) needs
-``Authorization: Bearer <admin token>`` (compared in constant time), checked before the body is
-read (``guards``); the worker routes take a node's token instead. Every error — bad body,
-unknown service, lost race — is a 4xx with ``{"error": {"code", "message", "field"}}``; a 500
-only for a bug, and it never leaks a traceback.
+Every route but ``/healthz`` and ``/metrics`` (and the OpenAPI document, ``/docs``, and the web
+view's static page, ``/ui/``: ``webview``) needs ``Authorization: Bearer <admin token>``
+(compared in constant time), checked before the body is read (``guards``); the worker routes
+take a node's token instead. Every error — bad body, unknown service, lost race — is a 4xx with
+``{"error": {"code", "message", "field"}}``; a 500 only for a bug, and it never leaks a
+traceback.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from .schemas import (
     TaskPatch,
     document_spec_change,
 )
+from .webview import mount_web_view
 from .workers import AssignmentSource, RouteSource, TrafficSink, worker_routes
 
 __all__ = ["ApiContext", "ClusterView", "create_app"]
@@ -210,6 +212,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         body = await ctx.metrics() if ctx.metrics else b""
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    mount_web_view(app)
     app.include_router(worker_routes(cluster, ctx.assignments, ctx.traffic, ctx.routes))
     app.include_router(event_routes(cluster, authorized, ctx.event_streams, ctx.event_ping))
     if ctx.logs_token is not None and ctx.logs is not None and ctx.follow is not None:
