@@ -28,17 +28,18 @@ The images (a driver may always override ``Cmd``/``Env``):
 - ``localhost/warren:VERSION`` (``warren.__version__``) — Warren itself, to run as a server (not
   one of ``IMAGES``: only the tests that run it ensure it). The demo image's Python, and in its
   site-packages the installed ``warren`` package (an editable install's source tree: its modules,
-  and the ingress's mypyc-compiled extension modules with their shared library when they are
-  built) with its runtime dependencies — the closure of its core requirements, from this venv
-  (no extras: no aiodocker, no aetcd; no pip or setuptools), their ``.pyc`` of this Python, no
-  tests, no Cython or C sources — and the shared libraries ``ldd`` lists for every extension
-  module. ``/usr/local/bin/warren`` is the console script; busybox gives ``sh``, ``cat``, ``ls``,
-  ``ps``, ``kill`` and ``wget`` to ``docker exec``. ``ENTRYPOINT ["/usr/local/bin/python3", "-m",
-  "warren"]`` (both engines honour ENTRYPOINT in an import, as CMD),
-  ``CMD ["server", "--api", "0.0.0.0:7070", "--data-dir", "/data"]``; env ``WARREN_DATA_DIR=/data``,
-  ``WARREN_INGRESS_HOST=0.0.0.0`` (the shared and published ports reachable through the engine's
-  published ports), ``PYTHONDONTWRITEBYTECODE=1``, ``PYTHONUNBUFFERED=1``; ``/etc/passwd`` has
-  root (home ``/root``); ``/data`` (0700) is the working directory. About 83 MB.
+  compiled to ``.pyc`` here, and the ingress's mypyc-compiled extension modules with their shared
+  library when they are built) with its runtime dependencies — the closure of its core
+  requirements, from this venv (no extras: no aiodocker, no aetcd; no pip or setuptools), with
+  their ``.pyc`` of this Python, no tests, no Cython or C sources — and the shared libraries
+  ``ldd`` lists for every extension module. ``/usr/local/bin/warren`` is the console script;
+  busybox gives ``sh``, ``cat``, ``ls``, ``ps``, ``kill`` and ``wget`` to ``docker exec``.
+  ``ENTRYPOINT ["/usr/local/bin/python3", "-m", "warren"]`` (both engines honour ENTRYPOINT in an
+  import, as CMD), ``CMD ["server", "--api", "0.0.0.0:7070", "--data-dir", "/data"]``; env
+  ``WARREN_DATA_DIR=/data``, ``WARREN_INGRESS_HOST=0.0.0.0`` (the shared port and the services'
+  published ports reachable through the engine's published ports), ``PYTHONDONTWRITEBYTECODE=1``,
+  ``PYTHONUNBUFFERED=1``; ``/etc/passwd`` has root (home ``/root``); ``/data`` (0700) is the
+  working directory. About 83 MB.
 
 Caching: each image carries the label ``org.warren.test.inputs``, a hash of its recipe and of its
 inputs' metadata (path, size, mtime). ``ensure_images`` asks the engine for each image (one
@@ -65,6 +66,7 @@ import importlib.util
 import io
 import json
 import os
+import py_compile
 import re
 import shutil
 import socket
@@ -214,6 +216,7 @@ class Rootfs:
     dirs: dict[str, int] = field(default_factory=dict)  # path in image → mode
     resolve_elf: list[str] = field(default_factory=list)  # image paths whose ldd deps to add
     executable: set[str] = field(default_factory=set)  # generated files to write with mode 0755
+    bytecode: list[str] = field(default_factory=list)  # .py files to add a .pyc for (see _pycs)
 
     def fingerprint(self) -> str:
         """A hash of what goes in: host files by (path, size, mtime), generated ones by content.
@@ -237,6 +240,8 @@ class Rootfs:
             h.update(f"l\0{arc}\0{target}\0".encode())
         for arc, mode in sorted(self.dirs.items()):
             h.update(f"D\0{arc}\0{mode}\0".encode())
+        for arc in sorted(self.bytecode):
+            h.update(f"c\0{arc}\0".encode())
         return h.hexdigest()[:32]
 
     def _elf_deps(self) -> dict[str, Path]:
@@ -278,11 +283,34 @@ class Rootfs:
         )
         return copies if done.returncode == 0 else files
 
+    def _pycs(self, scratch: Path) -> dict[str, Path]:
+        """Bytecode of this Python for ``bytecode``, at the place the import system looks.
+
+        Without it, every process of an image that has no pycs for a package compiles its
+        modules at each start (Warren's: about a second of its server's start, and of each
+        ``warren`` command). Unchecked hashes: the image's sources never change under them.
+        """
+        pycs: dict[str, Path] = {}
+        tag = sys.implementation.cache_tag
+        for i, arc in enumerate(self.bytecode):
+            pyc = scratch / f"{i}.pyc"
+            py_compile.compile(
+                str(self.files[arc]),
+                cfile=str(pyc),
+                dfile=arc,
+                doraise=True,
+                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+            )
+            where = Path(arc)  # not cache_from_source: it follows PYTHONPYCACHEPREFIX
+            pycs[str(where.parent / "__pycache__" / f"{where.stem}.{tag}.pyc")] = pyc
+        return pycs
+
     def write_tar(self, dest: Path) -> None:
         deps = {k: v for k, v in self._elf_deps().items() if k not in self.files}
         with tempfile.TemporaryDirectory(prefix="warren-rootfs-") as scratch:
             elf = {arc: self.files[arc] for arc in self.resolve_elf} | deps
             sources = {**self.files, **deps, **self._stripped(elf, Path(scratch))}
+            sources |= self._pycs(Path(scratch))
             self._write_tar(dest, sources)
 
     def _write_tar(self, dest: Path, sources: dict[str, Path]) -> None:
@@ -498,7 +526,8 @@ def warren_rootfs() -> Rootfs:
     files[str(exe)] = exe
     for dist in _dependencies("warren"):
         files.update(_distribution_files(dist, site))
-    files.update(_package_files("warren", site))
+    own = _package_files("warren", site)
+    files.update(own)
     for alias in ("python", "python3", f"python3.{sys.version_info.minor}"):
         if f"/usr/local/bin/{alias}" != str(exe):
             links[f"/usr/local/bin/{alias}"] = str(exe)
@@ -511,6 +540,7 @@ def warren_rootfs() -> Rootfs:
         dirs={**_BASE_DIRS, "/data": 0o700},
         resolve_elf=dynamic,
         executable={"/usr/local/bin/warren"},
+        bytecode=sorted(arc for arc in own if arc.endswith(".py")),
     )
 
 
