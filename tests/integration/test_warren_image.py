@@ -3,8 +3,9 @@ each engine as docs/production.md's ``docker run`` line runs it: its default com
 server`` on 0.0.0.0:7070, data in ``/data``), the API and the ingress's shared port published on
 127.0.0.1, ``/data`` a directory of the host. The CLI of this host reaches the API with the admin
 token read from that directory, creates a process service of the demo app inside the container
-and reaches it through the published shared port; ``warren --version`` in a second container
-prints the version; stopping the server's container is quick, and nothing is left."""
+and reaches it through the published shared port, again after a restart of the container;
+``warren --version`` in a second container prints the version, and a third finds ``sh``, ``cat``
+and the ``warren`` script; stopping the server's container is quick, and nothing is left."""
 
 from __future__ import annotations
 
@@ -24,11 +25,14 @@ import pytest
 from tests.engines import Engine
 from tests.images import WARREN_IMAGE, WARREN_VERSION, api_request, ensure_images
 from tests.servers import free_port, wait_for
+from warren.ingress import native
 
 pytestmark = pytest.mark.integration
 
 START = 60.0
 """Bound on the server's start in its container, to /healthz answering (~2 s here)."""
+
+COMPILED = "import warren.ingress as i; print(i.COMPILED)"
 
 STOP = 30.0
 """``docker stop``'s grace period: SIGTERM, then SIGKILL after it."""
@@ -142,6 +146,24 @@ def test_the_image_runs_a_server_that_runs_a_service_and_knows_its_version(
         waited = _call(engine, "POST", f"/containers/{version}/wait", timeout=60)
         assert waited["StatusCode"] == 0, _logs(engine, version)
         assert _logs(engine, version).strip() == f"warren {WARREN_VERSION}"
+        # What `docker exec` finds on the image's PATH: a shell, cat, and the console script;
+        # and the ingress runs compiled in the image when it is compiled here.
+        shell = ["cat /data/admin.token && warren -V && python3 -c " + repr(COMPILED)]
+        config = {"Image": WARREN_IMAGE.ref, "Entrypoint": ["sh", "-c"], "Cmd": shell,
+                  "HostConfig": {"Binds": [f"{data}:/data"]}}  # fmt: skip
+        execs = _run(engine, config, started)
+        assert _call(engine, "POST", f"/containers/{execs}/wait", timeout=60)["StatusCode"] == 0
+        compiled = native.compiled(native.sources()) and native.fresh(
+            native.sources(), native.STAMP
+        )
+        expected = [token, "warren", WARREN_VERSION, str(compiled)]
+        assert _logs(engine, execs).split() == expected
+
+        # docker restart: the tasks ended with the container; the server starts them anew.
+        _call(engine, "POST", f"/containers/{server}/restart?t={int(STOP)}", timeout=STOP + 30)
+        wait_for(lambda: httpx.get(f"{addr}/healthz", timeout=2).status_code == 200, START,
+                 "the API after a restart")  # fmt: skip
+        wait_for(through_the_ingress, 30, "the demo app through the ingress after a restart")
 
         # docker stop: SIGTERM to the init, passed on to the server, which exits within it.
         t0 = time.monotonic()
