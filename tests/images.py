@@ -25,6 +25,21 @@ The images (a driver may always override ``Cmd``/``Env``):
   default, 127.0.0.1, is unreachable through a published port), ``VERSION=v1`` (``v2``): ``GET /``
   answers ``{"version": "v1", …}``. Both tags share one root filesystem tar (Podman stores it
   once; dockerd unpacks it twice). ELF files are stripped when binutils' ``strip`` is there.
+- ``localhost/warren:VERSION`` (``warren.__version__``) — Warren itself, to run as a server (not
+  one of ``IMAGES``: only the tests that run it ensure it). The demo image's Python, and in its
+  site-packages the installed ``warren`` package (an editable install's source tree: its modules,
+  compiled to ``.pyc`` here, and the ingress's mypyc-compiled extension modules with their shared
+  library when they are built) with its runtime dependencies — the closure of its core
+  requirements, from this venv (no extras: no aiodocker, no aetcd; no pip or setuptools), with
+  their ``.pyc`` of this Python, no tests, no Cython or C sources — and the shared libraries
+  ``ldd`` lists for every extension module. ``/usr/local/bin/warren`` is the console script;
+  busybox gives ``sh``, ``cat``, ``ls``, ``ps``, ``kill`` and ``wget`` to ``docker exec``.
+  ``ENTRYPOINT ["/usr/local/bin/python3", "-m", "warren"]`` (both engines honour ENTRYPOINT in an
+  import, as CMD), ``CMD ["server", "--api", "0.0.0.0:7070", "--data-dir", "/data"]``; env
+  ``WARREN_DATA_DIR=/data``, ``WARREN_INGRESS_HOST=0.0.0.0`` (the shared port and the services'
+  published ports reachable through the engine's published ports), ``PYTHONDONTWRITEBYTECODE=1``,
+  ``PYTHONUNBUFFERED=1``; ``/etc/passwd`` has root (home ``/root``); ``/data`` (0700) is the
+  working directory. About 86 MB (46 MB of it the demo image's).
 
 Caching: each image carries the label ``org.warren.test.inputs``, a hash of its recipe and of its
 inputs' metadata (path, size, mtime). ``ensure_images`` asks the engine for each image (one
@@ -33,9 +48,11 @@ present it returns in milliseconds. The root filesystem tars are also kept in a 
 (``$WARREN_TEST_IMAGE_CACHE``, default ``$TMPDIR/warren-test-images``), so that a second engine
 (or a new session with fresh engine storage) only pays for the import.
 
-Run as ``python -m tests.images --socket /path/engine.sock [--force]`` to build by hand.
+Run as ``python -m tests.images --socket /path/engine.sock [--force]`` to build by hand (every
+image, Warren's included).
 
-Imports nothing of Warren's: it reads Warren's demo app as a file.
+Imports nothing of Warren's: it reads Warren's demo app as a file, finds the installed package
+without importing it, and reads its version from its ``__init__.py``.
 """
 
 from __future__ import annotations
@@ -44,9 +61,12 @@ import argparse
 import contextlib
 import hashlib
 import http.client
+import importlib.metadata
+import importlib.util
 import io
 import json
 import os
+import py_compile
 import re
 import shutil
 import socket
@@ -61,10 +81,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 __all__ = [
+    "ALL_IMAGES",
     "DEMO",
     "HTTPD",
     "IMAGES",
+    "WARREN",
+    "WARREN_IMAGE",
+    "WARREN_VERSION",
     "EngineAPIError",
     "Image",
     "api_request",
@@ -84,8 +111,11 @@ PATH_ENV = "PATH=/usr/local/bin:/usr/bin:/bin"
 
 HTTPD = "localhost/warren-httpd"
 DEMO = "localhost/warren-demo"
+WARREN = "localhost/warren"
 HTTPD_CMD = ["/bin/sh", "-c", 'exec /bin/busybox httpd -f -v -p "${PORT:-8080}" -h /www']
 DEMO_CMD = ["/usr/local/bin/python3", "/app/app.py"]
+WARREN_ENTRYPOINT = ["/usr/local/bin/python3", "-m", "warren"]
+WARREN_CMD = ["server", "--api", "0.0.0.0:7070", "--data-dir", "/data"]
 
 # Parts of the standard library a web app never needs (site-packages and test/ are most of it).
 # Measured with pyenv's 3.11: the image is 46 MB (72 MB when `strip` is missing: see _stripped).
@@ -185,6 +215,8 @@ class Rootfs:
     links: dict[str, str] = field(default_factory=dict)  # path in image → symlink target
     dirs: dict[str, int] = field(default_factory=dict)  # path in image → mode
     resolve_elf: list[str] = field(default_factory=list)  # image paths whose ldd deps to add
+    executable: set[str] = field(default_factory=set)  # generated files to write with mode 0755
+    bytecode: list[str] = field(default_factory=list)  # .py files to add a .pyc for (see _pycs)
 
     def fingerprint(self) -> str:
         """A hash of what goes in: host files by (path, size, mtime), generated ones by content.
@@ -202,11 +234,14 @@ class Rootfs:
             except OSError:
                 h.update(f"missing\0{arc}\0".encode())
         for arc, content in sorted(self.data.items()):
-            h.update(f"d\0{arc}\0{len(content)}\0".encode() + content)
+            mode = "x" if arc in self.executable else ""
+            h.update(f"d{mode}\0{arc}\0{len(content)}\0".encode() + content)
         for arc, target in sorted(self.links.items()):
             h.update(f"l\0{arc}\0{target}\0".encode())
         for arc, mode in sorted(self.dirs.items()):
             h.update(f"D\0{arc}\0{mode}\0".encode())
+        for arc in sorted(self.bytecode):
+            h.update(f"c\0{arc}\0".encode())
         return h.hexdigest()[:32]
 
     def _elf_deps(self) -> dict[str, Path]:
@@ -248,11 +283,34 @@ class Rootfs:
         )
         return copies if done.returncode == 0 else files
 
+    def _pycs(self, scratch: Path) -> dict[str, Path]:
+        """Bytecode of this Python for ``bytecode``, at the place the import system looks.
+
+        Without it, every process of an image that has no pycs for a package compiles its
+        modules at each start (Warren's: about a second of its server's start, and of each
+        ``warren`` command). Unchecked hashes: the image's sources never change under them.
+        """
+        pycs: dict[str, Path] = {}
+        tag = sys.implementation.cache_tag
+        for i, arc in enumerate(self.bytecode):
+            pyc = scratch / f"{i}.pyc"
+            py_compile.compile(
+                str(self.files[arc]),
+                cfile=str(pyc),
+                dfile=arc,
+                doraise=True,
+                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+            )
+            where = Path(arc)  # not cache_from_source: it follows PYTHONPYCACHEPREFIX
+            pycs[str(where.parent / "__pycache__" / f"{where.stem}.{tag}.pyc")] = pyc
+        return pycs
+
     def write_tar(self, dest: Path) -> None:
         deps = {k: v for k, v in self._elf_deps().items() if k not in self.files}
         with tempfile.TemporaryDirectory(prefix="warren-rootfs-") as scratch:
             elf = {arc: self.files[arc] for arc in self.resolve_elf} | deps
             sources = {**self.files, **deps, **self._stripped(elf, Path(scratch))}
+            sources |= self._pycs(Path(scratch))
             self._write_tar(dest, sources)
 
     def _write_tar(self, dest: Path, sources: dict[str, Path]) -> None:
@@ -276,7 +334,7 @@ class Rootfs:
                     tar.addfile(info, f)
             for arc, content in sorted(self.data.items()):
                 info = tarfile.TarInfo(arc.lstrip("/"))
-                info.size, info.mode = len(content), 0o644
+                info.size, info.mode = len(content), 0o755 if arc in self.executable else 0o644
                 tar.addfile(info, io.BytesIO(content))
             for arc, target in sorted(self.links.items()):
                 info = tarfile.TarInfo(arc.lstrip("/"))
@@ -370,6 +428,123 @@ def demo_rootfs() -> Rootfs:
     )
 
 
+def _dependencies(name: str) -> list[importlib.metadata.Distribution]:
+    """The installed distribution ``name`` and every one it requires, its extras' markers
+    evaluated (the core requirements only: none of ``name``'s own extras)."""
+    found: dict[str, tuple[importlib.metadata.Distribution, frozenset[str]]] = {}
+    todo: list[tuple[str, frozenset[str]]] = [(name, frozenset())]
+    while todo:
+        wanted, extras = todo.pop()
+        key = canonicalize_name(wanted)
+        if key in found and extras <= found[key][1]:
+            continue
+        dist = importlib.metadata.distribution(wanted)
+        extras |= found[key][1] if key in found else frozenset()
+        found[key] = (dist, extras)
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in {"", *extras}):
+                todo.append((req.name, frozenset(req.extras)))
+    return [dist for dist, _ in found.values()]
+
+
+# What an installed distribution ships that a running program never reads: Cython and C
+# sources (uvloop's are 50 files), its file list, and the path file of an editable install.
+_SITE_SKIP_SUFFIXES = (".pyx", ".pxd", ".pxi", ".c", ".h", ".pth")
+_SITE_SKIP_NAMES = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
+
+
+def _distribution_files(dist: importlib.metadata.Distribution, site: Path) -> dict[str, Path]:
+    """The files ``dist`` installed into site-packages, at their place under ``site``."""
+    files: dict[str, Path] = {}
+    pyc_tag = f".{sys.implementation.cache_tag}.pyc"
+    for entry in dist.files or []:
+        parts = entry.parts
+        if parts[0] == ".." or entry.name in _SITE_SKIP_NAMES:
+            continue  # scripts in bin/ (the image has its own), and the file lists
+        if entry.name.endswith(_SITE_SKIP_SUFFIXES) or {"tests", "test"} & set(parts[:-1]):
+            continue
+        if "__pycache__" in parts and not entry.name.endswith(pyc_tag):
+            continue
+        src = Path(dist.locate_file(entry))
+        if src.is_file():
+            files[str(site.joinpath(*parts))] = src
+    return files
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)  # finds, without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"{package} is not an installed package")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _package_files(package: str, site: Path) -> dict[str, Path]:
+    """The files of the importable ``package`` — wherever it is, an editable install's source
+    tree included — under ``site``: modules, data, and extension modules (the ingress compiled
+    by mypyc, and the library of shared code its modules import, beside the package)."""
+    root = _package_dir(package)
+    files: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in ("__pycache__", "build")]
+        for name in filenames:
+            path = Path(dirpath) / name
+            # .stamp: the digest the compiled ingress is checked against (ingress/native.py).
+            if name.endswith((".py", ".so", ".stamp", ".typed", ".json", ".html", ".css", ".js")):
+                files[str(site / path.relative_to(root.parent))] = path
+    for so in [p for arc, p in files.items() if arc.endswith(".so")]:
+        for group in set(re.findall(rb"[0-9a-f]{20}__mypyc", so.read_bytes())):
+            for lib in root.parent.glob(f"{group.decode()}.*.so"):
+                files[str(site / lib.name)] = lib
+    return files
+
+
+def _version_of(package_init: Path) -> str:
+    """``__version__`` of a package, read from its ``__init__.py`` (no import)."""
+    found = re.search(r'^__version__\s*=\s*"([^"]+)"', package_init.read_text(), re.MULTILINE)
+    if not found:
+        raise RuntimeError(f"no __version__ in {package_init}")
+    return found.group(1)
+
+
+# `warren` in the image's PATH: the console script, as pip would write it.
+_WARREN_SCRIPT = b"""#!/usr/local/bin/python3
+import sys
+from warren.cli.main import main
+sys.exit(main())
+"""
+# busybox applets a shell in the container (`docker exec`) is expected to have.
+_WARREN_APPLETS = ("cat", "ls", "ps", "kill", "wget")
+
+
+def warren_rootfs() -> Rootfs:
+    """The demo image's Python, and Warren with its runtime dependencies in its site-packages."""
+    exe, stdlib, dynload = _python_layout()
+    site = Path(sysconfig.get_path("purelib", vars={"base": sys.base_prefix}))
+    files, links = _busybox_files()
+    links.update({f"/bin/{applet}": "busybox" for applet in _WARREN_APPLETS})
+    files.update(_stdlib_files(stdlib, dynload))
+    files[str(exe)] = exe
+    for dist in _dependencies("warren"):
+        files.update(_distribution_files(dist, site))
+    own = _package_files("warren", site)
+    files.update(own)
+    for alias in ("python", "python3", f"python3.{sys.version_info.minor}"):
+        if f"/usr/local/bin/{alias}" != str(exe):
+            links[f"/usr/local/bin/{alias}"] = str(exe)
+    dynamic = [str(exe), *(a for a in files if a.endswith(".so"))]
+    return Rootfs(
+        name="warren",
+        files=files,
+        links=links,
+        data={**_BASE_DATA, "/usr/local/bin/warren": _WARREN_SCRIPT},
+        dirs={**_BASE_DIRS, "/data": 0o700},
+        resolve_elf=dynamic,
+        executable={"/usr/local/bin/warren"},
+        bytecode=sorted(arc for arc in own if arc.endswith(".py")),
+    )
+
+
 # ── images ─────────────────────────────────────────────────────────────────────────────────────
 
 
@@ -413,12 +588,42 @@ def _demo(version: str) -> Image:
     )
 
 
+WARREN_VERSION = _version_of(_package_dir("warren") / "__init__.py")
+
+
+def _warren() -> Image:
+    return Image(
+        f"{WARREN}:{WARREN_VERSION}",
+        "warren",
+        (
+            f"ENTRYPOINT {json.dumps(WARREN_ENTRYPOINT)}",
+            f"CMD {json.dumps(WARREN_CMD)}",
+            f"ENV {PATH_ENV}",
+            "ENV WARREN_DATA_DIR=/data",
+            "ENV WARREN_INGRESS_HOST=0.0.0.0",
+            "ENV PYTHONDONTWRITEBYTECODE=1",
+            "ENV PYTHONUNBUFFERED=1",
+            "EXPOSE 7070",
+            "EXPOSE 8000",
+            "WORKDIR /data",
+        ),
+    )
+
+
 IMAGES: tuple[Image, ...] = (_httpd("v1"), _httpd("v2"), _demo("v1"), _demo("v2"))
+"""The images the container tests run (each engine fixture ensures them)."""
+
+WARREN_IMAGE = _warren()
+"""Warren's own image: ensured only by the tests that run it (its inputs change with every edit
+of Warren's source, and the other tests need not wait for it)."""
+
+ALL_IMAGES: tuple[Image, ...] = (*IMAGES, WARREN_IMAGE)
 
 _ROOTFS = {
     "httpd-v1": lambda: httpd_rootfs("v1"),
     "httpd-v2": lambda: httpd_rootfs("v2"),
     "demo": demo_rootfs,
+    "warren": warren_rootfs,
 }
 
 
@@ -463,14 +668,19 @@ def _check_busybox() -> None:
         raise RuntimeError(f"{BUSYBOX} must be a static busybox: apt-get install busybox-static")
 
 
-def ensure_images(socket_path: str, force: bool = False, log: bool = False) -> list[str]:
-    """Make every image of ``IMAGES`` present and up to date in the engine; return those built.
+def ensure_images(
+    socket_path: str,
+    force: bool = False,
+    log: bool = False,
+    images: tuple[Image, ...] = IMAGES,
+) -> list[str]:
+    """Make every image of ``images`` present and up to date in the engine; return those built.
 
     Cheap when nothing changed: one fingerprint per rootfs and one inspect per image.
     """
     built: list[str] = []
     roots: dict[str, tuple[Rootfs, str]] = {}
-    for image in IMAGES:
+    for image in images:
         if image.rootfs not in roots:
             rootfs = _ROOTFS[image.rootfs]()
             roots[image.rootfs] = (rootfs, rootfs.fingerprint())
@@ -502,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="import even if up to date")
     args = parser.parse_args(argv)
     start = time.monotonic()
-    built = ensure_images(args.socket, force=args.force, log=True)
+    built = ensure_images(args.socket, force=args.force, log=True, images=ALL_IMAGES)
     print(f"{len(built)} image(s) imported in {time.monotonic() - start:.2f}s")
     return 0
 
