@@ -518,6 +518,13 @@ class Client:
         params = {"rotate": "true"} if rotate else {}
         return str(self.request("GET", "/v1/cluster/join-token", params=params)["token"])
 
+    def rotate_admin_token(self) -> str:
+        """A new admin token in place of this client's (which then stops working): this client
+        uses the new one from now on."""
+        token = str(self.request("POST", "/v1/cluster/admin-token/rotate")["token"])
+        self.token = token
+        return token
+
     # ── events ───────────────────────────────────────────────────────────────────────────────
 
     def list_events(

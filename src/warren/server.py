@@ -236,6 +236,8 @@ class Server:
         self.agents: dict[str, Agent] = {}
         self.feed: AssignmentFeed | None = None
         self._watches: list[asyncio.Task[None]] = []
+        self._app: Any = None
+        """The API app, once built (a rotated admin token goes into its state)."""
         """The agents' lease watches (shared store only), and their restarts after a fence."""
         self.http: HttpServer | None = None
         self._lock_fd: int | None = None
@@ -333,8 +335,13 @@ class Server:
                 event_streams=self.event_streams,
                 event_ping=cfg.event_ping,
                 reserved_ports=self._reserved_ports(),
+                token_changed=self._adopt_token,
             )
         )
+        self._app = app
+        if shared:
+            loop = asyncio.get_running_loop()
+            self._watches.append(loop.create_task(self._follow_admin_token()))
         self._scrape = build_metrics(self.plane, self.ingress)
         await self.http.start(app)
         log.info("warren %s: API on %s, data in %s", __version__, self.api_url, cfg.data_dir)
@@ -379,6 +386,30 @@ class Server:
             self.token = secrets.token_urlsafe(32)
             self._write_token()
         os.chmod(path, 0o600)
+
+    def _adopt_token(self, token: str) -> None:
+        """A new admin token (rotated here or on another manager): the API takes it, and the
+        data dir keeps it for the CLI and the next start."""
+        if token == self.token:
+            return
+        self.token = token
+        self._write_token()
+        if self._app is not None:
+            self._app.state.token = token.encode()
+        log.info("the admin token was rotated: %s rewritten", token_path(self.config.data_dir))
+
+    async def _follow_admin_token(self) -> None:
+        """With several managers the admin token is the cluster's, kept in the store: one
+        rotated on another manager replaces this one's."""
+        assert self.cluster is not None
+        while not self._stopped.is_set():
+            try:
+                async for token in self.cluster.admin_tokens():
+                    self._adopt_token(token)
+                return  # the store is closing
+            except WarrenError as exc:
+                log.debug("following the admin token: %s", exc)
+                await self.clock.sleep(1.0)
 
     def _write_token(self) -> None:
         fd = os.open(token_path(self.config.data_dir), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -146,6 +146,8 @@ class ApiContext:
     traffic: TrafficSink | None = None
     """Takes the other nodes' ingress traffic (``control.traffic``)."""
     node: str = ""
+    token_changed: Callable[[str], None] | None = None
+    """Told of a new admin token (a rotation): the server keeps it in its data dir."""
     logs_token: Callable[[], Awaitable[str | None]] | None = None
     """This server runs tasks: other managers read their logs with this token."""
     event_streams: EventStreams = field(default_factory=EventStreams)
@@ -229,6 +231,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """The token a remote worker joins with (``warren worker --token``); ``?rotate=true``
         replaces it (nodes that joined keep working)."""
         return {"token": await cluster.join_token(rotate)}
+
+    @app.post("/v1/cluster/admin-token/rotate", tags=["nodes"], responses=_errors())
+    async def rotate_admin_token(request: Request, _: Auth) -> dict[str, str]:
+        """A new admin token in place of the one given: the old one stops working at once on
+        this manager, and on every other as it sees the change; each rewrites its
+        ``admin.token``. The answer is the only place the new token is sent: keep it."""
+        token = await cluster.rotate_admin_token()
+        request.app.state.token = token.encode()
+        if ctx.token_changed is not None:
+            ctx.token_changed(token)
+        await cluster.record("cluster.admin_token", "the admin token was rotated")
+        return {"token": token}
 
     @app.get("/v1/services", tags=["services"], responses=_errors())
     async def list_services(_: Auth, full: bool = False) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ..domain.errors import ValidationError
 from .connect import connect
 from .output import OUTPUT, Format, console, group, show
 
@@ -50,6 +51,33 @@ def _print_status(info: dict[str, Any], ready: int, down: int) -> None:
         table.add_row(manager["name"], manager["api"], "yes" if manager["leader"] else "")
     console.print()
     console.print(table)
+
+
+@app.command("admin-token")
+def admin_token(
+    rotate: Annotated[
+        bool,
+        typer.Option("--rotate", metavar="", help="Replace the admin token (required)."),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", metavar="", help="Print the new token only.")
+    ] = False,
+) -> None:
+    """Replace the cluster's admin token: the old one stops working on every manager, and
+    each rewrites the admin.token of its data dir. The new token is printed once."""
+    if not rotate:
+        raise ValidationError("give --rotate: it replaces the admin token", "--rotate")
+    with connect() as client:
+        token = client.rotate_admin_token()
+    if quiet:
+        print(token)
+        return
+    console.print(
+        f"New admin token: {token}\n"
+        "Every manager's admin.token holds it now; update WARREN_TOKEN where it is set.",
+        highlight=False,
+        markup=False,
+    )
 
 
 @app.command("join-token")

@@ -1007,6 +1007,33 @@ class ClusterStore:
         """The cluster's admin token: the first manager's (``mine``, if there is none yet)."""
         return (await self._get_or_create(ADMIN_TOKEN, mine.encode)).decode()
 
+    async def rotate_admin_token(self) -> str:
+        """A new admin token for the cluster, in place of the old one (which stops working as
+        each manager sees the change: ``admin_tokens``)."""
+        token = secrets.token_urlsafe(32)
+        await self.raw.put(ADMIN_TOKEN, token.encode())
+        return token
+
+    async def admin_tokens(self) -> AsyncIterator[str]:
+        """The cluster's admin token each time it changes (a rotation on any manager), for as
+        long as the caller reads; the store's own history lost (compacted): read it again."""
+        while True:
+            kv = await self.raw.get(ADMIN_TOKEN)
+            revision = kv.mod_revision if kv is not None else 0
+            if kv is not None:
+                yield kv.value.decode()
+            watch = self.raw.watch(ADMIN_TOKEN, revision + 1)
+            try:
+                async for batch in watch:
+                    for event in batch:
+                        if event.type == "put" and event.kv.key == ADMIN_TOKEN:
+                            yield event.kv.value.decode()
+                return  # the store is closing
+            except CompactedError:
+                continue
+            finally:
+                await watch.aclose()  # type: ignore[attr-defined]
+
     async def join_token(self, rotate: bool = False) -> str:
         """The token remote workers join with (``rotate``: a new one; the old stops working —
         nodes that joined keep their own tokens)."""
