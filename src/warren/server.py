@@ -34,7 +34,7 @@ from .agent.runtimes import close_runtimes, local_runtimes
 from .api import ApiContext, create_app
 from .api.events import PING, EventStreams
 from .api.metrics import build_metrics
-from .api.serving import HttpServer, parse_address
+from .api.serving import HttpServer, api_tls, parse_address
 from .api.workers import TrafficBatch
 from .client import Client, verifying
 from .clocks import SystemClock
@@ -44,7 +44,7 @@ from .control.plane import ControlPlane
 from .control.roster import Roster
 from .control.traffic import ClusterTraffic, ReportedTraffic
 from .domain.deployments import DeploymentStatus
-from .domain.errors import UnavailableError, ValidationError, WarrenError
+from .domain.errors import UnavailableError, WarrenError
 from .domain.logs import LogLine
 from .domain.nodes import Node
 from .domain.services import Service
@@ -57,7 +57,6 @@ from .ingress.supervising import (
     RemoteIngress,
     default_workers,
 )
-from .ingress.tls import TlsError, server_context
 from .paths import token_path
 from .peers import NodeLogs
 from .planning.notifications import server_receiver
@@ -256,7 +255,8 @@ class Server:
 
     async def _start(self) -> None:
         cfg = self.config
-        tls = self._api_tls()  # first: a file that cannot load is said before anything starts
+        # First: a file that cannot load is said before anything starts.
+        tls = api_tls(cfg.api_tls_cert, cfg.api_tls_key)
         self._verify = verifying(cfg.manager_ca)
         self.node_logs = NodeLogs(verify=self._verify)
         load_strategies()  # before any spec is read: each names its strategy
@@ -345,17 +345,6 @@ class Server:
         self._scrape = build_metrics(self.plane, self.ingress)
         await self.http.start(app)
         log.info("warren %s: API on %s, data in %s", __version__, self.api_url, cfg.data_dir)
-
-    def _api_tls(self) -> ssl.SSLContext | None:
-        cert, key = self.config.api_tls_cert, self.config.api_tls_key
-        if not cert and not key:
-            return None
-        if not cert or not key:
-            raise ValidationError("give both --api-tls-cert and --api-tls-key, or neither")
-        try:
-            return server_context(cert, key)
-        except TlsError as exc:
-            raise ValidationError(f"{exc} (--api-tls-cert, --api-tls-key)") from None
 
     async def _supervise_ingress(self, workers: int) -> None:
         """Adopt the ingress workers that still serve from an earlier run, or start them: they

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from .agent.leaving import Leaving, Outcome
 from .agent.runtimes import close_runtimes, local_runtimes
 from .api.metrics import build_metrics
 from .api.nodes import node_app, node_routes
-from .api.serving import HttpServer
+from .api.serving import HttpServer, api_tls
 from .client import verifying
 from .clocks import SystemClock
 from .domain.errors import (
@@ -106,6 +107,9 @@ class WorkerConfig:
     """How much of each process task's output is kept."""
     manager_ca: str | None = None
     """The CA bundle that verifies managers served over https; None: the usual public CAs."""
+    api_tls_cert: str | None = None
+    api_tls_key: str | None = None
+    """Serve ``api`` over HTTPS with this certificate chain and key (PEM)."""
 
 
 class RemoteDispatcher:
@@ -210,6 +214,7 @@ class Worker:
         self.supervisor: IngressSupervisor | None = None
         self.agent: Agent | None = None
         self._lock_fd: int | None = None
+        self._api_tls: ssl.SSLContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         """The agent runs (started, and not fenced since)."""
@@ -236,6 +241,8 @@ class Worker:
 
     async def _start(self) -> None:
         cfg = self.config
+        # First: a file that cannot load is said before anything starts.
+        self._api_tls = api_tls(cfg.api_tls_cert, cfg.api_tls_key)
         self._lock_fd = lock_data_dir(cfg.data_dir)
         await self._join()
         if cfg.ingress == "process":
@@ -288,7 +295,7 @@ class Worker:
         cfg = self.config
         if cfg.api is None or self._logs_token is None:
             return None
-        self.http = HttpServer(cfg.api, "--api")
+        self.http = HttpServer(cfg.api, "--api", tls=self._api_tls)
         routes = node_routes(
             cfg.node_name, self._expected_logs_token, self._logs, self._follow_logs
         )
@@ -301,7 +308,8 @@ class Worker:
 
         await self.http.start(node_app(routes, metrics))
         host, port = self.http.address
-        return f"http://{cfg.advertise if host in ('0.0.0.0', '::') else host}:{port}"
+        scheme = "https" if self._api_tls is not None else "http"
+        return f"{scheme}://{cfg.advertise if host in ('0.0.0.0', '::') else host}:{port}"
 
     async def _expected_logs_token(self) -> str | None:
         return self._logs_token

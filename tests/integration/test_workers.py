@@ -359,3 +359,46 @@ def test_a_worker_runs_its_tasks_and_fences_them_when_no_manager_answers(
         asyncio.run(scenario())
     finally:
         stop_manager()
+
+
+def test_a_worker_serves_its_api_over_https_and_the_manager_reads_its_logs(
+    tmp_path: Path,
+) -> None:
+    """``warren worker --api-tls-cert/--api-tls-key``: the node says ``https://``, and a
+    manager given the CA (``--manager-ca``) reads its tasks' logs over TLS."""
+    import trustme
+
+    from tests.integration.test_tls import write_pair
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    (tmp_path / "tls").mkdir()
+    chain, key = write_pair(ca, tmp_path / "tls")
+    config = ServerConfig(
+        data_dir=tmp_path / "m", api="127.0.0.1:0", http_port=0, worker=False,
+        manager_ca=str(ca_file),
+    )  # fmt: skip
+    with EmbeddedServer(config) as embedded:
+
+        async def scenario() -> list[dict[str, str]]:
+            tls = {"api": "127.0.0.1:0", "api_tls_cert": str(chain), "api_tls_key": str(key)}
+            async with serving_worker(embedded, tmp_path, **tls):
+                with embedded.client() as c:
+                    (node,) = [n for n, _ in c.list_nodes() if n.name == "w1"]
+                    assert node.api is not None and node.api.startswith("https://127.0.0.1:")
+                    return await asyncio.to_thread(c.logs, "web")
+
+        lines = asyncio.run(scenario())
+    assert any(x["line"].startswith("started web.") for x in lines), lines
+    assert not any("cannot read the logs" in x["line"] for x in lines), lines
+
+
+def test_a_worker_refuses_half_of_its_api_tls_flags(tmp_path: Path) -> None:
+    config = WorkerConfig(
+        managers=("http://127.0.0.1:9",), token="t", data_dir=tmp_path / "w", node_name="w",
+        api="127.0.0.1:0", api_tls_cert=str(tmp_path / "chain.pem"),
+    )  # fmt: skip
+    with pytest.raises(ValidationError, match="give both --api-tls-cert and --api-tls-key"):
+        asyncio.run(Worker(config).start())
+    assert not (tmp_path / "w").exists()  # refused before anything started

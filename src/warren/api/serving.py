@@ -16,8 +16,9 @@ import uvicorn
 from starlette.responses import JSONResponse
 
 from ..domain.errors import UnavailableError, ValidationError
+from ..ingress.tls import TlsError, server_context
 
-__all__ = ["MAX_BODY", "HttpServer", "parse_address"]
+__all__ = ["MAX_BODY", "HttpServer", "api_tls", "parse_address"]
 
 MAX_BODY = 8 * 1024 * 1024
 """The largest request body the APIs take (a service spec is a few kB, a traffic report of a
@@ -30,6 +31,20 @@ def parse_address(value: str, field_name: str = "--api") -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValidationError(f"expected HOST:PORT, got {value!r}", field_name)
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def api_tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The TLS context of an API served over HTTPS (``--api-tls-cert``, ``--api-tls-key``), or
+    None for plain HTTP; a file that cannot be loaded, or one flag without the other, is a
+    ValidationError in one line."""
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ValidationError("give both --api-tls-cert and --api-tls-key, or neither")
+    try:
+        return server_context(cert, key)
+    except TlsError as exc:
+        raise ValidationError(f"{exc} (--api-tls-cert, --api-tls-key)") from None
 
 
 class _EmbeddedUvicorn(uvicorn.Server):

@@ -121,6 +121,18 @@ ManagerCa = Annotated[
         "them with (default: the usual public CAs).",
     ),
 ]
+ApiTlsCert = Annotated[
+    str | None,
+    typer.Option(
+        "--api-tls-cert",
+        metavar="FILE",
+        help="Serve the API over HTTPS with this certificate chain (PEM); with --api-tls-key.",
+    ),
+]
+ApiTlsKey = Annotated[
+    str | None,
+    typer.Option("--api-tls-key", metavar="FILE", help="The key of --api-tls-cert (PEM)."),
+]
 HttpPort = Annotated[
     int,
     typer.Option(
@@ -377,18 +389,8 @@ def server(
     api: Annotated[
         str, typer.Option("--api", metavar="ADDR:PORT", help="API address.")
     ] = "127.0.0.1:7070",
-    api_tls_cert: Annotated[
-        str | None,
-        typer.Option(
-            "--api-tls-cert",
-            metavar="FILE",
-            help="Serve the API over HTTPS with this certificate chain (PEM); with --api-tls-key.",
-        ),
-    ] = None,
-    api_tls_key: Annotated[
-        str | None,
-        typer.Option("--api-tls-key", metavar="FILE", help="The key of --api-tls-cert (PEM)."),
-    ] = None,
+    api_tls_cert: ApiTlsCert = None,
+    api_tls_key: ApiTlsKey = None,
     manager_ca: ManagerCa = None,
     ingress_host: Annotated[
         str, typer.Option("--ingress-host", metavar="ADDR", help="Address the ingress listens on.")
@@ -620,6 +622,8 @@ def worker(
             "/metrics (default: ADVERTISE:7071).",
         ),
     ] = None,
+    api_tls_cert: ApiTlsCert = None,
+    api_tls_key: ApiTlsKey = None,
     heartbeat_ttl: HeartbeatTtl = 10.0,
     docker_network: DockerNetwork = None,
     ingress: IngressMode = "process",
@@ -661,6 +665,8 @@ def worker(
         ),
         heartbeat_ttl=heartbeat_ttl,
         api=api or f"{advertise}:7071",
+        api_tls_cert=api_tls_cert,
+        api_tls_key=api_tls_key,
         docker_network=docker_network,
         ingress=_ingress_mode(ingress),
         ingress_workers=ingress_workers,
