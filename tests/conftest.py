@@ -26,6 +26,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 from tests.cluster import cluster  # noqa: E402, F401
 from tests.containers import container_server  # noqa: E402, F401
 from tests.engines import dockerd_engine, each_engine, podman_engine  # noqa: E402, F401
-from tests.etcd import etcd_cluster, etcd_prefix, etcd_server  # noqa: E402, F401
+from tests.etcd import (  # noqa: E402, F401
+    etcd_cluster,
+    etcd_prefix,
+    etcd_server,
+    etcd_tls_server,
+)
 from tests.netns import hosts  # noqa: E402, F401
 from tests.servers import server, server_factory  # noqa: E402, F401

@@ -4,7 +4,10 @@
 range, far from 2379/2380) with a fresh data dir; ``etcd_prefix`` gives each test its own key
 prefix on it, so that tests never see each other's keys. ``etcd_cluster`` (per test) starts three
 members with ``--heartbeat-interval 50 --election-timeout 300`` (a new leader in ~0.4 s);
-``EtcdMember.kill`` stops one, e.g. ``cluster.leader()``. Every wait is bounded; every member is
+``EtcdMember.kill`` stops one, e.g. ``cluster.leader()``. ``etcd_tls_server`` (session) is one
+member that serves clients over https only and asks each for a certificate of its CA
+(``--client-cert-auth``); ``EtcdTlsFiles`` are its CA, and a client certificate and key to present
+(made with ``trustme``). Every wait is bounded; every member is
 SIGKILLed by PID at teardown and its data dir removed. When the ``etcd`` binary is missing the
 fixtures skip, or fail under ``CI=true`` (install the Debian package ``etcd-server``).
 
@@ -21,6 +24,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -30,8 +34,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import trustme
 
-__all__ = ["EtcdCluster", "EtcdMember", "etcd_cluster", "etcd_prefix", "etcd_server"]
+__all__ = [
+    "EtcdCluster",
+    "EtcdMember",
+    "EtcdTlsFiles",
+    "etcd_cluster",
+    "etcd_prefix",
+    "etcd_server",
+    "etcd_tls_server",
+]
 
 START_TIMEOUT = 15.0
 """Bound on a cluster's start: every member ready. One member: ~0.2 s here. Three: 0.3 to 2.3 s —
@@ -40,6 +53,45 @@ is itself still starting (it accepts connections before it answers)."""
 
 STOP_TIMEOUT = 5.0
 """Bound on a member's exit after SIGKILL."""
+
+
+@dataclass(frozen=True)
+class EtcdTlsFiles:
+    """PEM files of one TLS etcd: the CA that signed everything, the member's certificate for
+    127.0.0.1, and a client certificate (a manager's)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        """What this module's own readiness probes connect with."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(self.client_cert, self.client_key)
+        return context
+
+
+def make_tls_files(where: Path) -> EtcdTlsFiles:
+    """A fresh CA, a server certificate for 127.0.0.1 and a client certificate, under ``where``."""
+    ca = trustme.CA()
+    files = EtcdTlsFiles(
+        ca=where / "ca.pem",
+        server_cert=where / "server.pem",
+        server_key=where / "server-key.pem",
+        client_cert=where / "client.pem",
+        client_key=where / "client-key.pem",
+    )
+    ca.cert_pem.write_to_path(str(files.ca))
+    for cert_path, key_path, name in [
+        (files.server_cert, files.server_key, "127.0.0.1"),
+        (files.client_cert, files.client_key, "warren-manager"),
+    ]:
+        issued = ca.issue_cert(name)
+        cert_path.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+        issued.private_key_pem.write_to_path(str(key_path))
+    return files
 
 
 @dataclass
@@ -53,6 +105,8 @@ class EtcdMember:
     host: str = "127.0.0.1"
     wrapper: tuple[str, ...] = ()
     """What the command runs under (``ip netns exec NS`` for a member on a host of its own)."""
+    tls: EtcdTlsFiles | None = None
+    """Clients over https only, each with a certificate of ``tls.ca``; peers stay on http."""
 
     @property
     def endpoint(self) -> str:
@@ -60,7 +114,7 @@ class EtcdMember:
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.endpoint}"
+        return f"{'https' if self.tls else 'http'}://{self.endpoint}"
 
     @property
     def peer_url(self) -> str:
@@ -85,7 +139,8 @@ class EtcdMember:
         request = urllib.request.Request(
             f"{self.client_url}/v3/maintenance/status", data=b"{}", method="POST"
         )
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
+        context = self.tls.client_context() if self.tls else None
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
             body = json.loads(resp.read())
         return {"member_id": body["header"]["member_id"], "leader": body.get("leader", "0")}
 
@@ -159,10 +214,15 @@ def _free_ports(count: int) -> list[int]:
         return [int(s.getsockname()[1]) for s in socks]
 
 
-def start_cluster(size: int, hosts: list[tuple[str, tuple[str, ...]]] | None = None) -> EtcdCluster:
+def start_cluster(
+    size: int,
+    hosts: list[tuple[str, tuple[str, ...]]] | None = None,
+    tls: EtcdTlsFiles | None = None,
+) -> EtcdCluster:
     """Start ``size`` members and wait (bounded) until each is ready; stopped on failure.
     ``hosts``: (address, command wrapper) of each member — network namespaces, where every
-    member listens on 12379/12380 of its own address; default: loopback, on free ports."""
+    member listens on 12379/12380 of its own address; default: loopback, on free ports.
+    ``tls``: clients over https with a client certificate (loopback members only)."""
     binary = _etcd_binary()
     root = Path(tempfile.mkdtemp(prefix="warren-etcd-"))
     ports = _free_ports(2 * size) if hosts is None else [12379, 12380] * size
@@ -173,6 +233,7 @@ def start_cluster(size: int, hosts: list[tuple[str, tuple[str, ...]]] | None = N
             peer_port=ports[2 * i + 1],
             data_dir=root / f"n{i + 1}",
             log_path=root / f"n{i + 1}.log",
+            tls=tls,
             **({"host": hosts[i][0], "wrapper": hosts[i][1]} if hosts else {}),
         )
         for i in range(size)
@@ -197,6 +258,13 @@ def start_cluster(size: int, hosts: list[tuple[str, tuple[str, ...]]] | None = N
                 "--heartbeat-interval", "50",
                 "--election-timeout", "300",
             ]  # fmt: skip
+            if tls is not None:
+                argv += [
+                    "--client-cert-auth",
+                    "--trusted-ca-file", str(tls.ca),
+                    "--cert-file", str(tls.server_cert),
+                    "--key-file", str(tls.server_key),
+                ]  # fmt: skip
             with m.log_path.open("wb") as log:
                 m.proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
@@ -226,6 +294,20 @@ def etcd_server() -> Iterator[EtcdCluster]:
     cluster = start_cluster(1)
     try:
         yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_tls_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[EtcdCluster, EtcdTlsFiles]]:
+    """One etcd member for the whole session that serves clients over https only and asks each
+    for a certificate of its CA; with the files a client needs. Tests keep apart by prefix."""
+    files = make_tls_files(tmp_path_factory.mktemp("etcd-tls"))
+    cluster = start_cluster(1, tls=files)
+    try:
+        yield cluster, files
     finally:
         cluster.stop()
 

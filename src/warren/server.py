@@ -198,6 +198,13 @@ class ServerConfig:
     """The CA bundle that verifies the other managers' APIs served over https (their logs,
     their traffic reports); None: the usual public CAs. The ingress process this server
     supervises is given it too, and this server's own certificate."""
+    etcd_ca: str | None = None
+    """An ``etcds://`` store: the CA bundle (PEM) that verifies etcd's members; None: the
+    system's CAs."""
+    etcd_cert: str | None = None
+    """An ``etcds://`` store: the certificate chain (PEM) this manager presents to etcd (its
+    ``--client-cert-auth``); with ``etcd_key``."""
+    etcd_key: str | None = None
 
 
 class _PlaneView:
@@ -262,7 +269,14 @@ class Server:
         load_strategies()  # before any spec is read: each names its strategy
         self._prepare_data_dir()
         self.http = HttpServer(cfg.api, tls=tls)
-        self.store = open_store(cfg.store, cfg.data_dir, self.clock)
+        self.store = open_store(
+            cfg.store,
+            cfg.data_dir,
+            self.clock,
+            etcd_ca=cfg.etcd_ca,
+            etcd_cert=cfg.etcd_cert,
+            etcd_key=cfg.etcd_key,
+        )
         self.cluster = ClusterStore(self.store, self.clock)
         if cfg.ingress == "process":
             # Before the API serves: the server is not up before its ingress is. (The API's

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.etcd import EtcdCluster
+from tests.etcd import EtcdCluster, EtcdTlsFiles, make_tls_files
 from warren.clocks import FakeClock
 from warren.domain.errors import (
     CompactedError,
@@ -32,7 +32,7 @@ from warren.domain.errors import (
 )
 from warren.ports import Compare, Delete, EventType, Put, WatchEvent
 from warren.store import MemoryStore, SqliteStore, open_store
-from warren.store.etcd import EtcdStore
+from warren.store.etcd import EtcdStore, EtcdTls
 
 Store = MemoryStore | EtcdStore
 
@@ -58,7 +58,7 @@ class Backend:
     opened: list[Store] = field(default_factory=list)
 
 
-@pytest.fixture(params=["memory", "sqlite", "etcd"])
+@pytest.fixture(params=["memory", "sqlite", "etcd", "etcd-tls"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     clock = FakeClock()
     if request.param == "memory":
@@ -72,18 +72,23 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             clock.advance_settled,
         )
         return
-    server: EtcdCluster = request.getfixturevalue("etcd_server")
+    tls: EtcdTls | None = None
+    if request.param == "etcd-tls":  # https, and a client certificate that etcd asks for
+        server, files = request.getfixturevalue("etcd_tls_server")
+        tls = EtcdTls.load(str(files.ca), str(files.client_cert), str(files.client_key))
+    else:
+        server = request.getfixturevalue("etcd_server")
     prefix: str = request.getfixturevalue("etcd_prefix")
 
     def open_etcd() -> Store:
-        store = EtcdStore(server.endpoints, prefix=prefix)
+        store = EtcdStore(server.endpoints, prefix=prefix, tls=tls)
         backend.opened.append(store)
         return store
 
-    backend = Backend("etcd", open_etcd, asyncio.sleep, _compact)
+    backend = Backend(request.param, open_etcd, asyncio.sleep, _compact)
     yield backend
     # Remove this test's keys: no lease it granted can then change the revision of a later test.
-    cleaner = EtcdStore(server.endpoints, prefix=prefix)
+    cleaner = EtcdStore(server.endpoints, prefix=prefix, tls=tls)
     await cleaner.delete("/", prefix=True)
     for store in [*backend.opened, cleaner]:
         await store.close()
@@ -331,6 +336,63 @@ async def test_etcd_unreachable_is_one_clear_line(etcd_server: EtcdCluster) -> N
         open_store("etcd://", Path("/nonexistent"), FakeClock())
     with pytest.raises(ValidationError):
         open_store("etcd://localhost", Path("/nonexistent"), FakeClock())
+
+
+async def refusal(endpoint: str, tls: EtcdTls | None) -> str:
+    """The one line a store with ``tls`` gets from the TLS etcd at ``endpoint``."""
+    store = EtcdStore([endpoint], timeout=0.5, tls=tls)
+    try:
+        with pytest.raises(UnavailableError) as caught:
+            await store.put("/k", b"v")
+    finally:
+        await store.close()
+    message = str(caught.value)
+    assert "\n" not in message and f"etcd is unreachable at {endpoint}" in message, message
+    return message
+
+
+async def test_etcd_tls_refuses_clients_without_its_certificates(
+    etcd_tls_server: tuple[EtcdCluster, EtcdTlsFiles], tmp_path: Path
+) -> None:
+    server, files = etcd_tls_server
+    (endpoint,) = server.endpoints
+    ca = files.ca.read_bytes()
+    other = make_tls_files(tmp_path)  # another CA, and a client certificate it signed
+    refused = "TLS: it refused this client's certificate, or wants one"
+    assert refused in await refusal(endpoint, EtcdTls(ca=ca))
+    foreign = EtcdTls(ca, other.client_cert.read_bytes(), other.client_key.read_bytes())
+    assert refused in await refusal(endpoint, foreign)
+    # The other way round: this client does not trust etcd's certificate.
+    mine = EtcdTls(
+        other.ca.read_bytes(), files.client_cert.read_bytes(), files.client_key.read_bytes()
+    )
+    message = await refusal(endpoint, mine)
+    assert "TLS: its certificate does not verify with the CA given (" in message, message
+    # Without TLS at all (etcd:// to an https etcd): refused too, in one line.
+    assert "Socket closed (if etcd serves TLS: --store etcds://)" in await refusal(endpoint, None)
+
+
+def test_etcd_tls_files_are_checked_at_start(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path)
+    url, here, clock = "etcds://127.0.0.1:2379", tmp_path, FakeClock()
+    cases = [
+        ({"etcd_cert": str(files.client_cert)}, "give both --etcd-cert and --etcd-key"),
+        ({"etcd_ca": str(tmp_path / "absent.pem")}, "cannot read --etcd-ca"),
+        ({"etcd_ca": str(files.client_key)}, "holds no PEM certificate"),
+        (
+            {"etcd_cert": str(files.client_cert), "etcd_key": str(files.server_key)},
+            "are not a PEM certificate and its key",
+        ),
+    ]
+    for flags, words in cases:
+        with pytest.raises(ValidationError) as caught:
+            open_store(url, here, clock, **flags)
+        assert words in caught.value.message, caught.value.message
+    with pytest.raises(ValidationError) as caught:  # TLS files for a store without TLS
+        open_store("etcd://127.0.0.1:2379", here, clock, etcd_ca=str(files.ca))
+    assert "etcds://" in caught.value.message
+    store = open_store(url, here, clock, etcd_ca=str(files.ca))  # no client certificate: allowed
+    assert isinstance(store, EtcdStore) and store.prefix == "/warren"
 
 
 @pytest.mark.integration

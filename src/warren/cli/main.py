@@ -402,9 +402,29 @@ def server(
             "--store",
             metavar="STORE",
             help="sqlite | sqlite:///PATH | memory | etcd://HOST:PORT,HOST:PORT/PREFIX "
-            "(several managers on one etcd elect a leader).",
+            "(several managers on one etcd elect a leader) | etcds://… (etcd over TLS).",
         ),
     ] = "sqlite",
+    etcd_ca: Annotated[
+        str | None,
+        typer.Option(
+            "--etcd-ca",
+            metavar="FILE",
+            help="etcds:// store: the CA bundle (PEM) that verifies etcd (default: the system's).",
+        ),
+    ] = None,
+    etcd_cert: Annotated[
+        str | None,
+        typer.Option(
+            "--etcd-cert",
+            metavar="FILE",
+            help="etcds:// store: the client certificate (PEM) shown to etcd; with --etcd-key.",
+        ),
+    ] = None,
+    etcd_key: Annotated[
+        str | None,
+        typer.Option("--etcd-key", metavar="FILE", help="The key of --etcd-cert (PEM)."),
+    ] = None,
     leader_ttl: Annotated[
         float,
         typer.Option(
@@ -446,6 +466,8 @@ def server(
     _logging(log_level)
     if bool(api_tls_cert) != bool(api_tls_key):
         raise ValidationError("give both --api-tls-cert and --api-tls-key, or neither")
+    if bool(etcd_cert) != bool(etcd_key):
+        raise ValidationError("give both --etcd-cert and --etcd-key, or neither")
     config = ServerConfig(
         data_dir=data_dir or default_data_dir(),
         api=api,
@@ -463,6 +485,9 @@ def server(
             ingress_max_body,
         ),
         store=store,
+        etcd_ca=etcd_ca,
+        etcd_cert=etcd_cert,
+        etcd_key=etcd_key,
         node_name=node_name or socket.gethostname(),
         worker=not no_worker,
         advertise=advertise,

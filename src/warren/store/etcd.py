@@ -10,7 +10,10 @@ It speaks etcd's v3 gRPC API with the stubs that ``aetcd`` generates (``aetcd.rp
 - **watches that survive a connection loss**: they resume on another member from the revision
   after the last one they delivered — no event lost, none twice;
 - **errors in Warren's tree**: an unreachable etcd is an ``UnavailableError`` naming the endpoints,
-  a compacted revision a ``CompactedError``; never a gRPC traceback.
+  a compacted revision a ``CompactedError``; never a gRPC traceback;
+- **TLS** (``etcds://``, ``EtcdTls``): etcd's certificate verified with a CA, and a client
+  certificate presented to an etcd started with ``--client-cert-auth``; a handshake that fails says
+  which side refused whom.
 
 Where etcd differs from the memory and sqlite stores:
 
@@ -36,9 +39,16 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
+
+# Before gRPC loads: its core writes log lines of its own straight to stderr, past Warren's
+# logging (a refused client certificate: three lines per attempt, ten attempts a second), and
+# every failure they tell of ends here in one error of ours. GRPC_VERBOSITY=ERROR shows them.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import grpc  # type: ignore[import-untyped]
 from aetcd import rpc  # type: ignore[import-untyped]
@@ -52,7 +62,7 @@ from ..domain.errors import (
 )
 from ..ports import Compare, Delete, EventType, KeyValue, Op, Put, TxnResult, WatchEvent
 
-__all__ = ["EtcdStore"]
+__all__ = ["EtcdStore", "EtcdTls"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +108,57 @@ _TARGETS: Final = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class EtcdTls:
+    """TLS to etcd, as PEM: the CA bundle that verifies the members (None: the system's CAs) and
+    the certificate chain and key this client presents (both or neither)."""
+
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+
+    @classmethod
+    def load(cls, ca: str | None, cert: str | None, key: str | None) -> EtcdTls:
+        """Read and check the files of ``--etcd-ca``, ``--etcd-cert`` and ``--etcd-key``: one
+        that cannot be read, or does not hold what it should, is a ValidationError naming it —
+        at start, not as a handshake that fails later for a reason gRPC words obscurely."""
+        if bool(cert) != bool(key):
+            raise ValidationError("give both --etcd-cert and --etcd-key, or neither")
+        tls = cls(_read("--etcd-ca", ca), _read("--etcd-cert", cert), _read("--etcd-key", key))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if ca:
+            try:
+                context.load_verify_locations(cafile=ca)
+            except ssl.SSLError as exc:
+                raise ValidationError(
+                    f"--etcd-ca {ca} holds no PEM certificate ({exc.reason or exc})"
+                ) from None
+        if cert and key:
+            try:
+                context.load_cert_chain(cert, key)
+            except ssl.SSLError as exc:
+                raise ValidationError(
+                    f"--etcd-cert {cert} and --etcd-key {key} are not a PEM certificate and "
+                    f"its key ({exc.reason or exc})"
+                ) from None
+        return tls
+
+    def credentials(self) -> Any:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
+
+
+def _read(flag: str, path: str | None) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ValidationError(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
+
+
 @dataclass(eq=False)
 class _Member:
     """One endpoint: its channel (made once, kept until close) and the stubs on it."""
@@ -141,7 +202,22 @@ def _fault(exc: Any) -> _Fault | None:
 
 
 def _last_words(details: str) -> str:
-    """``failed to connect to all addresses; last error: …: Connection refused`` → the cause."""
+    """``failed to connect to all addresses; last error: …: Connection refused`` → the cause;
+    a failed TLS handshake → who refused whom."""
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        why = details.partition("CERTIFICATE_VERIFY_FAILED:")[2].removesuffix(": OK").strip()
+        return f"TLS: its certificate does not verify with the CA given ({why or 'refused'})"
+    if "TSI_DATA_CORRUPTED" in details:
+        # With TLS 1.3 the server checks the client's certificate after the client has finished
+        # its handshake: its refusal arrives as an alert that gRPC reports as "Unwrap failed".
+        return "TLS: it refused this client's certificate, or wants one"
+    if "handshake failed" in details.lower():
+        why = details.partition("SSL_ERROR_SSL:")[2].removesuffix(": OK").strip()
+        return f"TLS handshake failed ({why or _tail(details)})"
+    return _tail(details)
+
+
+def _tail(details: str) -> str:
     return details.rsplit(": ", 1)[-1].strip() or "unreachable"
 
 
@@ -198,7 +274,11 @@ class EtcdStore:
     retries and failover included. Connects on first use; ``from_url`` reads ``--store``."""
 
     def __init__(
-        self, endpoints: Sequence[str], prefix: str = "/warren", timeout: float = 5.0
+        self,
+        endpoints: Sequence[str],
+        prefix: str = "/warren",
+        timeout: float = 5.0,
+        tls: EtcdTls | None = None,
     ) -> None:
         if not endpoints:
             raise ValidationError("name at least one etcd endpoint HOST:PORT", "--store")
@@ -212,6 +292,7 @@ class EtcdStore:
         self.prefix = prefix.rstrip("/")
         self._prefix = self.prefix.encode()
         self._timeout = timeout
+        self._tls = tls
         self._members: dict[str, _Member] = {}
         self._current: _Member | None = None
         self._next = 0  # index of the endpoint to try first
@@ -222,13 +303,21 @@ class EtcdStore:
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str, timeout: float = 5.0) -> EtcdStore:
+    def from_url(cls, url: str, timeout: float = 5.0, tls: EtcdTls | None = None) -> EtcdStore:
         """``etcd://HOST:PORT[,HOST:PORT…][/PREFIX]``, e.g. ``etcd://10.0.0.1:2379,10.0.0.2:2379``
-        or ``etcd://127.0.0.1:2379/warren-staging`` (the prefix defaults to ``/warren``)."""
-        rest = url.removeprefix("etcd://")
+        or ``etcd://127.0.0.1:2379/warren-staging`` (the prefix defaults to ``/warren``);
+        ``etcds://…`` the same over TLS (``tls``, or the system's CAs and no client certificate
+        when None)."""
+        secure = url.startswith("etcds://")
+        rest = url.removeprefix("etcds://" if secure else "etcd://")
         hosts, slash, path = rest.partition("/")
         endpoints = [h.strip() for h in hosts.split(",") if h.strip()]
-        return cls(endpoints, prefix=f"/{path}" if slash and path else "/warren", timeout=timeout)
+        if secure and tls is None:
+            tls = EtcdTls()
+        elif not secure and tls is not None:
+            raise ValidationError("TLS to etcd needs an etcds:// store", "--store")
+        prefix = f"/{path}" if slash and path else "/warren"
+        return cls(endpoints, prefix=prefix, timeout=timeout, tls=tls)
 
     @property
     def revision(self) -> int:
@@ -624,9 +713,10 @@ class EtcdStore:
                     )
                 except grpc.aio.AioRpcError as exc:
                     fault = _fault(exc)
-                    problems.append(
-                        f"{member.endpoint}: {fault.reason if fault else exc.details()}"
-                    )
+                    reason = fault.reason if fault else str(exc.details())
+                    if self._tls is None and reason == "Socket closed":  # what TLS etcds answer
+                        reason += " (if etcd serves TLS: --store etcds://)"
+                    problems.append(f"{member.endpoint}: {reason}")
                     continue
                 self._seen(status.header)
                 member.member_id = int(status.header.member_id)
@@ -658,7 +748,12 @@ class EtcdStore:
     def _member(self, endpoint: str) -> _Member:
         member = self._members.get(endpoint)
         if member is None:
-            channel = grpc.aio.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
+            if self._tls is None:
+                channel = grpc.aio.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(
+                    endpoint, self._tls.credentials(), options=_CHANNEL_OPTIONS
+                )
             member = _Member(
                 endpoint,
                 channel,
