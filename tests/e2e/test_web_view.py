@@ -196,6 +196,49 @@ def test_a_rollout_seen_and_promoted_in_the_browser(
     context.close()
 
 
+AB_TEST = """
+apiVersion: warren.io/v1
+kind: Service
+metadata: {name: shop}
+spec:
+  command: ["python", "-m", "warren.demo.app"]
+  replicas: 2
+  env: {VERSION: v1}
+  ports: [{published: PORT}]
+  healthCheck: {http: {path: /healthz}, interval: 200ms, retries: 25}
+  deploy:
+    strategy: ab-test
+    abTest: {weight: 50, duration: 5m, interval: 1s, minRequests: 5}
+"""
+
+
+def test_an_ab_tests_figures_side_by_side_in_the_browser(
+    server: ServerProcess, tmp_path: Path, browser: Any, traffic: list[int]
+) -> None:
+    """Before: the A/B figures (a heading, a table, a note) were drawn as the text
+    "[object HTMLHeadingElement],…"."""
+    port = free_port()
+    manifest = tmp_path / "shop.yaml"
+    manifest.write_text(AB_TEST.replace("PORT", str(port)))
+    assert warren(server, "apply", "-f", str(manifest)).returncode == 0
+    traffic.append(port)
+    update = warren(server, "service", "update", "shop", "--env", "VERSION=v2", "--detach")
+    assert update.returncode == 0, update.stderr
+    client = server.client()
+    wait_for(lambda: bool(client.deployment_status("shop").experiment), 30, "the figures")
+    token = (server.data_dir / "admin.token").read_text().strip()
+    context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{server.addr}/ui/#/services/shop&token={token}")
+    figures = page.locator("#weights table")
+    figures.wait_for()
+    heads = figures.locator("tbody th").all_inner_texts()
+    assert heads == ["A: revision 1", "B: revision 2"], heads
+    assert "[object" not in page.locator("#weights").inner_text()
+    context.close()
+
+
 def test_a_wrong_token_shows_one_message_and_the_form(server: ServerProcess, browser: Any) -> None:
     token = (server.data_dir / "admin.token").read_text().strip()
     context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT})

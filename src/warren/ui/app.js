@@ -46,7 +46,7 @@ function h(tag, attrs = {}, ...children) {
     else if (key === "text") el.textContent = value;
     else el.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -56,7 +56,7 @@ function h(tag, attrs = {}, ...children) {
 function svg(tag, attrs = {}, ...children) {
   const el = document.createElementNS(SVG, tag);
   for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, String(value));
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -64,7 +64,7 @@ function svg(tag, attrs = {}, ...children) {
 }
 
 function fill(id, ...children) {
-  $(id).replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined));
+  $(id).replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined));
 }
 
 function show(id, message) {
