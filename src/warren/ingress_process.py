@@ -40,6 +40,8 @@ from typing import Any
 from . import __version__
 from .client import verifying
 from .domain.errors import AuthError, UnavailableError, ValidationError, WarrenError
+from .haproxy import HaproxyIngress
+from .haproxy.process import stop_recorded
 from .ingress import Ingress
 from .ingress.admin import AdminServer, Handover, stats_to_wire, take_over
 from .ingress.supervising import (
@@ -66,6 +68,8 @@ IDLE_GRACE = 2.0
 that sends before is answered with ``Connection: close``: its client connects again, to the
 ingress that took over.)"""
 WIND_DOWN_CHECK = 0.05
+HAPROXY_DIR = "haproxy"
+"""Where, in the ingress's data dir, HAProxy's files are (``--data-plane haproxy``)."""
 
 
 @dataclass
@@ -90,12 +94,13 @@ class IngressConfig:
 class IngressProcess:
     def __init__(self, config: IngressConfig) -> None:
         self.config = config
-        self.ingress: Ingress | None = None
+        self.ingress: Ingress | HaproxyIngress | None = None
         self.link: ManagerLink | None = None
         self.admin: AdminServer | None = None
         self.reporter: TrafficReporter | None = None
         self.settings: IngressSettings | None = None
         self._follow_task: asyncio.Task[None] | None = None
+        self._retiring: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.released = False
         """Another ingress took over: this one finishes and exits."""
@@ -160,8 +165,12 @@ class IngressProcess:
         self._follow_task = asyncio.get_running_loop().create_task(self._follow(), name="routes")
         self._say_ready()
 
-    async def _serve(self, settings: IngressSettings, handover: Handover | None) -> Ingress:
-        """The ingress, listening: on the sockets handed over, or bound here."""
+    async def _serve(
+        self, settings: IngressSettings, handover: Handover | None
+    ) -> Ingress | HaproxyIngress:
+        """The ingress, listening: on the sockets handed over, or bound here; or HAProxy."""
+        if settings.data_plane == "haproxy":
+            return await self._serve_haproxy(settings, handover)
         shared = settings.http_port
         listeners: dict[int, socket.socket] = {}
         if shared == 0:
@@ -187,7 +196,38 @@ class IngressProcess:
             routes = {name: Route.from_wire(wire) for name, wire in handover.routes.items()}
             await ingress.update(routes)
         ingress.discard_handed_over()
+        # The data plane was HAProxy until now: it stops once this one serves (it finishes
+        # its requests in flight).
+        self._retiring = asyncio.get_running_loop().create_task(
+            stop_recorded(self.config.data_dir / HAPROXY_DIR, self.config.drain_timeout)
+        )
         return ingress
+
+    async def _serve_haproxy(
+        self, settings: IngressSettings, handover: Handover | None
+    ) -> HaproxyIngress:
+        """HAProxy, adopted or started. With no handover, it waits for the whole routing
+        snapshot before it changes anything (an adopted one serves what it had meanwhile);
+        the routes of an ingress it takes over from are applied at once."""
+        shared = settings.http_port
+        if shared == 0 and handover is not None and handover.shared_port is not None:
+            shared = handover.shared_port
+        plane = HaproxyIngress(
+            self.config.data_dir / HAPROXY_DIR,
+            host=settings.host,
+            shared_port=shared,
+            limits=settings.limits,
+            stop_after=self.config.drain_timeout,
+            hold=True,
+        )
+        await plane.start()
+        if handover is not None:
+            for sock in handover.sockets.values():
+                sock.close()  # HAProxy binds its own (SO_REUSEPORT: beside these, meanwhile)
+            routes = {name: Route.from_wire(wire) for name, wire in handover.routes.items()}
+            await plane.update(routes)
+            await plane.synced()
+        return plane
 
     def _shared_port_served(self, handover: Handover | None) -> int:
         """Asked for "any" shared port: the one already served — by the ingress this one
@@ -280,6 +320,8 @@ class IngressProcess:
                 stale = set(ingress.routes) - seen
                 if stale or ingress.problems:
                     await ingress.update(dict.fromkeys(stale))
+                if isinstance(ingress, HaproxyIngress):
+                    await ingress.synced()
 
     # ── the admin socket ─────────────────────────────────────────────────────────────────────
 
@@ -310,6 +352,8 @@ class IngressProcess:
     async def _stats(self, _: dict[str, Any]) -> dict[str, Any]:
         ingress = self.ingress
         assert ingress is not None
+        if isinstance(ingress, HaproxyIngress):
+            await ingress.refresh()
         return {
             "services": {name: stats_to_wire(s) for name, s in ingress.stats().items()},
             "revisions": [
@@ -337,6 +381,8 @@ class IngressProcess:
 
     async def release(self) -> None:
         assert self.ingress is not None
+        if isinstance(self.ingress, HaproxyIngress):
+            self.ingress.detach()  # the ingress that took over adopts it, or stops it
         self.ingress.stop_accepting()
         if not self.released:
             self.released = True
@@ -360,6 +406,8 @@ class IngressProcess:
         if self._follow_task is not None:
             self._follow_task.cancel()
             await asyncio.gather(self._follow_task, return_exceptions=True)
+        if self._retiring is not None:
+            await asyncio.gather(self._retiring, return_exceptions=True)
         if self.reporter is not None:
             with contextlib.suppress(Exception):  # a last try: the managers may be away
                 await self.reporter.send()
@@ -371,7 +419,7 @@ class IngressProcess:
         if self.link is not None:
             await self.link.close()
 
-    async def _wind_down(self, ingress: Ingress) -> None:
+    async def _wind_down(self, ingress: Ingress | HaproxyIngress) -> None:
         """Until every client connection is closed, or the drain timeout: each closes after
         its next response; the ones idle for IDLE_GRACE are closed."""
         loop = asyncio.get_running_loop()

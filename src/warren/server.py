@@ -55,7 +55,7 @@ from .ingress.supervising import (
     IngressSettings,
     IngressSupervisor,
     RemoteIngress,
-    default_workers,
+    ingress_workers,
 )
 from .paths import token_path
 from .peers import NodeLogs
@@ -69,6 +69,7 @@ from .store.fencing import FencedStore
 from .tokens import logs_token, node_token
 
 __all__ = [
+    "DATA_PLANES",
     "INGRESS_MODES",
     "EmbeddedServer",
     "LocalManager",
@@ -86,6 +87,8 @@ T = TypeVar("T")
 LOCAL_REPORTS = 0.1
 """Seconds between the traffic reports of the ingress process to the server that supervises
 it: what its analysis judges (``control.traffic.ReportedTraffic``)."""
+DATA_PLANES = ("builtin", "haproxy")
+"""What proxies the traffic: Warren's own ingress, or an HAProxy it drives (``warren.haproxy``)."""
 INGRESS_MODES = ("process", "embedded")
 """Where the ingress runs: a process of its own (``warren ingress``, which outlives the server
 or worker that supervises it), or in the server's or worker's own event loop."""
@@ -178,6 +181,8 @@ class ServerConfig:
     """One of INGRESS_MODES. ``warren server`` runs it as a "process"; a server embedded in a
     Python program keeps it in its own thread's loop."""
     ingress_workers: int | None = None
+    data_plane: str = "builtin"
+    """``haproxy``: the ingress process drives an HAProxy (one per node; it uses every core)."""
     """With ``ingress="process"``: how many ingress processes serve the ports (SO_REUSEPORT);
     None: one per core."""
     drain_timeout: float = 0.0
@@ -281,7 +286,7 @@ class Server:
         if cfg.ingress == "process":
             # Before the API serves: the server is not up before its ingress is. (The API's
             # socket is bound already: the ingress's first call waits in its backlog.)
-            workers = cfg.ingress_workers or default_workers()
+            workers = ingress_workers(cfg.data_plane, cfg.ingress_workers)
             self.ingress = RemoteIngress(cfg.data_dir / "ingress", workers)
             await self._supervise_ingress(workers)
         else:
@@ -374,6 +379,7 @@ class Server:
             # It reaches this server on the loopback address, which the certificate need not
             # name: it trusts this server's own certificate, whatever its names.
             manager_cert=cfg.api_tls_cert,
+            data_plane=cfg.data_plane,
         )
         token = await self._own_token()
         self.supervisor = IngressSupervisor(cfg.data_dir / "ingress", settings, token, workers)

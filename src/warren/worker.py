@@ -58,7 +58,7 @@ from .ingress.supervising import (
     IngressSettings,
     IngressSupervisor,
     RemoteIngress,
-    default_workers,
+    ingress_workers,
 )
 from .linking import ManagerLink
 from .ports import Clock, Route
@@ -98,6 +98,7 @@ class WorkerConfig:
     ingress: str = "embedded"
     """``server.INGRESS_MODES``: ``warren worker`` runs it as a "process"."""
     ingress_workers: int | None = None
+    data_plane: str = "builtin"
     """With ``ingress="process"``: how many ingress processes; None: one per core."""
     drain_timeout: float = 0.0
     """Stopping (``leave``): how long the node may take to move its tasks to other nodes
@@ -246,7 +247,7 @@ class Worker:
         self._lock_fd = lock_data_dir(cfg.data_dir)
         await self._join()
         if cfg.ingress == "process":
-            workers = cfg.ingress_workers or default_workers()
+            workers = ingress_workers(cfg.data_plane, cfg.ingress_workers)
             self.ingress = RemoteIngress(cfg.data_dir / "ingress", workers)
             settings = IngressSettings(
                 tuple(self.link.managers),
@@ -254,6 +255,7 @@ class Worker:
                 cfg.http_port,
                 limits=cfg.ingress_limits,
                 manager_ca=cfg.manager_ca,
+                data_plane=cfg.data_plane,
             )
             self.supervisor = IngressSupervisor(
                 cfg.data_dir / "ingress", settings, self.link.token, workers

@@ -101,7 +101,11 @@ def assert_none_failed(snapshots: list[LoadSnapshot], what: str) -> None:
 
 @pytest.fixture
 def web(server_factory: Callable[..., ServerProcess]) -> tuple[ServerProcess, int]:
-    server = server_factory(extra=["--ingress-workers", str(WORKERS)]).start()
+    # Started from a shell where the CLI is used: WARREN_TOKEN is the admin token there, which
+    # the ingress processes it starts must not take for their own.
+    server = server_factory(
+        extra=["--ingress-workers", str(WORKERS)], environ={"WARREN_TOKEN": "a-cli-admin-token"}
+    ).start()
     port = free_port()
     client = server.client()
     client.create_service(web_spec(port))

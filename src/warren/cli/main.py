@@ -202,6 +202,17 @@ IngressWorkers = Annotated[
 ]
 
 
+DataPlaneOption = Annotated[
+    str,
+    typer.Option(
+        "--data-plane",
+        metavar="PLANE",
+        help="builtin: Warren's own ingress proxies the traffic. haproxy: the ingress drives "
+        "an HAProxy (found on PATH) through its Runtime API instead; needs --ingress process.",
+    ),
+]
+
+
 MIN_LOG_SIZE = 1024
 """The smallest ``--log-max-size``: a file holds a few lines at least."""
 
@@ -278,6 +289,16 @@ def _notify_urls(values: list[str] | None) -> tuple[str, ...]:
         except ValidationError as exc:
             raise typer.BadParameter(exc.reason, param_hint="--notify") from None
     return tuple(dict.fromkeys(urls))
+
+
+def _data_plane(plane: str, ingress: str = "process") -> str:
+    from ..server import DATA_PLANES
+
+    if plane not in DATA_PLANES:
+        raise typer.BadParameter(f"expected {' or '.join(DATA_PLANES)}", param_hint="--data-plane")
+    if plane == "haproxy" and ingress != "process":
+        raise typer.BadParameter("haproxy needs --ingress process", param_hint="--data-plane")
+    return plane
 
 
 def _ingress_mode(mode: str) -> str:
@@ -444,6 +465,7 @@ def server(
     heartbeat_ttl: HeartbeatTtl = 10.0,
     ingress: IngressMode = "process",
     ingress_workers: IngressWorkers = None,
+    data_plane: DataPlaneOption = "builtin",
     drain_timeout: NodeDrainTimeout = 60.0,
     notify: Notify = None,
     ingress_head_timeout: HeadTimeout = _LIMITS.head_timeout,
@@ -497,6 +519,7 @@ def server(
         simulate_nodes=simulate_nodes,
         ingress=_ingress_mode(ingress),
         ingress_workers=ingress_workers,
+        data_plane=_data_plane(data_plane, ingress),
         drain_timeout=drain_timeout,
         notify=_notify_urls(notify),
         log_rotation=_log_rotation(log_max_size, log_max_files),
@@ -653,6 +676,7 @@ def worker(
     docker_network: DockerNetwork = None,
     ingress: IngressMode = "process",
     ingress_workers: IngressWorkers = None,
+    data_plane: DataPlaneOption = "builtin",
     drain_timeout: NodeDrainTimeout = 60.0,
     ingress_head_timeout: HeadTimeout = _LIMITS.head_timeout,
     ingress_idle_timeout: IdleTimeout = _LIMITS.idle_timeout,
@@ -695,6 +719,7 @@ def worker(
         docker_network=docker_network,
         ingress=_ingress_mode(ingress),
         ingress_workers=ingress_workers,
+        data_plane=_data_plane(data_plane, ingress),
         drain_timeout=drain_timeout,
         log_rotation=_log_rotation(log_max_size, log_max_files),
     )
@@ -809,6 +834,7 @@ def ingress(
     ingress_max_header_bytes: MaxHeaderBytes = _LIMITS.max_header_bytes,
     ingress_max_header_fields: MaxHeaderFields = _LIMITS.max_header_fields,
     ingress_max_body: MaxBody = _LIMITS.max_body,
+    data_plane: DataPlaneOption = "builtin",
     log_level: LogLevel = "info",
     worker: Annotated[
         int,
@@ -851,7 +877,14 @@ def ingress(
             ingress_max_body,
         )
         settings = IngressSettings(
-            managers, ingress_host, port, report_every, limits, manager_ca, manager_cert
+            managers,
+            ingress_host,
+            port,
+            report_every,
+            limits,
+            manager_ca,
+            manager_cert,
+            _data_plane(data_plane),
         )
     config = IngressConfig(
         data_dir=data_dir or default_data_dir() / "ingress",

@@ -124,6 +124,13 @@ class Counters:
             else:
                 self.add_in_flight(address, -1)  # the last one: drain may be waiting
 
+    def record(self, service: str, revision: int | None, elapsed: float, failed: bool) -> None:
+        """Count a request answered now that another proxy served (HAProxy's log line): to
+        ``revision``, or to ``service`` when it reached no endpoint."""
+        now = self.clock()
+        counts = self._service(service) if revision is None else self._revision((service, revision))
+        counts.count(now, elapsed, failed)
+
     def add_in_flight(self, address: str, n: int) -> None:
         count = self.in_flight.get(address, 0) + n
         if count > 0:

@@ -416,6 +416,11 @@ class RoutingTable:
         return dict(self._host_conflicts)
 
     @property
+    def claims(self) -> Mapping[tuple[str, str], str]:
+        """(host, path prefix; ``""``: the host's catch-all) → the service that has it."""
+        return {claim: entry.service for claim, entry in self._holders.items()}
+
+    @property
     def routes(self) -> Mapping[str, Route]:
         return {name: entry.route for name, entry in self._entries.items()}
 

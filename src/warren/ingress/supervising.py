@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import __version__
-from ..domain.errors import UnavailableError, WarrenError
+from ..domain.errors import UnavailableError, ValidationError, WarrenError
 from ..ports import Route, RouteStats
 from ..processes import start_ticks
 from .admin import AdminClient, stats_from_wire
@@ -53,6 +53,7 @@ __all__ = [
     "RemoteIngress",
     "admin_path",
     "default_workers",
+    "ingress_workers",
     "log_path",
     "read_token",
     "record_path",
@@ -79,6 +80,19 @@ MAX_WORKERS = 4096
 def default_workers() -> int:
     """One ingress worker per core."""
     return os.cpu_count() or 1
+
+
+def ingress_workers(data_plane: str, asked: int | None) -> int:
+    """How many ``warren ingress`` processes a node runs: ``asked``, else one per core; one
+    that drives HAProxy (which runs a thread per core itself)."""
+    if data_plane == "haproxy":
+        if asked not in (None, 1):
+            raise ValidationError(
+                "does not apply to --data-plane haproxy: HAProxy runs a thread per core itself",
+                "--ingress-workers",
+            )
+        return 1
+    return asked or default_workers()
 
 
 def _named(name: str, worker: int) -> str:
@@ -129,6 +143,8 @@ class IngressSettings:
     manager_cert: str | None = None
     """A manager's own certificate chain file, trusted by that certificate alone: what the
     server that supervises the ingress gives it (``linking``)."""
+    data_plane: str = "builtin"
+    """``builtin``: it proxies itself; ``haproxy``: it drives an HAProxy (``warren.haproxy``)."""
 
     def to_args(self) -> list[str]:
         port = ["--http-port", str(self.http_port)] if self.http_port is not None else []
@@ -148,6 +164,7 @@ class IngressSettings:
             "--ingress-max-header-bytes", str(limits.max_header_bytes),
             "--ingress-max-header-fields", str(limits.max_header_fields),
             *(["--ingress-max-body", str(limits.max_body)] if limits.max_body is not None else []),
+            "--data-plane", self.data_plane,
         ]  # fmt: skip
 
 
@@ -179,6 +196,7 @@ class IngressRecord:
             "limits": asdict(self.settings.limits),
             "managerCa": self.settings.manager_ca,
             "managerCert": self.settings.manager_cert,
+            "dataPlane": self.settings.data_plane,
             "sharedPort": self.shared_port,
             "worker": self.worker,
         }
@@ -199,6 +217,7 @@ class IngressRecord:
                 Limits(**body.get("limits", {})),
                 body.get("managerCa"),
                 body.get("managerCert"),
+                str(body.get("dataPlane", "builtin")),
             )
             return IngressRecord(
                 int(body["pid"]),
@@ -343,6 +362,7 @@ class IngressSupervisor:
                     start_new_session=True,  # the server's death (a signal to its group) spares it
                     close_fds=True,
                     pass_fds=(write_end,),
+                    env=_ingress_env(),
                 )
         finally:
             os.close(write_end)
@@ -388,6 +408,22 @@ class IngressSupervisor:
                 log.warning("ingress: %s; trying again in %gs", exc.message, delay)
                 await asyncio.sleep(delay)
                 attempt += 1
+
+
+KEPT_ENV = ("WARREN_PURE", "WARREN_DEBUG")
+"""The WARREN_* variables an ingress started here inherits: how it runs, not what it does."""
+
+
+def _ingress_env() -> dict[str, str]:
+    """This process's environment without its WARREN_* settings: every flag of ``warren
+    ingress`` may come from one (``WARREN_TOKEN``, ``WARREN_STOP`` …), and those of the shell
+    that started the server are not the ingress's — the CLI's admin token, say, which it would
+    take for a join token. Its settings are all on its command line."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("WARREN_") or key in KEPT_ENV
+    }
 
 
 def stop_running(data_dir: Path) -> list[int]:
