@@ -148,14 +148,24 @@ class ServerProcess:
         for pid in self.task_pids():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-        for pid in self.ingress_pids():
+        for pid in self.ingress_pids() | set(self.haproxy_pids()):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+
+    def haproxy_pids(self) -> list[int]:
+        """The HAProxy processes (master and workers) of ``--data-plane haproxy``."""
+        return processes_with(self.data_dir, "haproxy")
 
 
 def ingress_processes(data_dir: Path) -> list[int]:
     """The ``warren ingress`` processes whose data dir is in ``data_dir``, found by their
     command line."""
+    return processes_with(data_dir, "ingress", "warren")
+
+
+def processes_with(data_dir: Path, *words: str) -> list[int]:
+    """The processes with a path in ``data_dir`` and each of ``words`` (or a path ending in
+    it) on their command line."""
     pids = []
     root = str(data_dir)
     for entry in Path("/proc").iterdir():
@@ -166,7 +176,8 @@ def ingress_processes(data_dir: Path) -> list[int]:
         except OSError:
             continue
         mine = any(a == root or a.startswith(f"{root}/") for a in argv)
-        if mine and "ingress" in argv and "warren" in argv and pid_alive(int(entry.name)):
+        named = all(any(a == w or a.endswith(f"/{w}") for a in argv) for w in words)
+        if mine and named and pid_alive(int(entry.name)):
             pids.append(int(entry.name))
     return pids
 

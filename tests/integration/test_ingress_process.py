@@ -139,6 +139,40 @@ def test_server_stopped_or_killed_and_started_again_fails_no_request(
     assert "Traceback" not in server.log()
 
 
+def test_with_haproxy_restarts_of_the_server_and_of_its_ingress_fail_no_request(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory(extra=["--data-plane", "haproxy"]).start()
+    port = free_port()
+    client = server.client()
+    client.create_service(web_spec(port))
+    wait_for(lambda: ready(client, 2), 20, "2 ready tasks")
+    record = server.data_dir / "ingress" / "haproxy" / "haproxy.json"
+    master = json.loads(record.read_text())["pid"]
+    with steady_load(server, port) as loads:
+        carry_on(loads)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            restart(server, sig)
+            carry_on(loads)  # HAProxy serves while no server runs
+            server.start()
+            wait_for(lambda: ready(server.client(), 2), 20, "the server to be back")
+            carry_on(loads)
+        # The ingress that drives HAProxy dies: started again, it adopts the same HAProxy,
+        # which served on meanwhile, and changes nothing in it.
+        first = server.ingress_pid()
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: server.ingress_pid() not in (None, first), 20, "another ingress")
+        carry_on(loads)
+        snapshots = outcome(loads)
+    assert_none_failed(snapshots, "restarts of the server and of its ingress")
+    assert json.loads(record.read_text())["pid"] == master
+    said = (server.data_dir / "ingress" / "ingress.log").read_text()
+    adopted = said.rindex("adopted HAProxy")
+    assert "HAProxy reloaded" not in said[adopted:], said[adopted:]
+    assert "Traceback" not in server.log() + said
+
+
 def _replace(server: ServerProcess) -> subprocess.Popen[bytes]:
     """``warren ingress --replace`` as an operator runs it: it takes the running ingress
     worker's settings, and its listening sockets (worker 0's: no ``--worker``)."""

@@ -1,6 +1,8 @@
 """Canary and blue/green releases of real processes under real load through the ingress, driven
 through the CLI: measured shares match the weights, a bad canary is stopped at its first step,
-a blue/green switch and an instant rollback — with no failed request but the bad canary's own."""
+a blue/green switch and an instant rollback — with no failed request but the bad canary's own.
+On either data plane: Warren's own ingress, and HAProxy (``--data-plane haproxy``), whose own
+figures the analysis then judges."""
 
 from __future__ import annotations
 
@@ -10,11 +12,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from collections.abc import Callable
+
 from tests.servers import ServerProcess, free_port, wait_for, warren
 from warren.demo.load import LoadGenerator
 from warren.domain.deployments import Phase
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["builtin", "haproxy"])
+def server(
+    request: pytest.FixtureRequest, server_factory: Callable[..., ServerProcess]
+) -> ServerProcess:
+    return server_factory(extra=["--data-plane", request.param]).start()
 
 
 def create(server: ServerProcess, port: int, *extra: str) -> None:
