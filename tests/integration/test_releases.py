@@ -7,12 +7,11 @@ figures the analysis then judges."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-
-from collections.abc import Callable
 
 from tests.servers import ServerProcess, free_port, wait_for, warren
 from warren.demo.load import LoadGenerator
