@@ -48,9 +48,12 @@ TICK = os.sysconf("SC_CLK_TCK")
 SECONDS = 8
 CONNECTIONS = 50
 ROUNDS = 3
-PROXIES = ["warren", "warren-python", "haproxy", "haproxy-plain"]
+PROXIES = ["warren", "warren-python", "haproxy", "haproxy-plain", "warren-haproxy"]
 """``warren``: the ingress as ``make`` built it (compiled by mypyc where a C compiler is);
-``warren-python``: the same from its source (``WARREN_PURE=1``)."""
+``warren-python``: the same from its source (``WARREN_PURE=1``); ``warren-haproxy``: Warren's
+HAProxy data plane (``--data-plane haproxy``, ``bench.haproxy_server``): an HAProxy it
+configured, one thread, and the Python process that reads its per-request log lines — the
+CPU of both is counted."""
 PROXY_CORE = 0
 LOAD_CORE = 1
 """wrk and the upstreams. On a single-core machine nothing is pinned."""
@@ -214,11 +217,12 @@ def _run_wrk(args: list[str], timeout: float) -> str:
     return out
 
 
-def _measure(proc: subprocess.Popen[bytes], url: str) -> dict[str, Any]:
+def _measure(pids: list[int], url: str) -> dict[str, Any]:
+    """wrk against ``url``; the CPU time of the proxy's processes ``pids`` meanwhile."""
     _run_wrk(["wrk", "-t1", f"-c{CONNECTIONS}", "-d1s", url], 30)
-    user0, sys0 = cpu_times(proc.pid)
+    user0, sys0 = map(sum, zip(*(cpu_times(pid) for pid in pids), strict=True))
     result = _wrk(url)
-    user1, sys1 = cpu_times(proc.pid)
+    user1, sys1 = map(sum, zip(*(cpu_times(pid) for pid in pids), strict=True))
     n = max(result["requests"], 1)
     result["cpu_s"] = (user1 - user0) + (sys1 - sys0)
     result["per_cpu_second"] = result["requests"] / max(result["cpu_s"], 1e-9)
@@ -259,23 +263,33 @@ def compare(rounds: int = ROUNDS, tls: bool = False) -> dict[str, list[dict[str,
         with contextlib.ExitStack() as stack:
             for i, port in enumerate(ups):
                 stack.enter_context(_process(_nginx(tmp, port, f"v{i + 1}"), port, LOAD_CORE))
-            proxies: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+            proxies: dict[str, tuple[list[int], int]] = {}
             for name, forwarded in (("haproxy", True), ("haproxy-plain", False)):
                 port = free_port()
                 args = _haproxy(tmp, port, ups, forwarded, pem)
-                proxies[name] = (stack.enter_context(_process(args, port, PROXY_CORE)), port)
+                proxies[name] = ([stack.enter_context(_process(args, port, PROXY_CORE)).pid], port)
             for name, pure in (("warren", ""), ("warren-python", "1")):
                 port = free_port()
                 args = [sys.executable, "-m", "bench.ingress_server", str(port)]
                 args += [f"127.0.0.1:{p}" for p in ups]
                 env = {"WARREN_PURE": pure} | env_tls
-                proxies[name] = (stack.enter_context(_process(args, port, PROXY_CORE, env)), port)
+                proc = stack.enter_context(_process(args, port, PROXY_CORE, env))
+                proxies[name] = ([proc.pid], port)
+            if not tls:  # (the HAProxy data plane does not terminate TLS)
+                port = free_port()
+                args = [sys.executable, "-m", "bench.haproxy_server", str(port)]
+                args += [f"127.0.0.1:{p}" for p in ups]
+                proc = stack.enter_context(_process(args, port, PROXY_CORE, says_ready=True))
+                assert proc.stdout is not None
+                worker = int(proc.stdout.readline())
+                _pin(worker, PROXY_CORE)
+                proxies["warren-haproxy"] = ([proc.pid, worker], port)
             for i in range(rounds):
                 # Rotate who goes first: a drift in the machine's load falls on all.
                 order = PROXIES[i % len(PROXIES) :] + PROXIES[: i % len(PROXIES)]
-                for name in order:
-                    proc, port = proxies[name]
-                    results[name].append(_measure(proc, f"{scheme}://127.0.0.1:{port}/"))
+                for name in [n for n in order if n in proxies]:
+                    pids, port = proxies[name]
+                    results[name].append(_measure(pids, f"{scheme}://127.0.0.1:{port}/"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return results
@@ -306,7 +320,7 @@ def main() -> None:
         f"2 weighted nginx upstreams, {rounds} rotating rounds; machine load average "
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after)"
     )
-    for name in PROXIES:
+    for name in [n for n in PROXIES if r[n]]:
         for x in r[name]:
             print(
                 f"  {name:13} {x['rps']:8.0f} req/s, {x['per_cpu_second']:8.0f} req per CPU-second"
@@ -314,7 +328,7 @@ def main() -> None:
                 f"sys {x['sys_us']:.1f}), p50 {x['p50_ms']:.2f} ms, p99 {x['p99_ms']:.2f} ms, "
                 f"errors {x['errors']} {x['socket_errors']}"
             )
-    m_all = {name: medians(r[name]) for name in PROXIES}
+    m_all = {name: medians(r[name]) for name in PROXIES if r[name]}
     w, h = m_all["warren"], m_all["haproxy"]
     for name, m in m_all.items():
         print(
@@ -336,6 +350,14 @@ def main() -> None:
         f"as Python {python / h['per_cpu_second']:.2f}x, compiled/Python "
         f"{w['per_cpu_second'] / python:.2f}x"
     )
+    if "warren-haproxy" in m_all:
+        d = m_all["warren-haproxy"]
+        print(
+            f"  Warren's HAProxy data plane: {d['per_cpu_second'] / h['per_cpu_second']:.2f}x "
+            f"HAProxy per core (its log lines read included), "
+            f"{d['per_cpu_second'] / w['per_cpu_second']:.2f}x the built-in ingress; "
+            f"p99 {d['p99_ms'] / h['p99_ms']:.2f}x HAProxy's"
+        )
 
 
 if __name__ == "__main__":

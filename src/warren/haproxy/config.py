@@ -95,6 +95,8 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     stop_after: float = 35.0
     """An HAProxy replaced by a reload (or stopped) finishes its requests for at most this long."""
+    threads: int | None = None
+    """HAProxy's threads (None: one per core, its default)."""
 
 
 # ── names ────────────────────────────────────────────────────────────────────────────────────
@@ -288,11 +290,13 @@ def render(plan: Layout, settings: Settings, files: Files, servers: bool = True)
         f"    log unix@{files.log} len 4096 format raw local0",
         f"    hard-stop-after {_ms(settings.stop_after)}",
         f"    tune.http.maxhdr {limits.max_header_fields}",
+        *([f"    nbthread {settings.threads}"] if settings.threads else []),
         "defaults",
         "    mode http",
         "    log global",
         f'    log-format "{LOG_FORMAT}"',
         "    option idle-close-on-response",
+        "    option forwardfor",
         "    option redispatch",
         "    retries 2",
         "    timeout connect 5s",
@@ -357,7 +361,14 @@ def _frontend(
 ) -> list[str]:
     """A frontend: how its requests find their service (``choice``: ``txn.be`` set to it), the
     pins and sticky cookies of ``services``, then the service's backend, else 404."""
-    lines = [f"frontend {name}", f"    bind {bind}"]
+    lines = [
+        f"frontend {name}",
+        f"    bind {bind}",
+        # What the built-in ingress tells a task of its client, with X-Forwarded-For.
+        "    http-request set-header X-Forwarded-Proto http",
+        "    http-request set-header X-Forwarded-Host %[req.hdr(host)] "
+        "if { req.hdr(host) -m found }",
+    ]
     if limits.max_body is not None:
         lines.append(
             "    http-request deny deny_status 413 if "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
@@ -33,6 +34,7 @@ import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..domain.errors import WarrenError
 from ..ingress.counters import Counters
@@ -53,6 +55,7 @@ SWEEP = 1.0
 still had connections, a port that was in use)."""
 DRAIN_POLL = 0.05
 LOG_BUFFER = 8 * 1024 * 1024
+TARGETS_KEPT = 10_000
 
 
 class HaproxyIngress:
@@ -66,13 +69,14 @@ class HaproxyIngress:
         limits: Limits | None = None,
         stop_after: float = 35.0,
         hold: bool = False,
+        threads: int | None = None,
     ) -> None:
         """``data_dir``: HAProxy's files (configuration, sockets, record); ``stop_after``: how
         long a replaced or stopped HAProxy may finish its requests; ``hold``: apply no route
         until ``synced`` (a ``warren ingress`` reading the routing stream: one change for the
         whole snapshot, and an adopted HAProxy keeps serving what it had meanwhile)."""
         self.files = Files(data_dir)
-        self.settings = Settings(host, shared_port, limits or Limits(), stop_after)
+        self.settings = Settings(host, shared_port, limits or Limits(), stop_after, threads)
         self._table = RoutingTable()
         self._counters = Counters(time.monotonic)
         self._haproxy: Haproxy | None = None
@@ -89,6 +93,9 @@ class HaproxyIngress:
         self._in_flight: dict[str, int] = {}
         """Per server name, HAProxy's requests in flight to it, as last read."""
         self._sweeper: asyncio.Task[None] | None = None
+        self._targets: dict[bytes, tuple[str, int | None] | None] = {}
+        """Per ``backend|server`` of a log line, its service and revision (a cache: every
+        request's line names one)."""
         self._pending = False
         """Something is left to do: ``_sweep`` applies the routes again."""
         self.detached = False
@@ -104,19 +111,13 @@ class HaproxyIngress:
         if haproxy.adopt():
             recorded = haproxy.recorded_port()
             if self.settings.shared_port == 0 and recorded is not None:
-                self.settings = Settings(
-                    self.settings.host, recorded, self.settings.limits, self.settings.stop_after
-                )
+                self.settings = dataclasses.replace(self.settings, shared_port=recorded)
             self._read_applied()
             log.info("ingress: adopted HAProxy (pid %s)", haproxy.pid)
         else:
             if self.settings.shared_port == 0:
-                self.settings = Settings(
-                    self.settings.host,
-                    _free_port(self.settings.host),
-                    self.settings.limits,
-                    self.settings.stop_after,
-                )
+                free = _free_port(self.settings.host)
+                self.settings = dataclasses.replace(self.settings, shared_port=free)
             empty = config.layout(self._table, self.files, self.settings.shared_port)
             await self._write(empty)
             await haproxy.start()
@@ -237,6 +238,11 @@ class HaproxyIngress:
 
     def samples_since(self, since: float) -> list[tuple[str, int, list[Sample]]]:
         return self._counters.samples_since(since)
+
+    async def worker_pid(self) -> int:
+        """The pid of HAProxy's worker that serves now."""
+        assert self._haproxy is not None
+        return await self._haproxy.runtime.worker_pid()
 
     async def refresh(self) -> None:
         """Read HAProxy's requests in flight (before the counters are read)."""
@@ -427,17 +433,34 @@ class HaproxyIngress:
 
     def _count(self, line: bytes) -> None:
         """One request HAProxy answered: ``backend|server|status|total ms``."""
+        fields = line.split(b"|")
+        if len(fields) != 4:
+            return
+        key = fields[0] + b"|" + fields[1]
+        target = self._targets.get(key, _UNSEEN)
+        if target is _UNSEEN:
+            if len(self._targets) >= TARGETS_KEPT:
+                self._targets.clear()  # (tasks come and go: names of long gone ones)
+            target = self._targets[key] = self._target(fields[0], fields[1])
+        if target is None:
+            return
         try:
-            backend, server, status, total = line.decode("latin-1").strip().split("|")
-            code, elapsed = int(status), max(0, int(total)) / 1000
+            code, elapsed = int(fields[2]), max(0, int(fields[3])) / 1000
         except ValueError:
             return
-        service, dot, rest = backend.partition(".")
-        if code <= 0 or (dot and not (rest[:1] == "r" and rest[1:].isdigit())):
-            return  # a client that left before its answer; or a frontend's own (404)
-        if service not in self._table.routes:
-            return
-        self._counters.record(service, config.revision_of(server), elapsed, code >= 500)
+        if code > 0:  # (-1: the client left before its answer)
+            self._counters.record(target[0], target[1], elapsed, code >= 500)
+
+    def _target(self, backend: bytes, server: bytes) -> tuple[str, int | None] | None:
+        """The service and revision a log line's backend and server name (None: a frontend's
+        own answer, a 404)."""
+        service, dot, rest = backend.decode("latin-1").partition(".")
+        if dot and not (rest[:1] == "r" and rest[1:].isdigit()):
+            return None
+        return service, config.revision_of(server.decode("latin-1"))
+
+
+_UNSEEN: Any = object()
 
 
 def _cannot_bind(host: str, port: int) -> str | None:
