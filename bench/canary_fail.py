@@ -73,8 +73,10 @@ def _stable(client: Client, n: int) -> bool:
     return len(tasks) == n and all(t.ready and t.revision == revision for t in tasks)
 
 
-def run(runs: int, fail_rate: float, rate: float = RATE) -> list[dict[str, Any]]:
-    with running_server() as (client, _server, _data):
+def run(
+    runs: int, fail_rate: float, rate: float = RATE, data_plane: str = "builtin"
+) -> list[dict[str, Any]]:
+    with running_server("--data-plane", data_plane) as (client, _server, _data):
         port = free_port()
         spec = ServiceSpec.model_validate(
             {
@@ -176,10 +178,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=RUNS)
     parser.add_argument("--fail-rate", type=float, default=1.0)
     parser.add_argument("--rate", type=float, default=RATE, help="requests/s of the load")
+    parser.add_argument("--data-plane", default="builtin", choices=["builtin", "haproxy"])
     args, _ = parser.parse_known_args([a for a in sys.argv[1:] if a != "canary-fail"])
-    rows = run(args.runs, args.fail_rate, args.rate)
+    rows = run(args.runs, args.fail_rate, args.rate, args.data_plane)
     print(
-        f"canary-fail: {REPLICAS} demo-app tasks under {args.rate:.0f} req/s; a canary with "
+        f"canary-fail ({args.data_plane} data plane): {REPLICAS} demo-app tasks under "
+        f"{args.rate:.0f} req/s; a canary with "
         f"FAIL_RATE={args.fail_rate:g} at 20%, analysis every {INTERVAL_S:g}s "
         f"(successRate 0.95, minRequests 20); medians of {args.runs} runs"
     )

@@ -343,8 +343,8 @@ def _wall_to_monotonic() -> float:
     return min((time.time() - time.monotonic() for _ in range(5)), key=abs)
 
 
-def warren_end_to_end(flips: int, rate: float = 0.0) -> dict[str, Any]:
-    with running_server() as (client, _server, _data):
+def warren_end_to_end(flips: int, rate: float = 0.0, data_plane: str = "builtin") -> dict[str, Any]:
+    with running_server("--data-plane", data_plane) as (client, _server, _data):
         port = free_port()
         spec = ServiceSpec.model_validate(
             {
@@ -431,6 +431,9 @@ def run(flips: int, e2e_flips: int) -> dict[str, dict[str, Any]]:
         if e2e_flips:
             results["warren-e2e"] = warren_end_to_end(e2e_flips)
             results["warren-e2e-light"] = warren_end_to_end(e2e_flips, E2E_LIGHT_RATE)
+            results["haproxy-e2e-light"] = warren_end_to_end(
+                e2e_flips, E2E_LIGHT_RATE, data_plane="haproxy"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return results
@@ -479,6 +482,12 @@ def main() -> None:
         )
         print(_line("e2e", results["warren-e2e"]))
         print(_line(f"e2e {E2E_LIGHT_RATE:.0f}/s", results["warren-e2e-light"]))
+        print(
+            "  the same releases on Warren's HAProxy data plane (--data-plane haproxy; each "
+            "release's preview route reloads it), paced: promote call → Switched "
+            f"{results['haproxy-e2e-light']['switched_ms']:.1f} ms"
+        )
+        print(_line(f"hx {E2E_LIGHT_RATE:.0f}/s", results["haproxy-e2e-light"]))
     print(
         f"  (a) Warren in-process ÷ HAProxy: {w['first_new_ms'] / h['first_new_ms']:.2f}x "
         "(goal: Warren < 1 ms, 0 old after the ack, 0 failed)"

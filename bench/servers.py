@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from warren.client import Client
+from warren.haproxy.config import Files
+from warren.haproxy.process import Haproxy
 from warren.ingress.supervising import IngressRecord
 
 __all__ = ["free_port", "kill_ingress", "running_server"]
@@ -29,10 +31,15 @@ def free_port() -> int:
 
 
 def kill_ingress(data: Path) -> None:
-    """SIGKILL the ingress workers of the server of ``data`` (they outlive the server)."""
+    """SIGKILL the ingress workers of the server of ``data`` (they outlive the server), and
+    stop its HAProxy (``--data-plane haproxy``: its master's SIGTERM stops its workers)."""
     for running in IngressRecord.all_running(data / "ingress").values():
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(running.pid, signal.SIGKILL)
+    haproxy = Haproxy(Files(data / "ingress" / "haproxy"), "haproxy")
+    if haproxy.adopt() and haproxy.pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(haproxy.pid, signal.SIGTERM)
 
 
 @contextlib.contextmanager
