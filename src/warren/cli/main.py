@@ -260,6 +260,8 @@ def _ingress_pids(supervisor: IngressSupervisor | None) -> str:
     if supervisor is None:
         return ""
     pids = ", ".join(str(p) for p in supervisor.pids)
+    if supervisor.settings.data_plane == "haproxy":
+        return f"; HAProxy, driven by warren ingress (pid {pids})"
     return f"; warren ingress, {len(supervisor.pids)} worker(s), pid {pids}"
 
 
@@ -291,13 +293,18 @@ def _notify_urls(values: list[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(urls))
 
 
-def _data_plane(plane: str, ingress: str = "process") -> str:
+def _data_plane(plane: str, ingress: str = "process", workers: int | None = None) -> str:
     from ..server import DATA_PLANES
 
     if plane not in DATA_PLANES:
         raise typer.BadParameter(f"expected {' or '.join(DATA_PLANES)}", param_hint="--data-plane")
     if plane == "haproxy" and ingress != "process":
         raise typer.BadParameter("haproxy needs --ingress process", param_hint="--data-plane")
+    if plane == "haproxy" and workers not in (None, 1):
+        raise typer.BadParameter(
+            "does not apply to --data-plane haproxy: HAProxy runs a thread per core itself",
+            param_hint="--ingress-workers",
+        )
     return plane
 
 
@@ -519,7 +526,7 @@ def server(
         simulate_nodes=simulate_nodes,
         ingress=_ingress_mode(ingress),
         ingress_workers=ingress_workers,
-        data_plane=_data_plane(data_plane, ingress),
+        data_plane=_data_plane(data_plane, ingress, ingress_workers),
         drain_timeout=drain_timeout,
         notify=_notify_urls(notify),
         log_rotation=_log_rotation(log_max_size, log_max_files),
@@ -719,7 +726,7 @@ def worker(
         docker_network=docker_network,
         ingress=_ingress_mode(ingress),
         ingress_workers=ingress_workers,
-        data_plane=_data_plane(data_plane, ingress),
+        data_plane=_data_plane(data_plane, ingress, ingress_workers),
         drain_timeout=drain_timeout,
         log_rotation=_log_rotation(log_max_size, log_max_files),
     )

@@ -4,8 +4,12 @@ the map entries (what the Runtime API changes, with no reload).
 
 One backend per service, ``NAME``, whose servers are the service's endpoints weighted so that each
 revision gets its exact share (``weights_of``); and, for a service with pins or a sticky cookie,
-one backend per revision, ``NAME.rN``, where a pinned request or a client stuck to a revision
-goes. Server names carry the revision: ``N-TASK``, so that a log line names its revision.
+*slots*, ``NAME.s1``, ``NAME.s2`` …: backends that each hold one revision's endpoints, where a
+pinned request or a client stuck to a revision goes. Which revision a slot holds, and which slot
+a pin or a sticky cookie leads to, are map entries: a release that pins or sticks a new revision
+changes them at run time — no reload, so no HAProxy worker of before is left serving with the
+routing of before (one that a reload replaces finishes its requests with its own). Server names
+carry the revision: ``N-TASK``, so that a log line names its revision.
 
 On the shared port, the backend is found from the request's host (and path) in maps
 (``hosts.map``: exact hosts; ``wildcards.map``: ``*.example.com`` as ``.example.com``, most
@@ -21,8 +25,9 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Set
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..ingress.limits import Limits
 from ..ingress.routing import RoutingTable
@@ -33,15 +38,17 @@ __all__ = [
     "Files",
     "Layout",
     "Settings",
-    "backend_of",
+    "Skeleton",
     "layout",
     "render",
     "revision_of",
     "server_name",
-    "service_of",
+    "slot_of",
     "weights_of",
 ]
 
+FORMAT = 1
+"""The version of what ``render`` writes: an adopted HAProxy configured by another is reloaded."""
 MAX_WEIGHT = 256
 """HAProxy's largest server weight."""
 LOG_FORMAT = "%b|%s|%ST|%Ta"
@@ -84,6 +91,10 @@ class Files:
     def draining(self) -> Path:
         return self.dir / "draining.map"
 
+    @property
+    def pins(self) -> Path:
+        return self.dir / "pins.map"
+
     def sticky(self, service: str) -> Path:
         return self.dir / f"sticky-{service}.map"
 
@@ -100,15 +111,6 @@ class Settings:
 
 
 # ── names ────────────────────────────────────────────────────────────────────────────────────
-
-
-def backend_of(service: str, revision: int | None = None) -> str:
-    """``web``, or ``web.r2`` for one revision's backend (a service's name has no dot)."""
-    return service if revision is None else f"{service}.r{revision}"
-
-
-def service_of(backend: str) -> str:
-    return backend.partition(".")[0]
 
 
 def server_name(endpoint: Endpoint) -> str:
@@ -159,18 +161,72 @@ class Server:
     weight: int
 
 
+@dataclass(frozen=True)
+class Skeleton:
+    """What only a reload changes: the ports, the backends (a service's, and its slots), the
+    pin rules, the sticky cookies, the map files (and the content of those matched in order).
+    A running HAProxy whose skeleton ``covers`` the one wanted needs no reload: what it has
+    more (a service gone, pins that were removed, an unused slot) is emptied at run time."""
+
+    ports: tuple[tuple[int, str], ...] = ()
+    services: tuple[str, ...] = ()
+    slots: tuple[tuple[str, int], ...] = ()
+    """Per service with slots, how many."""
+    pins: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Per service, its pin rules' conditions, in order."""
+    sticky: tuple[tuple[str, str], ...] = ()
+    maps: tuple[str, ...] = ()
+    ordered: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    """The maps matched in their order (wildcards, path prefixes), which adding an entry at
+    run time cannot choose: their content."""
+    format: int = FORMAT
+
+    def covers(self, want: Skeleton) -> bool:
+        slots, pins, sticky = dict(self.slots), dict(self.pins), dict(self.sticky)
+        return (
+            self.format == want.format
+            and self.ports == want.ports
+            and set(want.services) <= set(self.services)
+            and all(n <= slots.get(s, 0) for s, n in want.slots)
+            and all(pins.get(s) == rules for s, rules in want.pins if rules)
+            and all(sticky.get(s) == cookie for s, cookie in want.sticky)
+            and set(want.maps) <= set(self.maps)
+            and self.ordered == want.ordered
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> Skeleton:
+        def pairs(key: str) -> tuple[tuple[Any, Any], ...]:
+            return tuple((a, b) for a, b in data[key])
+
+        return Skeleton(
+            ports=tuple((int(p), str(s)) for p, s in data["ports"]),
+            services=tuple(data["services"]),
+            slots=tuple((str(s), int(n)) for s, n in data["slots"]),
+            pins=tuple((str(s), tuple(rules)) for s, rules in data["pins"]),
+            sticky=pairs("sticky"),
+            maps=tuple(data["maps"]),
+            ordered=tuple((str(m), tuple((k, v) for k, v in e)) for m, e in data["ordered"]),
+            format=int(data["format"]),
+        )
+
+
 @dataclass
 class Layout:
-    """What HAProxy must be told for ``routes``: the part a reload changes (``frontends``,
-    ``backends``, ``pins``, ``sticky_cookies``, ``max_body``), and the part the Runtime API
-    changes (``servers``, ``maps``)."""
+    """What HAProxy must be told for the routes: its skeleton (``skeleton()``: what a reload
+    changes), and the servers and map entries (what the Runtime API changes)."""
 
     ports: dict[int, str] = field(default_factory=dict)
     """Published port → the service that holds it."""
-    backends: dict[str, tuple[str, int | None]] = field(default_factory=dict)
-    """Backend → (service, revision or None for the weighted one)."""
-    pins: dict[str, tuple[tuple[str, Pin], ...]] = field(default_factory=dict)
-    """Service → its pins, each with the backend it leads to."""
+    services: list[str] = field(default_factory=list)
+    slots: dict[str, dict[int, int]] = field(default_factory=dict)
+    """Per service, revision → the number of the slot it has (the revisions a request may be sent
+    to by name: pinned ones, and with a sticky cookie every weighted one)."""
+    slot_counts: dict[str, int] = field(default_factory=dict)
+    pins: dict[str, tuple[Pin, ...]] = field(default_factory=dict)
     sticky_cookies: dict[str, str] = field(default_factory=dict)
     """Service → its sticky cookie's name (a route with weights and a cookie)."""
     servers: dict[str, dict[str, Server]] = field(default_factory=dict)
@@ -180,27 +236,40 @@ class Layout:
     problems: dict[int, str] = field(default_factory=dict)
     """Per port, what of it cannot be served as asked (a port or host claimed twice, TLS)."""
 
-    def skeleton(self) -> tuple[object, ...]:
-        """What a reload is needed to change: equal skeletons, the Runtime API will do."""
-        return (
-            tuple(sorted(self.ports.items())),
-            tuple(sorted(self.backends.items(), key=lambda kv: kv[0])),
-            tuple(sorted(self.pins.items())),
-            tuple(sorted(self.sticky_cookies.items())),
-            tuple(sorted(self.maps)),
-            # Matched in their order, which adding an entry at run time cannot choose.
-            tuple(
+    def skeleton(self) -> Skeleton:
+        return Skeleton(
+            ports=tuple(sorted(self.ports.items())),
+            services=tuple(sorted(self.services)),
+            slots=tuple(sorted(self.slot_counts.items())),
+            pins=tuple(
+                sorted((s, tuple(_condition(p) for p in pins)) for s, pins in self.pins.items())
+            ),
+            sticky=tuple(sorted(self.sticky_cookies.items())),
+            maps=tuple(sorted(str(path) for path in self.maps)),
+            ordered=tuple(
                 (str(path), tuple(self.maps[path].items()))
                 for path in sorted(self.maps)
-                if path.name in ("wildcards.map", "paths.map")
+                if path.name in ORDERED_MAPS
             ),
         )
 
+    def backends(self) -> dict[str, tuple[str, int | None]]:
+        """Backend → (service, slot number or None for the service's own)."""
+        found: dict[str, tuple[str, int | None]] = {s: (s, None) for s in self.services}
+        for service, count in self.slot_counts.items():
+            found.update({slot_of(service, n): (service, n) for n in range(1, count + 1)})
+        return found
 
-def layout(table: RoutingTable, files: Files, shared_port: int | None) -> Layout:
+
+ORDERED_MAPS = ("wildcards.map", "paths.map")
+
+
+def layout(
+    table: RoutingTable, files: Files, shared_port: int | None, before: Layout | None = None
+) -> Layout:
     """The layout for the routes of ``table``: its draining addresses get no new request, and
     ports and hosts claimed twice are settled, and reported, as the built-in ingress does (the
-    same table)."""
+    same table). ``before``: the layout HAProxy runs, whose slots a revision keeps."""
     routes, draining = table.routes, table.draining
     out = Layout(ports=dict(table.ports))
     problems: dict[int, list[str]] = {p: [why] for p, why in table.port_conflicts.items()}
@@ -237,34 +306,66 @@ def layout(table: RoutingTable, files: Files, shared_port: int | None) -> Layout
     out.maps[files.wildcards] = dict(sorted(wildcards.items(), key=lambda kv: -len(kv[0])))
     out.maps[files.paths] = dict(sorted(paths.items(), key=lambda kv: (-len(kv[0]), kv[0])))
     draining_servers: dict[str, str] = {}
+    pinned: dict[str, str] = {}
     for name in sorted(routes):
         route = routes[name]
         weights = weights_of(route, draining)
-        out.backends[backend_of(name)] = (name, None)
-        out.servers[backend_of(name)] = {
+        out.services.append(name)
+        out.servers[name] = {
             server_name(e): Server(e.address, weights[e.address]) for e in route.endpoints
         }
         draining_servers.update(
             {server_name(e): "1" for e in route.endpoints if e.address in draining}
         )
-        for revision in _steered_revisions(route):
-            backend = backend_of(name, revision)
-            out.backends[backend] = (name, revision)
-            out.servers[backend] = {
+        held = before.slots.get(name, {}) if before is not None else {}
+        slots = out.slots[name] = _slots(_steered_revisions(route), held)
+        count = max([0, *slots.values(), before.slot_counts.get(name, 0) if before else 0])
+        if count:
+            out.slot_counts[name] = count
+        for n in range(1, count + 1):
+            revision = next((r for r, m in slots.items() if m == n), None)
+            out.servers[slot_of(name, n)] = {
                 server_name(e): Server(e.address, 0 if e.address in draining else 1)
                 for e in route.endpoints
                 if e.revision == revision
             }
-        if route.pins:
-            out.pins[name] = tuple((backend_of(name, p.revision), p) for p in route.pins)
-        if route.sticky_cookie and route.weights:
-            out.sticky_cookies[name] = route.sticky_cookie
+        # Rules of before that the route no longer needs are kept, without map entries: the
+        # next release's (the same preview, the same cookie) then needs no reload.
+        kept = before if before is not None else Layout()
+        if route.pins or name in kept.pins:
+            out.pins[name] = route.pins or kept.pins[name]
+            pinned.update(
+                {f"{name}/{i}": slot_of(name, slots[p.revision]) for i, p in enumerate(route.pins)}
+            )
+        cookie = route.sticky_cookie if route.weights else None
+        if cookie or name in kept.sticky_cookies:
+            out.sticky_cookies[name] = cookie or kept.sticky_cookies[name]
             ready = {e.revision for e in route.endpoints if e.address not in draining}
             out.maps[files.sticky(name)] = {
-                str(r): backend_of(name, r) for r, w in route.weights if w > 0 and r in ready
+                str(r): slot_of(name, slots[r])
+                for r, w in route.weights
+                if cookie and w > 0 and r in ready
             }
+    out.maps[files.pins] = pinned
     out.maps[files.draining] = draining_servers
     return out
+
+
+def slot_of(service: str, n: int) -> str:
+    """A service's n-th slot backend: ``web.s1``."""
+    return f"{service}.s{n}"
+
+
+def _slots(revisions: list[int], held: Mapping[int, int]) -> dict[int, int]:
+    """Revision → slot number: the one it held, else the lowest free."""
+    found = {r: held[r] for r in revisions if r in held}
+    taken = set(found.values())
+    for r in revisions:
+        if r not in found:
+            n = next(n for n in range(1, len(revisions) + len(taken) + 2) if n not in taken)
+            found[r] = n
+            taken.add(n)
+    return found
 
 
 def _steered_revisions(route: Route) -> list[int]:
@@ -312,7 +413,7 @@ def render(plan: Layout, settings: Settings, files: Files, servers: bool = True)
             "fe.shared",
             f"{_bind_host(settings.host)}:{settings.shared_port}",
             _shared_choice(files),
-            sorted({service for service, _ in plan.backends.values()}),
+            plan.services,
             plan,
             files,
             limits,
@@ -330,14 +431,14 @@ def render(plan: Layout, settings: Settings, files: Files, servers: bool = True)
             limits,
             f'string "no service for port {port}\\n"',
         )
-    for backend, (service, revision) in sorted(plan.backends.items()):
+    for backend, (service, slot) in sorted(plan.backends().items()):
         lines += [f"backend {backend}", "    balance roundrobin"]
         lines.append(
             "    http-after-response set-status 504 if { status 502 } "
             f"{{ srv_name,map_str({files.draining}) -m found }}"
         )
         cookie = plan.sticky_cookies.get(service)
-        if cookie is not None and revision is None:
+        if cookie is not None and slot is None:
             lines.append(
                 f'    http-response add-header Set-Cookie "{cookie}=%[srv_name,field(1,-)]; '
                 'Path=/; HttpOnly; SameSite=Lax"'
@@ -378,8 +479,13 @@ def _frontend(
     # (Every http-request rule, the 404's included, comes before the use_backend rules.)
     for service in services:
         this = f"{{ var(txn.be) -m str {service} }}"
-        for backend, pin in plan.pins.get(service, ()):
-            lines.append(f"    use_backend {backend} if {this} {_condition(pin)}")
+        for i, pin in enumerate(plan.pins.get(service, ())):
+            # The slot of the pin's revision, from a map: the next release's pin, the same
+            # rule, changes it at run time. (A pin removed keeps its rule, with no entry.)
+            slot = f"str({service}/{i}),map_str({files.pins})"
+            lines.append(
+                f"    use_backend %[{slot}] if {this} {_condition(pin)} {{ {slot} -m found }}"
+            )
         cookie = plan.sticky_cookies.get(service)
         if cookie is not None:
             stuck = f"req.cook({cookie}),map_str({files.sticky(service)})"

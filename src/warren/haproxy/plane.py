@@ -42,7 +42,7 @@ from ..ingress.limits import Limits
 from ..ingress.routing import RoutingTable
 from ..ports import Route, RouteStats, Sample, Window
 from . import config
-from .config import Files, Layout, Settings
+from .config import Files, Layout, Settings, Skeleton
 from .process import Haproxy, find_haproxy
 from .runtime import Refused, ServerState
 
@@ -80,8 +80,8 @@ class HaproxyIngress:
         self._table = RoutingTable()
         self._counters = Counters(time.monotonic)
         self._haproxy: Haproxy | None = None
-        self._skeleton: str | None = None
-        """The skeleton HAProxy runs (None: not known, one started or adopted)."""
+        self._skeleton: Skeleton | None = None
+        """The skeleton HAProxy runs (None: not known)."""
         self._served_ports: frozenset[int] = frozenset()
         self._layout = Layout()
         self._problems: dict[int, str] = {}
@@ -253,15 +253,15 @@ class HaproxyIngress:
 
     async def _apply(self) -> None:
         async with self._lock:
-            want = config.layout(self._table, self.files, self.settings.shared_port)
+            want = config.layout(self._table, self.files, self.settings.shared_port, self._layout)
             self._leave_out_busy_ports(want)
             try:
-                if repr(want.skeleton()) != self._skeleton:
+                if self._skeleton is None or not self._skeleton.covers(want.skeleton()):
                     await self._write(want)
                     assert self._haproxy is not None
                     await self._haproxy.reload()
                     self._applied(want)
-                    log.info("ingress: HAProxy reloaded (%d backends)", len(want.backends))
+                    log.info("ingress: HAProxy reloaded (%d backends)", len(want.servers))
                 else:
                     await self._change(want)
             except WarrenError as exc:
@@ -283,9 +283,9 @@ class HaproxyIngress:
 
     def _applied(self, want: Layout) -> None:
         """HAProxy runs the configuration of ``want``: kept here and in its directory."""
-        self._skeleton = repr(want.skeleton())
+        self._skeleton = want.skeleton()
         self._served_ports = frozenset(want.ports)
-        applied = {"skeleton": self._skeleton, "ports": sorted(self._served_ports)}
+        applied = {"skeleton": self._skeleton.to_json(), "slots": want.slots}
         self._applied_file.write_text(json.dumps(applied))
 
     @property
@@ -294,11 +294,18 @@ class HaproxyIngress:
 
     def _read_applied(self) -> None:
         """What the adopted HAProxy was last configured with: its skeleton (unchanged, no
-        reload is needed) and the ports it listens on (busy, but its own)."""
+        reload is needed), the ports it listens on (busy, but its own), the revisions its
+        slots hold."""
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             applied = json.loads(self._applied_file.read_text())
-            self._skeleton = str(applied["skeleton"])
-            self._served_ports = frozenset(int(p) for p in applied["ports"])
+            skeleton = Skeleton.from_json(applied["skeleton"])
+            slots = {
+                str(s): {int(r): int(n) for r, n in held.items()}
+                for s, held in applied["slots"].items()
+            }
+            self._skeleton = skeleton
+            self._served_ports = frozenset(p for p, _ in skeleton.ports)
+            self._layout = Layout(slots=slots, slot_counts=dict(skeleton.slots))
 
     async def _change(self, want: Layout) -> None:
         """Make HAProxy's servers and maps those of ``want``, by Runtime API commands."""
@@ -308,6 +315,10 @@ class HaproxyIngress:
         for state in await api.servers():
             have.setdefault(state.backend, {})[state.name] = state
         commands: list[str] = []
+        for backend in have.keys() - want.servers.keys():
+            # A service gone, a slot of a revision no longer steered: emptied (no reload).
+            for name, state in have[backend].items():
+                await self._remove(f"{backend}/{name}", state)
         for backend, servers in want.servers.items():
             current = have.get(backend, {})
             for name, server in servers.items():
@@ -323,8 +334,12 @@ class HaproxyIngress:
                     commands.append(f"enable server {target}")
             for name in current.keys() - servers.keys():
                 await self._remove(f"{backend}/{name}", current[name])
-        for path, entries in want.maps.items():
-            if path.name in ("wildcards.map", "paths.map"):
+        running = self._skeleton.maps if self._skeleton is not None else ()
+        stale: dict[Path, dict[str, str]] = {
+            Path(path): {} for path in running if Path(path) not in want.maps
+        }
+        for path, entries in {**want.maps, **stale}.items():
+            if path.name in config.ORDERED_MAPS:
                 continue  # (in the skeleton: they changed with a reload)
             present = await api.map_entries(path)
             for key, value in entries.items():
@@ -364,12 +379,32 @@ class HaproxyIngress:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP)
-            if self._pending and not self._holding:
-                self._pending = False
-                try:
+            try:
+                assert self._haproxy is not None
+                if not self._haproxy.alive():
+                    await self._start_again()
+                elif self._pending and not self._holding:
+                    self._pending = False
                     await self._apply()
-                except Exception:  # never let one bad round end the sweeps
-                    log.exception("ingress: HAProxy: applying the routes again failed")
+            except WarrenError as exc:
+                self._unapplied = exc.message
+                log.warning("ingress: HAProxy: %s", exc.message)
+            except Exception:  # never let one bad round end the sweeps
+                log.exception("ingress: HAProxy: applying the routes again failed")
+
+    async def _start_again(self) -> None:
+        """HAProxy exited (killed, crashed): start it again, serving the routes as they are."""
+        assert self._haproxy is not None
+        log.warning("ingress: HAProxy (pid %s) exited; starting it again", self._haproxy.pid)
+        async with self._lock:
+            self._served_ports = frozenset()  # (its ports are free again, or taken by another)
+            want = config.layout(self._table, self.files, self.settings.shared_port, self._layout)
+            self._leave_out_busy_ports(want)
+            await self._write(want)
+            await self._haproxy.start()
+            self._haproxy.note_port(self.settings.shared_port)
+            self._applied(want)
+            self._layout, self._problems, self._unapplied = want, want.problems, None
 
     # ── counters ────────────────────────────────────────────────────────────────────────────
 
@@ -385,10 +420,9 @@ class HaproxyIngress:
 
     def _in_flight_by_revision(self) -> dict[tuple[str, int], int]:
         found: dict[tuple[str, int], int] = {}
-        for backend, (service, revision) in self._layout.backends.items():
-            if revision is not None:
-                continue  # (its servers are the weighted backend's too)
-            for name in self._layout.servers.get(backend, {}):
+        for service in self._layout.services:
+            # (A slot's servers are its service's too.)
+            for name in self._layout.servers.get(service, {}):
                 number = config.revision_of(name)
                 if number is not None:
                     key = (service, number)
@@ -455,7 +489,7 @@ class HaproxyIngress:
         """The service and revision a log line's backend and server name (None: a frontend's
         own answer, a 404)."""
         service, dot, rest = backend.decode("latin-1").partition(".")
-        if dot and not (rest[:1] == "r" and rest[1:].isdigit()):
+        if dot and not (rest[:1] == "s" and rest[1:].isdigit()):
             return None
         return service, config.revision_of(server.decode("latin-1"))
 
