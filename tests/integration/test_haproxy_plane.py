@@ -36,7 +36,8 @@ async def make_plane(tmp_path: Path) -> AsyncIterator[Factory]:
     made: list[HaproxyIngress] = []
 
     async def make(**kwargs: object) -> HaproxyIngress:
-        plane = HaproxyIngress(tmp_path / "haproxy", shared_port=0, stop_after=2.0, **kwargs)  # type: ignore[arg-type]
+        kwargs.setdefault("shared_port", 0)
+        plane = HaproxyIngress(tmp_path / "haproxy", stop_after=2.0, **kwargs)  # type: ignore[arg-type]
         await plane.start()
         made.append(plane)
         return plane
@@ -112,6 +113,23 @@ async def test_the_next_ingress_adopts_haproxy_and_reloads_nothing(
     assert await new.worker_pid() == worker  # the same HAProxy worker: no reload
     assert await answered(port) == 200
     assert new.listening == frozenset({port})
+
+
+async def test_an_ingress_with_other_settings_adopts_haproxy_and_applies_them(
+    make_plane: Factory, upstream: Upstream
+) -> None:
+    first, second = free_port(), free_port()
+    routes: dict[str, Route | None] = {"web": Route("web", (), "web.test", (upstream.endpoint(),))}
+    old = await make_plane(shared_port=first)
+    await old.update(routes)
+    old.detach()
+    await old.close()
+    new = await make_plane(shared_port=second, hold=True)
+    await new.update(routes)
+    await new.synced()
+    assert await answered(second) == 200
+    with pytest.raises(httpx.TransportError):
+        await answered(first)
 
 
 async def test_a_port_in_use_is_reported_and_the_others_are_served(

@@ -180,11 +180,14 @@ class Skeleton:
     """The maps matched in their order (wildcards, path prefixes), which adding an entry at
     run time cannot choose: their content."""
     format: int = FORMAT
+    settings: str = ""
+    """What the configuration was written with besides the routes (``Settings``)."""
 
     def covers(self, want: Skeleton) -> bool:
         slots, pins, sticky = dict(self.slots), dict(self.pins), dict(self.sticky)
         return (
             self.format == want.format
+            and self.settings == want.settings
             and self.ports == want.ports
             and set(want.services) <= set(self.services)
             and all(n <= slots.get(s, 0) for s, n in want.slots)
@@ -211,6 +214,7 @@ class Skeleton:
             maps=tuple(data["maps"]),
             ordered=tuple((str(m), tuple((k, v) for k, v in e)) for m, e in data["ordered"]),
             format=int(data["format"]),
+            settings=str(data.get("settings", "")),
         )
 
 
@@ -236,8 +240,9 @@ class Layout:
     problems: dict[int, str] = field(default_factory=dict)
     """Per port, what of it cannot be served as asked (a port or host claimed twice, TLS)."""
 
-    def skeleton(self) -> Skeleton:
+    def skeleton(self, settings: Settings) -> Skeleton:
         return Skeleton(
+            settings=repr(settings),
             ports=tuple(sorted(self.ports.items())),
             services=tuple(sorted(self.services)),
             slots=tuple(sorted(self.slot_counts.items())),

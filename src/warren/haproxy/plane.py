@@ -256,7 +256,9 @@ class HaproxyIngress:
             want = config.layout(self._table, self.files, self.settings.shared_port, self._layout)
             self._leave_out_busy_ports(want)
             try:
-                if self._skeleton is None or not self._skeleton.covers(want.skeleton()):
+                if self._skeleton is None or not self._skeleton.covers(
+                    want.skeleton(self.settings)
+                ):
                     await self._write(want)
                     assert self._haproxy is not None
                     await self._haproxy.reload()
@@ -283,7 +285,7 @@ class HaproxyIngress:
 
     def _applied(self, want: Layout) -> None:
         """HAProxy runs the configuration of ``want``: kept here and in its directory."""
-        self._skeleton = want.skeleton()
+        self._skeleton = want.skeleton(self.settings)
         self._served_ports = frozenset(want.ports)
         applied = {"skeleton": self._skeleton.to_json(), "slots": want.slots}
         self._applied_file.write_text(json.dumps(applied))
