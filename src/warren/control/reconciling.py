@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
 
 from ..domain.deployments import Deployment
@@ -162,13 +162,10 @@ class Reconciler(Controller):
             return now + LAG_RETRY
         await self._pin_images(name, tasks)
         jobs = self.index.jobs(name)
-        plan = _with_jobs(
-            self._plan(name, service, deployment, tasks, now),
-            plan_jobs(name, service is not None, deployment, jobs, now),
-            jobs,
-        )
+        job_plan = plan_jobs(name, service is not None, deployment, jobs, now)
+        plan = _with_jobs(self._plan(name, service, deployment, tasks, now), job_plan, jobs)
         slot_tasks = _new_tasks(name, plan.create, now)
-        new_tasks = slot_tasks + list(plan.jobs)
+        new_tasks = slot_tasks + list(job_plan.create)
         everything = tasks + jobs
         waiting = _waiting_tasks(everything, plan)
         placed = self._place(name, waiting + new_tasks, now)
@@ -185,7 +182,7 @@ class Reconciler(Controller):
             if not await self._write(writes):
                 return now  # lost a race with an agent or a user; look again
             _log_created(slot_tasks, plan.create)
-            for job in plan.jobs:
+            for job in job_plan.create:
                 log.info("service %s: job %s started", name, job.id)
         await self._record_notes(name, plan.notes)
         return plan.requeue_at
@@ -256,7 +253,7 @@ class Reconciler(Controller):
         """Write the waiting tasks placed now, or with a new reason why no node can take them."""
         return _join(self._cas(t, placed[t.id]) for t in waiting if t.id in placed)
 
-    def _shut_down(self, tasks: list[Task], plan: _Plan, now: float) -> _Writes:
+    def _shut_down(self, tasks: list[Task], plan: ReconcilePlan, now: float) -> _Writes:
         """Set the desired state of the tasks the plan shuts down, with the plan's why as their
         message."""
         by_id = {t.id: t for t in tasks}
@@ -274,7 +271,7 @@ class Reconciler(Controller):
                 writes.append(self._cas(task, changed))
         return _join(writes)
 
-    def _forget(self, tasks: list[Task], plan: _Plan) -> _Writes:
+    def _forget(self, tasks: list[Task], plan: ReconcilePlan) -> _Writes:
         """Delete the ended tasks the plan forgets, unless they changed since they were read."""
         by_id = {t.id: t for t in tasks}
         compares: list[Compare] = []
@@ -339,32 +336,17 @@ def _join(parts: Iterable[_Writes]) -> _Writes:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """A service's plan: its slots' (``ReconcilePlan``) and its jobs'."""
-
-    create: tuple[NewTask, ...]
-    jobs: tuple[Task, ...]
-    """Jobs to create, as they are to be written (placed with the new tasks)."""
-    shutdown: tuple[tuple[str, str], ...]
-    forget: tuple[str, ...]
-    requeue_at: float | None
-    forget_revisions: bool
-    notes: tuple[str, ...]
-
-
-def _with_jobs(plan: ReconcilePlan, jobs: JobPlan, known: list[Task]) -> _Plan:
-    """The slots' plan and the jobs' as one; a removed service forgets its revisions only once
-    its jobs are gone too."""
+def _with_jobs(plan: ReconcilePlan, jobs: JobPlan, known: list[Task]) -> ReconcilePlan:
+    """The slots' plan with the jobs' shutdowns, forgets and requeue (the jobs it creates are
+    ``jobs.create``); a removed service forgets its revisions only once its jobs are gone
+    too."""
     due = [t for t in (plan.requeue_at, jobs.requeue_at) if t is not None]
-    return _Plan(
-        create=plan.create,
-        jobs=jobs.create,
+    return replace(
+        plan,
         shutdown=plan.shutdown + jobs.shutdown,
         forget=plan.forget + jobs.forget,
         requeue_at=min(due, default=None),
         forget_revisions=plan.forget_revisions and not known,
-        notes=plan.notes,
     )
 
 
@@ -384,7 +366,7 @@ def _new_tasks(name: str, create: Iterable[NewTask], now: float) -> list[Task]:
     ]
 
 
-def _waiting_tasks(tasks: Iterable[Task], plan: _Plan) -> list[Task]:
+def _waiting_tasks(tasks: Iterable[Task], plan: ReconcilePlan) -> list[Task]:
     """The service's tasks still waiting for a node, to be placed again."""
     # A task the plan shuts down is not placed: it is ended in the same transaction.
     ending = {tid for tid, _why in plan.shutdown}
