@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.test_ingress import Upstream, free_port
+from tests.integration.test_ingress import Factory, free_port, upstream
 from warren.haproxy import HaproxyIngress
 from warren.ingress import Ingress
 from warren.ports import DataPlane, Endpoint, Pin, Route, RouteStats
@@ -29,6 +29,8 @@ WAIT = 5.0
 """Upper bound of every wait in these tests."""
 
 PLANES = ["builtin", "haproxy"]
+
+__all__ = ["upstream"]  # the upstream servers' fixture, the built-in ingress's tests' own
 
 
 class Plane:
@@ -84,22 +86,6 @@ async def plane(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield Plane(kind, made)
     finally:
         await made.close()
-
-
-Factory = Callable[..., Awaitable[Upstream]]
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Factory]:
-    made: list[Upstream] = []
-
-    async def make(name: str, **kwargs: bool) -> Upstream:
-        made.append(await Upstream(name, **kwargs).start())
-        return made[-1]
-
-    yield make
-    for u in made:
-        await u.stop()
 
 
 def web(*endpoints: Endpoint, **kwargs: Any) -> dict[str, Route | None]:

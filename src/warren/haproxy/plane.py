@@ -217,10 +217,11 @@ class HaproxyIngress:
 
     def stats(self) -> Mapping[str, RouteStats]:
         totals = self._counters.stats()
-        for name, total in totals.items():
-            total.in_flight = sum(
-                n for (service, _), n in self._in_flight_by_revision().items() if service == name
-            )
+        for total in totals.values():
+            total.in_flight = 0
+        for (service, _), n in self._in_flight_by_revision().items():
+            if service in totals:
+                totals[service].in_flight += n
         return totals
 
     def revision_stats(self) -> Mapping[tuple[str, int], RouteStats]:
